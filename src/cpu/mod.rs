@@ -1,0 +1,134 @@
+//! The CPU backend: the exact f32 computation with a KV cache. It is the reference every other
+//! backend is tested against, and the fallback where WebGPU is missing (it builds for wasm32).
+
+pub mod kernels;
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::generation::{check_tokens, Backend};
+use crate::model::{Model, Pattention};
+use kernels::{apply_rope, layer_norm, layer_norm_affine, matmul, matmul_bt, normalize_scores, rope_inv_freq};
+
+pub struct CpuBackend {
+    model: Arc<Model>,
+    inv_freq: Vec<f64>,
+    /// Post-RoPE keys and the values of every position so far, per layer, [len × hidden].
+    k_cache: Vec<Vec<f32>>,
+    v_cache: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl CpuBackend {
+    pub fn new(model: Arc<Model>) -> Self {
+        let cfg = &model.config;
+        let inv_freq = rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base);
+        let layers = cfg.num_layers;
+        CpuBackend { inv_freq, k_cache: vec![Vec::new(); layers], v_cache: vec![Vec::new(); layers], len: 0, model }
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+}
+
+/// `out[t×d_out] = f(x[t×d_in] · Kᵀ) · V`, the whole Pattention layer for `t` tokens.
+pub fn pattention(x: &[f32], t: usize, p: &Pattention, cfg: &crate::config::ModelConfig, out: &mut [f32]) {
+    let d = cfg.hidden_size;
+    let mut theta = vec![0f32; t * p.n];
+    matmul_bt(x, &p.key_param_tokens, t, d, p.n, &mut theta);
+    for row in theta.chunks_exact_mut(p.n) {
+        normalize_scores(row, cfg.norm_activation);
+    }
+    matmul(&theta, &p.value_param_tokens, t, p.n, d, out);
+}
+
+impl Backend for CpuBackend {
+    fn vocab_size(&self) -> usize {
+        self.model.vocab_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.model.config.max_positions
+    }
+
+    fn position(&self) -> usize {
+        self.len
+    }
+
+    fn reset(&mut self) {
+        self.k_cache.iter_mut().for_each(Vec::clear);
+        self.v_cache.iter_mut().for_each(Vec::clear);
+        self.len = 0;
+    }
+
+    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        check_tokens(self, ids)?;
+        let model = &*self.model;
+        let cfg = &model.config;
+        let (d, t, start) = (cfg.hidden_size, ids.len(), self.len);
+        let (heads, hd) = (cfg.num_heads, cfg.head_dim());
+
+        let mut x = vec![0f32; t * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
+            row.copy_from_slice(&model.embedding[id as usize * d..(id as usize + 1) * d]);
+        }
+        let (mut a, mut q, mut k, mut v, mut o) =
+            (vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]);
+        let mut delta = vec![0f32; t * d];
+        let scale = 1.0 / (hd as f32).sqrt();
+
+        for (layer, block) in model.blocks.iter().enumerate() {
+            a.copy_from_slice(&x);
+            a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
+            pattention(&a, t, &block.query, cfg, &mut q);
+            pattention(&a, t, &block.key, cfg, &mut k);
+            pattention(&a, t, &block.value, cfg, &mut v);
+            for (i, (qrow, krow)) in q.chunks_exact_mut(d).zip(k.chunks_exact_mut(d)).enumerate() {
+                for h in 0..heads {
+                    apply_rope(&mut qrow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
+                    apply_rope(&mut krow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
+                }
+            }
+            let (kc, vc) = (&mut self.k_cache[layer], &mut self.v_cache[layer]);
+            kc.extend_from_slice(&k);
+            vc.extend_from_slice(&v);
+
+            // Causal attention: token i sees cache positions 0..=start+i.
+            let mut probs = vec![0f32; start + t];
+            for i in 0..t {
+                let visible = start + i + 1;
+                for h in 0..heads {
+                    let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
+                    for (j, p) in probs[..visible].iter_mut().enumerate() {
+                        *p = kernels::dot(qh, &kc[j * d + h * hd..j * d + (h + 1) * hd]) * scale;
+                    }
+                    kernels::softmax_scaled(&mut probs[..visible], 1.0);
+                    let oh = &mut o[i * d + h * hd..i * d + (h + 1) * hd];
+                    oh.fill(0.0);
+                    for (j, &p) in probs[..visible].iter().enumerate() {
+                        kernels::axpy(oh, p, &vc[j * d + h * hd..j * d + (h + 1) * hd]);
+                    }
+                }
+            }
+            pattention(&o, t, &block.proj, cfg, &mut delta);
+            x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
+
+            a.copy_from_slice(&x);
+            a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
+            pattention(&a, t, &block.ffn, cfg, &mut delta);
+            x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
+        }
+        self.len += t;
+
+        let rows = if all_logits { t } else { 1 };
+        let mut h = x[(t - rows) * d..].to_vec();
+        for row in h.chunks_exact_mut(d) {
+            layer_norm_affine(row, &model.final_norm_weight, &model.final_norm_bias, cfg.layernorm_eps);
+        }
+        let vocab = model.vocab_size;
+        let mut logits = vec![0f32; rows * vocab];
+        matmul_bt(&h, &model.embedding[..vocab * d], rows, d, vocab, &mut logits);
+        Ok(logits)
+    }
+}

@@ -1,0 +1,54 @@
+//! One error type for the whole crate. Every message names the file or value at fault so that a
+//! person can fix the input without reading the code.
+
+use crate::weights::pytorch::PytorchError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config.json is not valid JSON for a TokenFormer model: {0}")]
+    ConfigJson(#[from] serde_json::Error),
+    #[error("config.json: {0}")]
+    Config(String),
+
+    #[error("weights file is empty")]
+    EmptyWeights,
+    #[error("weights file is neither a PyTorch zip archive nor safetensors: {0}")]
+    UnknownWeightsFormat(String),
+    #[error("safetensors: {0}")]
+    Safetensors(String),
+    #[error("pytorch_model.bin: {0}")]
+    Pytorch(#[from] PytorchError),
+    #[error("weights mix the authors' names (sequential.N...) with the project's names: {0} and {1}")]
+    MixedNaming(String, String),
+    #[error("missing tensor {0}")]
+    MissingTensor(String),
+    #[error("unexpected tensor {0} (not part of a TokenFormer model with this config)")]
+    UnexpectedTensor(String),
+    #[error("tensor {name} has shape {found:?}, expected {expected}")]
+    TensorShape { name: String, found: Vec<usize>, expected: String },
+    #[error("tensor {name} has dtype {dtype}; supported: F32, F16, BF16")]
+    UnsupportedDtype { name: String, dtype: String },
+    #[error("tensor {name} holds a non-finite value (NaN or infinity)")]
+    NonFinite { name: String },
+
+    #[error("tokenizer.json: {0}")]
+    Tokenizer(String),
+    #[error("the tokenizer has {tokenizer} ids but the embedding has only {embedding} rows")]
+    VocabTooLarge { tokenizer: usize, embedding: usize },
+
+    #[error("the prompt is empty: give at least one token")]
+    EmptyPrompt,
+    #[error("{needed} positions are needed but the model has at most {max} (max_position_embeddings)")]
+    TooManyPositions { needed: usize, max: usize },
+    #[error("token id {id} is outside the vocabulary (0..{vocab})")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("invalid sampling parameter: {0}")]
+    Sampling(String),
+
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}

@@ -1,0 +1,134 @@
+//! What every backend offers, and the loops built on it: generation and perplexity.
+
+use std::ops::ControlFlow;
+
+use crate::error::{Error, Result};
+use crate::sampling::{sample, SamplingParams};
+
+/// A model instance with its own KV cache.
+pub trait Backend {
+    /// Ids the model scores (the tokenizer's vocabulary; embedding padding rows excluded).
+    fn vocab_size(&self) -> usize;
+    fn max_positions(&self) -> usize;
+    /// Number of tokens in the KV cache.
+    fn position(&self) -> usize;
+    /// Empties the KV cache.
+    fn reset(&mut self);
+    /// Runs `ids` at the next positions, appending them to the KV cache. Returns the logits
+    /// [rows × vocab_size] of every new position when `all_logits`, else of the last one only.
+    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>>;
+    /// Feeds `ids` and returns the sampled next token. `context` is every token so far (prompt
+    /// and generated), for the repetition penalty. Backends that sample on the device override it.
+    fn next_token(&mut self, ids: &[u32], context: &[u32], params: &SamplingParams, step: u32) -> Result<u32> {
+        let logits = self.forward(ids, false)?;
+        Ok(sample(&logits, context, params, step))
+    }
+}
+
+/// Checks ids and positions before a backend touches them.
+pub fn check_tokens(backend: &(impl Backend + ?Sized), ids: &[u32]) -> Result<()> {
+    if ids.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let vocab = backend.vocab_size();
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(Error::TokenOutOfRange { id, vocab });
+    }
+    let needed = backend.position() + ids.len();
+    if needed > backend.max_positions() {
+        return Err(Error::TooManyPositions { needed, max: backend.max_positions() });
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The end-of-text token was sampled (it is not part of the output).
+    EndOfText,
+    MaxTokens,
+    /// The context reached max_position_embeddings.
+    ContextFull,
+    /// The token callback asked to stop.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub ids: Vec<u32>,
+    pub stop: StopReason,
+}
+
+/// Generates after `prompt` from an empty cache. `on_token` sees each new id and may stop the loop.
+pub fn generate(
+    backend: &mut dyn Backend,
+    prompt: &[u32],
+    params: &SamplingParams,
+    eos: Option<u32>,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation> {
+    params.validate()?;
+    backend.reset();
+    check_tokens(backend, prompt)?;
+    let mut context = prompt.to_vec();
+    let mut ids = Vec::new();
+    let mut feed = prompt.to_vec();
+    for step in 0..params.max_tokens {
+        let id = backend.next_token(&feed, &context, params, step as u32)?;
+        if Some(id) == eos {
+            return Ok(Generation { ids, stop: StopReason::EndOfText });
+        }
+        ids.push(id);
+        context.push(id);
+        if on_token(id).is_break() {
+            return Ok(Generation { ids, stop: StopReason::Cancelled });
+        }
+        if context.len() >= backend.max_positions() && step + 1 < params.max_tokens {
+            return Ok(Generation { ids, stop: StopReason::ContextFull });
+        }
+        feed = vec![id];
+    }
+    Ok(Generation { ids, stop: StopReason::MaxTokens })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Perplexity {
+    pub tokens_scored: usize,
+    pub nll_mean: f64,
+    pub perplexity: f64,
+}
+
+/// Sliding-window perplexity: windows of `window` tokens start every `stride` tokens, each run from
+/// position 0; a token is scored once, in the first window where it has context.
+pub fn perplexity(backend: &mut dyn Backend, ids: &[u32], window: usize, stride: usize) -> Result<Perplexity> {
+    if ids.len() < 2 {
+        return Err(Error::Usage(format!("perplexity needs at least 2 tokens, the text has {}", ids.len())));
+    }
+    if window < 2 || window > backend.max_positions() || stride == 0 || stride > window {
+        return Err(Error::Usage(format!(
+            "window {window} must be in 2..={} and stride {stride} in 1..=window",
+            backend.max_positions()
+        )));
+    }
+    let vocab = backend.vocab_size();
+    let (mut nll, mut scored, mut next_unscored) = (0f64, 0usize, 1usize);
+    let mut begin = 0;
+    loop {
+        let end = (begin + window).min(ids.len());
+        backend.reset();
+        let logits = backend.forward(&ids[begin..end], true)?;
+        for t in next_unscored.max(begin + 1)..end {
+            let row = &logits[(t - 1 - begin) * vocab..(t - begin) * vocab];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let log_z = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+            nll += log_z - row[ids[t] as usize] as f64;
+            scored += 1;
+        }
+        next_unscored = end;
+        if end == ids.len() {
+            break;
+        }
+        begin += stride;
+    }
+    let nll_mean = nll / scored as f64;
+    Ok(Perplexity { tokens_scored: scored, nll_mean, perplexity: nll_mean.exp() })
+}

@@ -1,0 +1,22 @@
+//! TokenFormer inference: the exact computation of the authors' released models (see
+//! `shared/TOKENFORMER.md`), their files loaded unchanged, a CPU reference backend, and sampling
+//! that gives the same tokens on every backend.
+
+pub mod config;
+pub mod convert;
+pub mod cpu;
+pub mod error;
+pub mod generation;
+pub mod loader;
+pub mod model;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{ModelConfig, NormActivation};
+pub use cpu::CpuBackend;
+pub use error::{Error, Result};
+pub use generation::{generate, perplexity, Backend, Generation, StopReason};
+pub use model::{Model, Projection};
+pub use sampling::SamplingParams;
+pub use tokenizer::Tokenizer;

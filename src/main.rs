@@ -1,0 +1,309 @@
+//! `tokenformer`: generate, score, evaluate and convert TokenFormer models from the command line.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use tokenformer::convert::to_safetensors;
+use tokenformer::generation::perplexity;
+use tokenformer::loader::ModelPaths;
+use tokenformer::tokenizer::TextStream;
+use tokenformer::weights::safetensors::StoreDtype;
+use tokenformer::{generate, Backend, CpuBackend, Error, Model, Result, SamplingParams, Tokenizer};
+
+#[derive(Parser)]
+#[command(name = "tokenformer", version, about = "TokenFormer inference: generate, score, evaluate, convert")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text after a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Print the logits of every input position as JSON.
+    Logits(LogitsArgs),
+    /// Convert a model (authors' folder or any weights file) into config.json + model.safetensors + tokenizer.json.
+    Convert(ConvertArgs),
+    /// Perplexity of a text file, with a sliding window.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Model folder (config.json + model.safetensors or pytorch_model.bin + tokenizer.json) or a weights file.
+    #[arg(long)]
+    model: PathBuf,
+    /// config.json to use instead of the one next to the weights.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// tokenizer.json to use instead of the one next to the weights.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    backend: BackendKind,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendKind {
+    Cpu,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    prompt: Option<String>,
+    /// Prompt as token ids, e.g. 1,2,3.
+    #[arg(long)]
+    ids: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// 0 disables the cut.
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u32,
+    /// Print one JSON object {"ids": [...], "text": "..."} instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Token ids, e.g. 1,2,3.
+    #[arg(long)]
+    ids: String,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// Model folder or weights file.
+    input: PathBuf,
+    /// Folder to write config.json, model.safetensors and tokenizer.json into.
+    out_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// UTF-8 text file to score.
+    #[arg(long)]
+    text: PathBuf,
+    /// Tokens per window (default: max_position_embeddings).
+    #[arg(long)]
+    window: Option<usize>,
+    /// Window step (default: half the window).
+    #[arg(long)]
+    stride: Option<usize>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => run_generate(args),
+        Command::Logits(args) => run_logits(args),
+        Command::Convert(args) => run_convert(args),
+        Command::Eval(args) => run_eval(args),
+    };
+    // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} tensors ({elapsed})")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    bar
+}
+
+fn load(paths: &ModelPaths) -> Result<(Model, Tokenizer)> {
+    let bar = progress_bar(0, "loading");
+    let loaded = paths.load(&mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    loaded
+}
+
+fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+    let paths = ModelPaths::resolve(&args.model, args.config.as_deref(), args.tokenizer.as_deref())?;
+    let (model, tokenizer) = load(&paths)?;
+    let backend: Box<dyn Backend> = match args.backend {
+        BackendKind::Cpu => Box::new(CpuBackend::new(Arc::new(model))),
+    };
+    Ok((backend, tokenizer))
+}
+
+fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().map_err(|_| Error::Usage(format!("--ids: {s:?} is not a token id"))))
+        .collect()
+}
+
+fn run_generate(args: GenerateArgs) -> Result<()> {
+    let (mut backend, tokenizer) = load_backend(&args.model)?;
+    let prompt = match (&args.prompt, &args.ids) {
+        (Some(text), _) => tokenizer.encode(text)?,
+        (None, Some(ids)) => parse_ids(ids)?,
+        (None, None) => return Err(Error::Usage("give --prompt or --ids".into())),
+    };
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repetition_penalty: args.repetition_penalty,
+        seed: args.seed,
+        max_tokens: args.max_tokens,
+    };
+    let start = Instant::now();
+    let mut stream = TextStream::default();
+    let mut stdout = std::io::stdout();
+    let mut stream_error = None;
+    let out = generate(backend.as_mut(), &prompt, &params, tokenizer.eos_id(), |id| {
+        if args.json {
+            return ControlFlow::Continue(());
+        }
+        match stream.push(&tokenizer, id) {
+            Ok(piece) => {
+                // A closed pipe (e.g. `| head`) ends generation quietly.
+                if write!(stdout, "{piece}").and_then(|_| stdout.flush()).is_err() {
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                stream_error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = stream_error {
+        return Err(e);
+    }
+    let text = tokenizer.decode(&out.ids)?;
+    if args.json {
+        println!("{}", serde_json::json!({ "ids": out.ids, "text": text }));
+    } else {
+        println!();
+        let secs = start.elapsed().as_secs_f64();
+        eprintln!(
+            "[{} prompt + {} generated tokens in {:.2} s, {:.1} tokens/s, stop: {:?}]",
+            prompt.len(),
+            out.ids.len(),
+            secs,
+            out.ids.len() as f64 / secs,
+            out.stop
+        );
+    }
+    Ok(())
+}
+
+fn run_logits(args: LogitsArgs) -> Result<()> {
+    let ids = parse_ids(&args.ids)?;
+    let (mut backend, _) = load_backend(&args.model)?;
+    let logits = backend.forward(&ids, true)?;
+    let rows: Vec<&[f32]> = logits.chunks(backend.vocab_size()).collect();
+    println!("{}", serde_json::json!({ "logits": rows }));
+    Ok(())
+}
+
+fn run_convert(args: ConvertArgs) -> Result<()> {
+    let paths = ModelPaths::resolve(&args.input, args.config.as_deref(), args.tokenizer.as_deref())?;
+    let out_dir = &args.out_dir;
+    if same_dir(paths.weights.parent(), out_dir) {
+        return Err(Error::Usage(format!("OUT_DIR {} is the model's own folder; pick another", out_dir.display())));
+    }
+    let (model, _) = load(&paths)?;
+    let dtype = match args.dtype {
+        DtypeArg::F32 => StoreDtype::F32,
+        DtypeArg::F16 => StoreDtype::F16,
+    };
+    let bar = ProgressBar::new_spinner().with_message("writing model.safetensors");
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    let bytes = to_safetensors(&model, dtype)?;
+    let io = |path: &Path, e: std::io::Error| Error::File { path: path.display().to_string(), message: e.to_string() };
+    std::fs::create_dir_all(out_dir).map_err(|e| io(out_dir, e))?;
+    let write = |name: &str, data: &[u8]| {
+        let path = out_dir.join(name);
+        std::fs::write(&path, data).map_err(|e| io(&path, e))
+    };
+    write("model.safetensors", &bytes)?;
+    write("config.json", model.config.to_json().as_bytes())?;
+    write("tokenizer.json", &tokenformer::loader::read(&paths.tokenizer)?)?;
+    bar.finish_and_clear();
+    eprintln!("wrote {} ({} MB, {} tensors)", out_dir.display(), bytes.len() / 1_000_000, model.tensors().len());
+    Ok(())
+}
+
+fn same_dir(a: Option<&Path>, b: &Path) -> bool {
+    match (a.and_then(|a| a.canonicalize().ok()), b.canonicalize().ok()) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let (mut backend, tokenizer) = load_backend(&args.model)?;
+    let bytes = tokenformer::loader::read(&args.text)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::File { path: args.text.display().to_string(), message: "not UTF-8 text".into() })?;
+    let ids = tokenizer.encode(&text)?;
+    let window = args.window.unwrap_or(backend.max_positions());
+    let stride = args.stride.unwrap_or(window.div_ceil(2));
+    let p = perplexity(backend.as_mut(), &ids, window, stride)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"perplexity": p.perplexity, "nll_mean": p.nll_mean, "tokens_scored": p.tokens_scored,
+                               "window": window, "stride": stride})
+        );
+    } else {
+        println!(
+            "perplexity {:.4} (mean NLL {:.4} nats over {} tokens, window {window}, stride {stride})",
+            p.perplexity, p.nll_mean, p.tokens_scored
+        );
+    }
+    Ok(())
+}

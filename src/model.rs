@@ -1,0 +1,208 @@
+//! The model in memory: validated shape plus f32 weights, independent of file format and backend.
+
+use std::collections::HashMap;
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::weights::{naming_of, Naming, RawTensor, TensorRole};
+
+/// The five Pattention layers of a block, in the order the inspector lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    Query,
+    Key,
+    Value,
+    Proj,
+    Ffn,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 5] = [Self::Query, Self::Key, Self::Value, Self::Proj, Self::Ffn];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Query => "query",
+            Self::Key => "key",
+            Self::Value => "value",
+            Self::Proj => "proj",
+            Self::Ffn => "ffn",
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .ok_or_else(|| Error::Usage(format!("unknown projection {name:?} (query, key, value, proj, ffn)")))
+    }
+
+    /// Number of parameter tokens of this projection.
+    pub fn slots(self, cfg: &ModelConfig) -> usize {
+        match self {
+            Self::Query | Self::Key | Self::Value => cfg.qkv_slots,
+            Self::Proj => cfg.proj_slots,
+            Self::Ffn => cfg.ffn_slots,
+        }
+    }
+}
+
+/// One Pattention layer: `n` parameter tokens with keys [n, d_in] and values [n, d_out].
+#[derive(Debug, Clone)]
+pub struct Pattention {
+    pub n: usize,
+    pub key_param_tokens: Vec<f32>,
+    pub value_param_tokens: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub query: Pattention,
+    pub key: Pattention,
+    pub value: Pattention,
+    pub proj: Pattention,
+    pub ffn: Pattention,
+}
+
+impl Block {
+    pub fn get(&self, proj: Projection) -> &Pattention {
+        match proj {
+            Projection::Query => &self.query,
+            Projection::Key => &self.key,
+            Projection::Value => &self.value,
+            Projection::Proj => &self.proj,
+            Projection::Ffn => &self.ffn,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub config: ModelConfig,
+    /// Ids the tokenizer can produce; embedding rows past it are padding and are never scored.
+    pub vocab_size: usize,
+    /// Word embedding [embedding_rows, hidden_size], also the output head.
+    pub embedding: Vec<f32>,
+    pub embedding_rows: usize,
+    pub blocks: Vec<Block>,
+    pub final_norm_weight: Vec<f32>,
+    pub final_norm_bias: Vec<f32>,
+}
+
+impl Model {
+    /// Builds a model from a file's tensors, in either naming scheme, checking every name and shape.
+    pub fn from_tensors(config: ModelConfig, tensors: Vec<RawTensor<'_>>, vocab_size: usize) -> Result<Model> {
+        Self::from_tensors_with_progress(config, tensors, vocab_size, &mut |_, _| {})
+    }
+
+    /// As [`Model::from_tensors`], calling `progress(done, total)` after each tensor is decoded.
+    pub fn from_tensors_with_progress(
+        config: ModelConfig,
+        tensors: Vec<RawTensor<'_>>,
+        vocab_size: usize,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        let layers = config.num_layers;
+        let d = config.hidden_size;
+        let naming = tensors.first().map(|t| naming_of(&t.name)).unwrap_or(Naming::Authors);
+        let by_name: HashMap<String, TensorRole> =
+            TensorRole::all(layers).into_iter().map(|r| (r.name(naming, layers), r)).collect();
+
+        let mut found: HashMap<TensorRole, RawTensor> = HashMap::new();
+        for t in tensors {
+            if naming_of(&t.name) != naming {
+                let first = TensorRole::Embedding.name(naming, layers);
+                return Err(Error::MixedNaming(first, t.name));
+            }
+            match by_name.get(&t.name) {
+                Some(role) => {
+                    found.insert(*role, t);
+                }
+                None => return Err(Error::UnexpectedTensor(t.name)),
+            }
+        }
+
+        let total = by_name.len();
+        let mut done = 0;
+        let mut take = |role: TensorRole, rows: Rows| -> Result<(Vec<f32>, usize)> {
+            let name = role.name(naming, layers);
+            let t = found.remove(&role).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+            let shape_ok = match (rows, t.shape.as_slice()) {
+                (Rows::Vector, [c]) => *c == d,
+                (Rows::Exactly(r), [tr, tc]) => *tr == r && *tc == d,
+                (Rows::Any, [tr, tc]) => *tr > 0 && *tc == d,
+                _ => false,
+            };
+            if !shape_ok {
+                let expected = match rows {
+                    Rows::Vector => format!("[{d}]"),
+                    Rows::Exactly(r) => format!("[{r}, {d}]"),
+                    Rows::Any => format!("[rows, {d}]"),
+                };
+                return Err(Error::TensorShape { name, found: t.shape, expected });
+            }
+            let data = t.to_f32();
+            if data.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite { name });
+            }
+            done += 1;
+            progress(done, total);
+            Ok((data, t.shape[0]))
+        };
+
+        let (embedding, embedding_rows) = take(TensorRole::Embedding, Rows::Any)?;
+        if vocab_size > embedding_rows {
+            return Err(Error::VocabTooLarge { tokenizer: vocab_size, embedding: embedding_rows });
+        }
+        let mut blocks = Vec::with_capacity(layers);
+        for layer in 0..layers {
+            let mut pattention = |proj: Projection| -> Result<Pattention> {
+                let n = proj.slots(&config);
+                let (keys, _) = take(TensorRole::ParamTokens { layer, proj, values: false }, Rows::Exactly(n))?;
+                let (values, _) = take(TensorRole::ParamTokens { layer, proj, values: true }, Rows::Exactly(n))?;
+                Ok(Pattention { n, key_param_tokens: keys, value_param_tokens: values })
+            };
+            blocks.push(Block {
+                query: pattention(Projection::Query)?,
+                key: pattention(Projection::Key)?,
+                value: pattention(Projection::Value)?,
+                proj: pattention(Projection::Proj)?,
+                ffn: pattention(Projection::Ffn)?,
+            });
+        }
+        let (final_norm_weight, _) = take(TensorRole::FinalNormWeight, Rows::Vector)?;
+        let (final_norm_bias, _) = take(TensorRole::FinalNormBias, Rows::Vector)?;
+        Ok(Model { config, vocab_size, embedding, embedding_rows, blocks, final_norm_weight, final_norm_bias })
+    }
+
+    /// Every tensor with its project name, shape and data, in the authors' order.
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+        let layers = self.config.num_layers;
+        let d = self.config.hidden_size;
+        TensorRole::all(layers)
+            .into_iter()
+            .map(|role| {
+                let (shape, data): (Vec<usize>, &[f32]) = match role {
+                    TensorRole::Embedding => (vec![self.embedding_rows, d], &self.embedding),
+                    TensorRole::ParamTokens { layer, proj, values } => {
+                        let p = self.blocks[layer].get(proj);
+                        let data = if values { &p.value_param_tokens } else { &p.key_param_tokens };
+                        (vec![p.n, d], data)
+                    }
+                    TensorRole::FinalNormWeight => (vec![d], &self.final_norm_weight),
+                    TensorRole::FinalNormBias => (vec![d], &self.final_norm_bias),
+                };
+                (role.name(Naming::Project, layers), shape, data)
+            })
+            .collect()
+    }
+}
+
+/// The expected first dimension of a tensor whose last dimension is the model width.
+#[derive(Clone, Copy)]
+enum Rows {
+    /// A vector [d].
+    Vector,
+    Exactly(usize),
+    /// The embedding: as many rows as the file has (at least the vocabulary).
+    Any,
+}
