@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
+#[derive(Debug)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     vocab_size: usize,

@@ -1,0 +1,207 @@
+//! The `tokenformer` binary as a person runs it: outputs on the fixtures, and one clear error
+//! line with a non-zero exit for every bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{expected, fixture_dir, max_abs_diff};
+
+fn tokenformer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tokenformer"))
+        .args(args)
+        // Set on the project's machines; user errors must still print one line, not a backtrace.
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap()
+}
+
+fn stdout_json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A fresh, empty scratch folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tokenformer-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn ids_arg(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn generate_json_gives_the_reference_greedy_tokens() {
+    let exp = expected("softmax");
+    let model = fixture_dir("softmax");
+    for case in &exp.cases {
+        let out = tokenformer(&[
+            "generate",
+            "--model",
+            path(&model),
+            "--ids",
+            &ids_arg(&case.ids),
+            "--max-tokens",
+            "32",
+            "--json",
+        ]);
+        let json = stdout_json(&out);
+        let ids: Vec<u32> = serde_json::from_value(json["ids"].clone()).unwrap();
+        assert_eq!(ids, case.greedy);
+        assert!(json["text"].is_string());
+    }
+    // Text prompt, streamed: the output is the decoded continuation.
+    let case = exp.cases.iter().find(|c| c.text.is_some()).unwrap();
+    let out = tokenformer(&[
+        "generate",
+        "--model",
+        path(&model),
+        "--prompt",
+        case.text.as_deref().unwrap(),
+        "--max-tokens",
+        "32",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!out.stdout.is_empty());
+}
+
+#[test]
+fn logits_prints_every_position_over_the_vocabulary() {
+    let exp = expected("gelu_l2_norm");
+    let case = &exp.cases[1];
+    let out = tokenformer(&["logits", "--model", path(&fixture_dir("gelu_l2_norm")), "--ids", &ids_arg(&case.ids)]);
+    let rows: Vec<Vec<f64>> = serde_json::from_value(stdout_json(&out)["logits"].clone()).unwrap();
+    assert_eq!(rows.len(), case.ids.len());
+    assert!(rows.iter().all(|r| r.len() == exp.vocab_size));
+    let err = max_abs_diff(rows.into_iter().flatten(), case.logits.iter().flatten().copied());
+    assert!(err < 1e-4, "{err:e}");
+}
+
+#[test]
+fn convert_writes_a_folder_that_loads_the_same() {
+    let exp = expected("l2_norm_gelu");
+    let ids = ids_arg(&exp.cases[2].ids);
+    let original = stdout_json(&tokenformer(&["logits", "--model", path(&fixture_dir("l2_norm_gelu")), "--ids", &ids]));
+    for dtype in ["f32", "f16"] {
+        let out_dir = scratch(&format!("convert-{dtype}"));
+        let out = tokenformer(&["convert", path(&fixture_dir("l2_norm_gelu")), path(&out_dir), "--dtype", dtype]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            assert!(out_dir.join(f).is_file(), "{f} missing");
+        }
+        let converted = stdout_json(&tokenformer(&["logits", "--model", path(&out_dir), "--ids", &ids]));
+        if dtype == "f32" {
+            assert_eq!(converted, original);
+        } else {
+            let flat = |v: &serde_json::Value| -> Vec<f64> {
+                serde_json::from_value::<Vec<Vec<f64>>>(v["logits"].clone()).unwrap().concat()
+            };
+            assert!(max_abs_diff(flat(&converted), flat(&original)) < 2e-2);
+        }
+        std::fs::remove_dir_all(out_dir).unwrap();
+    }
+}
+
+#[test]
+fn eval_reports_the_reference_perplexity() {
+    let eval = expected("l2_norm_gelu").eval.unwrap();
+    let dir = scratch("eval");
+    let text_file = dir.join("text.txt");
+    let exp_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture_dir("l2_norm_gelu").join("expected.json")).unwrap())
+            .unwrap();
+    std::fs::write(&text_file, exp_json["eval"]["text"].as_str().unwrap()).unwrap();
+    let (w, s) = (eval.window.to_string(), eval.stride.to_string());
+    let json = stdout_json(&tokenformer(&[
+        "eval",
+        "--model",
+        path(&fixture_dir("l2_norm_gelu")),
+        "--text",
+        path(&text_file),
+        "--window",
+        &w,
+        "--stride",
+        &s,
+        "--json",
+    ]));
+    let ppl = json["perplexity"].as_f64().unwrap();
+    assert!((ppl / eval.perplexity - 1.0).abs() < 1e-5, "{ppl} vs {}", eval.perplexity);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Runs a command that must fail and returns its single stderr line.
+fn fails(args: &[&str]) -> String {
+    let out = tokenformer(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{args:?} should fail with exit 1; stderr: {stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("stack backtrace"), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one error line expected: {stderr}");
+    assert!(lines[0].starts_with("error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+#[test]
+fn bad_inputs_give_one_clear_line() {
+    let model = fixture_dir("l2_norm_gelu");
+    let m = path(&model);
+    let dir = scratch("bad");
+    let write = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let config = model.join("config.json");
+    let tokenizer = model.join("tokenizer.json");
+    let with_companions = |weights: &Path| -> Vec<String> {
+        vec![
+            "logits".into(),
+            "--model".into(),
+            path(weights).into(),
+            "--config".into(),
+            path(&config).into(),
+            "--tokenizer".into(),
+            path(&tokenizer).into(),
+            "--ids".into(),
+            "1,2".into(),
+        ]
+    };
+    let run = |args: Vec<String>| fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let empty = write("empty.bin", b"");
+    assert!(run(with_companions(&empty)).contains("weights file is empty"));
+    let random =
+        write("random.bin", &(0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>());
+    assert!(run(with_companions(&random)).contains("neither a PyTorch zip archive nor safetensors"));
+    let huge_header = write("huge.safetensors", &[&u64::MAX.to_le_bytes()[..], b"{}"].concat());
+    assert!(run(with_companions(&huge_header)).contains("safetensors"));
+
+    assert!(fails(&["logits", "--model", "/no/such/model", "--ids", "1"]).contains("no such file or folder"));
+    assert!(fails(&["logits", "--model", path(&dir), "--ids", "1"])
+        .contains("neither model.safetensors nor pytorch_model.bin"));
+    assert!(fails(&["generate", "--model", m, "--prompt", ""]).contains("prompt is empty"));
+    let too_long = ids_arg(&[5; 65]);
+    assert!(fails(&["logits", "--model", m, "--ids", &too_long]).contains("at most 64"));
+    assert!(fails(&["logits", "--model", m, "--ids", "1,99999"]).contains("outside the vocabulary"));
+    assert!(fails(&["logits", "--model", m, "--ids", "1,x"]).contains("not a token id"));
+    assert!(fails(&["generate", "--model", m, "--ids", "1", "--top-p", "0"]).contains("top_p"));
+
+    let bad_config = write("config.json", b"{ not json");
+    let args = ["logits", "--model", m, "--config", path(&bad_config), "--ids", "1"];
+    assert!(fails(&args).contains("config.json is not valid JSON"));
+    let bad_tokenizer = write("tokenizer.json", b"[1, 2, 3]");
+    assert!(
+        fails(&["logits", "--model", m, "--tokenizer", path(&bad_tokenizer), "--ids", "1"]).contains("tokenizer.json")
+    );
+
+    assert!(fails(&["convert", m, m]).contains("the model's own folder"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

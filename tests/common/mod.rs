@@ -1,0 +1,74 @@
+//! Shared helpers for the integration tests: fixture folders written by `tools/make_fixtures.py`
+//! from the independent float64 reference (`tools/reference.py`).
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokenformer::loader::ModelPaths;
+use tokenformer::{CpuBackend, Model, Tokenizer};
+
+/// Every model fixture, one per norm_activation_type, plus bf16 safetensors in the project's layout.
+pub const VARIANTS: [&str; 4] = ["l2_norm_gelu", "gelu_l2_norm", "softmax", "l2_norm_gelu_bf16"];
+
+#[derive(Debug, Deserialize)]
+pub struct Expected {
+    pub vocab_size: usize,
+    pub cases: Vec<Case>,
+    pub eval: Option<Eval>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Case {
+    pub text: Option<String>,
+    pub ids: Vec<u32>,
+    pub logits: Vec<Vec<f64>>,
+    pub greedy: Vec<u32>,
+    pub sampled: Vec<Sampled>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Sampled {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub seed: u32,
+    pub max_tokens: usize,
+    pub ids: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Eval {
+    pub ids: Vec<u32>,
+    pub window: usize,
+    pub stride: usize,
+    pub tokens_scored: usize,
+    pub nll_mean: f64,
+    pub perplexity: f64,
+}
+
+pub fn fixture_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+pub fn expected(name: &str) -> Expected {
+    let path = fixture_dir(name).join("expected.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn load(name: &str) -> (Model, Tokenizer) {
+    let paths = ModelPaths::resolve(&fixture_dir(name), None, None).unwrap();
+    paths.load(&mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+pub fn cpu(model: Model) -> CpuBackend {
+    CpuBackend::new(Arc::new(model))
+}
+
+/// Largest |a - b| over two equally long sequences.
+pub fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64>) -> f64 {
+    a.into_iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}

@@ -1,0 +1,99 @@
+//! The CPU backend against the independent float64 reference, on every fixture model.
+
+mod common;
+
+use common::{cpu, expected, load, max_abs_diff, VARIANTS};
+use tokenformer::generation::perplexity;
+use tokenformer::{generate, Backend, SamplingParams};
+
+/// f32 compute against the float64 reference: the bound for every position's logits.
+const LOGITS_TOLERANCE: f64 = 1e-4;
+
+#[test]
+fn logits_match_the_reference_at_every_position() {
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, tokenizer) = load(variant);
+        assert_eq!(tokenizer.vocab_size(), exp.vocab_size, "{variant}");
+        let mut backend = cpu(model);
+        for case in &exp.cases {
+            if let Some(text) = &case.text {
+                assert_eq!(tokenizer.encode(text).unwrap(), case.ids, "{variant}: tokenizer on {text:?}");
+            }
+            backend.reset();
+            let logits = backend.forward(&case.ids, true).unwrap();
+            assert_eq!(logits.len(), case.ids.len() * exp.vocab_size);
+            let want = case.logits.iter().flatten().copied();
+            let err = max_abs_diff(logits.iter().map(|&v| v as f64), want);
+            assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |error| {err:e}", case.ids);
+        }
+    }
+}
+
+#[test]
+fn greedy_and_seeded_sampling_match_the_reference() {
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, tokenizer) = load(variant);
+        let eos = tokenizer.eos_id();
+        let mut backend = cpu(model);
+        for case in &exp.cases {
+            let out = generate(&mut backend, &case.ids, &SamplingParams::greedy(32), eos, |_| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+            assert_eq!(out.ids, case.greedy, "{variant} greedy after {:?}", case.ids);
+            for s in &case.sampled {
+                let params = SamplingParams {
+                    temperature: s.temperature,
+                    top_k: s.top_k,
+                    top_p: s.top_p,
+                    repetition_penalty: s.repetition_penalty,
+                    seed: s.seed,
+                    max_tokens: s.max_tokens,
+                };
+                let out =
+                    generate(&mut backend, &case.ids, &params, eos, |_| std::ops::ControlFlow::Continue(())).unwrap();
+                assert_eq!(out.ids, s.ids, "{variant} sampled {params:?} after {:?}", case.ids);
+            }
+        }
+    }
+}
+
+#[test]
+fn kv_cache_decoding_equals_full_recomputation() {
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, _) = load(variant);
+        let mut backend = cpu(model);
+        let case = exp.cases.iter().max_by_key(|c| c.ids.len()).unwrap();
+        let mut ids = case.ids.clone();
+        ids.extend(&case.greedy);
+        let vocab = exp.vocab_size;
+
+        backend.reset();
+        let full = backend.forward(&ids, true).unwrap();
+        // Prefill half, then one token at a time.
+        let split = ids.len() / 2;
+        backend.reset();
+        let mut stepwise = backend.forward(&ids[..split], true).unwrap();
+        for &id in &ids[split..] {
+            stepwise.extend(backend.forward(&[id], false).unwrap());
+        }
+        assert_eq!(backend.position(), ids.len());
+        let err = max_abs_diff(full.iter().map(|&v| v as f64), stepwise.iter().map(|&v| v as f64));
+        assert!(err < 1e-5, "{variant}: cached vs full max |error| {err:e} over {} positions", full.len() / vocab);
+    }
+}
+
+#[test]
+fn sliding_window_perplexity_matches_the_reference() {
+    let exp = expected("l2_norm_gelu");
+    let eval = exp.eval.expect("l2_norm_gelu/expected.json has an eval section");
+    let (model, _) = load("l2_norm_gelu");
+    let mut backend = cpu(model);
+    let p = perplexity(&mut backend, &eval.ids, eval.window, eval.stride).unwrap();
+    assert_eq!(p.tokens_scored, eval.tokens_scored);
+    assert!((p.nll_mean - eval.nll_mean).abs() < 1e-5, "{} vs {}", p.nll_mean, eval.nll_mean);
+    assert!((p.perplexity / eval.perplexity - 1.0).abs() < 1e-5);
+}

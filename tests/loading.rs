@@ -1,0 +1,124 @@
+//! The same model from every accepted file and naming scheme gives the same logits, and every
+//! malformed model gives a specific error.
+
+mod common;
+
+use common::{cpu, expected, fixture_dir, load, max_abs_diff};
+use tokenformer::loader::{load_from_bytes, read};
+use tokenformer::weights::safetensors::{write, StoreDtype};
+use tokenformer::weights::{Naming, TensorRole};
+use tokenformer::{Backend, Error, Model};
+
+/// f16 weights against f32 weights, logits max |difference| on the fixtures (measured ~1e-3 here).
+const F16_TOLERANCE: f64 = 2e-2;
+
+struct Files {
+    config: Vec<u8>,
+    tokenizer: Vec<u8>,
+}
+
+fn authors_files() -> Files {
+    let dir = fixture_dir("l2_norm_gelu");
+    Files { config: read(&dir.join("config.json")).unwrap(), tokenizer: read(&dir.join("tokenizer.json")).unwrap() }
+}
+
+fn logits_of(model: Model, ids: &[u32]) -> Vec<f64> {
+    cpu(model).forward(ids, true).unwrap().into_iter().map(f64::from).collect()
+}
+
+fn load_weights(files: &Files, weights: &[u8]) -> Result<Model, Error> {
+    load_from_bytes(&files.config, weights, &files.tokenizer, &mut |_, _| {}).map(|(m, _)| m)
+}
+
+/// The reference model's tensors under the given naming, as (name, shape, data).
+fn named_tensors(model: &Model, naming: Naming) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let layers = model.config.num_layers;
+    TensorRole::all(layers)
+        .into_iter()
+        .zip(model.tensors())
+        .map(|(role, (_, shape, data))| (role.name(naming, layers), shape, data.to_vec()))
+        .collect()
+}
+
+fn safetensors_of(tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: StoreDtype) -> Vec<u8> {
+    write(tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())), dtype).unwrap()
+}
+
+#[test]
+fn pytorch_bin_safetensors_and_both_namings_agree() {
+    let files = authors_files();
+    let ids = &expected("l2_norm_gelu").cases.last().unwrap().ids.clone();
+    let (from_bin, _) = load("l2_norm_gelu");
+    let reference = logits_of(from_bin.clone(), ids);
+
+    for naming in [Naming::Project, Naming::Authors] {
+        let tensors = named_tensors(&from_bin, naming);
+        let f32_file = safetensors_of(&tensors, StoreDtype::F32);
+        let logits = logits_of(load_weights(&files, &f32_file).unwrap(), ids);
+        assert_eq!(logits, reference, "f32 safetensors, {naming:?} names: must be bit-identical");
+
+        let f16_file = safetensors_of(&tensors, StoreDtype::F16);
+        let logits = logits_of(load_weights(&files, &f16_file).unwrap(), ids);
+        let err = max_abs_diff(logits, reference.iter().copied());
+        assert!(err < F16_TOLERANCE, "f16 safetensors, {naming:?} names: max |error| {err:e}");
+        assert!(err > 0.0, "f16 rounding must show up; the test would not see a dtype mix-up otherwise");
+    }
+}
+
+#[test]
+fn tensor_problems_are_named() {
+    let files = authors_files();
+    let (model, _) = load("l2_norm_gelu");
+    let good = named_tensors(&model, Naming::Authors);
+    let check = |tensors: Vec<(String, Vec<usize>, Vec<f32>)>, want: &str| {
+        let err = load_weights(&files, &safetensors_of(&tensors, StoreDtype::F32)).unwrap_err();
+        assert!(err.to_string().contains(want), "expected {want:?}, got: {err}");
+    };
+
+    let mut missing = good.clone();
+    missing.retain(|(n, _, _)| n != "sequential.3.mlp.value_param_tokens");
+    check(missing, "missing tensor sequential.3.mlp.value_param_tokens");
+
+    let mut extra = good.clone();
+    extra.push(("sequential.1.extra.weight".into(), vec![2], vec![0.0; 2]));
+    check(extra, "unexpected tensor sequential.1.extra.weight");
+
+    let mut wrong_shape = good.clone();
+    let t = wrong_shape.iter_mut().find(|(n, _, _)| n == "sequential.2.attention.key.key_param_tokens").unwrap();
+    t.1 = vec![t.1[1], t.1[0]];
+    check(wrong_shape, "sequential.2.attention.key.key_param_tokens has shape");
+
+    let mut mixed = good.clone();
+    mixed[3].0 = "blocks.0.query.key_param_tokens".into();
+    check(mixed, "mix the authors' names");
+
+    let mut nan = good.clone();
+    nan[0].2[5] = f32::NAN;
+    check(nan, "non-finite");
+
+    // Fewer embedding rows than the tokenizer has ids.
+    let mut short_embedding = good.clone();
+    let d = model.config.hidden_size;
+    short_embedding[0].1 = vec![10, d];
+    short_embedding[0].2.truncate(10 * d);
+    check(short_embedding, "embedding has only 10 rows");
+}
+
+#[test]
+fn broken_companion_files_are_named() {
+    let files = authors_files();
+    let weights = read(&fixture_dir("l2_norm_gelu").join("pytorch_model.bin")).unwrap();
+    let err = load_from_bytes(b"{\"num_layers\": 3", &weights, &files.tokenizer, &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, Error::ConfigJson(_)), "{err}");
+    let err = load_from_bytes(&files.config, &weights, b"{\"model\": 42}", &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, Error::Tokenizer(_)), "{err}");
+    for (bytes, what) in [(&b""[..], "empty"), (&b"\x00\x01garbage bytes here"[..], "neither")] {
+        let err = load_weights(&files, bytes).unwrap_err();
+        assert!(err.to_string().contains(what), "{err}");
+    }
+    // A config whose shape disagrees with the weights: the first mismatching tensor is named.
+    let mut cfg: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
+    cfg["qkv_slot_num"] = serde_json::json!(36);
+    let err = load_from_bytes(cfg.to_string().as_bytes(), &weights, &files.tokenizer, &mut |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("sequential.2.attention.query.key_param_tokens has shape"), "{err}");
+}

@@ -1,0 +1,410 @@
+"""Writes every file under tests/fixtures/ (deterministic: fixed seeds, no timestamps; see tests/fixtures/README.md).
+
+    pip install -r tools/requirements.txt
+    python3 tools/make_fixtures.py            # from the repository root; about two minutes on 2 cores
+
+Tiny random TokenFormer models in the authors' hub layout (config.json, pytorch_model.bin, tokenizer.json) plus
+expected.json computed by tools/reference.py (float64 numpy). Before writing, every model's logits are cross-checked
+against an independent float64 PyTorch implementation (complex-number RoPE, torch's GELU/LayerNorm/SDPA) to 1e-10.
+"""
+
+import collections
+import hashlib
+import json
+import math
+import os
+import pickletools
+import shutil
+import sys
+import zipfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference as ref  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(REPO, "tests", "fixtures")
+NEOX_TOKENIZER = os.path.join(os.path.dirname(REPO), "shared", "tokenizers", "gpt-neox-20b.json")
+
+GREEDY_MIN_MARGIN = 2e-3  # top-1 minus top-2 logit (after repetition penalty) at every greedy step
+TOPK_MIN_MARGIN = 2e-3  # logit gap across the top_k cut
+DRAW_MIN_MARGIN = 1e-4  # |target - cumulative boundary| / total at every sampled step
+TOPP_MIN_MARGIN = 1e-4  # |cumulative prob - top_p| at the top_p cut
+
+# ----------------------------------------------------------------------------------------------- text
+
+CORPUS = """\
+The river begins as a thin line of water in the high meadows, where snow lies late into the spring. Nobody \
+lives up there. In the summer the shepherds bring their flocks to the grass, and in the autumn they take them \
+down again, and the water goes on running whether anyone is watching it or not.
+
+Lower down, the river finds other streams and grows wide and slow. Towns were built wherever it could be crossed. \
+Each town has a bridge, a market, a church with a square tower, and a story about a flood that came in some year \
+that the old people still remember. The stories are never quite the same, but they always end with the water \
+going back to where it belongs.
+
+The lighthouse keeper wrote in his book every evening. He wrote down the wind, the height of the sea, the ships \
+that passed, and the time the lamp was lit. Some nights there was nothing else to say. On other nights he wrote \
+a page about the birds that struck the glass, or the fog that rolled in so thick that the light seemed to stop \
+a few feet from the window.
+
+A good map is a kind of promise. It says that the road will turn here, that the hill will rise there, and that \
+the village will be waiting on the far side of the wood. Travellers learn which maps keep their promises. They \
+fold the good ones carefully and keep them dry, and they give the bad ones to children, who draw dragons on them.
+
+In the kitchen the bread was rising under a cloth. The oven was warm, the kettle was singing, and the cat had \
+found the one square of sunlight on the floor. Outside it was raining, softly and steadily, the kind of rain \
+that makes the garden smell green and keeps everyone at home for the whole afternoon.
+"""
+
+PROMPT_TEXT = "The keeper wrote down the wind."  # ~20 tokens with this tiny vocabulary
+PROMPT_TEXT_ALT = ["The bread was rising in the oven.", "A good map is a kind of promise."]  # if the first is fragile
+LONG_TEXT = "The river  ran on, and nobody was watching it."  # <= 32 tokens, has a double space (added token 299)
+EVAL_TEXT = (
+    "The keeper climbed the stairs at dusk and lit the lamp. Far out, a ship was turning toward the harbour, "
+    "its lights low on the water. He wrote the time in his book, and the wind,  and the height of the sea. "
+    "Then he made tea."
+)
+
+NEOX_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "   leading spaces and trailing spaces   ",
+    "line one\nline two\n\n\tindented with a tab\r\nwindows line",
+    "Café naïve résumé — an em dash, “curly quotes” and ½ fraction",
+    "日本語のテキストと中文字符",
+    "emoji: 🦀🚀 and a family 👨\u200d👩\u200d👧 flag 🇫🇷",
+    "fn main() {\n    let x: Vec<u8> = vec![1, 2, 3];\n    println!(\"{x:?}\");\n}\n",
+    "Hello<|endoftext|>World <|endoftext|> and <|padding|>",
+    "Numbers 1234567890 and 3.14159, URLs https://example.com/a?b=c#d",
+]
+
+# ----------------------------------------------------------------------------------------------- models
+
+BASE_CONFIG = {
+    "max_position_embeddings": 64,
+    "rotary_emb_base": 10000,
+    "norm": "layernorm_nonparam",
+    "final_norm": "layernorm",
+    "no_weight_tying": False,
+    "torch_dtype": "float16",  # wrong on purpose, like the released configs: the weights are float32
+    "layernorm_epsilon": 1e-05,
+    "init_method": "small_init",
+    "use_bias_in_attn_linear": False,
+}
+
+VARIANTS = {
+    "l2_norm_gelu": dict(num_layers=3, hidden_size=72, num_attention_heads=3, qkv_slot_num=37, proj_slot_num=29,
+                         ffn_slot_num=83, rotary_pct=0.25, seed=101),
+    "gelu_l2_norm": dict(num_layers=2, hidden_size=40, num_attention_heads=2, qkv_slot_num=19, proj_slot_num=23,
+                         ffn_slot_num=61, rotary_pct=0.4, seed=202),
+    "softmax": dict(num_layers=2, hidden_size=48, num_attention_heads=4, qkv_slot_num=31, proj_slot_num=17,
+                    ffn_slot_num=47, rotary_pct=0.5, seed=303),
+}
+EMBED_STD = 0.4  # input embedding / tied head; chosen so logits spread by a few units (see README)
+
+SAMPLED = [
+    dict(temperature=0.8, top_k=0, top_p=1.0, repetition_penalty=1.0, seed=7),
+    dict(temperature=1.0, top_k=20, top_p=0.9, repetition_penalty=1.3, seed=1000),
+    dict(temperature=0.7, top_k=5, top_p=0.5, repetition_penalty=1.1, seed=4242),
+    dict(temperature=1.5, top_k=0, top_p=0.95, repetition_penalty=1.0, seed=31337),
+    dict(temperature=0.0, top_k=0, top_p=1.0, repetition_penalty=1.2, seed=0),  # greedy with a penalty
+]
+MAX_TOKENS = 24
+GREEDY_TOKENS = 32
+
+
+def train_tokenizer():
+    """Byte-level BPE like GPT-NeoX: NFC, ByteLevel(add_prefix_space=False), specials 0/1, 297 model ids plus three
+    non-special added whitespace tokens (ids 297..299), so vocab_size with added tokens (300) > model vocab (297)."""
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    trainer = trainers.BpeTrainer(vocab_size=297, special_tokens=["<|endoftext|>", "<|padding|>"], min_frequency=2,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([CORPUS], trainer=trainer)
+    tok.add_tokens([AddedToken(s, normalized=True) for s in ("    ", "   ", "  ")])
+    assert tok.token_to_id("<|endoftext|>") == 0 and tok.token_to_id("<|padding|>") == 1
+    assert tok.get_vocab_size(with_added_tokens=False) == 297 and tok.get_vocab_size(with_added_tokens=True) == 300
+    return Tokenizer.from_str(tok.to_str(pretty=True))
+
+
+def init_weights(spec, rows):
+    """float32 tensors, authors' names, in file order. Std: embedding EMBED_STD, keys 1/sqrt(d), values 1/sqrt(n),
+    final norm weight 1 + 0.1 N(0,1), bias 0.1 N(0,1)."""
+    rng = np.random.default_rng(spec["seed"])
+    d, L = spec["hidden_size"], spec["num_layers"]
+    slots = {"query": spec["qkv_slot_num"], "key": spec["qkv_slot_num"], "value": spec["qkv_slot_num"],
+             "proj": spec["proj_slot_num"], "ffn": spec["ffn_slot_num"]}
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    w = collections.OrderedDict()
+    w["sequential.0.word_embeddings.weight"] = f32(rng.standard_normal((rows, d)) * EMBED_STD)
+    for j in range(L):
+        for p in ref.PROJS:
+            n = slots[p]
+            w[ref.authors_name(j, p, "key")] = f32(rng.standard_normal((n, d)) / math.sqrt(d))
+            w[ref.authors_name(j, p, "value")] = f32(rng.standard_normal((n, d)) / math.sqrt(n))
+    w[f"sequential.{L + 3}.norm.weight"] = f32(1 + 0.1 * rng.standard_normal(d))
+    w[f"sequential.{L + 3}.norm.bias"] = f32(0.1 * rng.standard_normal(d))
+    return w
+
+
+def to_bf16(a):
+    """float32 -> bf16 (round to nearest even, as torch does) -> float32 again, plus the torch bf16 tensor."""
+    t = torch.from_numpy(a).to(torch.bfloat16)
+    return t.float().numpy(), t
+
+
+# ----------------------------------------------------------------------------------------------- independent check
+
+
+def torch_logits(cfg, w, vocab_size, ids, authors=True):
+    """A second implementation (float64 torch): RoPE via complex multiplication on (x_i, x_{i+r/2}) pairs,
+    F.gelu, F.layer_norm and F.scaled_dot_product_attention. Used only to cross-check reference.forward."""
+    t = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)) for k, v in w.items()}
+    name = ref.authors_name if authors else ref.project_name
+    L, d, H = cfg.num_layers, cfg.d, cfg.heads
+    hd, r = d // H, cfg.rotary_dims
+
+    def patt(x, j, p):
+        s = x @ t[name(j, p, "key")].T
+        n = s.shape[-1]
+        if cfg.kind == "l2_norm_gelu":
+            th = F.gelu(s / torch.linalg.vector_norm(s, dim=-1, keepdim=True) * math.sqrt(n))
+        elif cfg.kind == "gelu_l2_norm":
+            g = F.gelu(s)
+            th = g / torch.linalg.vector_norm(g, dim=-1, keepdim=True) * math.sqrt(n)
+        else:
+            th = torch.softmax(s, dim=-1) * n
+        return th @ t[name(j, p, "value")]
+
+    def rot(x):  # x [H, T, hd]
+        pos = torch.arange(x.shape[1], dtype=torch.float64)
+        freqs = torch.tensor([cfg.rotary_base ** (-2 * i / r) for i in range(r // 2)], dtype=torch.float64)
+        z = torch.polar(torch.ones(len(pos), r // 2, dtype=torch.float64), pos[:, None] * freqs[None])
+        c = torch.complex(x[..., : r // 2], x[..., r // 2: r]) * z
+        return torch.cat([c.real, c.imag, x[..., r:]], dim=-1)
+
+    emb = t["sequential.0.word_embeddings.weight" if authors else "embed.weight"]
+    x = emb[torch.tensor(ids)]
+    T = len(ids)
+    for j in range(L):
+        a = F.layer_norm(x, (d,), eps=cfg.eps)
+        q, k, v = (patt(a, j, p).view(T, H, hd).transpose(0, 1) for p in ("query", "key", "value"))
+        o = F.scaled_dot_product_attention(rot(q), rot(k), v, is_causal=True)
+        x = x + patt(o.transpose(0, 1).reshape(T, d), j, "proj")
+        x = x + patt(F.layer_norm(x, (d,), eps=cfg.eps), j, "ffn")
+    fw = t[f"sequential.{L + 3}.norm.weight" if authors else "final_norm.weight"]
+    fb = t[f"sequential.{L + 3}.norm.bias" if authors else "final_norm.bias"]
+    return (F.layer_norm(x, (d,), fw, fb, cfg.eps) @ emb[:vocab_size].T).numpy()
+
+
+# ----------------------------------------------------------------------------------------------- writers
+
+
+def write_json(path, obj):
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        json.dump(obj, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+
+
+def check_pickle_globals(path):
+    """The state-dict pickle may reference only these three globals (like the released checkpoints)."""
+    with zipfile.ZipFile(path) as z:
+        (pkl,) = [n for n in z.namelist() if n.endswith("/data.pkl")]
+        data = z.read(pkl)
+    found, strings = set(), []
+    for op, arg, _ in pickletools.genops(data):
+        if op.name == "GLOBAL":
+            found.add(arg)
+        elif op.name == "STACK_GLOBAL":
+            found.add(" ".join(strings[-2:]))
+        if isinstance(arg, str):
+            strings.append(arg)
+    allowed = {"collections OrderedDict", "torch._utils _rebuild_tensor_v2", "torch FloatStorage"}
+    assert found == allowed, found
+    return sorted(found)
+
+
+def margins_ok(diags):
+    for dg in diags:
+        if dg.get("greedy_margin", 1) <= GREEDY_MIN_MARGIN or dg.get("top_k_margin", 1) <= TOPK_MIN_MARGIN:
+            return False
+        if dg.get("draw_margin", 1) <= DRAW_MIN_MARGIN or dg.get("top_p_margin", 1) <= TOPP_MIN_MARGIN:
+            return False
+    return True
+
+
+STATS = {}  # margin name -> (smallest value seen in the written fixtures, where)
+SEED_TRIES = collections.Counter()
+
+
+def record(diags, where):
+    for dg in diags:
+        for k, v in dg.items():
+            if v < STATS.get(k, (math.inf,))[0]:
+                STATS[k] = (v, where)
+
+
+def robust_generate(model, prompt, params, where):
+    """Runs generate(); if a step is too close to a decision boundary, retries with seed + 1, + 2, ...
+    (temperature > 0) and returns (params actually used, ids), or None when the prompt itself is fragile (greedy)."""
+    for attempt in range(200):
+        p = dict(params, max_tokens=params.get("max_tokens", MAX_TOKENS), seed=params["seed"] + attempt)
+        diags = []
+        ids = ref.generate(model, prompt, p, diags)
+        if margins_ok(diags):
+            record(diags, where)
+            SEED_TRIES[where] = attempt
+            return p, ids
+        if p["temperature"] <= 0:
+            return None
+    raise RuntimeError(f"no robust seed for {where}")
+
+
+def build_cases(model, tok, variant, rng):
+    """1-token prompt [0]; 8 random ids (one added-token id); ~20-token text; 32-token text (prompt+32 = 64)."""
+    prompts = [(None, [0])]
+    prompts.append((None, [int(i) for i in rng.choice(np.arange(2, 297), size=7, replace=False)] + [299]))
+    prompts.append(([PROMPT_TEXT] + PROMPT_TEXT_ALT, None))
+    prompts.append(([LONG_TEXT], None))
+    cases = []
+    for ci, (texts, ids) in enumerate(prompts):
+        options = [(None, ids)] if texts is None else [(s, tok.encode(s, add_special_tokens=False).ids) for s in texts]
+        if ci == 1:  # alternative id prompts, if the first is fragile
+            options += [(None, ids[1:] + ids[:1]), (None, ids[::-1])]
+        for text, pids in options:
+            got = robust_generate(model, pids, dict(ref.GREEDY, max_tokens=GREEDY_TOKENS), f"{variant}/case{ci}/greedy")
+            if got is not None:
+                break
+        else:
+            raise RuntimeError(f"{variant} case {ci}: every prompt has a fragile greedy step")
+        assert len(pids) + GREEDY_TOKENS <= model.cfg.max_positions
+        case = {} if text is None else {"text": text}
+        case["ids"] = pids
+        case["logits"] = ref.forward(model, pids).tolist()
+        case["greedy"] = got[1]
+        case["sampled"] = []
+        for si, params in enumerate(SAMPLED):
+            p, out = robust_generate(model, pids, params, f"{variant}/case{ci}/sampled{si}")
+            case["sampled"].append({k: p[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty", "seed",
+                                                      "max_tokens")} | {"ids": out})
+        cases.append(case)
+    return cases
+
+
+def expected_for(model, tok, variant, case_seed, with_eval=True):
+    exp = {"vocab_size": model.vocab_size, "cases": build_cases(model, tok, variant, np.random.default_rng(case_seed))}
+    if with_eval:
+        ids = tok.encode(EVAL_TEXT, add_special_tokens=False).ids
+        n, nll, ppl = ref.perplexity(model, ids, 64, 32)
+        exp["eval"] = {"text": EVAL_TEXT, "ids": ids, "window": 64, "stride": 32, "tokens_scored": n,
+                       "nll_mean": nll, "perplexity": ppl}
+    return exp
+
+
+def cross_check(model, cfg, w, exp, authors):
+    worst = 0.0
+    for case in exp["cases"]:
+        for s in [case["ids"], case["ids"] + case["greedy"]]:
+            a = ref.forward(model, s)
+            b = torch_logits(cfg, w, model.vocab_size, s, authors)
+            worst = max(worst, float(np.max(np.abs(a - b))))
+    assert worst < 1e-10, worst
+    return worst
+
+
+def logit_spread(exp):
+    lg = np.array([row for c in exp["cases"] for row in c["logits"]])
+    return float(np.mean(np.std(lg, axis=1)))
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    tok = train_tokenizer()
+    tok_json = tok.to_str(pretty=True)
+    vocab = tok.get_vocab_size(with_added_tokens=True)
+    rows = (vocab + 63) // 64 * 64
+    summary = {}
+
+    for vi, (variant, spec) in enumerate(VARIANTS.items()):
+        folder = os.path.join(OUT, variant)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+        config = {k: v for k, v in spec.items() if k != "seed"} | BASE_CONFIG
+        config |= {"norm_activation_type": variant, "vocab_size": rows}
+        write_json(os.path.join(folder, "config.json"), config)
+        with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8", newline="\n") as f:
+            f.write(tok_json)
+        w = init_weights(spec, rows)
+        torch.save(collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in w.items()),
+                   os.path.join(folder, "pytorch_model.bin"))
+        globals_ = check_pickle_globals(os.path.join(folder, "pytorch_model.bin"))
+        model = ref.load_model(folder)  # round trip through the written files
+        exp = expected_for(model, tok, variant, case_seed=vi)
+        write_json(os.path.join(folder, "expected.json"), exp)
+        summary[variant] = (cross_check(model, ref.Config(config), w, exp, True), logit_spread(exp))
+
+        if variant == "l2_norm_gelu":  # same weights rounded to bf16, project layout + names
+            bf = os.path.join(OUT, "l2_norm_gelu_bf16")
+            shutil.rmtree(bf, ignore_errors=True)
+            os.makedirs(bf)
+            write_json(os.path.join(bf, "config.json"), config | {"torch_dtype": "bfloat16"})
+            shutil.copyfile(os.path.join(folder, "tokenizer.json"), os.path.join(bf, "tokenizer.json"))
+            names = {ref.authors_name(j, p, kv): ref.project_name(j, p, kv)
+                     for j in range(spec["num_layers"]) for p in ref.PROJS for kv in ("key", "value")}
+            L = spec["num_layers"]
+            names |= {"sequential.0.word_embeddings.weight": "embed.weight",
+                      f"sequential.{L + 3}.norm.weight": "final_norm.weight",
+                      f"sequential.{L + 3}.norm.bias": "final_norm.bias"}
+            wb, tensors = {}, {}
+            for k, v in w.items():
+                wb[names[k]], tensors[names[k]] = to_bf16(v)
+            save_file(tensors, os.path.join(bf, "model.safetensors"), metadata={"format": "pt"})
+            mb = ref.load_model(bf)
+            expb = expected_for(mb, tok, "l2_norm_gelu_bf16", case_seed=vi)
+            write_json(os.path.join(bf, "expected.json"), expb)
+            summary["l2_norm_gelu_bf16"] = (cross_check(mb, ref.Config(config), wb, expb, False), logit_spread(expb))
+
+    write_json(os.path.join(OUT, "rng.json"), {"cases": [
+        {"seed": s, "step": t, "hash": ref.pcg_hash(ref.pcg_hash(s) ^ t), "uniform": ref.uniform(s, t)}
+        for s in (0, 1, 42, 12345, 2**32 - 1) for t in (0, 1, 2, 3, 4, 5, 1000)]})
+
+    rngp = np.random.default_rng(99)
+    pcases = []
+    for kind in ("l2_norm_gelu", "gelu_l2_norm", "softmax"):
+        x = rngp.standard_normal((4, 5)).astype(np.float32)
+        x[2] = 0  # an all-zero input row gives an all-zero score row: the degenerate case
+        k = (rngp.standard_normal((7, 5)) / math.sqrt(5)).astype(np.float32)
+        v = (rngp.standard_normal((7, 3)) / math.sqrt(7)).astype(np.float32)
+        s = x.astype(np.float64) @ k.astype(np.float64).T
+        pcases.append({"kind": kind, "x": x.tolist(), "keys": k.tolist(), "values": v.tolist(),
+                       "theta": ref.normalize_scores(s, kind).tolist(),
+                       "out": ref.pattention(x.astype(np.float64), k.astype(np.float64), v.astype(np.float64),
+                                             kind).tolist()})
+    write_json(os.path.join(OUT, "pattention.json"), {"cases": pcases})
+
+    neox = Tokenizer.from_file(NEOX_TOKENIZER)
+    with open(NEOX_TOKENIZER, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    write_json(os.path.join(OUT, "neox_tokenizer_cases.json"), {
+        "tokenizer": "shared/tokenizers/gpt-neox-20b.json", "sha256": sha,
+        "vocab_size": neox.get_vocab_size(with_added_tokens=True),
+        "cases": [{"text": s, "ids": neox.encode(s, add_special_tokens=False).ids} for s in NEOX_TEXTS]})
+
+    print("pickle globals:", globals_)
+    for k, (err, spread) in summary.items():
+        print(f"{k}: max |reference - torch| = {err:.3e}, mean per-position logit std = {spread:.3f}")
+    for k in ("greedy_margin", "top_k_margin", "top_p_margin", "draw_margin"):
+        print(f"min {k} = {STATS[k][0]:.3e} at {STATS[k][1]}")
+    print("seed retries:", {k: v for k, v in SEED_TRIES.items() if v})
+
+
+if __name__ == "__main__":
+    main()

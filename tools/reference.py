@@ -1,0 +1,306 @@
+"""TokenFormer float64 numpy reference, written from shared/TOKENFORMER.md (the project's numerical contract).
+
+Everything is computed in float64 from float32 (or bf16-rounded) weights. It is deliberately plain: no KV cache,
+generation re-runs the whole context every step. The functions follow the contract's formulas one to one:
+
+    Pattention(X; K, V) = f(X K^T) V                      (no 1/sqrt(d) on the scores)
+    block:  a = LN(x); q,k,v = Pq(a),Pk(a),Pv(a); RoPE(q,k); o = causal softmax(q k^T / sqrt(hd)) v
+            x = x + Pproj(o); x = x + Pffn(LN(x))
+    head:   logits = LN_affine(x) E[:vocab_size]^T        (tied head)
+
+Convention for the degenerate case the released code leaves undefined: when the L2 norm in `l2_norm_gelu` or
+`gelu_l2_norm` is exactly zero (e.g. an all-zero score row), that row of Theta is all zeros (the released code would
+produce NaN). `softmax` has no degenerate case (a zero row gives Theta = all ones).
+
+Usage as a library: `model = load_model(folder)`, `forward(model, ids)`, `generate(model, ids, params)`,
+`perplexity(model, ids, window, stride)`. Requires numpy; torch only to read pytorch_model.bin, safetensors only to
+read model.safetensors.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+# ----------------------------------------------------------------------------------------------- numerics
+
+
+def gelu(x):
+    """Exact GELU: gelu(x) = x/2 * (1 + erf(x / sqrt(2))) (not the tanh approximation)."""
+    x = np.asarray(x, dtype=np.float64)
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
+def _safe_row_scale(rows, scale):
+    """rows / ||rows||_2 * scale, row-wise; a row whose L2 norm is exactly 0 becomes all zeros."""
+    norm = np.sqrt(np.sum(rows * rows, axis=-1, keepdims=True))
+    out = np.zeros_like(rows)
+    np.divide(rows, norm, out=out, where=norm > 0)
+    return out * scale
+
+
+def normalize_scores(s, kind):
+    """Theta = f(S), row-wise over the n parameter tokens (last axis), n = s.shape[-1]:
+    l2_norm_gelu: gelu(S / ||S||_2 * sqrt(n));  gelu_l2_norm: gelu(S) / ||gelu(S)||_2 * sqrt(n);
+    softmax: n * softmax(S) (max-subtracted). Zero-norm rows give zero Theta rows (see module docstring)."""
+    s = np.asarray(s, dtype=np.float64)
+    n = s.shape[-1]
+    if kind == "l2_norm_gelu":
+        return gelu(_safe_row_scale(s, math.sqrt(n)))
+    if kind == "gelu_l2_norm":
+        return _safe_row_scale(gelu(s), math.sqrt(n))
+    if kind == "softmax":
+        e = np.exp(s - np.max(s, axis=-1, keepdims=True))
+        return n * e / np.sum(e, axis=-1, keepdims=True)
+    raise ValueError(f"unknown norm_activation_type {kind!r}")
+
+
+def pattention(x, keys, values, kind):
+    """Pattention: S = X K^T (scale exactly 1), Theta = f(S), out = Theta V.  x [T, d_in], K [n, d_in], V [n, d_out]."""
+    return normalize_scores(x @ keys.T, kind) @ values
+
+
+def layer_norm(x, eps, weight=None, bias=None):
+    """LN(x) = (x - mean) / sqrt(var + eps) [* weight + bias]; biased variance, over the last axis."""
+    mu = np.mean(x, axis=-1, keepdims=True)
+    var = np.mean((x - mu) ** 2, axis=-1, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    if weight is not None:
+        y = y * weight + bias
+    return y
+
+
+def rope(x, r, base):
+    """GPT-NeoX rotate-half RoPE on the first r dims of every head; x [T, H, hd], position = row index.
+    inv_freq[j] = base^(-2j/r) (j < r/2), angle = pos * inv_freq, emb = concat(angle, angle),
+    x_rot = x * cos(emb) + concat(-x[r/2:r], x[:r/2]) * sin(emb); dims r.. pass through unchanged."""
+    if r == 0:
+        return x
+    assert r % 2 == 0, "rotary dims must be even"
+    half = r // 2
+    inv_freq = base ** (-(2.0 * np.arange(half, dtype=np.float64)) / r)
+    angle = np.arange(x.shape[0], dtype=np.float64)[:, None] * inv_freq[None, :]  # [T, r/2]
+    emb = np.concatenate([angle, angle], axis=-1)[:, None, :]  # [T, 1, r]
+    xr = x[..., :r]
+    rotated = np.concatenate([-xr[..., half:], xr[..., :half]], axis=-1)
+    return np.concatenate([xr * np.cos(emb) + rotated * np.sin(emb), x[..., r:]], axis=-1)
+
+
+def causal_attention(q, k, v):
+    """o = softmax(q k^T / sqrt(hd) + causal mask) v per head; q, k, v [T, H, hd] -> [T, H*hd] (heads contiguous)."""
+    t, h, hd = q.shape
+    scores = np.einsum("ihd,jhd->hij", q, k) / math.sqrt(hd)  # [H, T, T]
+    scores = np.where(np.tril(np.ones((t, t), dtype=bool))[None], scores, -np.inf)
+    p = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
+    p = p / np.sum(p, axis=-1, keepdims=True)
+    return np.einsum("hij,jhd->ihd", p, v).reshape(t, h * hd)
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+PROJS = ("query", "key", "value", "proj", "ffn")
+
+
+class Config:
+    """The inference-relevant keys of the authors' config.json (other keys are ignored)."""
+
+    def __init__(self, raw):
+        assert raw.get("norm", "layernorm_nonparam") == "layernorm_nonparam"
+        assert raw.get("final_norm", "layernorm") == "layernorm"
+        assert not raw.get("no_weight_tying", False)
+        self.num_layers = raw["num_layers"]
+        self.d = raw["hidden_size"]
+        self.heads = raw["num_attention_heads"]
+        self.hd = self.d // self.heads
+        self.rotary_dims = int(self.hd * raw.get("rotary_pct", 0.25))
+        self.rotary_base = float(raw.get("rotary_emb_base", 10000))
+        self.kind = raw.get("norm_activation_type", "l2_norm_gelu")
+        self.eps = float(raw.get("layernorm_epsilon", 1e-5))
+        self.max_positions = raw["max_position_embeddings"]
+
+
+def authors_name(j, proj, kv):
+    """Authors' tensor name of block j's Pattention `proj` (query/key/value/proj/ffn), kv in {key, value}."""
+    if proj == "ffn":
+        return f"sequential.{j + 2}.mlp.{kv}_param_tokens"
+    return f"sequential.{j + 2}.attention.{proj}.{kv}_param_tokens"
+
+
+def project_name(j, proj, kv):
+    """The project's readable tensor name (model.safetensors) for the same tensor."""
+    return f"blocks.{j}.{proj}.{kv}_param_tokens"
+
+
+class Model:
+    """Weights as float64 arrays plus config and vocab_size (the tokenizer's size including added tokens)."""
+
+    def __init__(self, cfg, tensors, vocab_size, authors_names=True):
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        name = authors_name if authors_names else project_name
+        w = {k: np.asarray(v, dtype=np.float64) for k, v in tensors.items()}
+        L = cfg.num_layers
+        self.embed = w["sequential.0.word_embeddings.weight" if authors_names else "embed.weight"]
+        assert self.embed.shape[0] >= vocab_size
+        self.blocks = [{p: (w[name(j, p, "key")], w[name(j, p, "value")]) for p in PROJS} for j in range(L)]
+        fw = f"sequential.{L + 3}.norm.weight" if authors_names else "final_norm.weight"
+        fb = f"sequential.{L + 3}.norm.bias" if authors_names else "final_norm.bias"
+        self.final_w, self.final_b = w[fw], w[fb]
+        assert len(w) == 1 + 10 * L + 2, "unexpected extra tensors"
+
+
+def load_model(folder):
+    """Loads config.json, tokenizer.json (for vocab_size) and pytorch_model.bin or model.safetensors."""
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = Config(json.load(f))
+    from tokenizers import Tokenizer
+
+    vocab_size = Tokenizer.from_file(os.path.join(folder, "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    bin_path = os.path.join(folder, "pytorch_model.bin")
+    if os.path.exists(bin_path):
+        import torch
+
+        sd = torch.load(bin_path, map_location="cpu", weights_only=True)
+        tensors = {k: v.double().numpy() for k, v in sd.items()}
+        return Model(cfg, tensors, vocab_size, authors_names=True)
+    from safetensors.torch import load_file
+
+    tensors = {k: v.double().numpy() for k, v in load_file(os.path.join(folder, "model.safetensors")).items()}
+    return Model(cfg, tensors, vocab_size, authors_names=False)
+
+
+def forward(model, ids):
+    """Logits [T, vocab_size] for every position of `ids` (positions 0..T-1)."""
+    cfg = model.cfg
+    assert 1 <= len(ids) <= cfg.max_positions
+    x = model.embed[np.asarray(ids)]
+    t = len(ids)
+    for blk in model.blocks:
+        a = layer_norm(x, cfg.eps)
+        q, k, v = (pattention(a, *blk[p], cfg.kind).reshape(t, cfg.heads, cfg.hd) for p in ("query", "key", "value"))
+        q, k = rope(q, cfg.rotary_dims, cfg.rotary_base), rope(k, cfg.rotary_dims, cfg.rotary_base)
+        x = x + pattention(causal_attention(q, k, v), *blk["proj"], cfg.kind)
+        x = x + pattention(layer_norm(x, cfg.eps), *blk["ffn"], cfg.kind)
+    h = layer_norm(x, cfg.eps, model.final_w, model.final_b)
+    return h @ model.embed[: model.vocab_size].T
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+MASK32 = 0xFFFFFFFF
+
+
+def pcg_hash(x):
+    """PCG-RXS-M-XS hash of a u32: state = x*747796405 + 2891336453; word = ((state >> ((state >> 28) + 4)) ^ state)
+    * 277803737; return (word >> 22) ^ word (all mod 2^32)."""
+    state = (x * 747796405 + 2891336453) & MASK32
+    word = (((state >> ((state >> 28) + 4)) ^ state) * 277803737) & MASK32
+    return (word >> 22) ^ word
+
+
+def uniform(seed, step):
+    """u in [0, 1): (pcg_hash(pcg_hash(seed) ^ step) >> 8) / 2^24, seed and step as u32."""
+    return (pcg_hash(pcg_hash(seed & MASK32) ^ (step & MASK32)) >> 8) / float(1 << 24)
+
+
+def sample(logits, context, p, step, diag=None):
+    """One token from `logits` (vocab_size entries) per the shared sampler spec:
+    1. repetition penalty on every distinct id in context (l/r if l > 0 else l*r), when r != 1;
+    2. temperature <= 0: argmax (lowest id on exact ties);
+    3. candidates sorted by (logit desc, id asc), first top_k if top_k > 0;
+    4. probs = softmax((l - l_max) / temperature) over candidates;
+    5. top_p < 1: shortest prefix with cumulative prob >= top_p (at least one);
+    6. target = uniform(seed, step) * sum(kept probs); first kept id whose running sum exceeds target (else last).
+    If `diag` is a dict, the margins that decide the outcome are stored in it (for fixture robustness checks)."""
+    l = np.array(logits, dtype=np.float64)
+    r = p["repetition_penalty"]
+    if r != 1:
+        for i in sorted(set(context)):
+            l[i] = l[i] / r if l[i] > 0 else l[i] * r
+    order = sorted(range(len(l)), key=lambda i: (-l[i], i))
+    if p["temperature"] <= 0:
+        if diag is not None:
+            diag["greedy_margin"] = l[order[0]] - l[order[1]]
+        return order[0]
+    if p["top_k"] > 0:
+        if diag is not None and p["top_k"] < len(order):
+            diag["top_k_margin"] = l[order[p["top_k"] - 1]] - l[order[p["top_k"]]]
+        order = order[: p["top_k"]]
+    w = np.exp((l[order] - l[order[0]]) / p["temperature"])
+    probs = w / np.sum(w)
+    if p["top_p"] < 1:
+        cum = np.cumsum(probs)
+        keep = next((i + 1 for i, c in enumerate(cum) if c >= p["top_p"]), len(order))
+        if diag is not None:
+            near = [cum[keep - 1]] + ([cum[keep - 2]] if keep >= 2 else [])
+            diag["top_p_margin"] = min(abs(c - p["top_p"]) for c in near)
+        order, probs = order[:keep], probs[:keep]
+    total = float(np.sum(probs))
+    target = uniform(p["seed"], step) * total
+    acc, chosen = 0.0, None
+    bounds = []
+    for i, pr in zip(order, probs):
+        acc += pr
+        bounds.append(acc)
+        if chosen is None and acc > target:
+            chosen = i
+    if chosen is None:
+        chosen = order[-1]
+    if diag is not None:
+        # distance (relative to total) from the draw to the nearest cumulative boundary (0 and total excluded)
+        inner = bounds[:-1]
+        diag["draw_margin"] = min((abs(b - target) / total for b in inner), default=1.0)
+    return chosen
+
+
+def generate(model, prompt_ids, params, diags=None):
+    """Generation loop of the shared spec: up to max_tokens steps; each step samples from forward(context)[-1];
+    id 0 (<|endoftext|>) stops generation and is not returned. Greedy = temperature 0.
+    `diags`, if a list, receives one diag dict per step (see `sample`)."""
+    context, out = list(prompt_ids), []
+    for step in range(params["max_tokens"]):
+        diag = {}
+        tok = sample(forward(model, context)[-1], context, params, step, diag)
+        if diags is not None:
+            diags.append(diag)
+        if tok == 0:
+            break
+        out.append(tok)
+        context.append(tok)
+    return out
+
+
+GREEDY = {"temperature": 0.0, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0, "seed": 0}
+
+
+# ----------------------------------------------------------------------------------------------- perplexity
+
+
+def log_softmax(x):
+    """log softmax over the last axis, max-subtracted."""
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+
+
+def perplexity(model, ids, window, stride):
+    """Sliding-window perplexity: windows start at b = 0, S, 2S, ...; each runs ids[b : min(b+W, N)] from position 0
+    and scores targets t in [max(b+1, next_unscored), min(b+W, N)) with logits at t-1; next_unscored starts at 1 and
+    becomes the window end; stop after the window that reaches N.
+    Returns (tokens_scored, nll_mean, exp(nll_mean))."""
+    n = len(ids)
+    nlls, next_unscored, b = [], 1, 0
+    while True:
+        end = min(b + window, n)
+        lp = log_softmax(forward(model, ids[b:end]))
+        for t in range(max(b + 1, next_unscored), end):
+            nlls.append(-lp[t - 1 - b, ids[t]])
+        next_unscored = end
+        if end >= n:
+            break
+        b += stride
+    nll = float(np.mean(nlls))
+    return len(nlls), nll, math.exp(nll)
