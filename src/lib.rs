@@ -2,6 +2,8 @@
 //! `shared/TOKENFORMER.md`), their files loaded unchanged, a CPU reference backend, and sampling
 //! that gives the same tokens on every backend.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod bench;
 pub mod config;
 pub mod convert;
 pub mod cpu;

@@ -33,6 +33,8 @@ enum Command {
     Convert(ConvertArgs),
     /// Perplexity of a text file, with a sliding window.
     Eval(EvalArgs),
+    /// Prefill and decode throughput against the machine's measured bandwidth.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -130,6 +132,24 @@ struct EvalArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Model folder or weights file (or use --synthetic).
+    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    model: Option<PathBuf>,
+    /// A random model of an official size: 150m, 450m, 900m or 1.5b.
+    #[arg(long)]
+    synthetic: Option<String>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 32)]
+    gen: usize,
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -137,6 +157,7 @@ fn main() {
         Command::Logits(args) => run_logits(args),
         Command::Convert(args) => run_convert(args),
         Command::Eval(args) => run_eval(args),
+        Command::Bench(args) => run_bench(args),
     };
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
     if let Err(e) = result {
@@ -304,6 +325,54 @@ fn run_eval(args: EvalArgs) -> Result<()> {
             "perplexity {:.4} (mean NLL {:.4} nats over {} tokens, window {window}, stride {stride})",
             p.perplexity, p.nll_mean, p.tokens_scored
         );
+    }
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let (model, name) = match (&args.synthetic, &args.model) {
+        (Some(size), _) => (Model::synthetic(size, 0)?, format!("synthetic {size}")),
+        (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?)?.0, path.display().to_string()),
+        (None, None) => return Err(Error::Usage("give --model or --synthetic".into())),
+    };
+    let bytes_per_token = model.weight_bytes_per_token(4);
+    let mut backend: Box<dyn Backend> = match args.backend {
+        BackendKind::Cpu => Box::new(CpuBackend::new(Arc::new(model))),
+    };
+    let (ttft, prefill, decode) = tokenformer::bench::time_generation(backend.as_mut(), args.prompt_len, args.gen)?;
+    let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
+    let decode_tps = args.gen as f64 / decode;
+    let achieved = bytes_per_token as f64 * decode_tps / 1e9;
+    let report = tokenformer::bench::BenchReport {
+        backend: "cpu (1 thread, f32)".into(),
+        model: name,
+        prompt_len: args.prompt_len,
+        generated: args.gen,
+        time_to_first_token_ms: ttft * 1e3,
+        prefill_tokens_per_s: args.prompt_len as f64 / prefill,
+        decode_tokens_per_s: decode_tps,
+        weight_bytes_per_token: bytes_per_token,
+        achieved_gb_per_s: achieved,
+        limit_gb_per_s: limit,
+        limit_measured_by: "one-core streaming read of 512 MiB".into(),
+        ratio: achieved / limit,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        let r = &report;
+        println!("{} on {}", r.model, r.backend);
+        println!(
+            "  prefill  {:>9.1} tokens/s ({} tokens), time to first token {:.0} ms",
+            r.prefill_tokens_per_s, r.prompt_len, r.time_to_first_token_ms
+        );
+        println!("  decode   {:>9.2} tokens/s ({} tokens)", r.decode_tokens_per_s, r.generated);
+        println!(
+            "  weights  {:>9.1} MB read per token -> {:.2} GB/s",
+            r.weight_bytes_per_token as f64 / 1e6,
+            r.achieved_gb_per_s
+        );
+        println!("  limit    {:>9.2} GB/s ({}), ratio {:.2}", r.limit_gb_per_s, r.limit_measured_by, r.ratio);
     }
     Ok(())
 }

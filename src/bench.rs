@@ -1,0 +1,61 @@
+//! `tokenformer bench`: throughput figures and how close they come to the machine's measured limit.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::generation::Backend;
+use crate::sampling::{argmax, pcg_hash};
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub model: String,
+    pub prompt_len: usize,
+    pub generated: usize,
+    pub time_to_first_token_ms: f64,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub weight_bytes_per_token: usize,
+    /// Weight bytes read per decoded token × decode tokens/s.
+    pub achieved_gb_per_s: f64,
+    /// The same hardware's bandwidth, measured in this run.
+    pub limit_gb_per_s: f64,
+    pub limit_measured_by: String,
+    pub ratio: f64,
+}
+
+/// Times a greedy prefill of `prompt_len` pseudo-random tokens and `gen` decode steps.
+/// Returns (time to first token s, prefill s, decode s).
+pub fn time_generation(backend: &mut dyn Backend, prompt_len: usize, gen: usize) -> Result<(f64, f64, f64)> {
+    let vocab = backend.vocab_size() as u32;
+    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| pcg_hash(i) % vocab).collect();
+    backend.reset();
+    let start = Instant::now();
+    let logits = backend.forward(&prompt, false)?;
+    let prefill = start.elapsed().as_secs_f64();
+    let mut next = argmax(&logits);
+    let ttft = start.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+    for _ in 0..gen {
+        next = argmax(&backend.forward(&[next], false)?);
+    }
+    Ok((ttft, prefill, decode_start.elapsed().as_secs_f64()))
+}
+
+/// Streaming read bandwidth of one core: the best of several passes summing a buffer far larger
+/// than the caches, with the same vectorised loop the CPU backend's matrix-vector products use.
+pub fn cpu_read_bandwidth_gb_s() -> f64 {
+    let buf = vec![1.0f32; 128 << 20]; // 512 MiB
+    let mut best = f64::INFINITY;
+    let mut sink = 0.0;
+    for _ in 0..4 {
+        let start = Instant::now();
+        sink += crate::cpu::kernels::dot(&buf, &buf);
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(sink);
+    // dot(buf, buf) streams the buffer once.
+    (buf.len() * 4) as f64 / best / 1e9
+}
