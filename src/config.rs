@@ -178,7 +178,7 @@ impl ModelConfig {
         in_range("proj_slot_num", self.proj_slots, MAX_SLOTS)?;
         in_range("ffn_slot_num", self.ffn_slots, MAX_SLOTS)?;
         in_range("max_position_embeddings", self.max_positions, MAX_POSITIONS)?;
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "num_attention_heads ({}) does not divide hidden_size ({})",
                 self.num_heads, self.hidden_size
@@ -187,7 +187,7 @@ impl ModelConfig {
         if !(0.0..=1.0).contains(&self.rotary_pct) {
             return bad(format!("rotary_pct is {}; it must be in [0, 1]", self.rotary_pct));
         }
-        if self.rotary_dims() % 2 != 0 {
+        if !self.rotary_dims().is_multiple_of(2) {
             return bad(format!(
                 "rotary dims int(head_dim {} * rotary_pct {}) = {} is odd; rotate-half needs an even number",
                 self.head_dim(),

@@ -505,7 +505,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn set_items(&mut self, kv: Vec<Value>) -> Result<()> {
-        if kv.len() % 2 != 0 {
+        if !kv.len().is_multiple_of(2) {
             return self.bad("odd number of items for SETITEMS");
         }
         let depth = child_depth(&kv)?;
