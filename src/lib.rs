@@ -9,6 +9,8 @@ pub mod convert;
 pub mod cpu;
 pub mod error;
 pub mod generation;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod loader;
 pub mod model;
 pub mod sampling;
