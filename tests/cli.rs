@@ -104,7 +104,7 @@ fn convert_writes_a_folder_that_loads_the_same() {
             let flat = |v: &serde_json::Value| -> Vec<f64> {
                 serde_json::from_value::<Vec<Vec<f64>>>(v["logits"].clone()).unwrap().concat()
             };
-            assert!(max_abs_diff(flat(&converted), flat(&original)) < 2e-2);
+            assert!(max_abs_diff(flat(&converted), flat(&original)) < 5e-2);
         }
         std::fs::remove_dir_all(out_dir).unwrap();
     }

@@ -9,8 +9,9 @@ use tokenformer::weights::safetensors::{write, StoreDtype};
 use tokenformer::weights::{Naming, TensorRole};
 use tokenformer::{Backend, Error, Model};
 
-/// f16 weights against f32 weights, logits max |difference| on the fixtures (measured ~1e-3 here).
-const F16_TOLERANCE: f64 = 2e-2;
+/// f16 weights against f32 weights: logits max |difference| (measured 1.7e-2 on l2_norm_gelu, whose
+/// logits reach 12.8; f16 keeps 11 significant bits).
+const F16_TOLERANCE: f64 = 5e-2;
 
 struct Files {
     config: Vec<u8>,
