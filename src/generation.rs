@@ -58,6 +58,70 @@ pub struct Generation {
     pub stop: StopReason,
 }
 
+/// One generation in progress, advanced a token at a time, so callers can stream, yield to an
+/// event loop, or cancel between tokens.
+pub struct Generator {
+    params: SamplingParams,
+    eos: Option<u32>,
+    /// Prompt and generated tokens so far (for the repetition penalty).
+    context: Vec<u32>,
+    /// Tokens not yet in the KV cache: the prompt, then the last generated token.
+    feed: Vec<u32>,
+    generated: Vec<u32>,
+    stop: Option<StopReason>,
+}
+
+impl Generator {
+    /// Checks the prompt and parameters and empties the backend's cache.
+    pub fn new(backend: &mut dyn Backend, prompt: &[u32], params: &SamplingParams, eos: Option<u32>) -> Result<Self> {
+        params.validate()?;
+        backend.reset();
+        check_tokens(backend, prompt)?;
+        Ok(Generator {
+            params: params.clone(),
+            eos,
+            context: prompt.to_vec(),
+            feed: prompt.to_vec(),
+            generated: Vec::new(),
+            stop: None,
+        })
+    }
+
+    /// The next token, or `None` once the generation has ended (see [`Generator::stop_reason`]).
+    pub fn step(&mut self, backend: &mut dyn Backend) -> Result<Option<u32>> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        if self.generated.len() >= self.params.max_tokens {
+            self.stop = Some(StopReason::MaxTokens);
+            return Ok(None);
+        }
+        // A new token would sit at position context.len(), which must exist.
+        if self.context.len() >= backend.max_positions() {
+            self.stop = Some(StopReason::ContextFull);
+            return Ok(None);
+        }
+        let step = self.generated.len() as u32;
+        let id = backend.next_token(&self.feed, &self.context, &self.params, step)?;
+        if Some(id) == self.eos {
+            self.stop = Some(StopReason::EndOfText);
+            return Ok(None);
+        }
+        self.generated.push(id);
+        self.context.push(id);
+        self.feed = vec![id];
+        Ok(Some(id))
+    }
+
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    pub fn generated(&self) -> &[u32] {
+        &self.generated
+    }
+}
+
 /// Generates after `prompt` from an empty cache. `on_token` sees each new id and may stop the loop.
 pub fn generate(
     backend: &mut dyn Backend,
@@ -66,28 +130,14 @@ pub fn generate(
     eos: Option<u32>,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation> {
-    params.validate()?;
-    backend.reset();
-    check_tokens(backend, prompt)?;
-    let mut context = prompt.to_vec();
-    let mut ids = Vec::new();
-    let mut feed = prompt.to_vec();
-    for step in 0..params.max_tokens {
-        let id = backend.next_token(&feed, &context, params, step as u32)?;
-        if Some(id) == eos {
-            return Ok(Generation { ids, stop: StopReason::EndOfText });
-        }
-        ids.push(id);
-        context.push(id);
+    let mut generator = Generator::new(backend, prompt, params, eos)?;
+    while let Some(id) = generator.step(backend)? {
         if on_token(id).is_break() {
-            return Ok(Generation { ids, stop: StopReason::Cancelled });
+            return Ok(Generation { ids: generator.generated, stop: StopReason::Cancelled });
         }
-        if context.len() >= backend.max_positions() && step + 1 < params.max_tokens {
-            return Ok(Generation { ids, stop: StopReason::ContextFull });
-        }
-        feed = vec![id];
     }
-    Ok(Generation { ids, stop: StopReason::MaxTokens })
+    let stop = generator.stop.unwrap_or(StopReason::MaxTokens);
+    Ok(Generation { ids: generator.generated, stop })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,6 +15,8 @@ pub mod loader;
 pub mod model;
 pub mod sampling;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 pub mod weights;
 
 pub use config::{ModelConfig, NormActivation};

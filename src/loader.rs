@@ -65,7 +65,7 @@ impl ModelPaths {
     }
 
     pub fn load(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<(Model, Tokenizer)> {
-        load_from_bytes(&read(&self.config)?, &read(&self.weights)?, &read(&self.tokenizer)?, progress)
+        load_from_bytes(&read(&self.config)?, &map_weights(&self.weights)?, &read(&self.tokenizer)?, progress)
     }
 }
 
@@ -79,4 +79,20 @@ fn flag_of(name: &str) -> &'static str {
 
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::File { path: path.display().to_string(), message: e.to_string() })
+}
+
+/// Maps a weights file instead of reading it, so loading a multi-GB checkpoint holds only the
+/// decoded f32 model in memory, not a second copy of the file.
+#[cfg(feature = "cli")]
+fn map_weights(path: &Path) -> Result<memmap2::Mmap> {
+    let file_error = |e: std::io::Error| Error::File { path: path.display().to_string(), message: e.to_string() };
+    let file = std::fs::File::open(path).map_err(file_error)?;
+    // SAFETY: the map is read-only and dropped when loading ends; a file truncated by another
+    // process meanwhile is outside what any reader can defend against.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(file_error)
+}
+
+#[cfg(not(feature = "cli"))]
+fn map_weights(path: &Path) -> Result<Vec<u8>> {
+    read(path)
 }

@@ -294,7 +294,12 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     write("config.json", model.config.to_json().as_bytes())?;
     write("tokenizer.json", &tokenformer::loader::read(&paths.tokenizer)?)?;
     bar.finish_and_clear();
-    eprintln!("wrote {} ({} MB, {} tensors)", out_dir.display(), bytes.len() / 1_000_000, model.tensors().len());
+    eprintln!(
+        "wrote {} ({:.1} MB of weights, {} tensors)",
+        out_dir.display(),
+        bytes.len() as f64 / 1e6,
+        model.tensors().len()
+    );
     Ok(())
 }
 

@@ -14,7 +14,8 @@
 
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SamplingParams {
     /// 0 means greedy.
     pub temperature: f32,

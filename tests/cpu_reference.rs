@@ -44,16 +44,9 @@ fn greedy_and_seeded_sampling_match_the_reference() {
             .unwrap();
             assert_eq!(out.ids, case.greedy, "{variant} greedy after {:?}", case.ids);
             for s in &case.sampled {
-                let params = SamplingParams {
-                    temperature: s.temperature,
-                    top_k: s.top_k,
-                    top_p: s.top_p,
-                    repetition_penalty: s.repetition_penalty,
-                    seed: s.seed,
-                    max_tokens: s.max_tokens,
-                };
+                let params = &s.params;
                 let out =
-                    generate(&mut backend, &case.ids, &params, eos, |_| std::ops::ControlFlow::Continue(())).unwrap();
+                    generate(&mut backend, &case.ids, params, eos, |_| std::ops::ControlFlow::Continue(())).unwrap();
                 assert_eq!(out.ids, s.ids, "{variant} sampled {params:?} after {:?}", case.ids);
             }
         }
@@ -82,7 +75,8 @@ fn kv_cache_decoding_equals_full_recomputation() {
         }
         assert_eq!(backend.position(), ids.len());
         let err = max_abs_diff(full.iter().map(|&v| v as f64), stepwise.iter().map(|&v| v as f64));
-        assert!(err < 1e-5, "{variant}: cached vs full max |error| {err:e} over {} positions", full.len() / vocab);
+        // Only summation order differs (blocked matmul for the prefill, dot products for single tokens).
+        assert!(err < 5e-5, "{variant}: cached vs full max |error| {err:e} over {} positions", full.len() / vocab);
     }
 }
 

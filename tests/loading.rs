@@ -9,8 +9,9 @@ use tokenformer::weights::safetensors::{write, StoreDtype};
 use tokenformer::weights::{Naming, TensorRole};
 use tokenformer::{Backend, Error, Model};
 
-/// f16 weights against f32 weights, logits max |difference| on the fixtures (measured ~1e-3 here).
-const F16_TOLERANCE: f64 = 2e-2;
+/// f16 weights against f32 weights: logits max |difference| (measured 1.7e-2 on l2_norm_gelu, whose
+/// logits reach 12.8; f16 keeps 11 significant bits).
+const F16_TOLERANCE: f64 = 5e-2;
 
 struct Files {
     config: Vec<u8>,
@@ -121,4 +122,25 @@ fn broken_companion_files_are_named() {
     cfg["qkv_slot_num"] = serde_json::json!(36);
     let err = load_from_bytes(cfg.to_string().as_bytes(), &weights, &files.tokenizer, &mut |_, _| {}).unwrap_err();
     assert!(err.to_string().contains("sequential.2.attention.query.key_param_tokens has shape"), "{err}");
+}
+
+#[test]
+fn padded_embedding_rows_are_never_scored() {
+    let (mut model, tokenizer) = load("l2_norm_gelu");
+    let (d, vocab) = (model.config.hidden_size, model.vocab_size);
+    assert!(model.embedding_rows > vocab, "the fixture must have padding rows for this test to mean anything");
+    // Make every padding row a huge copy of a real row: if the head scored them, they would win every argmax.
+    for row in vocab..model.embedding_rows {
+        let (real, pad) = model.embedding.split_at_mut(row * d);
+        pad[..d].iter_mut().zip(&real[7 * d..8 * d]).for_each(|(p, r)| *p = r * 1e3);
+    }
+    let mut backend = cpu(model);
+    let logits = backend.forward(&[3, 4, 5], true).unwrap();
+    assert_eq!(logits.len(), 3 * vocab);
+    let params = tokenformer::SamplingParams { temperature: 1.5, seed: 3, ..tokenformer::SamplingParams::greedy(40) };
+    let out = tokenformer::generate(&mut backend, &[3, 4, 5], &params, tokenizer.eos_id(), |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(out.ids.iter().all(|&id| (id as usize) < vocab), "{:?}", out.ids);
 }

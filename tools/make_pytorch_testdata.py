@@ -4,6 +4,7 @@ Run from the crate root: python3 tools/make_pytorch_testdata.py
 """
 import collections
 import os
+import pickle
 import zipfile
 
 import torch
@@ -52,3 +53,18 @@ with zipfile.ZipFile(path("mixed.bin")) as src, zipfile.ZipFile(path("deflated.b
 
 # Pre-1.6 (non-zip) format.
 torch.save({"x": torch.zeros(1)}, path("legacy.bin"), _use_new_zipfile_serialization=False)
+
+
+# A real torch.save archive whose data.pkl is swapped for a pickle that would run a shell
+# command if unpickled by Python: the reader must refuse it without executing anything.
+class RunsShell:
+    def __reduce__(self):
+        return (os.system, ("echo this-must-never-run",))
+
+
+with zipfile.ZipFile(path("mixed.bin")) as src, zipfile.ZipFile(path("evil.bin"), "w", zipfile.ZIP_STORED) as dst:
+    for info in src.infolist():
+        data = src.read(info.filename)
+        if info.filename.endswith("/data.pkl"):
+            data = pickle.dumps(collections.OrderedDict(w=RunsShell()), protocol=2)
+        dst.writestr(info.filename, data)

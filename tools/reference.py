@@ -13,8 +13,11 @@ Convention for the degenerate case the released code leaves undefined: when the 
 produce NaN). `softmax` has no degenerate case (a zero row gives Theta = all ones).
 
 Usage as a library: `model = load_model(folder)`, `forward(model, ids)`, `generate(model, ids, params)`,
-`perplexity(model, ids, window, stride)`. Requires numpy; torch only to read pytorch_model.bin, safetensors only to
-read model.safetensors.
+`perplexity(model, ids, window, stride)`. Requires numpy and tokenizers; torch only to read pytorch_model.bin,
+safetensors only to read model.safetensors.
+
+Usage as a command: `python3 tools/reference.py tests/fixtures/<model>...` recomputes each folder's expected.json
+from its weights and prints the largest logit difference and whether every generated id and the eval agree.
 """
 
 import json
@@ -173,8 +176,9 @@ def load_model(folder):
     return Model(cfg, tensors, vocab_size, authors_names=False)
 
 
-def forward(model, ids):
-    """Logits [T, vocab_size] for every position of `ids` (positions 0..T-1)."""
+def forward(model, ids, return_hidden=False):
+    """Logits [T, vocab_size] for every position of `ids` (positions 0..T-1); with return_hidden, the final
+    normalised hidden states [T, d] instead."""
     cfg = model.cfg
     assert 1 <= len(ids) <= cfg.max_positions
     x = model.embed[np.asarray(ids)]
@@ -186,7 +190,7 @@ def forward(model, ids):
         x = x + pattention(causal_attention(q, k, v), *blk["proj"], cfg.kind)
         x = x + pattention(layer_norm(x, cfg.eps), *blk["ffn"], cfg.kind)
     h = layer_norm(x, cfg.eps, model.final_w, model.final_b)
-    return h @ model.embed[: model.vocab_size].T
+    return h if return_hidden else h @ model.embed[: model.vocab_size].T
 
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -257,14 +261,16 @@ def sample(logits, context, p, step, diag=None):
     return chosen
 
 
-def generate(model, prompt_ids, params, diags=None):
+def generate(model, prompt_ids, params, diags=None, next_logits=None):
     """Generation loop of the shared spec: up to max_tokens steps; each step samples from forward(context)[-1];
     id 0 (<|endoftext|>) stops generation and is not returned. Greedy = temperature 0.
-    `diags`, if a list, receives one diag dict per step (see `sample`)."""
+    `diags`, if a list, receives one diag dict per step (see `sample`); `next_logits(context)`, if given, replaces
+    forward(model, context)[-1] (e.g. a memoised version)."""
+    next_logits = next_logits or (lambda ctx: forward(model, ctx)[-1])
     context, out = list(prompt_ids), []
     for step in range(params["max_tokens"]):
         diag = {}
-        tok = sample(forward(model, context)[-1], context, params, step, diag)
+        tok = sample(next_logits(context), context, params, step, diag)
         if diags is not None:
             diags.append(diag)
         if tok == 0:
@@ -304,3 +310,32 @@ def perplexity(model, ids, window, stride):
         b += stride
     nll = float(np.mean(nlls))
     return len(nlls), nll, math.exp(nll)
+
+
+# ----------------------------------------------------------------------------------------------- command line
+
+
+def verify(folder):
+    """Recomputes folder/expected.json from the folder's weights; returns True when everything agrees."""
+    with open(os.path.join(folder, "expected.json")) as f:
+        exp = json.load(f)
+    model = load_model(folder)
+    ok, worst = model.vocab_size == exp["vocab_size"], 0.0
+    for case in exp["cases"]:
+        worst = max(worst, float(np.max(np.abs(forward(model, case["ids"]) - np.array(case["logits"])))))
+        ok &= generate(model, case["ids"], dict(GREEDY, max_tokens=32)) == case["greedy"]
+        for run in case["sampled"]:
+            ok &= generate(model, case["ids"], run) == run["ids"]
+    if "eval" in exp:
+        e = exp["eval"]
+        n, nll, _ = perplexity(model, e["ids"], e["window"], e["stride"])
+        ok &= n == e["tokens_scored"] and abs(nll - e["nll_mean"]) < 1e-9
+    ok &= worst < 1e-9
+    print(f"{folder}: max |logit difference| = {worst:.2e}, {'all agree' if ok else 'MISMATCH'}")
+    return ok
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(0 if all([verify(folder) for folder in sys.argv[1:]]) else 1)

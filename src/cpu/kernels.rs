@@ -38,25 +38,8 @@ pub fn matmul_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f3
         }
         return;
     }
-    // SAFETY: the assert above bounds every index sgemm touches for these strides.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            1,
-            k as isize,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    // bᵀ[i][j] = b[j * k + i]
+    sgemm(a, b, (m, k, n), (1, k as isize), c);
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]` (weighted sums of parameter values).
@@ -70,7 +53,14 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32])
         }
         return;
     }
-    // SAFETY: the assert above bounds every index sgemm touches for these strides.
+    sgemm(a, b, (m, k, n), (n as isize, 1), c);
+}
+
+/// Blocked `c = a · B` for row-major `a` and `c`, with `B`'s (row, column) strides given.
+/// Callers have asserted the slice lengths for their layout.
+fn sgemm(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), (rsb, csb): (isize, isize), c: &mut [f32]) {
+    // SAFETY: both callers assert a has m·k, b has k·n and c has m·n elements, which bounds every
+    // index sgemm touches for these strides.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -81,8 +71,8 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32])
             k as isize,
             1,
             b.as_ptr(),
-            n as isize,
-            1,
+            rsb,
+            csb,
             0.0,
             c.as_mut_ptr(),
             n as isize,

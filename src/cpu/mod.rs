@@ -5,6 +5,7 @@ pub mod kernels;
 
 use std::sync::Arc;
 
+use crate::config::NormActivation;
 use crate::error::Result;
 use crate::generation::{check_tokens, Backend};
 use crate::model::{Model, Pattention};
@@ -33,14 +34,15 @@ impl CpuBackend {
 }
 
 /// `out[t×d_out] = f(x[t×d_in] · Kᵀ) · V`, the whole Pattention layer for `t` tokens.
-pub fn pattention(x: &[f32], t: usize, p: &Pattention, cfg: &crate::config::ModelConfig, out: &mut [f32]) {
-    let d = cfg.hidden_size;
+/// The widths come from the parameter tokens: d_in = |K| / n, d_out = |V| / n.
+pub fn pattention(x: &[f32], t: usize, p: &Pattention, activation: NormActivation, out: &mut [f32]) {
+    let (d_in, d_out) = (p.key_param_tokens.len() / p.n, p.value_param_tokens.len() / p.n);
     let mut theta = vec![0f32; t * p.n];
-    matmul_bt(x, &p.key_param_tokens, t, d, p.n, &mut theta);
+    matmul_bt(x, &p.key_param_tokens, t, d_in, p.n, &mut theta);
     for row in theta.chunks_exact_mut(p.n) {
-        normalize_scores(row, cfg.norm_activation);
+        normalize_scores(row, activation);
     }
-    matmul(&theta, &p.value_param_tokens, t, p.n, d, out);
+    matmul(&theta, &p.value_param_tokens, t, p.n, d_out, out);
 }
 
 impl Backend for CpuBackend {
@@ -81,9 +83,9 @@ impl Backend for CpuBackend {
         for (layer, block) in model.blocks.iter().enumerate() {
             a.copy_from_slice(&x);
             a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
-            pattention(&a, t, &block.query, cfg, &mut q);
-            pattention(&a, t, &block.key, cfg, &mut k);
-            pattention(&a, t, &block.value, cfg, &mut v);
+            pattention(&a, t, &block.query, cfg.norm_activation, &mut q);
+            pattention(&a, t, &block.key, cfg.norm_activation, &mut k);
+            pattention(&a, t, &block.value, cfg.norm_activation, &mut v);
             for (i, (qrow, krow)) in q.chunks_exact_mut(d).zip(k.chunks_exact_mut(d)).enumerate() {
                 for h in 0..heads {
                     apply_rope(&mut qrow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
@@ -111,12 +113,12 @@ impl Backend for CpuBackend {
                     }
                 }
             }
-            pattention(&o, t, &block.proj, cfg, &mut delta);
+            pattention(&o, t, &block.proj, cfg.norm_activation, &mut delta);
             x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
 
             a.copy_from_slice(&x);
             a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
-            pattention(&a, t, &block.ffn, cfg, &mut delta);
+            pattention(&a, t, &block.ffn, cfg.norm_activation, &mut delta);
             x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
         }
         self.len += t;

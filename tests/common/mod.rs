@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tokenformer::loader::ModelPaths;
-use tokenformer::{CpuBackend, Model, Tokenizer};
+use tokenformer::{CpuBackend, Model, SamplingParams, Tokenizer};
 
 /// Every model fixture, one per norm_activation_type, plus bf16 safetensors in the project's layout.
 pub const VARIANTS: [&str; 4] = ["l2_norm_gelu", "gelu_l2_norm", "softmax", "l2_norm_gelu_bf16"];
@@ -30,12 +30,8 @@ pub struct Case {
 
 #[derive(Debug, Deserialize)]
 pub struct Sampled {
-    pub temperature: f32,
-    pub top_k: usize,
-    pub top_p: f32,
-    pub repetition_penalty: f32,
-    pub seed: u32,
-    pub max_tokens: usize,
+    #[serde(flatten)]
+    pub params: SamplingParams,
     pub ids: Vec<u32>,
 }
 

@@ -1,14 +1,24 @@
-//! Project chores: `cargo xtask test` installs what the tests need on a fresh machine and runs them all.
+//! Project chores. `cargo xtask test` installs what the tests need on a fresh machine and runs
+//! them all; `cargo xtask build-web` builds the wasm package into `pkg/`.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+
+/// Must equal the `wasm-bindgen = "=..."` pin in Cargo.toml: the CLI and the crate must match.
+const WASM_BINDGEN_VERSION: &str = "0.2.130";
+/// Debian packages: lavapipe (Vulkan on the CPU) for native wgpu, Chromium for the browser tests.
+const DEBIAN_PACKAGES: [&str; 2] = ["mesa-vulkan-drivers", "chromium"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("setup") => setup(),
+        Some("build-web") => build_web(),
         _ => {
-            eprintln!("usage: cargo xtask <test|setup>\n  setup  install toolchain targets and system packages\n  test   setup, then lint and run every test");
+            eprintln!(
+                "usage: cargo xtask <command>\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  test       setup, lint, and run every test (native, wasm in Chromium)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -21,9 +31,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run_in(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("$ {program} {}", args.join(" "));
-    let status = Command::new(program).args(args).status().map_err(|e| format!("cannot start {program}: {e}"))?;
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
@@ -31,17 +49,54 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
     }
 }
 
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    run_in(&root(), program, args)
+}
+
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Everything the tests need that a fresh machine lacks. Idempotent and quick when already done.
 fn setup() -> Result<(), String> {
     run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
-    run("rustup", &["component", "add", "rustfmt", "clippy"])
+    run("rustup", &["component", "add", "rustfmt", "clippy"])?;
+
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .into_iter()
+        .filter(|p| {
+            !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed"))
+        })
+        .collect();
+    if !missing.is_empty() {
+        run("apt-get", &["update", "-qq"])?;
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(&missing);
+        run("apt-get", &args)?;
+    }
+
+    let installed = output("wasm-bindgen", &["--version"]).unwrap_or_default();
+    if !installed.contains(WASM_BINDGEN_VERSION) {
+        // Not --locked: a locked dependency of this version is missing from the registry (PLATFORM.md).
+        run("cargo", &["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION])?;
+    }
+    run_in(&root().join("tests/browser"), "npm", &["ci", "--no-audit", "--no-fund"])
+}
+
+fn build_web() -> Result<(), String> {
+    run("cargo", &["build", "--release", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features"])?;
+    run(
+        "wasm-bindgen",
+        &["--target", "web", "--out-dir", "pkg", "target/wasm32-unknown-unknown/release/tokenformer.wasm"],
+    )
 }
 
 fn test() -> Result<(), String> {
     setup()?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
-    // The core must build for the browser: no threads, no native-only dependencies.
-    run("cargo", &["build", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features"])?;
-    run("cargo", &["test", "--workspace"])
+    run("cargo", &["test", "--workspace"])?;
+    build_web()?;
+    run("node", &["--test", "tests/browser/"])
 }
