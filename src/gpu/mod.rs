@@ -25,7 +25,9 @@ pub use weights::WeightDtype;
 use crate::config::ModelConfig;
 use crate::cpu::kernels::rope_inv_freq;
 use crate::error::{Error, Result};
-use crate::generation::{check_tokens, Backend};
+use crate::generation::check_ids;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::generation::Backend;
 use crate::model::Model;
 use crate::sampling::SamplingParams;
 use context::{bytes_to_f32, f32_bytes, read_back, u32_bytes, Encoder, ParamPages};
@@ -323,7 +325,7 @@ impl GpuBackend {
 
     /// Runs `ids` at the next positions (see [`Backend::forward`]).
     pub async fn forward_async(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
-        check_tokens(self, ids)?;
+        check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
         let mut out = Vec::with_capacity(if all_logits { ids.len() } else { 1 } * self.vocab);
         let chunks = ids.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
@@ -351,7 +353,7 @@ impl GpuBackend {
         params: &SamplingParams,
         step: u32,
     ) -> Result<u32> {
-        check_tokens(self, ids)?;
+        check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
         let (head, tail) = ids.split_at(ids.len() - 1 - (ids.len() - 1) % PREFILL_CHUNK);
         for chunk in head.chunks(PREFILL_CHUNK) {
             self.submit_chunk(chunk, 1, |_, _| {});
