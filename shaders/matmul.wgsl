@@ -1,5 +1,7 @@
-// Tiled matrix products for prefill: the same addressing as matvec.wgsl, 64 x 64 output tiles,
-// each of the 256 threads computing 4 x 4 outputs from 16-deep slices staged in workgroup memory.
+// Matrix products for prefill: the same addressing as matvec.wgsl. Each thread computes an 8 x 4
+// block of c (8 tokens, 4 weight rows) straight from storage, with no workgroup memory or
+// barriers: every weight quad loaded serves 8 tokens and every activation quad 4 weight rows.
+// (Software Vulkan such as lavapipe pays dearly for barriers; GPUs serve the reuse from cache.)
 
 struct Params {
     m: u32,
@@ -19,74 +21,61 @@ struct Params {
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
-const BM: u32 = 64u;
-const BN: u32 = 64u;
-const BK: u32 = 16u;
-// k-major tiles: tile[kk * 64 + row].
-var<workgroup> at: array<f32, 1024>;
-var<workgroup> wt: array<f32, 1024>;
+const RM: u32 = 8u;
+const CN: u32 = 4u;
 
-@compute @workgroup_size(16, 16)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) li: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let g = wg.z;
-    let col0 = wg.x * BN;
-    let row0 = wg.y * BM;
-    let a_base = p.a_off + g * p.a_group_stride;
-    let w_base = g * p.n * p.k_quads;
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
-        for (var i = 0u; i < 4u; i++) {
-            let e = lid + i * 256u;
-            let r = e / BK;
-            let kk = e % BK;
-            var v = 0.0;
-            if row0 + r < p.m && k0 + kk < p.k {
-                v = a[(row0 + r) * p.lda + a_base + k0 + kk];
-            }
-            at[kk * BM + r] = v;
-        }
-        let r = lid / 4u;
-        let qq = lid % 4u;
-        let q = k0 / 4u + qq;
-        var wv = vec4<f32>(0.0);
-        if col0 + r < p.n && q < p.k_quads {
-            wv = wq(w_base + (col0 + r) * p.k_quads + q);
-        }
-        wt[(qq * 4u) * BN + r] = wv.x;
-        wt[(qq * 4u + 1u) * BN + r] = wv.y;
-        wt[(qq * 4u + 2u) * BN + r] = wv.z;
-        wt[(qq * 4u + 3u) * BN + r] = wv.w;
-        workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            let ai = kk * BM + li.y * 4u;
-            let wi = kk * BN + li.x * 4u;
-            let av = vec4<f32>(at[ai], at[ai + 1u], at[ai + 2u], at[ai + 3u]);
-            let wv4 = vec4<f32>(wt[wi], wt[wi + 1u], wt[wi + 2u], wt[wi + 3u]);
-            acc0 += av.x * wv4;
-            acc1 += av.y * wv4;
-            acc2 += av.z * wv4;
-            acc3 += av.w * wv4;
-        }
-        workgroupBarrier();
+fn a4(base: u32, k0: u32) -> vec4<f32> {
+    if k0 + 4u <= p.k {
+        return vec4<f32>(a[base + k0], a[base + k0 + 1u], a[base + k0 + 2u], a[base + k0 + 3u]);
     }
-    var rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    // The zero-padded tail of the weight row meets activations that belong to something else.
+    var v = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
-        let m = row0 + li.y * 4u + i;
-        for (var jj = 0u; jj < 4u; jj++) {
-            let j = col0 + li.x * 4u + jj;
+        if k0 + i < p.k {
+            v[i] = a[base + k0 + i];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let g = gid.z;
+    let j0 = gid.x * CN;
+    let m0 = gid.y * RM;
+    if j0 >= p.n || m0 >= p.m {
+        return;
+    }
+    // Rows past the edges repeat the last valid one (loads stay in bounds) and are not stored.
+    var w_row: array<u32, 4>;
+    for (var cc = 0u; cc < CN; cc++) {
+        w_row[cc] = (g * p.n + min(j0 + cc, p.n - 1u)) * p.k_quads;
+    }
+    var a_row: array<u32, 8>;
+    for (var r = 0u; r < RM; r++) {
+        a_row[r] = min(m0 + r, p.m - 1u) * p.lda + p.a_off + g * p.a_group_stride;
+    }
+    var acc: array<vec4<f32>, 8>;
+    for (var q = 0u; q < p.k_quads; q++) {
+        let w0 = wq(w_row[0] + q);
+        let w1 = wq(w_row[1] + q);
+        let w2 = wq(w_row[2] + q);
+        let w3 = wq(w_row[3] + q);
+        for (var r = 0u; r < RM; r++) {
+            let av = a4(a_row[r], q * 4u);
+            acc[r] += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3));
+        }
+    }
+    for (var r = 0u; r < RM; r++) {
+        let m = m0 + r;
+        for (var cc = 0u; cc < CN; cc++) {
+            let j = j0 + cc;
             if m < p.m && j < p.n {
                 let ci = m * p.ldc + p.c_col + g * p.c_group_stride + j;
                 if p.accumulate != 0u {
-                    c[ci] += rows[i][jj];
+                    c[ci] += acc[r][cc];
                 } else {
-                    c[ci] = rows[i][jj];
+                    c[ci] = acc[r][cc];
                 }
             }
         }

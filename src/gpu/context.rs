@@ -291,6 +291,18 @@ pub(crate) async fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u6
     Ok(data)
 }
 
+/// Resolves once the work submitted so far has finished.
+pub(crate) async fn work_done(ctx: &GpuContext) -> Result<()> {
+    let (send, receive) = oneshot();
+    ctx.queue.on_submitted_work_done(move || send(()));
+    #[cfg(not(target_arch = "wasm32"))]
+    ctx.device
+        .poll(wgpu::PollType::wait_indefinitely())
+        .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+    receive.await;
+    Ok(())
+}
+
 pub(crate) fn bytes_to_f32(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }

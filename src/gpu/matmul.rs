@@ -1,5 +1,5 @@
 //! Products with a weight matrix, `c[m, j] (+)= a[m, :] · w[j, :]`: a matrix-vector kernel for
-//! decoding (one activation row) and a tiled matrix kernel for prefill. Both serve every product of
+//! decoding (one activation row) and a register-blocked matrix kernel for prefill. Both serve every product of
 //! the model: Pattention scores (w = keys), weighted values (w = values stored transposed), and the
 //! tied head (w = embedding). Stacked matrices (q, k, v) are grouped: group g reads its activations
 //! `a_group_stride` further along and writes `c_group_stride` further along. With `accumulate` the
@@ -8,9 +8,10 @@
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::weights::{Matrix, WeightDtype};
 
-/// Weight rows per matvec workgroup and output tile edge of the matmul (see the shaders).
+/// Weight rows per matvec workgroup; weight rows and tokens per matmul workgroup (see the shaders).
 const MATVEC_ROWS: usize = 16;
-const TILE: usize = 64;
+const MATMUL_COLS: usize = 4 * 64;
+const MATMUL_ROWS: usize = 8;
 
 pub(crate) struct Linear {
     matvec: Kernel,
@@ -98,7 +99,7 @@ impl Linear {
             if args.m == 1 {
                 enc.dispatch(&self.matvec, bind, &params, [groups_for(n, MATVEC_ROWS), 1, groups as u32]);
             } else {
-                let grid = [groups_for(n, TILE), groups_for(args.m, TILE), groups as u32];
+                let grid = [groups_for(n, MATMUL_COLS), groups_for(args.m, MATMUL_ROWS), groups as u32];
                 enc.dispatch(&self.matmul, bind, &params, grid);
             }
         }
@@ -148,7 +149,7 @@ mod tests {
     #[test]
     fn plain_products_match_the_cpu_on_awkward_sizes() {
         for dtype in [WeightDtype::F32, WeightDtype::F16] {
-            // m = 1 takes the matvec kernel, m > 1 the tiled one; k not a multiple of 4 or 16.
+            // m = 1 takes the matvec kernel, m > 1 the register-blocked one; k not a multiple of 4 or 16.
             for (m, k, n) in [(1, 37, 29), (1, 72, 83), (3, 37, 29), (70, 83, 130), (5, 3, 1)] {
                 let a = random(m * k, 1);
                 let w = random(n * k, 2);

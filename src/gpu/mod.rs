@@ -7,6 +7,7 @@
 
 mod attention;
 pub mod context;
+mod copy;
 mod embed;
 mod layer_norm;
 mod matmul;
@@ -20,6 +21,7 @@ pub mod weights;
 use std::sync::Arc;
 
 pub use context::GpuContext;
+pub use copy::CopyProbe;
 pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
