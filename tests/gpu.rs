@@ -151,3 +151,41 @@ fn round_to_f16(mut model: Model) -> Model {
     }
     model
 }
+
+fn tokenformer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tokenformer")).args(args).output().unwrap()
+}
+
+fn ids_arg(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn cli_runs_on_the_gpu_backend() {
+    let exp = expected("gelu_l2_norm");
+    let model = common::fixture_dir("gelu_l2_norm");
+    let model = model.to_str().unwrap();
+    let case = &exp.cases[1];
+    let out = tokenformer(&["logits", "--model", model, "--backend", "gpu", "--ids", &ids_arg(&case.ids)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<Vec<f64>> = serde_json::from_value(json["logits"].clone()).unwrap();
+    let err = max_abs_diff(rows.into_iter().flatten(), case.logits.iter().flatten().copied());
+    assert!(err < LOGITS_TOLERANCE, "{err:e}");
+    for dtype in ["f32", "f16"] {
+        let args = ["generate", "--model", model, "--backend", "gpu", "--dtype", dtype, "--max-tokens", "32", "--json"];
+        let out = tokenformer(&[&args[..], &["--ids", &ids_arg(&case.ids)]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<u32> = serde_json::from_value(json["ids"].clone()).unwrap();
+        // f16 weights may pick other tokens; f32 gives the reference's.
+        if dtype == "f32" {
+            assert_eq!(ids, case.greedy);
+        }
+    }
+    // f16 is a GPU storage format; the CPU backend says so in one line.
+    let out = tokenformer(&["logits", "--model", model, "--dtype", "f16", "--ids", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.trim().starts_with("error: --dtype f16 is for --backend gpu"), "{stderr}");
+}
