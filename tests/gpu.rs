@@ -27,7 +27,7 @@ fn context() -> Arc<GpuContext> {
 }
 
 fn gpu(model: &Model, options: &GpuOptions) -> GpuBackend {
-    GpuBackend::new(context(), model, options).unwrap_or_else(|e| panic!("{e}"))
+    pollster::block_on(GpuBackend::new(context(), model, options)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn logits(backend: &mut dyn Backend, ids: &[u32]) -> Vec<f64> {
@@ -94,8 +94,14 @@ fn decoding_with_the_cache_equals_recomputation_past_a_prefill_chunk() {
     let vocab = model.vocab_size as u32;
     let ids: Vec<u32> = (0..290u32).map(|i| tokenformer::sampling::pcg_hash(i) % vocab).collect();
     let mut g = gpu(&model, &GpuOptions::default());
+    let mut c = cpu(model);
+    // Sampling after a long prompt: its first chunks only fill the cache.
+    let params =
+        SamplingParams { temperature: 0.9, top_k: 30, top_p: 0.9, repetition_penalty: 1.2, seed: 5, max_tokens: 8 };
+    let run = |b: &mut dyn Backend| generate(b, &ids, &params, None, |_| ControlFlow::Continue(())).unwrap().ids;
+    assert_eq!(run(&mut g), run(&mut c));
     let full = logits(&mut g, &ids);
-    let err = max_abs_diff(full.iter().copied(), logits(&mut cpu(model), &ids));
+    let err = max_abs_diff(full.iter().copied(), logits(&mut c, &ids));
     assert!(err < LOGITS_TOLERANCE, "290 tokens: max |GPU - CPU| {err:e}");
     g.reset();
     let mut stepwise: Vec<f64> = g.forward(&ids[..150], true).unwrap().into_iter().map(f64::from).collect();
