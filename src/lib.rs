@@ -7,6 +7,8 @@ pub mod bench;
 pub mod config;
 pub mod convert;
 pub mod cpu;
+#[cfg(feature = "cli")]
+pub mod default_model;
 pub mod error;
 pub mod generation;
 #[cfg(feature = "gpu")]

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use tokenformer::convert::to_safetensors;
+use tokenformer::default_model;
 use tokenformer::generation::perplexity;
 use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype};
 use tokenformer::loader::ModelPaths;
@@ -40,9 +41,10 @@ enum Command {
 
 #[derive(Args)]
 struct ModelArgs {
-    /// Model folder (config.json + model.safetensors or pytorch_model.bin + tokenizer.json) or a weights file.
+    /// Model folder (config.json + model.safetensors or pytorch_model.bin + tokenizer.json) or a weights
+    /// file. Without it, the built-in default model (models/tokenformer-moby) is used.
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// config.json to use instead of the one next to the weights.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -140,8 +142,8 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Model folder or weights file (or use --synthetic).
-    #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+    /// Model folder or weights file (default: the built-in model).
+    #[arg(long, conflicts_with = "synthetic")]
     model: Option<PathBuf>,
     /// A random model of an official size: 150m, 450m, 900m or 1.5b.
     #[arg(long)]
@@ -195,10 +197,20 @@ fn load(paths: &ModelPaths) -> Result<(Model, Tokenizer)> {
     loaded
 }
 
+/// The model named by --model, or the built-in default model.
+fn load_model(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
+    match &args.model {
+        Some(path) => load(&ModelPaths::resolve(path, args.config.as_deref(), args.tokenizer.as_deref())?),
+        None if args.config.is_some() || args.tokenizer.is_some() => {
+            Err(Error::Usage("--config and --tokenizer need --model".into()))
+        }
+        None => default_model::load(),
+    }
+}
+
 fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
     check_dtype(args.backend, args.dtype)?;
-    let paths = ModelPaths::resolve(&args.model, args.config.as_deref(), args.tokenizer.as_deref())?;
-    let (model, tokenizer) = load(&paths)?;
+    let (model, tokenizer) = load_model(args)?;
     let backend: Box<dyn Backend> = match args.backend {
         BackendKind::Cpu => Box::new(CpuBackend::new(Arc::new(model))),
         BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype)?),
@@ -369,7 +381,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let (model, name) = match (&args.synthetic, &args.model) {
         (Some(size), _) => (Model::synthetic(size, 0)?, format!("synthetic {size}")),
         (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?)?.0, path.display().to_string()),
-        (None, None) => return Err(Error::Usage("give --model or --synthetic".into())),
+        (None, None) => (default_model::load()?.0, default_model::NAME.to_string()),
     };
     check_dtype(args.backend, args.dtype)?;
     let timing = |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen);

@@ -91,3 +91,20 @@ fn sliding_window_perplexity_matches_the_reference() {
     assert!((p.nll_mean - eval.nll_mean).abs() < 1e-5, "{} vs {}", p.nll_mean, eval.nll_mean);
     assert!((p.perplexity / eval.perplexity - 1.0).abs() < 1e-5);
 }
+
+/// The built-in model against the numbers its training script computed in PyTorch (float32 from
+/// the shipped f16 weights) on the first 4,096 validation tokens: an independent check of the
+/// whole CPU path on a real trained model.
+#[test]
+fn built_in_model_scores_its_validation_text_like_the_training_script() {
+    let (model, tokenizer) = tokenformer::default_model::load().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tokenformer-moby");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let want = results["grown_f16_first4096_nll_f32"].as_f64().unwrap();
+    let text = std::fs::read_to_string(dir.join("validation.txt")).unwrap();
+    let ids = tokenizer.encode(&text).unwrap();
+    let mut backend = cpu(model);
+    let p = perplexity(&mut backend, &ids[..4096], 256, 128).unwrap();
+    assert!((p.nll_mean - want).abs() < 1e-4, "{} vs {want}", p.nll_mean);
+}

@@ -86,10 +86,9 @@ fn setup() -> Result<(), String> {
 
 fn build_web() -> Result<(), String> {
     run("cargo", &["build", "--release", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features"])?;
-    run(
-        "wasm-bindgen",
-        &["--target", "web", "--out-dir", "pkg", "target/wasm32-unknown-unknown/release/tokenformer.wasm"],
-    )
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let wasm = target.join("wasm32-unknown-unknown/release/tokenformer.wasm");
+    run("wasm-bindgen", &["--target", "web", "--out-dir", "pkg", &wasm.to_string_lossy()])
 }
 
 fn test() -> Result<(), String> {

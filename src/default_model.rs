@@ -1,0 +1,16 @@
+//! The project's own small TokenFormer (`models/tokenformer-moby`, see its model card), built into
+//! the binary so `tokenformer generate` writes English with no download and no `--model`.
+
+use crate::error::Result;
+use crate::loader::load_from_bytes;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+
+pub const NAME: &str = "tokenformer-moby (built in)";
+pub const CONFIG: &[u8] = include_bytes!("../models/tokenformer-moby/config.json");
+pub const WEIGHTS: &[u8] = include_bytes!("../models/tokenformer-moby/model.safetensors");
+pub const TOKENIZER: &[u8] = include_bytes!("../models/tokenformer-moby/tokenizer.json");
+
+pub fn load() -> Result<(Model, Tokenizer)> {
+    load_from_bytes(CONFIG, WEIGHTS, TOKENIZER, &mut |_, _| {})
+}
