@@ -195,3 +195,12 @@ fn cli_runs_on_the_gpu_backend() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.trim().starts_with("error: --dtype f16 is for --backend gpu"), "{stderr}");
 }
+
+#[test]
+fn a_kv_cache_beyond_the_device_binding_limit_is_an_error() {
+    let (mut model, _) = load("softmax");
+    let row_bytes = model.config.hidden_size as u64 * 4;
+    model.config.max_positions = (context().max_binding_bytes() / row_bytes + 1) as usize;
+    let err = pollster::block_on(GpuBackend::new(context(), &model, &GpuOptions::default())).err().unwrap();
+    assert!(err.to_string().contains("KV cache buffer needs"), "{err}");
+}

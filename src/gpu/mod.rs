@@ -158,6 +158,19 @@ impl GpuBackend {
                 attention::MAX_HEAD_DIM
             )));
         }
+        let t = PREFILL_CHUNK as u64;
+        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
+        let cache_bytes = cfg.max_positions as u64 * df;
+        // Activations and caches are bound whole; weights are the only tensors split into chunks.
+        for (what, bytes) in [("Pattention scores", t * widest * 4), ("logits", t * vf), ("KV cache", cache_bytes)] {
+            if bytes > ctx.max_binding_bytes() {
+                return Err(Error::Gpu(format!(
+                    "the {what} buffer needs {bytes} bytes, more than the device binds ({})",
+                    ctx.max_binding_bytes()
+                )));
+            }
+        }
         let dtype = options.dtype;
         let store =
             Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
@@ -196,9 +209,6 @@ impl GpuBackend {
         }
         let weight_bytes = model.weight_bytes_per_token(dtype.bytes()) as u64;
 
-        let t = PREFILL_CHUNK as u64;
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
-        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
         use wgpu::BufferUsages as U;
         let buffers = Buffers {
             ids: c.storage("ids", t * 4),
@@ -232,7 +242,6 @@ impl GpuBackend {
         };
         let b = &buffers;
         let k = &kernels;
-        let cache_bytes = cfg.max_positions as u64 * df;
         // Bind groups hold their buffers: the weights need no other owner.
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for w in &layer_weights {
