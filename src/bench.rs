@@ -59,7 +59,9 @@ pub fn cpu_read_bandwidth_gb_s() -> f64 {
     let mut sink = 0.0;
     for _ in 0..4 {
         let start = Instant::now();
-        sink += crate::cpu::kernels::dot(&buf, &buf);
+        // black_box: otherwise LLVM may compute the dot once and hoist it out of the loop.
+        let b = std::hint::black_box(&buf);
+        sink += crate::cpu::kernels::dot(b, b);
         best = best.min(start.elapsed().as_secs_f64());
     }
     std::hint::black_box(sink);
