@@ -1,6 +1,6 @@
-// Matrix products for prefill: the same addressing as matvec.wgsl. Each thread computes an 8 x 4
-// block of c (8 tokens, 4 weight rows) straight from storage, with no workgroup memory or
-// barriers: every weight quad loaded serves 8 tokens and every activation quad 4 weight rows.
+// Matrix products for prefill: the same addressing as matvec.wgsl. Each thread computes an 8 x 8
+// block of c (8 tokens, 8 weight rows) straight from storage, with no workgroup memory or
+// barriers: every weight quad loaded serves 8 tokens and every activation quad 8 weight rows.
 // (Software Vulkan such as lavapipe pays dearly for barriers; GPUs serve the reuse from cache.)
 
 struct Params {
@@ -22,7 +22,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
 const RM: u32 = 8u;
-const CN: u32 = 4u;
+const CN: u32 = 8u;
 
 fn a4(base: u32, k0: u32) -> vec4<f32> {
     if k0 + 4u <= p.k {
@@ -47,7 +47,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     // Rows past the edges repeat the last valid one (loads stay in bounds) and are not stored.
-    var w_row: array<u32, 4>;
+    var w_row: array<u32, 8>;
     for (var cc = 0u; cc < CN; cc++) {
         w_row[cc] = (g * p.n + min(j0 + cc, p.n - 1u)) * p.k_quads;
     }
@@ -55,15 +55,21 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var r = 0u; r < RM; r++) {
         a_row[r] = min(m0 + r, p.m - 1u) * p.lda + p.a_off + g * p.a_group_stride;
     }
-    var acc: array<vec4<f32>, 8>;
+    // acc[r] holds weight rows 0..4 of token r, acc[8 + r] rows 4..8.
+    var acc: array<vec4<f32>, 16>;
     for (var q = 0u; q < p.k_quads; q++) {
         let w0 = wq(w_row[0] + q);
         let w1 = wq(w_row[1] + q);
         let w2 = wq(w_row[2] + q);
         let w3 = wq(w_row[3] + q);
+        let w4 = wq(w_row[4] + q);
+        let w5 = wq(w_row[5] + q);
+        let w6 = wq(w_row[6] + q);
+        let w7 = wq(w_row[7] + q);
         for (var r = 0u; r < RM; r++) {
             let av = a4(a_row[r], q * 4u);
             acc[r] += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3));
+            acc[8u + r] += vec4<f32>(dot(av, w4), dot(av, w5), dot(av, w6), dot(av, w7));
         }
     }
     for (var r = 0u; r < RM; r++) {
@@ -72,10 +78,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
             let j = j0 + cc;
             if m < p.m && j < p.n {
                 let ci = m * p.ldc + p.c_col + g * p.c_group_stride + j;
+                let v = acc[r + 8u * (cc / 4u)][cc % 4u];
                 if p.accumulate != 0u {
-                    c[ci] += acc[r][cc];
+                    c[ci] += v;
                 } else {
-                    c[ci] = acc[r][cc];
+                    c[ci] = v;
                 }
             }
         }

@@ -10,7 +10,7 @@ use super::weights::{Matrix, WeightDtype};
 
 /// Weight rows per matvec workgroup; weight rows and tokens per matmul workgroup (see the shaders).
 const MATVEC_ROWS: usize = 64;
-const MATMUL_COLS: usize = 4 * 64;
+const MATMUL_COLS: usize = 8 * 64;
 const MATMUL_ROWS: usize = 8;
 
 pub(crate) struct Linear {
