@@ -82,7 +82,7 @@ struct LayerWeights {
     ffn_values: Matrix,
 }
 
-/// Device buffers for up to PREFILL_CHUNK tokens, and the KV cache.
+/// Device buffers for up to PREFILL_CHUNK tokens (the per-layer KV caches live in their bind groups).
 struct Buffers {
     ids: wgpu::Buffer,
     /// The residual stream [T × d].
