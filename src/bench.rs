@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::generation::Backend;
-use crate::sampling::{argmax, pcg_hash};
+use crate::sampling::{argmax, pcg_hash, SamplingParams};
 
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
@@ -24,9 +24,15 @@ pub struct BenchReport {
     pub limit_gb_per_s: f64,
     pub limit_measured_by: String,
     pub ratio: f64,
+    /// Compute dispatches and queue submissions per decoded token (GPU only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatches_per_token: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submissions_per_token: Option<u32>,
 }
 
-/// Times a greedy prefill of `prompt_len` pseudo-random tokens and `gen` decode steps.
+/// Times a greedy prefill of `prompt_len` pseudo-random tokens and `gen` decode steps. Decode steps
+/// go through `next_token`, so a backend that samples on the device returns only the token id.
 /// Returns (time to first token s, prefill s, decode s).
 pub fn time_generation(backend: &mut dyn Backend, prompt_len: usize, gen: usize) -> Result<(f64, f64, f64)> {
     let vocab = backend.vocab_size() as u32;
@@ -37,9 +43,10 @@ pub fn time_generation(backend: &mut dyn Backend, prompt_len: usize, gen: usize)
     let prefill = start.elapsed().as_secs_f64();
     let mut next = argmax(&logits);
     let ttft = start.elapsed().as_secs_f64();
+    let greedy = SamplingParams::greedy(gen);
     let decode_start = Instant::now();
-    for _ in 0..gen {
-        next = argmax(&backend.forward(&[next], false)?);
+    for step in 0..gen {
+        next = backend.next_token(&[next], &[], &greedy, step as u32)?;
     }
     Ok((ttft, prefill, decode_start.elapsed().as_secs_f64()))
 }
@@ -58,4 +65,19 @@ pub fn cpu_read_bandwidth_gb_s() -> f64 {
     std::hint::black_box(sink);
     // dot(buf, buf) streams the buffer once.
     (buf.len() * 4) as f64 / best / 1e9
+}
+
+/// The GPU's memory bandwidth: the best of several timed copies of a 256 MiB buffer by a compute
+/// shader, counting the bytes read plus the bytes written.
+#[cfg(feature = "gpu")]
+pub fn gpu_copy_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<f64> {
+    let mut probe = crate::gpu::CopyProbe::new(ctx, 256 << 20);
+    pollster::block_on(probe.run(ctx))?; // first use: allocation and pipeline warm-up
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        pollster::block_on(probe.run(ctx))?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(probe.bytes_moved() as f64 / best / 1e9)
 }

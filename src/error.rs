@@ -47,6 +47,8 @@ pub enum Error {
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
 
+    #[error("GPU: {0}")]
+    Gpu(String),
     #[error("{path}: {message}")]
     File { path: String, message: String },
     #[error("{0}")]

@@ -27,16 +27,20 @@ pub trait Backend {
 
 /// Checks ids and positions before a backend touches them.
 pub fn check_tokens(backend: &(impl Backend + ?Sized), ids: &[u32]) -> Result<()> {
+    check_ids(ids, backend.vocab_size(), backend.position(), backend.max_positions())
+}
+
+/// [`check_tokens`] for a model with `vocab` ids, `position` tokens cached and `max_positions`.
+pub fn check_ids(ids: &[u32], vocab: usize, position: usize, max_positions: usize) -> Result<()> {
     if ids.is_empty() {
         return Err(Error::EmptyPrompt);
     }
-    let vocab = backend.vocab_size();
     if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
         return Err(Error::TokenOutOfRange { id, vocab });
     }
-    let needed = backend.position() + ids.len();
-    if needed > backend.max_positions() {
-        return Err(Error::TooManyPositions { needed, max: backend.max_positions() });
+    let needed = position + ids.len();
+    if needed > max_positions {
+        return Err(Error::TooManyPositions { needed, max: max_positions });
     }
     Ok(())
 }

@@ -11,6 +11,8 @@ pub mod cpu;
 pub mod default_model;
 pub mod error;
 pub mod generation;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod loader;
 pub mod model;
 pub mod sampling;

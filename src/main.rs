@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokenformer::convert::to_safetensors;
 use tokenformer::default_model;
 use tokenformer::generation::perplexity;
+use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype};
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
 use tokenformer::weights::safetensors::StoreDtype;
@@ -52,11 +53,16 @@ struct ModelArgs {
     tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
+    /// Weight storage on the GPU (the CPU backend always uses f32).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendKind {
     Cpu,
+    /// WebGPU through wgpu (Vulkan, Metal or DX12).
+    Gpu,
 }
 
 #[derive(Args)]
@@ -111,7 +117,7 @@ struct ConvertArgs {
     tokenizer: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum DtypeArg {
     F32,
     F16,
@@ -144,6 +150,9 @@ struct BenchArgs {
     synthetic: Option<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
+    /// Weight storage on the GPU (the CPU backend always uses f32).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
     #[arg(long, default_value_t = 64)]
     prompt_len: usize,
     #[arg(long, default_value_t = 32)]
@@ -200,11 +209,33 @@ fn load_model(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
 }
 
 fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+    check_dtype(args.backend, args.dtype)?;
     let (model, tokenizer) = load_model(args)?;
     let backend: Box<dyn Backend> = match args.backend {
         BackendKind::Cpu => Box::new(CpuBackend::new(Arc::new(model))),
+        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype)?),
     };
     Ok((backend, tokenizer))
+}
+
+fn check_dtype(backend: BackendKind, dtype: DtypeArg) -> Result<()> {
+    if backend == BackendKind::Cpu && dtype != DtypeArg::F32 {
+        return Err(Error::Usage("--dtype f16 is for --backend gpu; the CPU backend computes in f32".into()));
+    }
+    Ok(())
+}
+
+/// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
+fn gpu_backend(model: &Model, dtype: DtypeArg) -> Result<GpuBackend> {
+    let dtype = match dtype {
+        DtypeArg::F32 => WeightDtype::F32,
+        DtypeArg::F16 => WeightDtype::F16,
+    };
+    let spinner = ProgressBar::new_spinner().with_message("uploading weights to the GPU");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let backend = pollster::block_on(GpuBackend::open(model, &GpuOptions { dtype, ..Default::default() }));
+    spinner.finish_and_clear();
+    backend
 }
 
 fn parse_ids(text: &str) -> Result<Vec<u32>> {
@@ -352,16 +383,29 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?)?.0, path.display().to_string()),
         (None, None) => (default_model::load()?.0, default_model::NAME.to_string()),
     };
-    let bytes_per_token = model.weight_bytes_per_token(4);
-    let mut backend: Box<dyn Backend> = match args.backend {
-        BackendKind::Cpu => Box::new(CpuBackend::new(Arc::new(model))),
+    check_dtype(args.backend, args.dtype)?;
+    let timing = |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen);
+    let (label, bytes_per_token, (ttft, prefill, decode), limit, measured_by, stats) = match args.backend {
+        BackendKind::Cpu => {
+            let bytes = model.weight_bytes_per_token(4);
+            let times = timing(&mut CpuBackend::new(Arc::new(model)))?;
+            let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
+            ("cpu (1 thread, f32)".to_string(), bytes, times, limit, "one-core streaming read of 512 MiB", None)
+        }
+        BackendKind::Gpu => {
+            let mut gpu = gpu_backend(&model, args.dtype)?;
+            drop(model);
+            let times = timing(&mut gpu)?;
+            let limit = tokenformer::bench::gpu_copy_bandwidth_gb_s(gpu.context())?;
+            let label = format!("gpu {} ({} weights)", gpu.context().adapter_name(), gpu.dtype().as_str());
+            let bytes = gpu.weight_bytes_per_token() as usize;
+            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(gpu.last_pass()))
+        }
     };
-    let (ttft, prefill, decode) = tokenformer::bench::time_generation(backend.as_mut(), args.prompt_len, args.gen)?;
-    let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
     let decode_tps = args.gen as f64 / decode;
     let achieved = bytes_per_token as f64 * decode_tps / 1e9;
     let report = tokenformer::bench::BenchReport {
-        backend: "cpu (1 thread, f32)".into(),
+        backend: label,
         model: name,
         prompt_len: args.prompt_len,
         generated: args.gen,
@@ -371,8 +415,10 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         weight_bytes_per_token: bytes_per_token,
         achieved_gb_per_s: achieved,
         limit_gb_per_s: limit,
-        limit_measured_by: "one-core streaming read of 512 MiB".into(),
+        limit_measured_by: measured_by.into(),
         ratio: achieved / limit,
+        dispatches_per_token: stats.map(|s| s.dispatches),
+        submissions_per_token: stats.map(|s| s.submissions),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -390,6 +436,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             r.achieved_gb_per_s
         );
         println!("  limit    {:>9.2} GB/s ({}), ratio {:.2}", r.limit_gb_per_s, r.limit_measured_by, r.ratio);
+        if let (Some(d), Some(s)) = (r.dispatches_per_token, r.submissions_per_token) {
+            println!("  per token {d} dispatches, {s} submission(s)");
+        }
     }
     Ok(())
 }

@@ -1,0 +1,46 @@
+// Rotary embedding and KV-cache append: q and k (from the fused qkv rows [q | k | v]) are rotated
+// GPT-NeoX style ("rotate half") on the first 2 * half dims of every head at positions start + t;
+// rotated q goes to q_out, rotated k and plain v to the caches at those positions.
+// cos/sin come from a table computed on the CPU in f64: table[pos * half + j] = (cos, sin).
+
+struct Params {
+    t: u32,
+    start: u32,
+    d: u32,
+    hd: u32,
+    half: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> qkv: array<f32>;
+@group(0) @binding(1) var<storage, read> table: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> q_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<f32>;
+
+fn rotate(row: u32, c: u32, i: u32, pos: u32) -> f32 {
+    let x = qkv[row + c];
+    if i >= 2u * p.half {
+        return x;
+    }
+    let cs = table[pos * p.half + i % p.half];
+    if i < p.half {
+        return x * cs.x - qkv[row + c + p.half] * cs.y;
+    }
+    return x * cs.x + qkv[row + c - p.half] * cs.y;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if c >= p.d || t >= p.t {
+        return;
+    }
+    let i = c % p.hd;
+    let pos = p.start + t;
+    let row = t * 3u * p.d;
+    q_out[t * p.d + c] = rotate(row, c, i, pos);
+    k_cache[pos * p.d + c] = rotate(row + p.d, c, i, pos);
+    v_cache[pos * p.d + c] = qkv[row + 2u * p.d + c];
+}

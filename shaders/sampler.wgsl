@@ -1,0 +1,293 @@
+// The next token, sampled on the device exactly as src/sampling.rs specifies:
+// repetition penalty, greedy argmax (lowest id among ties), or: candidates in the order
+// (logit descending, id ascending), top-k cut, p_i = exp((l_i - l_max) / T), top-p cut (shortest
+// prefix whose mass reaches top_p), then the first kept id whose running mass exceeds
+// uniform(seed, step) * kept mass, uniform() being the same pcg_hash counter draw.
+//
+// One workgroup does it all without sorting: a cut or the draw is a "walk" that finds the element
+// of the order where a running weight (a count, or probability mass) first reaches a goal. It
+// narrows a 32-bit order key 4 bits at a time (16 bins per pass, summed per thread in a fixed
+// order and reduced as a tree, so results are deterministic), then resolves ties of equal logits
+// by id the same way. WGSL has no f64: masses are f32 where the CPU sums in f64, so a draw that
+// falls within ~1e-6 (relative) of a boundary between two tokens could pick the neighbour.
+
+struct Params {
+    vocab: u32,
+    n_context: u32,
+    temperature: f32,
+    top_k: u32,
+    top_p: f32,
+    penalty: f32,
+    seed: u32,
+    step: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
+// Distinct ids of the context (prompt and generated so far), for the repetition penalty.
+@group(0) @binding(1) var<storage, read> context: array<u32>;
+@group(0) @binding(2) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> token: array<u32>;
+
+const WG: u32 = 128u;
+const BINS: u32 = 16u;
+var<workgroup> hist: array<f32, 2048>; // BINS * WG
+var<workgroup> red_f: array<f32, 128>;
+var<workgroup> red_u: array<u32, 128>;
+var<workgroup> chosen_prefix: u32;
+var<workgroup> chosen_before: f32;
+var<workgroup> chosen_m: u32;
+
+fn pcg_hash(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+fn uniform_draw(seed: u32, step: u32) -> f32 {
+    return f32(pcg_hash(pcg_hash(seed) ^ step) >> 8u) / 16777216.0;
+}
+
+// Ascending in the sampler's order: larger logits first, f32::total_cmp semantics (+0 before -0).
+fn order_key(v: f32) -> u32 {
+    let b = bitcast<u32>(v);
+    let ascending = select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+    return ~ascending;
+}
+
+fn prob(i: u32, l_max: f32) -> f32 {
+    return exp((logits[i] - l_max) / p.temperature);
+}
+
+// A set of candidates: every element up to and including (key, id) in the order.
+fn in_set(key: u32, i: u32, lim: vec2<u32>) -> bool {
+    return key < lim.x || (key == lim.x && i <= lim.y);
+}
+
+fn weight(i: u32, use_probs: bool) -> f32 {
+    if use_probs {
+        return probs[i];
+    }
+    return 1.0;
+}
+
+fn sum_f(v: f32, lid: u32) -> f32 {
+    // Earlier readers of the reduction slots are done before they are overwritten.
+    workgroupBarrier();
+    red_f[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_f[lid] += red_f[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_f[0]);
+}
+
+fn sum_u(v: u32, lid: u32) -> u32 {
+    // Earlier readers of the reduction slots are done before they are overwritten.
+    workgroupBarrier();
+    red_u[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            red_u[lid] += red_u[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return workgroupUniformLoad(&red_u[0]);
+}
+
+// Sums each thread's 16 bins over the workgroup; bin b's total ends in hist[b * WG].
+fn reduce_bins(acc: array<f32, 16>, lid: u32) {
+    for (var b = 0u; b < BINS; b++) {
+        hist[b * WG + lid] = acc[b];
+    }
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            for (var b = 0u; b < BINS; b++) {
+                hist[b * WG + lid] += hist[b * WG + lid + s];
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// Thread 0 picks the first bin where before + running weight reaches the goal (> when strict,
+// >= otherwise), or the last non-empty bin if rounding leaves none; records the bin in
+// chosen_prefix (shifted into place) and the weight before it in chosen_before.
+fn pick_bin(lid: u32, prefix: u32, shift: u32, before: f32, goal: f32, strict: bool) {
+    if lid == 0u {
+        var acc = before;
+        var chosen = BINS;
+        var last = 0u;
+        var before_last = before;
+        for (var b = 0u; b < BINS; b++) {
+            let w = hist[b * WG];
+            if w > 0.0 {
+                last = b;
+                before_last = acc;
+                if select(acc + w >= goal, acc + w > goal, strict) {
+                    chosen = b;
+                    break;
+                }
+            }
+            acc += w;
+        }
+        if chosen == BINS {
+            chosen = last;
+            acc = before_last;
+        }
+        chosen_prefix = prefix | (chosen << shift);
+        chosen_before = acc;
+    }
+}
+
+// The element of `lim`'s set at which the running weight (in the sampler's order) first reaches
+// `goal`. Returns it as a set limit (key, id): the element itself is the id.
+fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_max: f32) -> vec2<u32> {
+    // 1. The key, 4 bits per pass_i from the top.
+    var prefix = 0u;
+    var before = 0.0;
+    for (var pass_i = 0u; pass_i < 8u; pass_i++) {
+        let shift = 28u - 4u * pass_i;
+        let fixed = select(0xFFFFFFFFu << (32u - 4u * pass_i), 0u, pass_i == 0u);
+        var acc = array<f32, 16>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var i = lid; i < p.vocab; i += WG) {
+            let key = order_key(logits[i]);
+            if (key & fixed) == prefix && in_set(key, i, lim) {
+                acc[(key >> shift) & 15u] += weight(i, use_probs);
+            }
+        }
+        reduce_bins(acc, lid);
+        pick_bin(lid, prefix, shift, before, goal, strict);
+        prefix = workgroupUniformLoad(&chosen_prefix);
+        before = workgroupUniformLoad(&chosen_before);
+    }
+    // 2. How many elements share that key (equal logits), and how many of them, in id order, the
+    //    running weight needs: the CPU adds them one at a time, and so does thread 0 here.
+    var ties = 0u;
+    for (var i = lid; i < p.vocab; i += WG) {
+        let key = order_key(logits[i]);
+        if key == prefix && in_set(key, i, lim) {
+            ties += 1u;
+        }
+    }
+    ties = sum_u(ties, lid);
+    if lid == 0u {
+        let bits = select(prefix, ~prefix & 0x7FFFFFFFu, (~prefix & 0x80000000u) != 0u);
+        var w = 1.0;
+        if use_probs {
+            w = exp((bitcast<f32>(bits) - l_max) / p.temperature);
+        }
+        var acc = before;
+        var m = ties;
+        for (var j = 1u; j <= ties; j++) {
+            acc += w;
+            if select(acc >= goal, acc > goal, strict) {
+                m = j;
+                break;
+            }
+        }
+        chosen_m = m;
+    }
+    let m = workgroupUniformLoad(&chosen_m);
+    // 3. The m-th smallest id among the ties, 4 bits per pass_i (counts are exact in f32).
+    let id_bits = 32u - countLeadingZeros(max(p.vocab - 1u, 1u));
+    let id_passes = (id_bits + 3u) / 4u;
+    var id_prefix = 0u;
+    var id_before = 0.0;
+    for (var pass_i = 0u; pass_i < id_passes; pass_i++) {
+        let shift = 4u * (id_passes - 1u - pass_i);
+        let fixed = select(0xFFFFFFFFu << (shift + 4u), 0u, shift + 4u >= 32u);
+        var acc = array<f32, 16>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for (var i = lid; i < p.vocab; i += WG) {
+            let key = order_key(logits[i]);
+            if key == prefix && in_set(key, i, lim) && (i & fixed) == id_prefix {
+                acc[(i >> shift) & 15u] += 1.0;
+            }
+        }
+        reduce_bins(acc, lid);
+        pick_bin(lid, id_prefix, shift, id_before, f32(m), false);
+        id_prefix = workgroupUniformLoad(&chosen_prefix);
+        id_before = workgroupUniformLoad(&chosen_before);
+    }
+    return vec2<u32>(prefix, id_prefix);
+}
+
+@compute @workgroup_size(128)
+fn main(@builtin(local_invocation_index) lid: u32) {
+    if p.penalty != 1.0 {
+        for (var i = lid; i < p.n_context; i += WG) {
+            let id = context[i];
+            if id < p.vocab {
+                let v = logits[id];
+                logits[id] = select(v * p.penalty, v / p.penalty, v > 0.0);
+            }
+        }
+        storageBarrier();
+    }
+    // Argmax, lowest id among equal values.
+    var best = logits[0];
+    var best_i = 0u;
+    for (var i = lid; i < p.vocab; i += WG) {
+        let v = logits[i];
+        if v > best || (v == best && i < best_i) {
+            best = v;
+            best_i = i;
+        }
+    }
+    red_f[lid] = best;
+    red_u[lid] = best_i;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            let v = red_f[lid + s];
+            let i = red_u[lid + s];
+            if v > red_f[lid] || (v == red_f[lid] && i < red_u[lid]) {
+                red_f[lid] = v;
+                red_u[lid] = i;
+            }
+        }
+        workgroupBarrier();
+    }
+    let l_max = workgroupUniformLoad(&red_f[0]);
+    let argmax = workgroupUniformLoad(&red_u[0]);
+    if p.temperature <= 0.0 {
+        if lid == 0u {
+            token[0] = argmax;
+        }
+        return;
+    }
+
+    var lim = vec2<u32>(0xFFFFFFFFu, 0xFFFFFFFFu);
+    if p.top_k > 0u && p.top_k < p.vocab {
+        lim = walk(lid, lim, false, f32(p.top_k), false, l_max);
+    }
+    var z = 0.0;
+    for (var i = lid; i < p.vocab; i += WG) {
+        let w = prob(i, l_max);
+        probs[i] = w;
+        if in_set(order_key(logits[i]), i, lim) {
+            z += w;
+        }
+    }
+    storageBarrier();
+    z = sum_f(z, lid);
+    if p.top_p < 1.0 {
+        lim = walk(lid, lim, true, p.top_p * z, false, l_max);
+    }
+    var kept = 0.0;
+    for (var i = lid; i < p.vocab; i += WG) {
+        if in_set(order_key(logits[i]), i, lim) {
+            kept += probs[i];
+        }
+    }
+    kept = sum_f(kept, lid);
+    let pick = walk(lid, lim, true, uniform_draw(p.seed, p.step) * kept, true, l_max);
+    if lid == 0u {
+        token[0] = pick.y;
+    }
+}

@@ -1,0 +1,57 @@
+//! A buffer-to-buffer copy through a compute shader: `bench` times it to measure the adapter's
+//! memory bandwidth with the same storage-buffer path the model's kernels use.
+
+use super::context::{groups_for, work_done, Access, Encoder, GpuContext, Kernel, ParamPages};
+use crate::error::Result;
+
+pub struct CopyProbe {
+    kernel: Kernel,
+    bind: wgpu::BindGroup,
+    quads: usize,
+    params: ParamPages,
+    _buffers: (wgpu::Buffer, wgpu::Buffer),
+}
+
+impl CopyProbe {
+    /// Two buffers of `bytes` each (capped at the device's largest binding).
+    pub fn new(ctx: &GpuContext, bytes: u64) -> CopyProbe {
+        let bytes = bytes.min(ctx.max_binding_bytes()) / 16 * 16;
+        let kernel =
+            Kernel::new(ctx, "copy", include_str!("../../shaders/copy.wgsl"), &[Access::Read, Access::ReadWrite]);
+        let (src, dst) = (ctx.storage("copy src", bytes), ctx.storage("copy dst", bytes));
+        let bind = kernel.bind(ctx, &[&src, &dst]);
+        CopyProbe { kernel, bind, quads: (bytes / 16) as usize, params: ParamPages::default(), _buffers: (src, dst) }
+    }
+
+    /// Bytes one copy moves: each byte is read once and written once.
+    pub fn bytes_moved(&self) -> u64 {
+        2 * 16 * self.quads as u64
+    }
+
+    /// Copies the source buffer into the destination once and waits for it.
+    pub async fn run(&mut self, ctx: &GpuContext) -> Result<()> {
+        let mut enc = Encoder::new(ctx, &mut self.params);
+        let groups = groups_for(self.quads, 256).min(ctx.limits.max_compute_workgroups_per_dimension);
+        enc.dispatch(&self.kernel, &self.bind, &[self.quads as u32], [groups, 1, 1]);
+        enc.submit();
+        work_done(ctx).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::context::f32_bytes;
+    use crate::gpu::testing::{random, read_f32, test_context};
+
+    #[test]
+    fn copies_the_whole_buffer() {
+        let ctx = test_context();
+        let mut probe = CopyProbe::new(&ctx, 4096 * 16 + 12);
+        let data = random(probe.quads * 4, 91);
+        ctx.queue.write_buffer(&probe._buffers.0, 0, &f32_bytes(&data));
+        pollster::block_on(probe.run(&ctx)).unwrap();
+        assert_eq!(read_f32(&ctx, &probe._buffers.1, data.len()), data);
+        assert_eq!(probe.bytes_moved(), 2 * 4096 * 16);
+    }
+}

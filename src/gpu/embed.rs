@@ -1,0 +1,77 @@
+//! Embedding lookup: the rows of the token ids, gathered from every chunk of the embedding.
+
+use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
+use super::weights::{Matrix, WeightDtype};
+
+pub(crate) struct Embed {
+    kernel: Kernel,
+}
+
+pub(crate) struct EmbedBinding {
+    chunks: Vec<(wgpu::BindGroup, usize, usize)>,
+    cols: usize,
+}
+
+impl Embed {
+    pub fn new(ctx: &GpuContext, dtype: WeightDtype) -> Embed {
+        let source = format!("{}\n{}", dtype.prelude(), include_str!("../../shaders/embed.wgsl"));
+        Embed { kernel: Kernel::new(ctx, "embed", &source, &[Access::Read, Access::Read, Access::ReadWrite]) }
+    }
+
+    pub fn bind(&self, ctx: &GpuContext, ids: &wgpu::Buffer, table: &Matrix, x: &wgpu::Buffer) -> EmbedBinding {
+        let chunks =
+            table.chunks.iter().map(|ch| (self.kernel.bind(ctx, &[ids, &ch.buffer, x]), ch.row0, ch.rows)).collect();
+        EmbedBinding { chunks, cols: table.cols }
+    }
+
+    /// x[t] = table[ids[t]] for the first `t` ids; one dispatch per chunk of the table.
+    pub fn encode(&self, enc: &mut Encoder, b: &EmbedBinding, t: usize) {
+        let quads = b.cols.div_ceil(4);
+        for (bind, row0, rows) in &b.chunks {
+            let params = [t, b.cols, quads, *row0, *rows].map(|v| v as u32);
+            enc.dispatch(&self.kernel, bind, &params, [groups_for(quads, 64), t as u32, 1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::context::{u32_bytes, ParamPages};
+    use crate::gpu::testing::{random, read_f32, test_context};
+    use crate::gpu::weights::{upload, Store};
+
+    #[test]
+    fn gathers_rows_across_chunks() {
+        let ctx = test_context();
+        let (rows, d) = (23, 13);
+        let table = random(rows * d, 11);
+        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+            // 5 rows per chunk: the ids fall in different chunks.
+            let row_bytes = d.div_ceil(4) * 4 * dtype.bytes();
+            let m =
+                upload(&ctx, "emb", rows, d, 1, Store { dtype, max_chunk_bytes: 5 * row_bytes as u64 }, |r, out| {
+                    out.copy_from_slice(&table[r * d..(r + 1) * d])
+                })
+                .unwrap();
+            assert_eq!(m.chunks.len(), 5);
+            let ids = [22u32, 0, 7, 7, 14];
+            let ids_buf = ctx.storage_init("ids", &u32_bytes(&ids));
+            let x = ctx.storage("x", (ids.len() * d * 4) as u64);
+            let embed = Embed::new(&ctx, dtype);
+            let bind = embed.bind(&ctx, &ids_buf, &m, &x);
+            let mut params = ParamPages::default();
+            let mut enc = Encoder::new(&ctx, &mut params);
+            embed.encode(&mut enc, &bind, ids.len());
+            enc.submit();
+            let got = read_f32(&ctx, &x, ids.len() * d);
+            for (t, &id) in ids.iter().enumerate() {
+                for c in 0..d {
+                    let v = table[id as usize * d + c];
+                    let want = if dtype == WeightDtype::F16 { half::f16::from_f32(v).to_f32() } else { v };
+                    assert_eq!(got[t * d + c], want, "{dtype:?} token {t} dim {c}");
+                }
+            }
+        }
+    }
+}

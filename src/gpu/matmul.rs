@@ -1,0 +1,215 @@
+//! Products with a weight matrix, `c[m, j] (+)= a[m, :] · w[j, :]`: a matrix-vector kernel for
+//! decoding (one activation row) and a register-blocked matrix kernel for prefill. Both serve every product of
+//! the model: Pattention scores (w = keys), weighted values (w = values stored transposed), and the
+//! tied head (w = embedding). Stacked matrices (q, k, v) are grouped: group g reads its activations
+//! `a_group_stride` further along and writes `c_group_stride` further along. With `accumulate` the
+//! product is added to c: that is the residual add of the attention output and the FFN.
+
+use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
+use super::weights::{Matrix, WeightDtype};
+
+/// Weight rows per matvec workgroup; weight rows and tokens per matmul workgroup (see the shaders).
+const MATVEC_ROWS: usize = 16;
+const MATMUL_COLS: usize = 4 * 64;
+const MATMUL_ROWS: usize = 8;
+
+pub(crate) struct Linear {
+    matvec: Kernel,
+    matmul: Kernel,
+}
+
+/// A matrix bound to its input and output buffers, one bind group per chunk.
+pub(crate) struct LinearBinding {
+    chunks: Vec<(wgpu::BindGroup, usize, usize)>,
+    rows: usize,
+    cols: usize,
+    groups: usize,
+}
+
+/// The shape of one product. Columns of c beyond `limit` (rows of w) are not computed: the head
+/// stops at the vocabulary.
+pub(crate) struct LinearArgs {
+    pub m: usize,
+    pub lda: usize,
+    pub ldc: usize,
+    pub a_group_stride: usize,
+    pub c_group_stride: usize,
+    pub accumulate: bool,
+    pub limit: usize,
+}
+
+impl LinearArgs {
+    /// `c[m × rows] = a[m × k] · wᵀ` with packed rows.
+    pub fn plain(m: usize, k: usize, rows: usize) -> LinearArgs {
+        LinearArgs { m, lda: k, ldc: rows, a_group_stride: 0, c_group_stride: 0, accumulate: false, limit: rows }
+    }
+}
+
+impl Linear {
+    pub fn new(ctx: &GpuContext, dtype: WeightDtype) -> Linear {
+        let source = |body: &str| format!("{}\n{body}", dtype.prelude());
+        let matvec = Kernel::new(
+            ctx,
+            "matvec",
+            &source(include_str!("../../shaders/matvec.wgsl")),
+            &[Access::Read, Access::Read, Access::ReadWrite],
+        );
+        let matmul = matvec.sibling(ctx, "matmul", &source(include_str!("../../shaders/matmul.wgsl")));
+        Linear { matvec, matmul }
+    }
+
+    pub fn bind(&self, ctx: &GpuContext, w: &Matrix, a: &wgpu::Buffer, c: &wgpu::Buffer) -> LinearBinding {
+        let chunks = w.chunks.iter().map(|ch| (self.matvec.bind(ctx, &[a, &ch.buffer, c]), ch.row0, ch.rows)).collect();
+        LinearBinding { chunks, rows: w.rows, cols: w.cols, groups: w.groups }
+    }
+
+    pub fn encode(&self, enc: &mut Encoder, b: &LinearBinding, args: &LinearArgs) {
+        let grouped = b.groups > 1;
+        let group_rows = b.rows / b.groups;
+        for (bind, row0, rows) in &b.chunks {
+            let (row0, rows) = (*row0, *rows);
+            if row0 >= args.limit {
+                break;
+            }
+            // A chunk of a grouped matrix holds whole groups (see weights::upload).
+            let (n, groups, first_group) = if grouped {
+                (group_rows, rows / group_rows, row0 / group_rows)
+            } else {
+                (rows.min(args.limit - row0), 1, 0)
+            };
+            let (a_off, c_col) = if grouped {
+                (first_group * args.a_group_stride, first_group * args.c_group_stride)
+            } else {
+                (0, row0)
+            };
+            let params = [
+                args.m,
+                b.cols,
+                b.cols.div_ceil(4),
+                n,
+                args.lda,
+                args.ldc,
+                a_off,
+                args.a_group_stride,
+                c_col,
+                args.c_group_stride,
+                args.accumulate as usize,
+            ]
+            .map(|v| v as u32);
+            if args.m == 1 {
+                enc.dispatch(&self.matvec, bind, &params, [groups_for(n, MATVEC_ROWS), 1, groups as u32]);
+            } else {
+                let grid = [groups_for(n, MATMUL_COLS), groups_for(args.m, MATMUL_ROWS), groups as u32];
+                enc.dispatch(&self.matmul, bind, &params, grid);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::matmul_bt;
+    use crate::gpu::testing::{assert_close, random, read_f32, test_context};
+    use crate::gpu::weights::{upload, Store};
+
+    /// Runs c = a · wᵀ (+ c0) on the device, w uploaded with a chunk size limit.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        dtype: WeightDtype,
+        w: &[f32],
+        rows: usize,
+        k: usize,
+        groups: usize,
+        a: &[f32],
+        c0: &[f32],
+        args: &LinearArgs,
+        max_chunk_bytes: u64,
+    ) -> Vec<f32> {
+        let ctx = test_context();
+        let m = upload(&ctx, "w", rows, k, groups, Store { dtype, max_chunk_bytes }, |r, out| {
+            out.copy_from_slice(&w[r * k..(r + 1) * k])
+        })
+        .unwrap();
+        let linear = Linear::new(&ctx, dtype);
+        let a_buf = ctx.storage_init("a", &crate::gpu::context::f32_bytes(a));
+        let c_buf = ctx.storage_init("c", &crate::gpu::context::f32_bytes(c0));
+        let bind = linear.bind(&ctx, &m, &a_buf, &c_buf);
+        let mut params = crate::gpu::context::ParamPages::default();
+        let mut enc = Encoder::new(&ctx, &mut params);
+        linear.encode(&mut enc, &bind, args);
+        enc.submit();
+        read_f32(&ctx, &c_buf, c0.len())
+    }
+
+    fn round_f16(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+    }
+
+    #[test]
+    fn plain_products_match_the_cpu_on_awkward_sizes() {
+        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+            // m = 1 takes the matvec kernel, m > 1 the register-blocked one; k not a multiple of 4 or 16.
+            for (m, k, n) in [(1, 37, 29), (1, 72, 83), (3, 37, 29), (70, 83, 130), (5, 3, 1)] {
+                let a = random(m * k, 1);
+                let w = random(n * k, 2);
+                let want_w = if dtype == WeightDtype::F16 { round_f16(&w) } else { w.clone() };
+                let mut want = vec![0f32; m * n];
+                matmul_bt(&a, &want_w, m, k, n, &mut want);
+                // A chunk limit of 7 rows splits w into several buffers.
+                for chunk_bytes in [1 << 30, 7 * k.div_ceil(4) as u64 * 16] {
+                    let got = run(dtype, &w, n, k, 1, &a, &vec![0.0; m * n], &LinearArgs::plain(m, k, n), chunk_bytes);
+                    assert_close(&got, &want, 2e-5, &format!("{dtype:?} {m}x{k}x{n} chunks {chunk_bytes}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grouped_products_accumulate_and_respect_the_limit() {
+        // Three groups of 5 rows over k = 6, each reading its own 6 columns of a [m × 18].
+        let (groups, group_rows, k) = (3, 5, 6);
+        for m in [1, 4] {
+            let a = random(m * groups * k, 3);
+            let w = random(groups * group_rows * k, 4);
+            let c0 = random(m * groups * group_rows, 5);
+            let mut want = c0.clone();
+            for g in 0..groups {
+                for i in 0..m {
+                    for j in 0..group_rows {
+                        let row = &w[(g * group_rows + j) * k..][..k];
+                        let x = &a[i * groups * k + g * k..][..k];
+                        want[i * groups * group_rows + g * group_rows + j] +=
+                            row.iter().zip(x).map(|(p, q)| p * q).sum::<f32>();
+                    }
+                }
+            }
+            let args = LinearArgs {
+                m,
+                lda: groups * k,
+                ldc: groups * group_rows,
+                a_group_stride: k,
+                c_group_stride: group_rows,
+                accumulate: true,
+                limit: groups * group_rows,
+            };
+            // Chunks of one group each, then all in one.
+            for chunk_bytes in [group_rows as u64 * 32, 1 << 30] {
+                let got = run(WeightDtype::F32, &w, groups * group_rows, k, groups, &a, &c0, &args, chunk_bytes);
+                assert_close(&got, &want, 1e-5, &format!("grouped m={m} chunk {chunk_bytes}"));
+            }
+        }
+        // The head computes only the first `limit` rows: the rest of c keeps its value.
+        let (m, k, n, limit) = (2, 8, 40, 33);
+        let a = random(m * k, 6);
+        let w = random(n * k, 7);
+        let args = LinearArgs { ldc: n, limit, ..LinearArgs::plain(m, k, n) };
+        let got = run(WeightDtype::F32, &w, n, k, 1, &a, &vec![9.0; m * n], &args, 10 * 32);
+        let mut want = vec![0f32; m * n];
+        matmul_bt(&a, &w, m, k, n, &mut want);
+        for i in 0..m {
+            assert_close(&got[i * n..i * n + limit], &want[i * n..i * n + limit], 1e-5, "limited head");
+            assert!(got[i * n + limit..(i + 1) * n].iter().all(|&v| v == 9.0));
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The WebGPU backend: weights, activations and the KV cache live on the device; a decoded token
+//! is one command encoder and one queue submission (every layer's dispatches, the sampler, and
+//! the copy of the sampled id), then a 4-byte read-back.
+//!
+//! The core is async so the same code runs in the browser without blocking its thread; natively
+//! [`Backend`] blocks on it with pollster.
+
+mod attention;
+pub mod context;
+mod copy;
+mod embed;
+mod layer_norm;
+mod matmul;
+mod pnorm;
+mod rope;
+mod sampler;
+#[cfg(test)]
+mod testing;
+pub mod weights;
+
+use std::sync::Arc;
+
+pub use context::GpuContext;
+pub use copy::CopyProbe;
+pub use weights::WeightDtype;
+
+use crate::config::ModelConfig;
+use crate::cpu::kernels::rope_inv_freq;
+use crate::error::{Error, Result};
+use crate::generation::check_ids;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::generation::Backend;
+use crate::model::Model;
+use crate::sampling::SamplingParams;
+use context::{bytes_to_f32, f32_bytes, read_back, u32_bytes, Encoder, ParamPages};
+use matmul::{Linear, LinearArgs, LinearBinding};
+use weights::{upload, Matrix, Store};
+
+/// Tokens per forward chunk: longer prompts run in chunks of this many (the KV cache carries the
+/// context over), which bounds the activation and logits buffers.
+pub const PREFILL_CHUNK: usize = 128;
+
+#[derive(Debug, Clone)]
+pub struct GpuOptions {
+    pub dtype: WeightDtype,
+    /// Largest weight buffer, in bytes; default the device's storage binding limit. Tests lower it
+    /// to exercise the chunked path on small models.
+    pub max_chunk_bytes: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions { dtype: WeightDtype::F32, max_chunk_bytes: None }
+    }
+}
+
+/// Work recorded for the last submitted forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassStats {
+    pub dispatches: u32,
+    pub submissions: u32,
+}
+
+struct Kernels {
+    embed: embed::Embed,
+    norm: layer_norm::LayerNorm,
+    linear: Linear,
+    pnorm: pnorm::PNorm,
+    rope: rope::Rope,
+    attention: attention::Attention,
+    sampler: sampler::Sampler,
+}
+
+/// One block's weights. q, k, v keys are stacked into one matrix (one product for all three);
+/// values are stored transposed, [d × n], so Theta · V is the same row-dot product as S = X · Kᵀ.
+struct LayerWeights {
+    qkv_keys: Matrix,
+    qkv_values: Matrix,
+    proj_keys: Matrix,
+    proj_values: Matrix,
+    ffn_keys: Matrix,
+    ffn_values: Matrix,
+}
+
+/// Device buffers for up to PREFILL_CHUNK tokens, and the KV cache.
+struct Buffers {
+    ids: wgpu::Buffer,
+    /// The residual stream [T × d].
+    x: wgpu::Buffer,
+    /// Layer-norm output [T × d].
+    a: wgpu::Buffer,
+    /// Scores, then Theta, of the current Pattention [T × 3·qkv_slots or more].
+    scores: wgpu::Buffer,
+    qkv: wgpu::Buffer,
+    q: wgpu::Buffer,
+    o: wgpu::Buffer,
+    /// Final-norm output of the rows that get logits.
+    h: wgpu::Buffer,
+    logits: wgpu::Buffer,
+    logits_read: wgpu::Buffer,
+    /// Distinct context ids for the repetition penalty, and the sampler's probabilities.
+    context: wgpu::Buffer,
+    probs: wgpu::Buffer,
+    token: wgpu::Buffer,
+    token_read: wgpu::Buffer,
+}
+
+struct LayerBinds {
+    qkv_scores: LinearBinding,
+    qkv_values: LinearBinding,
+    rope: wgpu::BindGroup,
+    attention: wgpu::BindGroup,
+    proj_scores: LinearBinding,
+    proj_values: LinearBinding,
+    ffn_scores: LinearBinding,
+    ffn_values: LinearBinding,
+}
+
+pub struct GpuBackend {
+    ctx: Arc<GpuContext>,
+    cfg: ModelConfig,
+    vocab: usize,
+    dtype: WeightDtype,
+    kernels: Kernels,
+    buffers: Buffers,
+    embed: embed::EmbedBinding,
+    norm: wgpu::BindGroup,
+    final_norm: wgpu::BindGroup,
+    pnorm: wgpu::BindGroup,
+    layers: Vec<LayerBinds>,
+    head: LinearBinding,
+    sampler: wgpu::BindGroup,
+    params: ParamPages,
+    len: usize,
+    last: PassStats,
+    weight_bytes: u64,
+    /// Weights and caches stay alive through the bind groups; these handles keep them explicit.
+    _weights: (Matrix, Vec<LayerWeights>, Vec<wgpu::Buffer>),
+}
+
+impl GpuBackend {
+    /// Uploads `model` to the device of `ctx`. The model may be dropped afterwards: nothing on the
+    /// host refers to it.
+    pub fn new(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
+        let cfg = model.config.clone();
+        let (d, vocab) = (cfg.hidden_size, model.vocab_size);
+        let hd = cfg.head_dim();
+        if hd > attention::MAX_HEAD_DIM {
+            return Err(Error::Gpu(format!(
+                "head dim {hd} exceeds the attention kernel's {}",
+                attention::MAX_HEAD_DIM
+            )));
+        }
+        let dtype = options.dtype;
+        let store =
+            Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
+        let c = &*ctx;
+
+        let embedding = upload(c, "embedding", vocab, d, 1, store, |r, out| {
+            out.copy_from_slice(&model.embedding[r * d..(r + 1) * d])
+        })?;
+        let mut layer_weights = Vec::with_capacity(cfg.num_layers);
+        for (l, block) in model.blocks.iter().enumerate() {
+            let keys = |label: &str, parts: &[&crate::model::Pattention]| {
+                let n = parts[0].n;
+                upload(c, &format!("{label} keys {l}"), n * parts.len(), d, 1, store, |r, out| {
+                    out.copy_from_slice(&parts[r / n].key_param_tokens[(r % n) * d..][..d])
+                })
+            };
+            // Row c of Vᵀ is column c of V: the value of every parameter token for output dim c.
+            let values = |label: &str, parts: &[&crate::model::Pattention]| {
+                let n = parts[0].n;
+                upload(c, &format!("{label} values {l}"), d * parts.len(), n, parts.len(), store, |r, out| {
+                    let v = &parts[r / d].value_param_tokens;
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = v[j * d + r % d];
+                    }
+                })
+            };
+            let qkv = [&block.query, &block.key, &block.value];
+            layer_weights.push(LayerWeights {
+                qkv_keys: keys("qkv", &qkv)?,
+                qkv_values: values("qkv", &qkv)?,
+                proj_keys: keys("proj", &[&block.proj])?,
+                proj_values: values("proj", &[&block.proj])?,
+                ffn_keys: keys("ffn", &[&block.ffn])?,
+                ffn_values: values("ffn", &[&block.ffn])?,
+            });
+        }
+        let weight_bytes = model.weight_bytes_per_token(dtype.bytes()) as u64;
+
+        let t = PREFILL_CHUNK as u64;
+        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
+        use wgpu::BufferUsages as U;
+        let buffers = Buffers {
+            ids: c.storage("ids", t * 4),
+            x: c.storage("x", t * df),
+            a: c.storage("a", t * df),
+            scores: c.storage("scores", t * widest * 4),
+            qkv: c.storage("qkv", t * 3 * df),
+            q: c.storage("q", t * df),
+            o: c.storage("o", t * df),
+            h: c.storage("h", t * df),
+            logits: c.storage("logits", t * vf),
+            logits_read: c.buffer("logits read", t * vf, U::MAP_READ | U::COPY_DST),
+            context: c.storage("context", cfg.max_positions as u64 * 4),
+            probs: c.storage("probs", vf),
+            token: c.storage("token", 4),
+            token_read: c.buffer("token read", 4, U::MAP_READ | U::COPY_DST),
+        };
+        let table = rope::rope_table(cfg.max_positions, &rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base));
+        let rope_table = c.storage_init("rope", &f32_bytes(&table));
+        let final_w = c.storage_init("final norm weight", &f32_bytes(&model.final_norm_weight));
+        let final_b = c.storage_init("final norm bias", &f32_bytes(&model.final_norm_bias));
+
+        let kernels = Kernels {
+            embed: embed::Embed::new(c, dtype),
+            norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
+            linear: Linear::new(c, dtype),
+            pnorm: pnorm::PNorm::new(c),
+            rope: rope::Rope::new(c),
+            attention: attention::Attention::new(c),
+            sampler: sampler::Sampler::new(c),
+        };
+        let b = &buffers;
+        let k = &kernels;
+        let cache_bytes = cfg.max_positions as u64 * df;
+        let mut caches = vec![rope_table, final_w, final_b];
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for w in &layer_weights {
+            let (kc, vc) = (c.storage("k cache", cache_bytes), c.storage("v cache", cache_bytes));
+            layers.push(LayerBinds {
+                qkv_scores: k.linear.bind(c, &w.qkv_keys, &b.a, &b.scores),
+                qkv_values: k.linear.bind(c, &w.qkv_values, &b.scores, &b.qkv),
+                rope: k.rope.bind(c, &b.qkv, &caches[0], &b.q, &kc, &vc),
+                attention: k.attention.bind(c, &b.q, &kc, &vc, &b.o),
+                proj_scores: k.linear.bind(c, &w.proj_keys, &b.o, &b.scores),
+                proj_values: k.linear.bind(c, &w.proj_values, &b.scores, &b.x),
+                ffn_scores: k.linear.bind(c, &w.ffn_keys, &b.a, &b.scores),
+                ffn_values: k.linear.bind(c, &w.ffn_values, &b.scores, &b.x),
+            });
+            caches.extend([kc, vc]);
+        }
+        let backend = GpuBackend {
+            embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
+            norm: k.norm.bind(c, &b.x, &caches[1], &caches[2], &b.a),
+            final_norm: k.norm.bind(c, &b.x, &caches[1], &caches[2], &b.h),
+            pnorm: k.pnorm.bind(c, &b.scores),
+            head: k.linear.bind(c, &embedding, &b.h, &b.logits),
+            sampler: k.sampler.bind(c, &b.logits, &b.context, &b.probs, &b.token),
+            layers,
+            params: ParamPages::default(),
+            len: 0,
+            last: PassStats::default(),
+            weight_bytes,
+            _weights: (embedding, layer_weights, caches),
+            buffers,
+            kernels,
+            cfg,
+            vocab,
+            dtype,
+            ctx,
+        };
+        Ok(backend)
+    }
+
+    /// Opens the default adapter and uploads `model`.
+    pub async fn open(model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
+        GpuBackend::new(GpuContext::new().await?, model, options)
+    }
+
+    pub fn context(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
+    }
+
+    /// Dispatches and submissions of the last forward pass (a decoded token when it was one token).
+    pub fn last_pass(&self) -> PassStats {
+        self.last
+    }
+
+    /// Weight bytes one decoded token reads in the device format.
+    pub fn weight_bytes_per_token(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    /// Records the forward pass of `t` tokens (already in the ids buffer) at the next positions,
+    /// ending with the final norm and head for the last `rows` of them.
+    fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize) {
+        let cfg = &self.cfg;
+        let k = &self.kernels;
+        let (d, start, f) = (cfg.hidden_size, self.len, cfg.norm_activation);
+        let (nq, np, nf) = (cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots);
+        k.embed.encode(enc, &self.embed, t);
+        for layer in &self.layers {
+            k.norm.encode(enc, &self.norm, t, 0, d, false);
+            k.linear.encode(enc, &layer.qkv_scores, &LinearArgs::plain(t, d, 3 * nq));
+            k.pnorm.encode(enc, &self.pnorm, 3 * t, nq, f);
+            let qkv_values = LinearArgs {
+                m: t,
+                lda: 3 * nq,
+                ldc: 3 * d,
+                a_group_stride: nq,
+                c_group_stride: d,
+                accumulate: false,
+                limit: 3 * d,
+            };
+            k.linear.encode(enc, &layer.qkv_values, &qkv_values);
+            k.rope.encode(enc, &layer.rope, t, start, d, cfg.head_dim(), cfg.rotary_dims() / 2);
+            k.attention.encode(enc, &layer.attention, t, start, cfg.num_heads, d);
+            k.linear.encode(enc, &layer.proj_scores, &LinearArgs::plain(t, d, np));
+            k.pnorm.encode(enc, &self.pnorm, t, np, f);
+            let residual = |n| LinearArgs { accumulate: true, ..LinearArgs::plain(t, n, d) };
+            k.linear.encode(enc, &layer.proj_values, &residual(np));
+            k.norm.encode(enc, &self.norm, t, 0, d, false);
+            k.linear.encode(enc, &layer.ffn_scores, &LinearArgs::plain(t, d, nf));
+            k.pnorm.encode(enc, &self.pnorm, t, nf, f);
+            k.linear.encode(enc, &layer.ffn_values, &residual(nf));
+        }
+        k.norm.encode(enc, &self.final_norm, rows, t - rows, d, true);
+        k.linear.encode(enc, &self.head, &LinearArgs::plain(rows, d, self.vocab));
+    }
+
+    /// Runs `ids` at the next positions (see [`Backend::forward`]).
+    pub async fn forward_async(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
+        let mut out = Vec::with_capacity(if all_logits { ids.len() } else { 1 } * self.vocab);
+        let chunks = ids.len().div_ceil(PREFILL_CHUNK);
+        for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
+            let rows = if all_logits { chunk.len() } else { 1 };
+            let read = all_logits || i + 1 == chunks;
+            let bytes = (rows * self.vocab * 4) as u64;
+            self.submit_chunk(chunk, rows, |enc, s| {
+                if read {
+                    enc.copy(&s.buffers.logits, 0, &s.buffers.logits_read, bytes);
+                }
+            });
+            if read {
+                out.extend(bytes_to_f32(&read_back(&self.ctx, &self.buffers.logits_read, bytes).await?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Feeds `ids` and samples the next token on the device (see [`Backend::next_token`]): only
+    /// the token id comes back.
+    pub async fn next_token_async(
+        &mut self,
+        ids: &[u32],
+        context: &[u32],
+        params: &SamplingParams,
+        step: u32,
+    ) -> Result<u32> {
+        check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
+        let (head, tail) = ids.split_at(ids.len() - 1 - (ids.len() - 1) % PREFILL_CHUNK);
+        for chunk in head.chunks(PREFILL_CHUNK) {
+            self.submit_chunk(chunk, 1, |_, _| {});
+        }
+        let penalised = if params.repetition_penalty != 1.0 { sampler::distinct(context) } else { Vec::new() };
+        if penalised.len() > self.cfg.max_positions {
+            return Err(Error::Usage(format!(
+                "the context holds {} distinct ids, more than the model's positions",
+                penalised.len()
+            )));
+        }
+        if !penalised.is_empty() {
+            self.ctx.queue.write_buffer(&self.buffers.context, 0, &u32_bytes(&penalised));
+        }
+        self.submit_chunk(tail, 1, |enc, s| {
+            s.kernels.sampler.encode(enc, &s.sampler, s.vocab, penalised.len(), params, step);
+            enc.copy(&s.buffers.token, 0, &s.buffers.token_read, 4);
+        });
+        let bytes = read_back(&self.ctx, &self.buffers.token_read, 4).await?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    /// Encodes and submits one chunk of at most PREFILL_CHUNK tokens, with logits for its last
+    /// `rows`; `finish` appends work (sampling, read-back copies) to the same submission.
+    fn submit_chunk(&mut self, ids: &[u32], rows: usize, finish: impl FnOnce(&mut Encoder, &GpuBackend)) {
+        self.ctx.queue.write_buffer(&self.buffers.ids, 0, &u32_bytes(ids));
+        let mut pages = std::mem::take(&mut self.params);
+        let mut enc = Encoder::new(&self.ctx, &mut pages);
+        self.encode_forward(&mut enc, ids.len(), rows);
+        finish(&mut enc, self);
+        let dispatches = enc.dispatches;
+        enc.submit();
+        self.params = pages;
+        self.len += ids.len();
+        self.last = PassStats { dispatches, submissions: 1 };
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Backend for GpuBackend {
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+
+    fn max_positions(&self) -> usize {
+        self.cfg.max_positions
+    }
+
+    fn position(&self) -> usize {
+        self.len
+    }
+
+    fn reset(&mut self) {
+        // Positions past `len` are overwritten before attention reads them.
+        self.len = 0;
+    }
+
+    fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward_async(ids, all_logits))
+    }
+
+    fn next_token(&mut self, ids: &[u32], context: &[u32], params: &SamplingParams, step: u32) -> Result<u32> {
+        pollster::block_on(self.next_token_async(ids, context, params, step))
+    }
+}

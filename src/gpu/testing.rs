@@ -1,0 +1,39 @@
+//! Helpers for the op modules' GPU-vs-CPU tests.
+
+use std::sync::{Arc, OnceLock};
+
+use super::context::{bytes_to_f32, read_back, GpuContext};
+
+/// One device for all tests of the crate. Without an adapter the tests fail, loudly: a silent pass
+/// would hide that nothing was tested.
+pub fn test_context() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        pollster::block_on(GpuContext::new()).unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"))
+    })
+    .clone()
+}
+
+/// Values in [-0.5, 0.5), reproducible from `seed`.
+pub fn random(len: usize, seed: u32) -> Vec<f32> {
+    (0..len as u32)
+        .map(|i| crate::sampling::pcg_hash(seed.wrapping_mul(0x9E37_79B9) ^ i) as f32 / u32::MAX as f32 - 0.5)
+        .collect()
+}
+
+pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
+    let bytes = (len * 4) as u64;
+    let staging = ctx.buffer("read", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    ctx.queue.submit([enc.finish()]);
+    bytes_to_f32(&pollster::block_on(read_back(ctx, &staging, bytes)).unwrap())
+}
+
+/// |got - want| <= tol * max(1, |want|) everywhere.
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}: [{i}] GPU {g} vs CPU {w}");
+    }
+}

@@ -1,0 +1,154 @@
+//! Weight matrices on the device: rows padded to whole quads of 4 values, stored as f32 or as f16
+//! packed two per u32, and split into row chunks that each fit one storage binding.
+
+use crate::error::{Error, Result};
+
+use super::context::GpuContext;
+
+/// How weights are stored on the device. Activations and accumulation are always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDtype {
+    F32,
+    /// Half the bytes; unpacked with WGSL's `unpack2x16float`, so no shader-f16 feature is needed.
+    F16,
+}
+
+impl WeightDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            WeightDtype::F32 => 4,
+            WeightDtype::F16 => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightDtype::F32 => "f32",
+            WeightDtype::F16 => "f16",
+        }
+    }
+
+    /// The WGSL prelude declaring the weight binding and `wq(i)`, the i-th quad as vec4<f32>.
+    pub(crate) fn prelude(self) -> &'static str {
+        match self {
+            WeightDtype::F32 => include_str!("../../shaders/weights_f32.wgsl"),
+            WeightDtype::F16 => include_str!("../../shaders/weights_f16.wgsl"),
+        }
+    }
+
+    fn quad_bytes(self) -> usize {
+        4 * self.bytes()
+    }
+}
+
+/// Rows `row0..row0 + rows` of a matrix, in one buffer.
+pub(crate) struct Chunk {
+    pub buffer: wgpu::Buffer,
+    pub row0: usize,
+    pub rows: usize,
+}
+
+pub(crate) struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    /// Equal blocks of rows (q, k, v stacked) whose products read different inputs; chunks never
+    /// split a block.
+    pub groups: usize,
+    pub chunks: Vec<Chunk>,
+}
+
+/// Where and how a matrix is stored: the dtype, and the largest buffer allowed for one chunk.
+#[derive(Clone, Copy)]
+pub(crate) struct Store {
+    pub dtype: WeightDtype,
+    pub max_chunk_bytes: u64,
+}
+
+/// Workgroup counts are limited to 65,535 per dimension; the matrix kernels cover 16 rows per
+/// workgroup at least, so a chunk of at most this many rows is always dispatchable.
+const MAX_CHUNK_ROWS: usize = 65_535 * 16;
+
+/// Uploads a `rows × cols` matrix whose row `r` `fill(r, out)` writes into `out` (length `cols`).
+/// Each chunk is written straight into its buffer's mapped memory, a block of rows at a time, so
+/// no second copy of the whole matrix ever exists in host memory.
+pub(crate) fn upload(
+    ctx: &GpuContext,
+    label: &str,
+    rows: usize,
+    cols: usize,
+    groups: usize,
+    store: Store,
+    mut fill: impl FnMut(usize, &mut [f32]),
+) -> Result<Matrix> {
+    let Store { dtype, max_chunk_bytes } = store;
+    let quads = cols.div_ceil(4);
+    let row_bytes = quads * dtype.quad_bytes();
+    let group_rows = if groups > 1 { rows / groups } else { 1 };
+    let fit = (max_chunk_bytes as usize / row_bytes).min(MAX_CHUNK_ROWS) / group_rows * group_rows;
+    if fit == 0 {
+        return Err(Error::Gpu(format!(
+            "{label}: a block of {group_rows} rows of {cols} values ({} bytes) exceeds the device's \
+             largest storage binding ({max_chunk_bytes} bytes)",
+            group_rows * row_bytes
+        )));
+    }
+    let mut chunks = Vec::new();
+    let mut row_f32 = vec![0f32; quads * 4];
+    let mut row0 = 0;
+    while row0 < rows {
+        let n = fit.min(rows - row0);
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (n * row_bytes) as u64,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: true,
+        });
+        {
+            let mut view = buffer
+                .get_mapped_range_mut(..)
+                .map_err(|e| Error::Gpu(format!("{label}: cannot map a new buffer: {e}")))?;
+            // Rows are encoded into a small block (about 1 MiB) and copied into the mapping.
+            let block_rows = ((1 << 20) / row_bytes).max(1);
+            let mut block = Vec::with_capacity(block_rows * row_bytes);
+            let mut r = 0;
+            while r < n {
+                let end = (r + block_rows).min(n);
+                block.clear();
+                for row in r..end {
+                    row_f32.fill(0.0);
+                    fill(row0 + row, &mut row_f32[..cols]);
+                    if !encode_row(&row_f32, dtype, &mut block) {
+                        return Err(Error::Gpu(format!(
+                            "{label}: row {} holds a value beyond the f16 range (±65504); use f32 weights",
+                            row0 + row
+                        )));
+                    }
+                }
+                view.slice(r * row_bytes..end * row_bytes).copy_from_slice(&block);
+                r = end;
+            }
+        }
+        buffer.unmap();
+        chunks.push(Chunk { buffer, row0, rows: n });
+        row0 += n;
+    }
+    Ok(Matrix { rows, cols, groups, chunks })
+}
+
+/// Appends one row in the device format; false if a value does not fit (f16 overflow).
+fn encode_row(values: &[f32], dtype: WeightDtype, out: &mut Vec<u8>) -> bool {
+    match dtype {
+        WeightDtype::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+        WeightDtype::F16 => {
+            for pair in values.chunks_exact(2) {
+                let (lo, hi) = (half::f16::from_f32(pair[0]), half::f16::from_f32(pair[1]));
+                if lo.is_infinite() || hi.is_infinite() {
+                    return false;
+                }
+                // unpack2x16float takes the first value from the low 16 bits.
+                out.extend((lo.to_bits() as u32 | (hi.to_bits() as u32) << 16).to_le_bytes());
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,153 @@
+//! The GPU backend against the CPU backend (and the float64 reference) on every fixture model.
+//! Natively this needs a Vulkan adapter (lavapipe in CI): without one these tests fail.
+#![cfg(feature = "gpu")]
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, OnceLock};
+
+use common::{cpu, expected, load, max_abs_diff, VARIANTS};
+use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
+use tokenformer::{generate, Backend, Model, SamplingParams};
+
+/// f32 on the device against f32 on the CPU: different summation orders and an erf approximation.
+const LOGITS_TOLERANCE: f64 = 1e-3;
+/// f16 weights against the CPU running the same f16-rounded weights: only compute differs.
+const F16_SAME_WEIGHTS_TOLERANCE: f64 = 1e-3;
+/// f16 weights against the original f32 model: weight rounding (relative 2^-11) shows in the logits.
+const F16_TOLERANCE: f64 = 5e-2;
+
+fn context() -> Arc<GpuContext> {
+    static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
+    CTX.get_or_init(|| {
+        pollster::block_on(GpuContext::new()).unwrap_or_else(|e| panic!("the GPU tests need an adapter: {e}"))
+    })
+    .clone()
+}
+
+fn gpu(model: &Model, options: &GpuOptions) -> GpuBackend {
+    GpuBackend::new(context(), model, options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn logits(backend: &mut dyn Backend, ids: &[u32]) -> Vec<f64> {
+    backend.reset();
+    backend.forward(ids, true).unwrap().into_iter().map(f64::from).collect()
+}
+
+#[test]
+fn logits_match_the_cpu_at_every_position() {
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, _) = load(variant);
+        let mut g = gpu(&model, &GpuOptions::default());
+        let mut c = cpu(model);
+        for case in &exp.cases {
+            let got = logits(&mut g, &case.ids);
+            let err = max_abs_diff(got.iter().copied(), logits(&mut c, &case.ids));
+            assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |GPU - CPU| {err:e}", case.ids);
+            let err = max_abs_diff(got, case.logits.iter().flatten().copied());
+            assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |GPU - reference| {err:e}", case.ids);
+        }
+    }
+}
+
+#[test]
+fn greedy_and_seeded_sampling_give_the_cpu_tokens() {
+    let run = |backend: &mut dyn Backend, prompt: &[u32], params: &SamplingParams, eos| {
+        generate(backend, prompt, params, eos, |_| ControlFlow::Continue(())).unwrap().ids
+    };
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, tokenizer) = load(variant);
+        let eos = tokenizer.eos_id();
+        let mut g = gpu(&model, &GpuOptions::default());
+        for case in &exp.cases {
+            let greedy = SamplingParams::greedy(32);
+            assert_eq!(run(&mut g, &case.ids, &greedy, eos), case.greedy, "{variant} greedy after {:?}", case.ids);
+            for s in &case.sampled {
+                let got = run(&mut g, &case.ids, &s.params, eos);
+                assert_eq!(got, s.ids, "{variant} sampled {:?} after {:?}", s.params, case.ids);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_decoded_token_is_one_submission() {
+    let (model, _) = load("l2_norm_gelu");
+    let layers = model.config.num_layers as u32;
+    let mut g = gpu(&model, &GpuOptions::default());
+    g.forward(&[3, 4, 5], false).unwrap();
+    g.next_token(&[6], &[3, 4, 5, 6], &SamplingParams { temperature: 0.9, seed: 1, ..Default::default() }, 0).unwrap();
+    let stats = g.last_pass();
+    assert_eq!(stats.submissions, 1);
+    // Embedding, 13 per block, final norm, head, sampler: one each with unsplit weights.
+    assert_eq!(stats.dispatches, 1 + 13 * layers + 3);
+}
+
+#[test]
+fn decoding_with_the_cache_equals_recomputation_past_a_prefill_chunk() {
+    // Longer than the backend's prefill chunk: the prompt runs in several submissions.
+    let (mut model, _) = load("gelu_l2_norm");
+    model.config.max_positions = 300;
+    let vocab = model.vocab_size as u32;
+    let ids: Vec<u32> = (0..290u32).map(|i| tokenformer::sampling::pcg_hash(i) % vocab).collect();
+    let mut g = gpu(&model, &GpuOptions::default());
+    let full = logits(&mut g, &ids);
+    let err = max_abs_diff(full.iter().copied(), logits(&mut cpu(model), &ids));
+    assert!(err < LOGITS_TOLERANCE, "290 tokens: max |GPU - CPU| {err:e}");
+    g.reset();
+    let mut stepwise: Vec<f64> = g.forward(&ids[..150], true).unwrap().into_iter().map(f64::from).collect();
+    for &id in &ids[150..] {
+        stepwise.extend(g.forward(&[id], true).unwrap().into_iter().map(f64::from));
+    }
+    let err = max_abs_diff(stepwise, full);
+    assert!(err < 1e-4, "stepwise vs full: {err:e}");
+}
+
+#[test]
+fn weights_split_into_chunks_give_the_same_logits() {
+    // An 8 KiB limit splits every matrix but the smallest (and the embedding) into several buffers.
+    let (model, _) = load("softmax");
+    let ids = [5u32, 9, 200, 31, 7];
+    let whole = logits(&mut gpu(&model, &GpuOptions::default()), &ids);
+    let options = GpuOptions { max_chunk_bytes: Some(8192), ..Default::default() };
+    let mut split = gpu(&model, &options);
+    let err = max_abs_diff(logits(&mut split, &ids), whole);
+    assert!(err < 1e-5, "chunked vs whole: {err:e}");
+    split.forward(&[1], false).unwrap();
+    assert!(split.last_pass().dispatches > 1 + 13 * model.config.num_layers as u32 + 2);
+}
+
+#[test]
+fn f16_weights_stay_within_the_stated_tolerance() {
+    let f16 = GpuOptions { dtype: WeightDtype::F16, ..Default::default() };
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, _) = load(variant);
+        let mut g = gpu(&model, &f16);
+        let mut c = cpu(model.clone());
+        let mut c16 = cpu(round_to_f16(model));
+        for case in &exp.cases {
+            let got = logits(&mut g, &case.ids);
+            let err = max_abs_diff(got.iter().copied(), logits(&mut c16, &case.ids));
+            assert!(err < F16_SAME_WEIGHTS_TOLERANCE, "{variant}: f16 GPU vs CPU on f16 weights {err:e}");
+            let err = max_abs_diff(got, logits(&mut c, &case.ids));
+            assert!(err < F16_TOLERANCE, "{variant}: f16 GPU vs f32 CPU {err:e}");
+        }
+    }
+}
+
+/// The model with every weight the device stores as f16 rounded to f16 (final norm stays f32).
+fn round_to_f16(mut model: Model) -> Model {
+    let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+    round(&mut model.embedding);
+    for block in &mut model.blocks {
+        for p in [&mut block.query, &mut block.key, &mut block.value, &mut block.proj, &mut block.ffn] {
+            round(&mut p.key_param_tokens);
+            round(&mut p.value_param_tokens);
+        }
+    }
+    model
+}
