@@ -21,10 +21,13 @@ struct Params {
 @group(0) @binding(0) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
-// Threads per weight row: neighbouring threads read neighbouring quads of the same row.
+// 16 threads share each group of 4 weight rows, reading neighbouring quads along k; each thread
+// keeps 4 rows' sums, so one activation quad serves 4 weight quads (loads are what software
+// Vulkan such as lavapipe pays for). A workgroup covers 64 weight rows.
 const TPR: u32 = 16u;
-const ROWS: u32 = 16u;
-var<workgroup> partial: array<f32, 256>;
+const RPT: u32 = 4u;
+const ROWS: u32 = 64u;
+var<workgroup> partial: array<vec4<f32>, 256>;
 
 fn a4(base: u32, k0: u32) -> vec4<f32> {
     if k0 + 4u <= p.k {
@@ -44,29 +47,40 @@ fn a4(base: u32, k0: u32) -> vec4<f32> {
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let lane = lid % TPR;
-    let j = wg.x * ROWS + lid / TPR;
+    let j0 = wg.x * ROWS + (lid / TPR) * RPT;
     let m = wg.y;
     let g = wg.z;
     let a_base = m * p.lda + p.a_off + g * p.a_group_stride;
-    var acc = 0.0;
-    if j < p.n {
-        let w_base = (g * p.n + j) * p.k_quads;
+    var acc = vec4<f32>(0.0);
+    if j0 < p.n {
+        // Rows past n repeat the last one (loads stay in bounds); their sums are not stored.
+        let r0 = (g * p.n + j0) * p.k_quads;
+        let r1 = (g * p.n + min(j0 + 1u, p.n - 1u)) * p.k_quads;
+        let r2 = (g * p.n + min(j0 + 2u, p.n - 1u)) * p.k_quads;
+        let r3 = (g * p.n + min(j0 + 3u, p.n - 1u)) * p.k_quads;
         for (var q = lane; q < p.k_quads; q += TPR) {
-            acc += dot(wq(w_base + q), a4(a_base, q * 4u));
+            let av = a4(a_base, q * 4u);
+            acc += vec4<f32>(dot(wq(r0 + q), av), dot(wq(r1 + q), av), dot(wq(r2 + q), av), dot(wq(r3 + q), av));
         }
     }
     partial[lid] = acc;
     workgroupBarrier();
-    if lane == 0u && j < p.n {
-        var s = 0.0;
-        for (var i = 0u; i < TPR; i++) {
-            s += partial[lid + i];
-        }
-        let ci = m * p.ldc + p.c_col + g * p.c_group_stride + j;
-        if p.accumulate != 0u {
-            c[ci] += s;
-        } else {
-            c[ci] = s;
+    // Thread i < 64 finishes row j0 + i % 4 of its group of 16 threads.
+    if lid < ROWS {
+        let slot = lid / RPT;
+        let r = lid % RPT;
+        let j = wg.x * ROWS + lid;
+        if j < p.n {
+            var s = 0.0;
+            for (var i = 0u; i < TPR; i++) {
+                s += partial[slot * TPR + i][r];
+            }
+            let ci = m * p.ldc + p.c_col + g * p.c_group_stride + j;
+            if p.accumulate != 0u {
+                c[ci] += s;
+            } else {
+                c[ci] = s;
+            }
         }
     }
 }

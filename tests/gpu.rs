@@ -27,7 +27,7 @@ fn context() -> Arc<GpuContext> {
 }
 
 fn gpu(model: &Model, options: &GpuOptions) -> GpuBackend {
-    GpuBackend::new(context(), model, options).unwrap_or_else(|e| panic!("{e}"))
+    pollster::block_on(GpuBackend::new(context(), model, options)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn logits(backend: &mut dyn Backend, ids: &[u32]) -> Vec<f64> {
@@ -94,8 +94,14 @@ fn decoding_with_the_cache_equals_recomputation_past_a_prefill_chunk() {
     let vocab = model.vocab_size as u32;
     let ids: Vec<u32> = (0..290u32).map(|i| tokenformer::sampling::pcg_hash(i) % vocab).collect();
     let mut g = gpu(&model, &GpuOptions::default());
+    let mut c = cpu(model);
+    // Sampling after a long prompt: its first chunks only fill the cache.
+    let params =
+        SamplingParams { temperature: 0.9, top_k: 30, top_p: 0.9, repetition_penalty: 1.2, seed: 5, max_tokens: 8 };
+    let run = |b: &mut dyn Backend| generate(b, &ids, &params, None, |_| ControlFlow::Continue(())).unwrap().ids;
+    assert_eq!(run(&mut g), run(&mut c));
     let full = logits(&mut g, &ids);
-    let err = max_abs_diff(full.iter().copied(), logits(&mut cpu(model), &ids));
+    let err = max_abs_diff(full.iter().copied(), logits(&mut c, &ids));
     assert!(err < LOGITS_TOLERANCE, "290 tokens: max |GPU - CPU| {err:e}");
     g.reset();
     let mut stepwise: Vec<f64> = g.forward(&ids[..150], true).unwrap().into_iter().map(f64::from).collect();
@@ -167,4 +173,51 @@ fn built_in_model_generates_the_same_text_on_gpu_and_cpu() {
         assert_eq!(on_gpu, on_cpu, "{params:?}");
         assert!(!on_cpu.ids.is_empty());
     }
+}
+
+fn tokenformer(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tokenformer")).args(args).output().unwrap()
+}
+
+fn ids_arg(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[test]
+fn cli_runs_on_the_gpu_backend() {
+    let exp = expected("gelu_l2_norm");
+    let model = common::fixture_dir("gelu_l2_norm");
+    let model = model.to_str().unwrap();
+    let case = &exp.cases[1];
+    let out = tokenformer(&["logits", "--model", model, "--backend", "gpu", "--ids", &ids_arg(&case.ids)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<Vec<f64>> = serde_json::from_value(json["logits"].clone()).unwrap();
+    let err = max_abs_diff(rows.into_iter().flatten(), case.logits.iter().flatten().copied());
+    assert!(err < LOGITS_TOLERANCE, "{err:e}");
+    for dtype in ["f32", "f16"] {
+        let args = ["generate", "--model", model, "--backend", "gpu", "--dtype", dtype, "--max-tokens", "32", "--json"];
+        let out = tokenformer(&[&args[..], &["--ids", &ids_arg(&case.ids)]].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let ids: Vec<u32> = serde_json::from_value(json["ids"].clone()).unwrap();
+        // f16 weights may pick other tokens; f32 gives the reference's.
+        if dtype == "f32" {
+            assert_eq!(ids, case.greedy);
+        }
+    }
+    // f16 is a GPU storage format; the CPU backend says so in one line.
+    let out = tokenformer(&["logits", "--model", model, "--dtype", "f16", "--ids", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.trim().starts_with("error: --dtype f16 is for --backend gpu"), "{stderr}");
+}
+
+#[test]
+fn a_kv_cache_beyond_the_device_binding_limit_is_an_error() {
+    let (mut model, _) = load("softmax");
+    let row_bytes = model.config.hidden_size as u64 * 4;
+    model.config.max_positions = (context().max_binding_bytes() / row_bytes + 1) as usize;
+    let err = pollster::block_on(GpuBackend::new(context(), &model, &GpuOptions::default())).err().unwrap();
+    assert!(err.to_string().contains("KV cache buffer needs"), "{err}");
 }

@@ -9,7 +9,7 @@ use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::weights::{Matrix, WeightDtype};
 
 /// Weight rows per matvec workgroup; weight rows and tokens per matmul workgroup (see the shaders).
-const MATVEC_ROWS: usize = 16;
+const MATVEC_ROWS: usize = 64;
 const MATMUL_COLS: usize = 4 * 64;
 const MATMUL_ROWS: usize = 8;
 

@@ -134,14 +134,21 @@ pub struct GpuBackend {
     len: usize,
     last: PassStats,
     weight_bytes: u64,
-    /// Weights and caches stay alive through the bind groups; these handles keep them explicit.
-    _weights: (Matrix, Vec<LayerWeights>, Vec<wgpu::Buffer>),
 }
 
 impl GpuBackend {
     /// Uploads `model` to the device of `ctx`. The model may be dropped afterwards: nothing on the
-    /// host refers to it.
-    pub fn new(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
+    /// host refers to it. Running out of device memory is an error, not a panic.
+    pub async fn new(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
+        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let backend = Self::build(ctx.clone(), model, options);
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("out of device memory for this model ({e}); try --dtype f16")));
+        }
+        backend
+    }
+
+    fn build(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
         let cfg = model.config.clone();
         let (d, vocab) = (cfg.hidden_size, model.vocab_size);
         let hd = cfg.head_dim();
@@ -150,6 +157,19 @@ impl GpuBackend {
                 "head dim {hd} exceeds the attention kernel's {}",
                 attention::MAX_HEAD_DIM
             )));
+        }
+        let t = PREFILL_CHUNK as u64;
+        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
+        let cache_bytes = cfg.max_positions as u64 * df;
+        // Activations and caches are bound whole; weights are the only tensors split into chunks.
+        for (what, bytes) in [("Pattention scores", t * widest * 4), ("logits", t * vf), ("KV cache", cache_bytes)] {
+            if bytes > ctx.max_binding_bytes() {
+                return Err(Error::Gpu(format!(
+                    "the {what} buffer needs {bytes} bytes, more than the device binds ({})",
+                    ctx.max_binding_bytes()
+                )));
+            }
         }
         let dtype = options.dtype;
         let store =
@@ -189,9 +209,6 @@ impl GpuBackend {
         }
         let weight_bytes = model.weight_bytes_per_token(dtype.bytes()) as u64;
 
-        let t = PREFILL_CHUNK as u64;
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
-        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
         use wgpu::BufferUsages as U;
         let buffers = Buffers {
             ids: c.storage("ids", t * 4),
@@ -225,27 +242,25 @@ impl GpuBackend {
         };
         let b = &buffers;
         let k = &kernels;
-        let cache_bytes = cfg.max_positions as u64 * df;
-        let mut caches = vec![rope_table, final_w, final_b];
+        // Bind groups hold their buffers: the weights need no other owner.
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for w in &layer_weights {
             let (kc, vc) = (c.storage("k cache", cache_bytes), c.storage("v cache", cache_bytes));
             layers.push(LayerBinds {
                 qkv_scores: k.linear.bind(c, &w.qkv_keys, &b.a, &b.scores),
                 qkv_values: k.linear.bind(c, &w.qkv_values, &b.scores, &b.qkv),
-                rope: k.rope.bind(c, &b.qkv, &caches[0], &b.q, &kc, &vc),
+                rope: k.rope.bind(c, &b.qkv, &rope_table, &b.q, &kc, &vc),
                 attention: k.attention.bind(c, &b.q, &kc, &vc, &b.o),
                 proj_scores: k.linear.bind(c, &w.proj_keys, &b.o, &b.scores),
                 proj_values: k.linear.bind(c, &w.proj_values, &b.scores, &b.x),
                 ffn_scores: k.linear.bind(c, &w.ffn_keys, &b.a, &b.scores),
                 ffn_values: k.linear.bind(c, &w.ffn_values, &b.scores, &b.x),
             });
-            caches.extend([kc, vc]);
         }
         let backend = GpuBackend {
             embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
-            norm: k.norm.bind(c, &b.x, &caches[1], &caches[2], &b.a),
-            final_norm: k.norm.bind(c, &b.x, &caches[1], &caches[2], &b.h),
+            norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.a),
+            final_norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.h),
             pnorm: k.pnorm.bind(c, &b.scores),
             head: k.linear.bind(c, &embedding, &b.h, &b.logits),
             sampler: k.sampler.bind(c, &b.logits, &b.context, &b.probs, &b.token),
@@ -254,7 +269,6 @@ impl GpuBackend {
             len: 0,
             last: PassStats::default(),
             weight_bytes,
-            _weights: (embedding, layer_weights, caches),
             buffers,
             kernels,
             cfg,
@@ -267,7 +281,7 @@ impl GpuBackend {
 
     /// Opens the default adapter and uploads `model`.
     pub async fn open(model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        GpuBackend::new(GpuContext::new().await?, model, options)
+        GpuBackend::new(GpuContext::new().await?, model, options).await
     }
 
     pub fn context(&self) -> &Arc<GpuContext> {
@@ -289,7 +303,7 @@ impl GpuBackend {
     }
 
     /// Records the forward pass of `t` tokens (already in the ids buffer) at the next positions,
-    /// ending with the final norm and head for the last `rows` of them.
+    /// ending with the final norm and head for the last `rows` of them (none: only the KV cache).
     fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize) {
         let cfg = &self.cfg;
         let k = &self.kernels;
@@ -321,8 +335,10 @@ impl GpuBackend {
             k.pnorm.encode(enc, &self.pnorm, t, nf, f);
             k.linear.encode(enc, &layer.ffn_values, &residual(nf));
         }
-        k.norm.encode(enc, &self.final_norm, rows, t - rows, d, true);
-        k.linear.encode(enc, &self.head, &LinearArgs::plain(rows, d, self.vocab));
+        if rows > 0 {
+            k.norm.encode(enc, &self.final_norm, rows, t - rows, d, true);
+            k.linear.encode(enc, &self.head, &LinearArgs::plain(rows, d, self.vocab));
+        }
     }
 
     /// Runs `ids` at the next positions (see [`Backend::forward`]).
@@ -331,8 +347,8 @@ impl GpuBackend {
         let mut out = Vec::with_capacity(if all_logits { ids.len() } else { 1 } * self.vocab);
         let chunks = ids.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            let rows = if all_logits { chunk.len() } else { 1 };
             let read = all_logits || i + 1 == chunks;
+            let rows = if all_logits { chunk.len() } else { read as usize };
             let bytes = (rows * self.vocab * 4) as u64;
             self.submit_chunk(chunk, rows, |enc, s| {
                 if read {
@@ -358,7 +374,7 @@ impl GpuBackend {
         check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
         let (head, tail) = ids.split_at(ids.len() - 1 - (ids.len() - 1) % PREFILL_CHUNK);
         for chunk in head.chunks(PREFILL_CHUNK) {
-            self.submit_chunk(chunk, 1, |_, _| {});
+            self.submit_chunk(chunk, 0, |_, _| {});
         }
         let penalised = if params.repetition_penalty != 1.0 { sampler::distinct(context) } else { Vec::new() };
         if penalised.len() > self.cfg.max_positions {

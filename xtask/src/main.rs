@@ -95,6 +95,10 @@ fn test() -> Result<(), String> {
     setup()?;
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    // The GPU core must build for the browser too (webgpu backend, nothing blocking).
+    let wasm_gpu =
+        ["build", "--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gpu"];
+    run("cargo", &wasm_gpu)?;
     run("cargo", &["test", "--workspace"])?;
     build_web()?;
     run("node", &["--test", "tests/browser/"])
