@@ -158,6 +158,23 @@ fn round_to_f16(mut model: Model) -> Model {
     model
 }
 
+/// The built-in model writes the same tokens on both backends, greedy and sampled.
+#[test]
+fn built_in_model_generates_the_same_text_on_gpu_and_cpu() {
+    let (model, tokenizer) = tokenformer::default_model::load().unwrap();
+    let prompt = tokenizer.encode("The sea was").unwrap();
+    let mut g = gpu(&model, &GpuOptions::default());
+    let mut c = cpu(model);
+    let sampled =
+        SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, repetition_penalty: 1.2, seed: 7, max_tokens: 48 };
+    for params in [SamplingParams::greedy(48), sampled] {
+        let on_gpu = generate(&mut g, &prompt, &params, tokenizer.eos_id(), |_| ControlFlow::Continue(())).unwrap();
+        let on_cpu = generate(&mut c, &prompt, &params, tokenizer.eos_id(), |_| ControlFlow::Continue(())).unwrap();
+        assert_eq!(on_gpu, on_cpu, "{params:?}");
+        assert!(!on_cpu.ids.is_empty());
+    }
+}
+
 fn tokenformer(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tokenformer")).args(args).output().unwrap()
 }
