@@ -67,6 +67,7 @@ pub struct Generation {
 pub struct Generator {
     params: SamplingParams,
     eos: Option<u32>,
+    max_positions: usize,
     /// Prompt and generated tokens so far (for the repetition penalty).
     context: Vec<u32>,
     /// Tokens not yet in the KV cache: the prompt, then the last generated token.
@@ -75,15 +76,37 @@ pub struct Generator {
     stop: Option<StopReason>,
 }
 
+/// The work for one token: feed `feed` at the next positions, then sample with these arguments
+/// (those of [`Backend::next_token`]).
+pub struct TokenRequest<'a> {
+    pub feed: &'a [u32],
+    pub context: &'a [u32],
+    pub params: &'a SamplingParams,
+    pub step: u32,
+}
+
 impl Generator {
     /// Checks the prompt and parameters and empties the backend's cache.
     pub fn new(backend: &mut dyn Backend, prompt: &[u32], params: &SamplingParams, eos: Option<u32>) -> Result<Self> {
-        params.validate()?;
         backend.reset();
-        check_tokens(backend, prompt)?;
+        Self::begin(prompt, params, eos, backend.vocab_size(), backend.max_positions())
+    }
+
+    /// [`Generator::new`] for a backend driven by hand (asynchronously, in the browser): the
+    /// caller empties its cache before the first request.
+    pub fn begin(
+        prompt: &[u32],
+        params: &SamplingParams,
+        eos: Option<u32>,
+        vocab: usize,
+        max_positions: usize,
+    ) -> Result<Self> {
+        params.validate()?;
+        check_ids(prompt, vocab, 0, max_positions)?;
         Ok(Generator {
             params: params.clone(),
             eos,
+            max_positions,
             context: prompt.to_vec(),
             feed: prompt.to_vec(),
             generated: Vec::new(),
@@ -91,30 +114,45 @@ impl Generator {
         })
     }
 
-    /// The next token, or `None` once the generation has ended (see [`Generator::stop_reason`]).
-    pub fn step(&mut self, backend: &mut dyn Backend) -> Result<Option<u32>> {
+    /// What the backend must compute for the next token, or `None` once the generation has ended.
+    pub fn request(&mut self) -> Option<TokenRequest<'_>> {
         if self.stop.is_some() {
-            return Ok(None);
+            return None;
         }
         if self.generated.len() >= self.params.max_tokens {
             self.stop = Some(StopReason::MaxTokens);
-            return Ok(None);
+            return None;
         }
         // A new token would sit at position context.len(), which must exist.
-        if self.context.len() >= backend.max_positions() {
+        if self.context.len() >= self.max_positions {
             self.stop = Some(StopReason::ContextFull);
-            return Ok(None);
+            return None;
         }
-        let step = self.generated.len() as u32;
-        let id = backend.next_token(&self.feed, &self.context, &self.params, step)?;
+        Some(TokenRequest {
+            feed: &self.feed,
+            context: &self.context,
+            params: &self.params,
+            step: self.generated.len() as u32,
+        })
+    }
+
+    /// Takes the token the backend sampled for the last request: `None` if it ends the generation.
+    pub fn accept(&mut self, id: u32) -> Option<u32> {
         if Some(id) == self.eos {
             self.stop = Some(StopReason::EndOfText);
-            return Ok(None);
+            return None;
         }
         self.generated.push(id);
         self.context.push(id);
         self.feed = vec![id];
-        Ok(Some(id))
+        Some(id)
+    }
+
+    /// The next token, or `None` once the generation has ended (see [`Generator::stop_reason`]).
+    pub fn step(&mut self, backend: &mut dyn Backend) -> Result<Option<u32>> {
+        let Some(r) = self.request() else { return Ok(None) };
+        let id = backend.next_token(r.feed, r.context, r.params, r.step)?;
+        Ok(self.accept(id))
     }
 
     pub fn stop_reason(&self) -> Option<StopReason> {

@@ -1,28 +1,185 @@
 //! The JavaScript API (wasm-bindgen). Every fallible call returns a rejected promise / thrown
 //! `Error` with the crate's message; nothing panics across the boundary.
+//!
+//! The GPU backend's read-backs are asynchronous, so everything that runs the model returns a
+//! promise. The engine's state sits behind `Rc<RefCell>` cells that the promises hold: a call made
+//! while another one is computing gets a clear "busy" error instead of a borrow panic, and
+//! `start`/`cancel` never wait for the device.
 
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 
+use js_sys::Promise;
+use serde::Deserialize;
 use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
 
+use crate::error::{Error, Result};
 use crate::generation::{Backend, Generator};
+#[cfg(feature = "gpu")]
+use crate::gpu::{GpuBackend, GpuOptions, WeightDtype};
 use crate::loader::load_from_bytes;
 use crate::model::Model;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
 use crate::CpuBackend;
 
-fn js_error(e: crate::Error) -> JsError {
+fn js_error(e: Error) -> JsError {
     JsError::new(&e.to_string())
 }
 
-/// A loaded model with its tokenizer and KV cache, plus the state of one generation.
+fn js_value(e: Error) -> JsValue {
+    js_error(e).into()
+}
+
+/// Which backend `Engine.load` uses: WebGPU when an adapter exists ("auto"), or one of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BackendChoice {
+    #[default]
+    Auto,
+    Webgpu,
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DtypeChoice {
+    #[default]
+    F32,
+    F16,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LoadOptions {
+    backend: BackendChoice,
+    /// Weight format on the GPU (the CPU backend computes in f32).
+    dtype: DtypeChoice,
+}
+
+/// Reads an options object; missing and `undefined` fields take their defaults (so
+/// `{ top_k: undefined }` means "not given", as JavaScript callers expect).
+fn from_js<T: for<'de> Deserialize<'de> + Default>(value: JsValue, what: &str) -> Result<T> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    if !value.is_object() {
+        return Err(Error::Usage(format!("{what}: expected an object")));
+    }
+    let given = js_sys::Object::entries(value.unchecked_ref())
+        .filter(&mut |entry, _, _| !js_sys::Array::from(&entry).get(1).is_undefined());
+    let given = js_sys::Object::from_entries(&given).map_err(|_| Error::Usage(format!("{what}: unreadable object")))?;
+    serde_wasm_bindgen::from_value(given.into()).map_err(|e| Error::Usage(format!("{what}: {e}")))
+}
+
+/// The backend an engine runs on.
+enum Compute {
+    Cpu(CpuBackend),
+    #[cfg(feature = "gpu")]
+    Gpu(Box<GpuBackend>),
+}
+
+impl Compute {
+    fn reset(&mut self) {
+        match self {
+            Compute::Cpu(b) => b.reset(),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.reset(),
+        }
+    }
+
+    async fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        match self {
+            Compute::Cpu(b) => b.forward(ids, all_logits),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.forward_async(ids, all_logits).await,
+        }
+    }
+
+    async fn next_token(&mut self, ids: &[u32], context: &[u32], params: &SamplingParams, step: u32) -> Result<u32> {
+        match self {
+            Compute::Cpu(b) => b.next_token(ids, context, params, step),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.next_token_async(ids, context, params, step).await,
+        }
+    }
+}
+
+/// One generation: the generator, its text stream, and whether the backend's cache still holds
+/// another sequence (emptied on the first step, so `start` never touches the backend).
+struct Run {
+    generator: Generator,
+    stream: TextStream,
+    fresh: bool,
+}
+
+struct Shared {
+    tokenizer: Tokenizer,
+    vocab: usize,
+    max_positions: usize,
+    /// `None` while a call is computing on it.
+    compute: Cell<Option<Compute>>,
+    run: RefCell<Option<Run>>,
+    /// Bumped by `start`, `cancel` and `logits`: a step that finishes under another epoch drops its token.
+    epoch: Cell<u64>,
+}
+
+impl Shared {
+    fn busy() -> Error {
+        Error::Usage("the engine is busy with another call; await it first".into())
+    }
+
+    fn new_epoch(&self) -> u64 {
+        self.epoch.set(self.epoch.get() + 1);
+        self.epoch.get()
+    }
+
+    /// Runs `ids` from an empty cache. The backend is taken out of its cell while it computes,
+    /// so a second call meanwhile is refused ([`Shared::busy`]) rather than interleaved.
+    async fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut compute = self.compute.take().ok_or_else(Self::busy)?;
+        self.new_epoch();
+        self.run.replace(None);
+        compute.reset();
+        let logits = compute.forward(ids, true).await;
+        self.compute.set(Some(compute));
+        logits
+    }
+
+    async fn step(&self) -> Result<Option<Token>> {
+        let epoch = self.epoch.get();
+        let Some(mut run) = self.run.take() else { return Ok(None) };
+        let Some(mut compute) = self.compute.take() else {
+            self.run.replace(Some(run));
+            return Err(Self::busy());
+        };
+        if run.fresh {
+            compute.reset();
+            run.fresh = false;
+        }
+        let sampled = match run.generator.request() {
+            Some(r) => Some(compute.next_token(r.feed, r.context, r.params, r.step).await),
+            None => None,
+        };
+        self.compute.set(Some(compute));
+        // Ended, or cancelled / restarted meanwhile (then this token belongs to nobody).
+        let Some(sampled) = sampled.filter(|_| self.epoch.get() == epoch) else { return Ok(None) };
+        let Some(id) = run.generator.accept(sampled?) else { return Ok(None) };
+        let text = run.stream.push(&self.tokenizer, id)?;
+        self.run.replace(Some(run));
+        Ok(Some(Token { id, text }))
+    }
+}
+
+/// A loaded model with its tokenizer, KV cache and backend, plus the state of one generation.
 #[wasm_bindgen]
 pub struct Engine {
-    model: Arc<Model>,
-    tokenizer: Tokenizer,
-    backend: CpuBackend,
-    run: Option<(Generator, TextStream)>,
+    shared: Rc<Shared>,
+    backend: &'static str,
+    adapter: Option<String>,
+    notice: Option<String>,
 }
 
 /// One generated token: its id and the text it completes (empty while a character is split).
@@ -34,68 +191,146 @@ pub struct Token {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Builds an engine from the three files' bytes (weights: safetensors or the authors' pytorch_model.bin).
-    #[wasm_bindgen(js_name = fromBytes)]
-    pub fn from_bytes(config: &[u8], weights: &[u8], tokenizer: &[u8]) -> Result<Engine, JsError> {
-        let (model, tokenizer) = load_from_bytes(config, weights, tokenizer, &mut |_, _| {}).map_err(js_error)?;
-        let model = Arc::new(model);
-        Ok(Engine { backend: CpuBackend::new(model.clone()), model, tokenizer, run: None })
+    /// Builds an engine from the three files' bytes (weights: safetensors or the authors'
+    /// pytorch_model.bin). `options`: `{ backend?: "auto" | "webgpu" | "cpu", dtype?: "f32" | "f16" }`.
+    /// With "auto" the engine uses WebGPU when the browser offers an adapter, else the CPU, and
+    /// says why in `notice`.
+    pub async fn load(
+        config: Vec<u8>,
+        weights: Vec<u8>,
+        tokenizer: Vec<u8>,
+        options: JsValue,
+    ) -> std::result::Result<Engine, JsError> {
+        let options: LoadOptions = from_js(options, "load options").map_err(js_error)?;
+        let (model, tokenizer) = load_from_bytes(&config, &weights, &tokenizer, &mut |_, _| {}).map_err(js_error)?;
+        drop(weights);
+        let (compute, adapter, notice) = open_backend(model, &options).await.map_err(js_error)?;
+        let backend = match compute {
+            Compute::Cpu(_) => "cpu",
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(_) => "webgpu",
+        };
+        let shared = Shared {
+            vocab: tokenizer.vocab_size(),
+            max_positions: match &compute {
+                Compute::Cpu(b) => b.max_positions(),
+                #[cfg(feature = "gpu")]
+                Compute::Gpu(b) => b.max_positions(),
+            },
+            tokenizer,
+            compute: Cell::new(Some(compute)),
+            run: RefCell::new(None),
+            epoch: Cell::new(0),
+        };
+        Ok(Engine { shared: Rc::new(shared), backend, adapter, notice })
+    }
+
+    /// "webgpu" or "cpu".
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.backend.to_string()
+    }
+
+    /// The GPU adapter's description, when the backend is WebGPU.
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> Option<String> {
+        self.adapter.clone()
+    }
+
+    /// Why "auto" fell back to the CPU, if it did.
+    #[wasm_bindgen(getter)]
+    pub fn notice(&self) -> Option<String> {
+        self.notice.clone()
     }
 
     #[wasm_bindgen(getter, js_name = vocabSize)]
     pub fn vocab_size(&self) -> usize {
-        self.tokenizer.vocab_size()
+        self.shared.vocab
     }
 
     #[wasm_bindgen(getter, js_name = maxPositions)]
     pub fn max_positions(&self) -> usize {
-        self.model.config.max_positions
+        self.shared.max_positions
     }
 
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, JsError> {
-        self.tokenizer.encode(text).map_err(js_error)
+    pub fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, JsError> {
+        self.shared.tokenizer.encode(text).map_err(js_error)
     }
 
-    pub fn decode(&self, ids: &[u32]) -> Result<String, JsError> {
-        self.tokenizer.decode(ids).map_err(js_error)
+    pub fn decode(&self, ids: &[u32]) -> std::result::Result<String, JsError> {
+        self.shared.tokenizer.decode(ids).map_err(js_error)
     }
 
     /// Logits of every position of `ids` from an empty cache, [ids.length × vocabSize] row-major.
-    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, JsError> {
-        self.run = None;
-        self.backend.reset();
-        self.backend.forward(ids, true).map_err(js_error)
+    /// Ends any running generation.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Float32Array>")]
+    pub fn logits(&self, ids: Vec<u32>) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let logits = shared.logits(&ids).await.map_err(js_value)?;
+            Ok(js_sys::Float32Array::from(logits.as_slice()).into())
+        })
     }
 
     /// Starts a generation after `prompt` ids with sampling `params` (an object with any of
     /// temperature, top_k, top_p, repetition_penalty, seed, max_tokens). Replaces any running one.
-    pub fn start(&mut self, prompt: &[u32], params: JsValue) -> Result<(), JsError> {
-        let params: SamplingParams = if params.is_undefined() || params.is_null() {
-            SamplingParams::default()
-        } else {
-            serde_wasm_bindgen::from_value(params).map_err(|e| JsError::new(&format!("sampling parameters: {e}")))?
-        };
+    pub fn start(&self, prompt: &[u32], params: JsValue) -> std::result::Result<(), JsError> {
+        let s = &self.shared;
+        let params: SamplingParams = from_js(params, "sampling parameters").map_err(js_error)?;
         let generator =
-            Generator::new(&mut self.backend, prompt, &params, self.tokenizer.eos_id()).map_err(js_error)?;
-        self.run = Some((generator, TextStream::default()));
+            Generator::begin(prompt, &params, s.tokenizer.eos_id(), s.vocab, s.max_positions).map_err(js_error)?;
+        s.new_epoch();
+        s.run.replace(Some(Run { generator, stream: TextStream::default(), fresh: true }));
         Ok(())
     }
 
-    /// Computes the next token, or returns `undefined` when the generation has ended
-    /// (end-of-text, max_tokens, or a full context).
-    pub fn step(&mut self) -> Result<Option<Token>, JsError> {
-        let Some((generator, stream)) = self.run.as_mut() else { return Ok(None) };
-        match generator.step(&mut self.backend).map_err(js_error)? {
-            Some(id) => Ok(Some(Token { id, text: stream.push(&self.tokenizer, id).map_err(js_error)? })),
-            None => {
-                self.run = None;
-                Ok(None)
-            }
-        }
+    /// Computes the next token; resolves to `undefined` when the generation has ended
+    /// (end-of-text, max_tokens, a full context, or `cancel`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Token | undefined>")]
+    pub fn step(&self) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            Ok(match shared.step().await.map_err(js_value)? {
+                Some(token) => token.into(),
+                None => JsValue::UNDEFINED,
+            })
+        })
     }
 
-    /// Abandons the running generation; the engine stays usable.
-    pub fn cancel(&mut self) {
-        self.run = None;
+    /// Abandons the running generation, even while a step is computing; the engine stays usable.
+    pub fn cancel(&self) {
+        self.shared.new_epoch();
+        self.shared.run.replace(None);
     }
+}
+
+#[cfg(feature = "gpu")]
+async fn open_backend(model: Model, options: &LoadOptions) -> Result<(Compute, Option<String>, Option<String>)> {
+    if options.backend == BackendChoice::Cpu {
+        return Ok((Compute::Cpu(CpuBackend::new(Arc::new(model))), None, None));
+    }
+    let dtype = match options.dtype {
+        DtypeChoice::F32 => WeightDtype::F32,
+        DtypeChoice::F16 => WeightDtype::F16,
+    };
+    match GpuBackend::open(&model, &GpuOptions { dtype, ..GpuOptions::default() }).await {
+        Ok(gpu) => {
+            let adapter = gpu.context().adapter_name();
+            Ok((Compute::Gpu(Box::new(gpu)), Some(adapter), None))
+        }
+        Err(e) if options.backend == BackendChoice::Auto => {
+            let notice = format!("WebGPU unavailable, running on the CPU: {e}");
+            Ok((Compute::Cpu(CpuBackend::new(Arc::new(model))), None, Some(notice)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(feature = "gpu"))]
+async fn open_backend(model: Model, options: &LoadOptions) -> Result<(Compute, Option<String>, Option<String>)> {
+    if options.backend == BackendChoice::Webgpu {
+        return Err(Error::Gpu("this build has no WebGPU backend (built without the `gpu` feature)".into()));
+    }
+    let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
+    Ok((Compute::Cpu(CpuBackend::new(Arc::new(model))), None, notice))
 }

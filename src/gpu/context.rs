@@ -27,6 +27,8 @@ pub struct GpuContext {
 impl GpuContext {
     /// Opens the first high-performance adapter with the adapter's own limits (not wgpu's defaults,
     /// which would cap storage bindings at 128 MiB).
+    // In the browser wgpu's handles are single-threaded (not Send); one Arc type serves both targets.
+    #[cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
     pub async fn new() -> Result<Arc<GpuContext>> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let options = wgpu::RequestAdapterOptions {

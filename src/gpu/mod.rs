@@ -297,6 +297,15 @@ impl GpuBackend {
         self.last
     }
 
+    pub fn max_positions(&self) -> usize {
+        self.cfg.max_positions
+    }
+
+    /// Empties the KV cache: positions past `len` are overwritten before attention reads them.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
     /// Weight bytes one decoded token reads in the device format.
     pub fn weight_bytes_per_token(&self) -> u64 {
         self.weight_bytes
@@ -417,7 +426,7 @@ impl Backend for GpuBackend {
     }
 
     fn max_positions(&self) -> usize {
-        self.cfg.max_positions
+        GpuBackend::max_positions(self)
     }
 
     fn position(&self) -> usize {
@@ -425,8 +434,7 @@ impl Backend for GpuBackend {
     }
 
     fn reset(&mut self) {
-        // Positions past `len` are overwritten before attention reads them.
-        self.len = 0;
+        GpuBackend::reset(self)
     }
 
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {

@@ -1,5 +1,6 @@
-// Runs the wasm build on every fixture model and checks it against the float64 reference:
-// logits, tokenizer ids, greedy and seeded sampled continuations. Results go to window.__results.
+// Runs the wasm build on every fixture model, on the CPU backend and on WebGPU, and checks it
+// against the float64 reference: logits, tokenizer ids, greedy and seeded sampled continuations.
+// Results go to window.__results.
 import init, { Engine } from '/pkg/tokenformer.js';
 
 const VARIANTS = ['l2_norm_gelu', 'gelu_l2_norm', 'softmax', 'l2_norm_gelu_bf16'];
@@ -10,58 +11,99 @@ async function bytes(url) {
   return new Uint8Array(await res.arrayBuffer());
 }
 
-function generate(engine, ids, params) {
+// Logits tolerance against the float64 reference: f32 on the CPU, f32 weights on the GPU (other
+// summation orders, GPU exp/erf), f16 weights on the GPU (weight rounding shows).
+const TOLERANCE = { cpu: 1e-4, webgpu: 1e-3, 'webgpu-f16': 5e-2 };
+
+async function generate(engine, ids, params) {
   engine.start(Uint32Array.from(ids), params);
   const out = [];
-  for (let t = engine.step(); t; t = engine.step()) out.push(t.id);
+  for (let t = await engine.step(); t; t = await engine.step()) out.push(t.id);
   return out;
 }
 
 const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
 
-async function checkVariant(variant) {
+async function checkVariant(variant, setup) {
   const base = `/tests/fixtures/${variant}/`;
   const weightsFile = variant.endsWith('_bf16') ? 'model.safetensors' : 'pytorch_model.bin';
   const [config, weights, tokenizer, expected] = await Promise.all([
     bytes(base + 'config.json'), bytes(base + weightsFile), bytes(base + 'tokenizer.json'),
     fetch(base + 'expected.json').then((r) => r.json()),
   ]);
-  const engine = Engine.fromBytes(config, weights, tokenizer);
+  const engine = await Engine.load(config, weights, tokenizer, { backend: setup.backend, dtype: setup.dtype });
+  const name = `wasm ${setup.name} ${variant}`;
   const problems = [];
+  if (engine.backend !== setup.backend) problems.push(`runs on ${engine.backend}: ${engine.notice}`);
   let maxErr = 0;
   for (const c of expected.cases) {
     if (c.text !== undefined && !same(Array.from(engine.encode(c.text)), c.ids)) problems.push(`tokenizer on ${JSON.stringify(c.text)}`);
-    const logits = engine.logits(Uint32Array.from(c.ids));
+    const logits = await engine.logits(Uint32Array.from(c.ids));
     c.logits.flat().forEach((v, i) => { maxErr = Math.max(maxErr, Math.abs(v - logits[i])); });
-    const greedy = generate(engine, c.ids, { max_tokens: 32 });
+    if (logits.length !== c.logits.flat().length) problems.push(`${logits.length} logits`);
+    // f16 weights may legitimately pick other tokens; f32 must give the reference's.
+    if (setup.dtype === 'f16') continue;
+    const greedy = await generate(engine, c.ids, { max_tokens: 32 });
     if (!same(greedy, c.greedy)) problems.push(`greedy after [${c.ids}]: ${greedy} vs ${c.greedy}`);
     for (const s of c.sampled) {
       const { ids, ...params } = s;
-      const got = generate(engine, c.ids, params);
+      const got = await generate(engine, c.ids, params);
       if (!same(got, ids)) problems.push(`sampled ${JSON.stringify(params)}: ${got} vs ${ids}`);
     }
   }
-  if (!(maxErr < 1e-4)) problems.push(`logits max |error| ${maxErr}`);
+  if (!(maxErr < TOLERANCE[setup.name])) problems.push(`logits max |error| ${maxErr} over ${TOLERANCE[setup.name]}`);
   engine.free();
-  return { name: `wasm cpu ${variant}`, pass: problems.length === 0, detail: problems.join('; ') || `logits max |error| ${maxErr.toExponential(2)}` };
+  return { name, pass: problems.length === 0, detail: problems.join('; ') || `logits max |error| ${maxErr.toExponential(2)}` };
 }
 
 async function checkErrors() {
   // Bad input must come back as a JS exception with the crate's message, and the module stays usable.
   const problems = [];
   try {
-    Engine.fromBytes(new TextEncoder().encode('{}'), new Uint8Array(10), new Uint8Array(0));
+    await Engine.load(new TextEncoder().encode('{}'), new Uint8Array(10), new Uint8Array(0));
     problems.push('bad config accepted');
   } catch (e) {
     if (!String(e.message).includes('config.json')) problems.push(`unexpected message: ${e.message}`);
   }
+  const fixture = '/tests/fixtures/softmax/';
+  const files = await Promise.all(['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => bytes(fixture + f)));
+  try {
+    await Engine.load(...files, { backend: 'tpu' });
+    problems.push('unknown backend accepted');
+  } catch (e) {
+    if (!String(e.message).includes('load options')) problems.push(`unexpected message: ${e.message}`);
+  }
+  // Overlapping calls are refused with a message, and the engine stays usable afterwards (on
+  // WebGPU, where a call really waits for the device; CPU calls run to completion one by one).
+  const engine = await Engine.load(...files, { backend: 'webgpu' });
+  const first = engine.logits(Uint32Array.from([1, 2]));
+  try {
+    await engine.logits(Uint32Array.from([1]));
+    problems.push('overlapping call accepted');
+  } catch (e) {
+    if (!String(e.message).includes('busy')) problems.push(`unexpected message: ${e.message}`);
+  }
+  await first;
+  engine.start(Uint32Array.from([1, 2]), { max_tokens: 3 });
+  engine.cancel();
+  if ((await engine.step()) !== undefined) problems.push('step after cancel gave a token');
+  engine.start(Uint32Array.from([1, 2]), { max_tokens: 3 });
+  if ((await engine.step()) === undefined) problems.push('no token after cancel + start');
+  engine.free();
   return { name: 'wasm errors are exceptions', pass: problems.length === 0, detail: problems.join('; ') };
 }
 
 try {
   await init();
   const results = [];
-  for (const v of VARIANTS) results.push(await checkVariant(v));
+  const setups = [
+    { name: 'cpu', backend: 'cpu' },
+    { name: 'webgpu', backend: 'webgpu', dtype: 'f32' },
+    { name: 'webgpu-f16', backend: 'webgpu', dtype: 'f16' },
+  ];
+  for (const setup of setups) {
+    for (const v of VARIANTS) results.push(await checkVariant(v, setup));
+  }
   results.push(await checkErrors());
   window.__results = results;
 } catch (e) {

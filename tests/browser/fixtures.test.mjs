@@ -17,7 +17,7 @@ test('wasm build in Chromium matches the float64 reference', async (t) => {
     assert.equal(error, undefined, error);
     const results = await page.evaluate(() => window.__results);
     for (const r of results) {
-      await t.test(r.name, () => assert.ok(r.pass, r.detail));
+      await t.test(r.name, (st) => { st.diagnostic(r.detail); assert.ok(r.pass, r.detail); });
     }
     assert.deepEqual(consoleErrors, []);
   } finally {
