@@ -56,6 +56,17 @@ pub enum StopReason {
     Cancelled,
 }
 
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::EndOfText => "end_of_text",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ContextFull => "context_full",
+            StopReason::Cancelled => "cancelled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generation {
     pub ids: Vec<u32>,

@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::{Error, Result};
-use crate::generation::{Backend, Generator};
+use crate::generation::{Backend, Generator, StopReason};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBackend, GpuOptions, WeightDtype};
 use crate::loader::load_from_bytes;
@@ -124,6 +124,8 @@ struct Shared {
     run: RefCell<Option<Run>>,
     /// Bumped by `start`, `cancel` and `logits`: a step that finishes under another epoch drops its token.
     epoch: Cell<u64>,
+    /// Why the last generation ended.
+    stop: Cell<Option<StopReason>>,
 }
 
 impl Shared {
@@ -136,12 +138,19 @@ impl Shared {
         self.epoch.get()
     }
 
+    /// Drops the running generation, if any, as cancelled.
+    fn cancel(&self) {
+        self.new_epoch();
+        if self.run.take().is_some() {
+            self.stop.set(Some(StopReason::Cancelled));
+        }
+    }
+
     /// Runs `ids` from an empty cache. The backend is taken out of its cell while it computes,
     /// so a second call meanwhile is refused ([`Shared::busy`]) rather than interleaved.
     async fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut compute = self.compute.take().ok_or_else(Self::busy)?;
-        self.new_epoch();
-        self.run.replace(None);
+        self.cancel();
         compute.reset();
         let logits = compute.forward(ids, true).await;
         self.compute.set(Some(compute));
@@ -164,9 +173,18 @@ impl Shared {
             None => None,
         };
         self.compute.set(Some(compute));
-        // Ended, or cancelled / restarted meanwhile (then this token belongs to nobody).
-        let Some(sampled) = sampled.filter(|_| self.epoch.get() == epoch) else { return Ok(None) };
-        let Some(id) = run.generator.accept(sampled?) else { return Ok(None) };
+        if self.epoch.get() != epoch {
+            // Cancelled or restarted meanwhile: this token belongs to nobody.
+            return Ok(None);
+        }
+        let accepted = match sampled {
+            Some(id) => run.generator.accept(id?),
+            None => None,
+        };
+        let Some(id) = accepted else {
+            self.stop.set(run.generator.stop_reason());
+            return Ok(None);
+        };
         let text = run.stream.push(&self.tokenizer, id)?;
         self.run.replace(Some(run));
         Ok(Some(Token { id, text }))
@@ -180,6 +198,7 @@ pub struct Engine {
     backend: &'static str,
     adapter: Option<String>,
     notice: Option<String>,
+    parameters: usize,
 }
 
 /// One generated token: its id and the text it completes (empty while a character is split).
@@ -194,16 +213,25 @@ impl Engine {
     /// Builds an engine from the three files' bytes (weights: safetensors or the authors'
     /// pytorch_model.bin). `options`: `{ backend?: "auto" | "webgpu" | "cpu", dtype?: "f32" | "f16" }`.
     /// With "auto" the engine uses WebGPU when the browser offers an adapter, else the CPU, and
-    /// says why in `notice`.
+    /// says why in `notice`. `onProgress(done, total)`, if given, is called as tensors are decoded.
     pub async fn load(
         config: Vec<u8>,
         weights: Vec<u8>,
         tokenizer: Vec<u8>,
         options: JsValue,
+        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "(done: number, total: number) => void")]
+        on_progress: Option<js_sys::Function>,
     ) -> std::result::Result<Engine, JsError> {
         let options: LoadOptions = from_js(options, "load options").map_err(js_error)?;
-        let (model, tokenizer) = load_from_bytes(&config, &weights, &tokenizer, &mut |_, _| {}).map_err(js_error)?;
+        let mut progress = |done: usize, total: usize| {
+            if let Some(f) = &on_progress {
+                // A throwing callback must not abort the load: progress is advisory.
+                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
+            }
+        };
+        let (model, tokenizer) = load_from_bytes(&config, &weights, &tokenizer, &mut progress).map_err(js_error)?;
         drop(weights);
+        let parameters = model.tensors().iter().map(|(_, _, data)| data.len()).sum();
         let (compute, adapter, notice) = open_backend(model, &options).await.map_err(js_error)?;
         let backend = match compute {
             Compute::Cpu(_) => "cpu",
@@ -221,8 +249,9 @@ impl Engine {
             compute: Cell::new(Some(compute)),
             run: RefCell::new(None),
             epoch: Cell::new(0),
+            stop: Cell::new(None),
         };
-        Ok(Engine { shared: Rc::new(shared), backend, adapter, notice })
+        Ok(Engine { shared: Rc::new(shared), backend, adapter, notice, parameters })
     }
 
     /// "webgpu" or "cpu".
@@ -279,7 +308,8 @@ impl Engine {
         let params: SamplingParams = from_js(params, "sampling parameters").map_err(js_error)?;
         let generator =
             Generator::begin(prompt, &params, s.tokenizer.eos_id(), s.vocab, s.max_positions).map_err(js_error)?;
-        s.new_epoch();
+        s.cancel();
+        s.stop.set(None);
         s.run.replace(Some(Run { generator, stream: TextStream::default(), fresh: true }));
         Ok(())
     }
@@ -299,8 +329,20 @@ impl Engine {
 
     /// Abandons the running generation, even while a step is computing; the engine stays usable.
     pub fn cancel(&self) {
-        self.shared.new_epoch();
-        self.shared.run.replace(None);
+        self.shared.cancel();
+    }
+
+    /// Why the last generation ended: "end_of_text", "max_tokens", "context_full" or
+    /// "cancelled"; `undefined` while one is running or before the first.
+    #[wasm_bindgen(getter, js_name = stopReason)]
+    pub fn stop_reason(&self) -> Option<String> {
+        self.shared.stop.get().map(|r| r.as_str().to_string())
+    }
+
+    /// Parameters of the model (embedding, parameter tokens, final norm).
+    #[wasm_bindgen(getter)]
+    pub fn parameters(&self) -> usize {
+        self.parameters
     }
 }
 

@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { chromium } from 'playwright-core';
 
-const ROOT = normalize(join(dirname(fileURLToPath(import.meta.url)), '..', '..'));
+export const ROOT = normalize(join(dirname(fileURLToPath(import.meta.url)), '..', '..'));
 const TYPES = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
@@ -28,7 +28,8 @@ export async function serve() {
     }
     try {
       const body = await readFile(path);
-      res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream' }).end(body);
+      res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'content-length': body.length })
+        .end(req.method === 'HEAD' ? undefined : body);
     } catch {
       res.writeHead(404).end('not found');
     }
@@ -37,16 +38,17 @@ export async function serve() {
   return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
 }
 
-/** Headless Chromium from Debian with WebGPU on SwiftShader; flags from shared/PLATFORM.md. */
-export async function launch() {
+/** Headless Chromium from Debian with WebGPU on SwiftShader (flags from shared/PLATFORM.md), or
+ * with WebGPU switched off to exercise the CPU fallback. */
+export async function launch({ webgpu = true } = {}) {
+  const gpuFlags = webgpu ? ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'] : ['--disable-webgpu'];
   const profile = await mkdtemp(join(tmpdir(), 'tokenformer-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     args: [
       '--no-sandbox',
-      '--enable-unsafe-webgpu',
-      '--use-webgpu-adapter=swiftshader',
+      ...gpuFlags,
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',

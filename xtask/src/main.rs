@@ -1,5 +1,8 @@
-//! Project chores. `cargo xtask test` installs what the tests need on a fresh machine and runs
-//! them all; `cargo xtask build-web` builds the wasm package into `pkg/`.
+//! Project chores. `cargo xtask serve` builds the wasm and serves the demo page; `cargo xtask test`
+//! installs what the tests need on a fresh machine and runs them all; `cargo xtask build-web`
+//! builds the wasm package into `pkg/`.
+
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,10 +17,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("setup") => setup(),
-        Some("build-web") => build_web(),
+        Some("build-web") => setup_wasm().and_then(|()| build_web()),
+        Some("serve") => setup_wasm().and_then(|()| build_web()).and_then(|()| serve::serve(&root())),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  test       setup, lint, and run every test (native, wasm in Chromium)"
+                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  test       setup, lint, and run every test (native, wasm in Chromium)"
             );
             return ExitCode::from(2);
         }
@@ -58,9 +62,20 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// What building the wasm package needs: the target and the matching wasm-bindgen CLI.
+fn setup_wasm() -> Result<(), String> {
+    run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
+    let installed = output("wasm-bindgen", &["--version"]).unwrap_or_default();
+    if !installed.contains(WASM_BINDGEN_VERSION) {
+        // Not --locked: a locked dependency of this version is missing from the registry (PLATFORM.md).
+        run("cargo", &["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION])?;
+    }
+    Ok(())
+}
+
 /// Everything the tests need that a fresh machine lacks. Idempotent and quick when already done.
 fn setup() -> Result<(), String> {
-    run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
+    setup_wasm()?;
     run("rustup", &["component", "add", "rustfmt", "clippy"])?;
 
     let missing: Vec<&str> = DEBIAN_PACKAGES
@@ -76,11 +91,6 @@ fn setup() -> Result<(), String> {
         run("apt-get", &args)?;
     }
 
-    let installed = output("wasm-bindgen", &["--version"]).unwrap_or_default();
-    if !installed.contains(WASM_BINDGEN_VERSION) {
-        // Not --locked: a locked dependency of this version is missing from the registry (PLATFORM.md).
-        run("cargo", &["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION])?;
-    }
     run_in(&root().join("tests/browser"), "npm", &["ci", "--no-audit", "--no-fund"])
 }
 

@@ -1,0 +1,140 @@
+// node --test: the demo page (index.html + www/) in headless Chromium, as a person uses it.
+// Greedy text is compared with the native CPU backend (the `tokenformer` binary); screenshots go
+// to target/browser-artifacts/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve, launch, ROOT } from './harness.mjs';
+
+const TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
+const BIN = process.env.TOKENFORMER_BIN ?? join(TARGET, 'debug', 'tokenformer');
+const ARTIFACTS = join(TARGET, 'browser-artifacts');
+const PROMPT = 'The sea was';
+const FIXTURE = join(ROOT, 'tests/fixtures/l2_norm_gelu');
+
+/** Greedy continuation from the native CPU backend: { ids, text }. */
+function nativeGreedy(prompt, maxTokens, model) {
+  assert.ok(existsSync(BIN), `${BIN} is missing: build it with cargo build (cargo xtask test does)`);
+  const args = ['generate', '--prompt', prompt, '--temperature', '0', '--max-tokens', String(maxTokens), '--json'];
+  if (model) args.push('--model', model);
+  return JSON.parse(execFileSync(BIN, args, { encoding: 'utf8' }));
+}
+
+let server;
+let browser;
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  server = await serve();
+});
+after(() => server.close());
+
+/** Opens the page; returns it with the list of console errors seen so far (worker included). */
+async function openPage(context) {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(`${server.url}/index.html`);
+  return { page, errors };
+}
+
+async function waitLoaded(page, name) {
+  await page.waitForFunction((n) => document.body.dataset.model === n, name, { timeout: 120_000 });
+}
+
+async function setGreedy(page, maxTokens) {
+  await page.getByLabel('Temperature').fill('0');
+  await page.getByLabel('Repetition penalty').fill('1');
+  await page.getByLabel('Max tokens').fill(String(maxTokens));
+}
+
+async function generate(page, prompt) {
+  await page.getByLabel('Prompt').fill(prompt);
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await page.waitForFunction(() => document.getElementById('output').dataset.done, null, { timeout: 120_000 });
+  return page.evaluate(() => {
+    const out = document.getElementById('output');
+    return { ids: out.dataset.ids ? out.dataset.ids.split(',').map(Number) : [], text: out.querySelector('.generated').textContent, done: out.dataset.done };
+  });
+}
+
+for (const mode of ['webgpu', 'no-webgpu']) {
+  test(`page (${mode})`, async (t) => {
+    browser = await launch({ webgpu: mode === 'webgpu' });
+    try {
+      const { page, errors } = await openPage(browser.context);
+      await waitLoaded(page, 'tokenformer-moby');
+      const status = await page.locator('#engine-status').textContent();
+
+      await t.test('the default model loads on the expected backend', async () => {
+        assert.match(status, mode === 'webgpu' ? /WebGPU/ : /CPU/);
+        if (mode !== 'webgpu') assert.match(await page.locator('#notice').textContent(), /WebGPU unavailable/);
+        assert.match(await page.locator('#model-name').textContent(), /1\.57M parameters/);
+      });
+
+      await t.test('greedy text equals the native CPU backend', async () => {
+        await setGreedy(page, 24);
+        const got = await generate(page, PROMPT);
+        const want = nativeGreedy(PROMPT, 24);
+        assert.deepEqual(got.ids, want.ids);
+        assert.equal(got.text, want.text);
+        assert.match(await page.locator('#stats').textContent(), /tokens\/s/);
+        await page.screenshot({ path: join(ARTIFACTS, `page-${mode}.png`), fullPage: true });
+      });
+
+      if (mode !== 'webgpu') {
+        assert.deepEqual(errors, []);
+        return;
+      }
+
+      await t.test('Stop ends a generation early and the page keeps working', async () => {
+        await page.getByLabel('Max tokens').fill('200');
+        await page.getByLabel('Prompt').fill(PROMPT);
+        await page.getByRole('button', { name: 'Generate' }).click();
+        await page.waitForFunction(() => (document.getElementById('output').dataset.ids ?? '').split(',').length >= 3);
+        await page.getByRole('button', { name: 'Stop' }).click();
+        await page.waitForFunction(() => document.getElementById('output').dataset.done);
+        const ids = await page.evaluate(() => document.getElementById('output').dataset.ids.split(','));
+        assert.equal(await page.evaluate(() => document.getElementById('output').dataset.done), 'cancelled');
+        assert.ok(ids.length < 200, `${ids.length} tokens after Stop`);
+        await setGreedy(page, 8);
+        const again = await generate(page, PROMPT);
+        assert.deepEqual(again.ids, nativeGreedy(PROMPT, 8).ids);
+      });
+
+      await t.test('a broken file shows an error and the page keeps working', async () => {
+        const config = readFileSync(join(ROOT, 'models/tokenformer-moby/config.json'));
+        const tokenizer = readFileSync(join(ROOT, 'models/tokenformer-moby/tokenizer.json'));
+        const weights = readFileSync(join(ROOT, 'models/tokenformer-moby/model.safetensors')).subarray(0, 5000);
+        await page.locator('#model-files').setInputFiles([
+          { name: 'config.json', mimeType: 'application/json', buffer: config },
+          { name: 'tokenizer.json', mimeType: 'application/json', buffer: tokenizer },
+          { name: 'model.safetensors', mimeType: 'application/octet-stream', buffer: weights },
+        ]);
+        await page.waitForFunction(() => !document.getElementById('notice').hidden && document.getElementById('notice').className === 'error');
+        const notice = await page.locator('#notice').textContent();
+        assert.match(notice, /Could not load/);
+        assert.match(notice, /safetensors|truncated|bytes/i);
+        await page.screenshot({ path: join(ARTIFACTS, 'page-broken-file.png'), fullPage: true });
+        // The previous model still generates.
+        const got = await generate(page, PROMPT);
+        assert.deepEqual(got.ids, nativeGreedy(PROMPT, 8).ids);
+      });
+
+      await t.test("a model in the authors' layout loads from local files", async () => {
+        const files = ['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => join(FIXTURE, f));
+        await page.locator('#model-files').setInputFiles(files);
+        await waitLoaded(page, 'pytorch_model.bin');
+        const prompt = 'the whale';
+        const got = await generate(page, prompt);
+        assert.deepEqual(got.ids, nativeGreedy(prompt, 8, FIXTURE).ids);
+      });
+
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+    }
+  });
+}

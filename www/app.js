@@ -1,0 +1,210 @@
+// The demo page: loads the built-in model on open, generates with streamed tokens, and loads
+// other models from a URL or local files. All model work happens in the worker (client.js).
+import { TokenFormerClient } from './client.js';
+
+const $ = (id) => document.getElementById(id);
+const DEFAULT_MODEL = new URL('../models/tokenformer-moby/', import.meta.url).href;
+const DEFAULT_FILES = ['config.json', 'model.safetensors', 'tokenizer.json'];
+
+const client = new TokenFormerClient();
+let loaded = false;
+let generating = false;
+let loading = false;
+
+function megabytes(bytes) {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(2)} GB` : `${(bytes / 1e6).toFixed(1)} MB`;
+}
+
+function showNotice(message, kind = 'error') {
+  $('notice-text').textContent = message;
+  $('notice').className = kind;
+  $('notice').hidden = false;
+}
+$('notice-close').onclick = () => { $('notice').hidden = true; };
+
+function refreshButtons() {
+  $('generate').disabled = !loaded || generating || loading;
+  $('stop').disabled = !generating;
+  $('load').disabled = loading;
+}
+
+function samplingParams() {
+  const number = (id, parse) => {
+    const input = $(id);
+    const value = parse(input.value);
+    if (!Number.isFinite(value)) throw new Error(`${input.parentElement.textContent.trim()}: "${input.value}" is not a number`);
+    return value;
+  };
+  return {
+    temperature: number('temperature', parseFloat),
+    top_k: number('top-k', (v) => parseInt(v, 10)),
+    top_p: number('top-p', parseFloat),
+    repetition_penalty: number('repetition-penalty', parseFloat),
+    max_tokens: number('max-tokens', (v) => parseInt(v, 10)),
+    seed: number('seed', (v) => parseInt(v, 10)),
+  };
+}
+
+function describe(info, name) {
+  const badge = document.createElement('span');
+  badge.className = info.backend === 'webgpu' ? 'badge' : 'badge cpu';
+  badge.textContent = info.backend === 'webgpu' ? 'WebGPU' : 'CPU';
+  const detail = info.backend === 'webgpu' ? ` ${info.adapter}` : ' WebAssembly';
+  $('engine-status').replaceChildren(badge, detail);
+  $('model-name').textContent = `${name}: ${(info.parameters / 1e6).toFixed(2)}M parameters, ${megabytes(info.bytes)}, ` +
+    `${info.vocabSize} tokens, context ${info.maxPositions}`;
+  if (info.notice) showNotice(info.notice, 'info');
+}
+
+async function load(source, name) {
+  loading = true;
+  refreshButtons();
+  $('notice').hidden = true;
+  const bar = $('load-progress');
+  bar.hidden = false;
+  bar.value = 0;
+  $('load-text').textContent = `Loading ${name}…`;
+  const options = { backend: $('backend').value, dtype: $('dtype').value };
+  try {
+    const info = await client.load(source, options, (p) => {
+      const verb = { download: 'Downloading', read: 'Reading', decode: 'Decoding' }[p.phase];
+      bar.max = p.total || 1;
+      bar.value = p.total ? p.loaded : 0;
+      const amount = p.phase === 'decode' ? `${p.loaded} / ${p.total} tensors`
+        : `${megabytes(p.loaded)}${p.total ? ` of ${megabytes(p.total)}` : ''}`;
+      $('load-text').textContent = `${verb} ${p.file}: ${amount}`;
+    });
+    loaded = true;
+    describe(info, name);
+    $('load-text').textContent = `Loaded ${name}.`;
+    document.body.dataset.model = name;
+  } catch (e) {
+    showNotice(`Could not load ${name}: ${e.message}`);
+    $('load-text').textContent = loaded ? 'The previous model is still loaded.' : '';
+  } finally {
+    bar.hidden = true;
+    loading = false;
+    refreshButtons();
+  }
+}
+
+async function generate() {
+  let params;
+  try {
+    params = samplingParams();
+  } catch (e) {
+    showNotice(e.message);
+    return;
+  }
+  const prompt = $('prompt').value;
+  const output = $('output');
+  output.replaceChildren();
+  const promptSpan = document.createElement('span');
+  promptSpan.className = 'prompt';
+  promptSpan.textContent = prompt;
+  const generated = document.createElement('span');
+  generated.className = 'generated';
+  output.append(promptSpan, generated);
+  output.dataset.ids = '';
+  delete output.dataset.done;
+  $('stats').textContent = '';
+  $('notice').hidden = true;
+  generating = true;
+  refreshButtons();
+  const ids = [];
+  try {
+    const stats = await client.generate(prompt, params, (t) => {
+      ids.push(t.id);
+      generated.textContent += t.text;
+      output.dataset.ids = ids.join(',');
+      $('stats').textContent = `${ids.length} tokens…`;
+    });
+    const parts = [`${stats.ids.length} tokens`, `stopped: ${stats.stopReason.replaceAll('_', ' ')}`];
+    if (stats.timeToFirstTokenMs !== null) parts.push(`first token after ${stats.timeToFirstTokenMs.toFixed(0)} ms (${stats.promptTokens}-token prompt)`);
+    if (stats.tokensPerSecond !== null) parts.push(`${stats.tokensPerSecond.toFixed(1)} tokens/s`);
+    $('stats').textContent = parts.join(' · ');
+    output.dataset.done = stats.stopReason;
+  } catch (e) {
+    showNotice(`Generation failed: ${e.message}`);
+    if (!client.worker) {
+      // The engine's worker died with its model: start again on the built-in one.
+      loaded = false;
+      load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');
+    }
+  } finally {
+    generating = false;
+    refreshButtons();
+  }
+}
+
+function loadFiles(files, name) {
+  if (!files.length) return;
+  document.querySelector('input[name=source][value=files]').checked = true;
+  load({ kind: 'files', files }, name);
+}
+
+/** Every file under dropped items, folders included (recursively). */
+async function droppedFiles(items) {
+  const files = [];
+  const walk = async (entry) => {
+    if (entry.isFile) {
+      files.push(await new Promise((resolve, reject) => entry.file(resolve, reject)));
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const e of batch) await walk(e);
+      }
+    }
+  };
+  await Promise.all([...items].map((i) => i.webkitGetAsEntry()).filter(Boolean).map(walk));
+  return files;
+}
+
+$('generate').onclick = generate;
+$('stop').onclick = () => client.stop();
+$('prompt').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !$('generate').disabled) generate();
+});
+$('load').onclick = () => {
+  const source = document.querySelector('input[name=source]:checked').value;
+  if (source === 'default') load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');
+  else if (source === 'url') {
+    const url = $('model-url').value.trim();
+    if (!url) showNotice('Enter the URL of a model folder (with config.json, tokenizer.json and the weights) or of a weights file.');
+    else load({ kind: 'url', url }, url);
+  } else {
+    const files = [...$('model-files').files, ...$('model-folder').files];
+    if (!files.length) showNotice('Choose the model files or folder first.');
+    else loadFiles(files, files.find((f) => /\.(safetensors|bin)$/.test(f.name))?.name ?? 'local files');
+  }
+};
+for (const id of ['model-files', 'model-folder']) {
+  $(id).onchange = (e) => {
+    const files = [...e.target.files];
+    const folder = files[0]?.webkitRelativePath?.split('/')[0];
+    loadFiles(files, folder || files.find((f) => /\.(safetensors|bin)$/.test(f.name))?.name || 'local files');
+    e.target.value = '';
+  };
+}
+const zone = $('drop-zone');
+zone.ondragover = (e) => { e.preventDefault(); zone.classList.add('over'); };
+zone.ondragleave = () => zone.classList.remove('over');
+zone.ondrop = async (e) => {
+  e.preventDefault();
+  zone.classList.remove('over');
+  try {
+    loadFiles(await droppedFiles(e.dataTransfer.items), 'dropped files');
+  } catch (err) {
+    showNotice(`Could not read the dropped files: ${err.message}`);
+  }
+};
+window.addEventListener('unhandledrejection', (e) => { e.preventDefault(); showNotice(String(e.reason?.message ?? e.reason)); });
+
+// The built-in model's download size, then the model itself.
+Promise.all(DEFAULT_FILES.map((f) => fetch(DEFAULT_MODEL + f, { method: 'HEAD' })
+  .then((r) => Number(r.headers.get('content-length')) || 0)))
+  .then((sizes) => { $('default-size').textContent = `(${megabytes(sizes.reduce((a, b) => a + b, 0))})`; })
+  .catch(() => {});
+load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');

@@ -1,0 +1,103 @@
+// TokenFormer in a Web Worker, behind promises. The page (app.js) uses only this class.
+//
+// Protocol (page -> worker):
+//   { type: 'load', req, source: { kind: 'url', url } | { kind: 'files', files: File[] },
+//     options: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16' } }
+//   { type: 'generate', req, prompt: string, params: SamplingParams }
+//   { type: 'stop' }
+// (worker -> page), every reply carrying the request's `req`:
+//   { type: 'progress', phase: 'download' | 'read' | 'decode', file, loaded, total }
+//   { type: 'started', promptTokens }      { type: 'token', id, text }
+//   { type: 'result', value }              { type: 'error', message }
+
+/**
+ * @typedef {{ temperature?: number, top_k?: number, top_p?: number, repetition_penalty?: number,
+ *             seed?: number, max_tokens?: number }} SamplingParams
+ * @typedef {{ phase: 'download' | 'read' | 'decode', file: string, loaded: number, total: number }} Progress
+ * @typedef {{ backend: 'webgpu' | 'cpu', adapter?: string, notice?: string, parameters: number,
+ *             vocabSize: number, maxPositions: number, bytes: number }} ModelInfo
+ * @typedef {{ ids: number[], promptTokens: number, stopReason: string,
+ *             timeToFirstTokenMs: number | null, tokensPerSecond: number | null }} GenerationStats
+ */
+
+export class TokenFormerClient {
+  /** @param {URL | string} [workerUrl] */
+  constructor(workerUrl = new URL('./worker.js', import.meta.url)) {
+    this.workerUrl = workerUrl;
+    this.worker = null;
+    this.nextReq = 1;
+    /** @type {Map<number, { resolve: Function, reject: Function, on: Function }>} */
+    this.calls = new Map();
+  }
+
+  /** The worker, started on first use and again after it died. */
+  ensureWorker() {
+    if (this.worker) return this.worker;
+    const worker = new Worker(this.workerUrl, { type: 'module' });
+    worker.onmessage = ({ data }) => {
+      const call = this.calls.get(data.req);
+      if (!call) return;
+      if (data.type === 'result') {
+        this.calls.delete(data.req);
+        call.resolve(data.value);
+      } else if (data.type === 'error') {
+        this.calls.delete(data.req);
+        call.reject(new Error(data.message));
+      } else {
+        call.on(data);
+      }
+    };
+    // A worker that cannot start or dies takes its model with it: every pending call fails, and
+    // the next call starts a fresh worker (which needs a model loaded again).
+    const fail = (message) => {
+      worker.terminate();
+      if (this.worker === worker) this.worker = null;
+      for (const call of this.calls.values()) call.reject(new Error(message));
+      this.calls.clear();
+    };
+    worker.onerror = (e) => { e.preventDefault(); fail(`the engine stopped: ${e.message || 'worker error'}`); };
+    worker.onmessageerror = () => fail('the engine sent an unreadable message');
+    this.worker = worker;
+    return worker;
+  }
+
+  call(message, on = () => {}) {
+    const req = this.nextReq++;
+    return new Promise((resolve, reject) => {
+      this.calls.set(req, { resolve, reject, on });
+      this.ensureWorker().postMessage({ ...message, req });
+    });
+  }
+
+  /**
+   * Loads a model (a folder URL, a weights file URL, or local files) and makes it current.
+   * @param {{ kind: 'url', url: string } | { kind: 'files', files: File[] }} source
+   * @param {{ backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16' }} [options]
+   * @param {(p: Progress) => void} [onProgress]
+   * @returns {Promise<ModelInfo>}
+   */
+  load(source, options = {}, onProgress = () => {}) {
+    return this.call({ type: 'load', source, options }, (m) => { if (m.type === 'progress') onProgress(m); });
+  }
+
+  /**
+   * Generates after `prompt`, calling `onToken` as each token arrives.
+   * @param {string} prompt
+   * @param {SamplingParams} params
+   * @param {(t: { id: number, text: string }) => void} [onToken]
+   * @returns {Promise<GenerationStats>}
+   */
+  generate(prompt, params, onToken = () => {}) {
+    return this.call({ type: 'generate', prompt, params }, (m) => { if (m.type === 'token') onToken(m); });
+  }
+
+  /** Ends the running generation after the current token; its promise resolves normally. */
+  stop() {
+    this.worker?.postMessage({ type: 'stop' });
+  }
+
+  terminate() {
+    this.worker?.terminate();
+    this.worker = null;
+  }
+}
