@@ -105,6 +105,13 @@ const MAX_SLOTS: usize = 1 << 20;
 const MAX_POSITIONS: usize = 1 << 20;
 
 impl ModelConfig {
+    /// Bytes of weights one decoded token reads: every parameter token of every layer (all are
+    /// used densely) plus the head's `vocab` embedding rows.
+    pub fn weight_bytes_per_token(&self, vocab: usize, bytes_per_value: usize) -> usize {
+        let slots = 3 * self.qkv_slots + self.proj_slots + self.ffn_slots;
+        (self.num_layers * slots * 2 * self.hidden_size + vocab * self.hidden_size) * bytes_per_value
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let raw: AuthorsConfig = serde_json::from_slice(bytes)?;
         let cfg = ModelConfig {

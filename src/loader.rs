@@ -6,7 +6,6 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
-use crate::weights::read_tensors;
 
 /// Parses config, tokenizer and weights (either format, either naming) into a model.
 /// `progress(done, total)` is called as tensors are decoded.
@@ -18,8 +17,7 @@ pub fn load_from_bytes(
 ) -> Result<(Model, Tokenizer)> {
     let config = ModelConfig::from_json(config_json)?;
     let tokenizer = Tokenizer::from_bytes(tokenizer_json)?;
-    let tensors = read_tensors(weights)?;
-    let model = Model::from_tensors_with_progress(config, tensors, tokenizer.vocab_size(), progress)?;
+    let model = Model::from_file(config, tokenizer.vocab_size(), &weights, progress)?;
     Ok((model, tokenizer))
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::weights::{naming_of, Naming, RawTensor, TensorRole};
+use crate::weights::{index, naming_of, Naming, TensorEntry, TensorRole, WeightsFile};
 
 /// The five Pattention layers of a block, in the order the inspector lists them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,27 +88,37 @@ pub struct Model {
     pub final_norm_bias: Vec<f32>,
 }
 
-impl Model {
-    /// Builds a model from a file's tensors, in either naming scheme, checking every name and shape.
-    pub fn from_tensors(config: ModelConfig, tensors: Vec<RawTensor<'_>>, vocab_size: usize) -> Result<Model> {
-        Self::from_tensors_with_progress(config, tensors, vocab_size, &mut |_, _| {})
-    }
+/// A weights file's tensors by role: names are checked when it is opened; each tensor is read,
+/// shape-checked and decoded only when asked for, so a backend can take a model one tensor at a
+/// time (the GPU upload in the browser holds one tensor in memory, never the whole file).
+pub struct ModelTensors<'a> {
+    file: &'a dyn WeightsFile,
+    config: ModelConfig,
+    vocab_size: usize,
+    naming: Naming,
+    found: HashMap<TensorRole, TensorEntry>,
+    done: usize,
+    total: usize,
+    parameters: usize,
+    progress: &'a mut dyn FnMut(usize, usize),
+}
 
-    /// As [`Model::from_tensors`], calling `progress(done, total)` after each tensor is decoded.
-    pub fn from_tensors_with_progress(
+impl<'a> ModelTensors<'a> {
+    /// Indexes `file` (either format, either naming) for a model of `config` whose tokenizer has
+    /// `vocab_size` ids. `progress(done, total)` is called as tensors are decoded.
+    pub fn open(
         config: ModelConfig,
-        tensors: Vec<RawTensor<'_>>,
         vocab_size: usize,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Model> {
+        file: &'a dyn WeightsFile,
+        progress: &'a mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let entries = index(file)?;
         let layers = config.num_layers;
-        let d = config.hidden_size;
-        let naming = tensors.first().map(|t| naming_of(&t.name)).unwrap_or(Naming::Authors);
+        let naming = entries.first().map(|t| naming_of(&t.name)).unwrap_or(Naming::Authors);
         let by_name: HashMap<String, TensorRole> =
             TensorRole::all(layers).into_iter().map(|r| (r.name(naming, layers), r)).collect();
-
-        let mut found: HashMap<TensorRole, RawTensor> = HashMap::new();
-        for t in tensors {
+        let mut found = HashMap::new();
+        for t in entries {
             if naming_of(&t.name) != naming {
                 let first = TensorRole::Embedding.name(naming, layers);
                 return Err(Error::MixedNaming(first, t.name));
@@ -120,57 +130,103 @@ impl Model {
                 None => return Err(Error::UnexpectedTensor(t.name)),
             }
         }
-
         let total = by_name.len();
-        let mut done = 0;
-        let mut take = |role: TensorRole, rows: Rows| -> Result<(Vec<f32>, usize)> {
-            let name = role.name(naming, layers);
-            let t = found.remove(&role).ok_or_else(|| Error::MissingTensor(name.clone()))?;
-            let shape_ok = match (rows, t.shape.as_slice()) {
-                (Rows::Vector, [c]) => *c == d,
-                (Rows::Exactly(r), [tr, tc]) => *tr == r && *tc == d,
-                (Rows::Any, [tr, tc]) => *tr > 0 && *tc == d,
-                _ => false,
-            };
-            if !shape_ok {
-                let expected = match rows {
-                    Rows::Vector => format!("[{d}]"),
-                    Rows::Exactly(r) => format!("[{r}, {d}]"),
-                    Rows::Any => format!("[rows, {d}]"),
-                };
-                return Err(Error::TensorShape { name, found: t.shape, expected });
-            }
-            let data = t.to_f32();
-            if data.iter().any(|v| !v.is_finite()) {
-                return Err(Error::NonFinite { name });
-            }
-            done += 1;
-            progress(done, total);
-            Ok((data, t.shape[0]))
-        };
+        let parameters = found.values().map(|t| t.shape.iter().product::<usize>()).sum();
+        Ok(ModelTensors { file, config, vocab_size, naming, found, done: 0, total, parameters, progress })
+    }
 
-        let (embedding, embedding_rows) = take(TensorRole::Embedding, Rows::Any)?;
-        if vocab_size > embedding_rows {
-            return Err(Error::VocabTooLarge { tokenizer: vocab_size, embedding: embedding_rows });
-        }
-        let mut blocks = Vec::with_capacity(layers);
-        for layer in 0..layers {
-            let mut pattention = |proj: Projection| -> Result<Pattention> {
-                let n = proj.slots(&config);
-                let (keys, _) = take(TensorRole::ParamTokens { layer, proj, values: false }, Rows::Exactly(n))?;
-                let (values, _) = take(TensorRole::ParamTokens { layer, proj, values: true }, Rows::Exactly(n))?;
-                Ok(Pattention { n, key_param_tokens: keys, value_param_tokens: values })
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// Values in all the model's tensors (embedding padding rows included).
+    pub fn parameters(&self) -> usize {
+        self.parameters
+    }
+
+    fn take(&mut self, role: TensorRole, rows: Rows) -> Result<(Vec<f32>, usize)> {
+        let d = self.config.hidden_size;
+        let name = role.name(self.naming, self.config.num_layers);
+        let t = self.found.remove(&role).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+        let shape_ok = match (rows, t.shape.as_slice()) {
+            (Rows::Vector, [c]) => *c == d,
+            (Rows::Exactly(r), [tr, tc]) => *tr == r && *tc == d,
+            (Rows::Any, [tr, tc]) => *tr > 0 && *tc == d,
+            _ => false,
+        };
+        if !shape_ok {
+            let expected = match rows {
+                Rows::Vector => format!("[{d}]"),
+                Rows::Exactly(r) => format!("[{r}, {d}]"),
+                Rows::Any => format!("[rows, {d}]"),
             };
-            blocks.push(Block {
-                query: pattention(Projection::Query)?,
-                key: pattention(Projection::Key)?,
-                value: pattention(Projection::Value)?,
-                proj: pattention(Projection::Proj)?,
-                ffn: pattention(Projection::Ffn)?,
-            });
+            return Err(Error::TensorShape { name, found: t.shape, expected });
         }
-        let (final_norm_weight, _) = take(TensorRole::FinalNormWeight, Rows::Vector)?;
-        let (final_norm_bias, _) = take(TensorRole::FinalNormBias, Rows::Vector)?;
+        let data = t.read_f32(self.file)?;
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { name });
+        }
+        self.done += 1;
+        (self.progress)(self.done, self.total);
+        Ok((data, t.shape[0]))
+    }
+
+    /// The word embedding [rows × d] and its row count (at least the vocabulary).
+    pub fn embedding(&mut self) -> Result<(Vec<f32>, usize)> {
+        let (embedding, rows) = self.take(TensorRole::Embedding, Rows::Any)?;
+        if self.vocab_size > rows {
+            return Err(Error::VocabTooLarge { tokenizer: self.vocab_size, embedding: rows });
+        }
+        Ok((embedding, rows))
+    }
+
+    pub fn block(&mut self, layer: usize) -> Result<Block> {
+        let mut pattention = |proj: Projection| -> Result<Pattention> {
+            let n = proj.slots(&self.config);
+            let (keys, _) = self.take(TensorRole::ParamTokens { layer, proj, values: false }, Rows::Exactly(n))?;
+            let (values, _) = self.take(TensorRole::ParamTokens { layer, proj, values: true }, Rows::Exactly(n))?;
+            Ok(Pattention { n, key_param_tokens: keys, value_param_tokens: values })
+        };
+        Ok(Block {
+            query: pattention(Projection::Query)?,
+            key: pattention(Projection::Key)?,
+            value: pattention(Projection::Value)?,
+            proj: pattention(Projection::Proj)?,
+            ffn: pattention(Projection::Ffn)?,
+        })
+    }
+
+    /// The final norm's weight and bias.
+    pub fn final_norm(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (weight, _) = self.take(TensorRole::FinalNormWeight, Rows::Vector)?;
+        let (bias, _) = self.take(TensorRole::FinalNormBias, Rows::Vector)?;
+        Ok((weight, bias))
+    }
+}
+
+impl Model {
+    /// Reads a whole model from a weights file in either format and naming, checking every name and
+    /// shape; `progress(done, total)` is called as tensors are decoded.
+    pub fn from_file(
+        config: ModelConfig,
+        vocab_size: usize,
+        file: &dyn WeightsFile,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Model> {
+        Self::from_tensors(ModelTensors::open(config, vocab_size, file, progress)?)
+    }
+
+    /// Decodes every tensor of an opened weights file.
+    pub fn from_tensors(mut tensors: ModelTensors<'_>) -> Result<Model> {
+        let vocab_size = tensors.vocab_size;
+        let (embedding, embedding_rows) = tensors.embedding()?;
+        let blocks = (0..tensors.config.num_layers).map(|l| tensors.block(l)).collect::<Result<Vec<_>>>()?;
+        let (final_norm_weight, final_norm_bias) = tensors.final_norm()?;
+        let config = tensors.config.clone();
         Ok(Model { config, vocab_size, embedding, embedding_rows, blocks, final_norm_weight, final_norm_bias })
     }
 
@@ -268,11 +324,8 @@ impl Model {
         })
     }
 
-    /// Bytes of weights one decoded token reads: every parameter token of every layer (all are used
-    /// densely) plus the head's embedding rows.
+    /// Bytes of weights one decoded token reads (see [`ModelConfig::weight_bytes_per_token`]).
     pub fn weight_bytes_per_token(&self, bytes_per_value: usize) -> usize {
-        let d = self.config.hidden_size;
-        let slots: usize = self.blocks.iter().flat_map(|b| Projection::ALL.map(|p| b.get(p).n)).sum();
-        (slots * 2 * d + self.vocab_size * d) * bytes_per_value
+        self.config.weight_bytes_per_token(self.vocab_size, bytes_per_value)
     }
 }

@@ -10,19 +10,20 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use js_sys::Promise;
+use js_sys::{Promise, Uint8Array};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::generation::{Backend, Generator, StopReason};
 #[cfg(feature = "gpu")]
-use crate::gpu::{GpuBackend, GpuOptions, WeightDtype};
-use crate::loader::load_from_bytes;
-use crate::model::Model;
+use crate::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
+use crate::model::{Model, ModelTensors};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
+use crate::weights::WeightsFile;
 use crate::CpuBackend;
 
 fn js_error(e: Error) -> JsError {
@@ -210,41 +211,48 @@ pub struct Token {
 
 #[wasm_bindgen]
 impl Engine {
-    /// Builds an engine from the three files' bytes (weights: safetensors or the authors'
-    /// pytorch_model.bin). `options`: `{ backend?: "auto" | "webgpu" | "cpu", dtype?: "f32" | "f16" }`.
-    /// With "auto" the engine uses WebGPU when the browser offers an adapter, else the CPU, and
-    /// says why in `notice`. `onProgress(done, total)`, if given, is called as tensors are decoded.
+    /// Builds an engine from a model's three files: `config.json` and `tokenizer.json` as bytes,
+    /// the weights (safetensors or the authors' pytorch_model.bin) as a `Uint8Array` or a
+    /// `WeightsReader`. The weights are read one tensor at a time and never copied whole into wasm
+    /// memory; on WebGPU each tensor goes straight to the device. `options`:
+    /// `{ backend?: "auto" | "webgpu" | "cpu", dtype?: "f32" | "f16" }`. With "auto" the engine uses
+    /// WebGPU when the browser offers an adapter the model fits, else the CPU, and says why in
+    /// `notice`. `onProgress(done, total)`, if given, is called as tensors are decoded.
     pub async fn load(
         config: Vec<u8>,
-        weights: Vec<u8>,
+        weights: WeightsInput,
         tokenizer: Vec<u8>,
         options: JsValue,
         #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "(done: number, total: number) => void")]
         on_progress: Option<js_sys::Function>,
     ) -> std::result::Result<Engine, JsError> {
         let options: LoadOptions = from_js(options, "load options").map_err(js_error)?;
+        let config = ModelConfig::from_json(&config).map_err(js_error)?;
+        let tokenizer = Tokenizer::from_bytes(&tokenizer).map_err(js_error)?;
+        let weights = JsWeights::new(weights.into()).map_err(js_error)?;
         let mut progress = |done: usize, total: usize| {
             if let Some(f) = &on_progress {
                 // A throwing callback must not abort the load: progress is advisory.
                 let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
             }
         };
-        let (model, tokenizer) = load_from_bytes(&config, &weights, &tokenizer, &mut progress).map_err(js_error)?;
-        drop(weights);
-        let parameters = model.tensors().iter().map(|(_, _, data)| data.len()).sum();
-        let (compute, adapter, notice) = open_backend(model, &options).await.map_err(js_error)?;
+        let tensors = ModelTensors::open(config, tokenizer.vocab_size(), &weights, &mut progress).map_err(js_error)?;
+        let parameters = tensors.parameters();
+        let max_positions = tensors.config().max_positions;
+        let (compute, notice) = open_backend(tensors, &options).await.map_err(js_error)?;
         let backend = match compute {
             Compute::Cpu(_) => "cpu",
             #[cfg(feature = "gpu")]
             Compute::Gpu(_) => "webgpu",
         };
+        let adapter = match &compute {
+            Compute::Cpu(_) => None,
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => Some(b.context().adapter_name()),
+        };
         let shared = Shared {
             vocab: tokenizer.vocab_size(),
-            max_positions: match &compute {
-                Compute::Cpu(b) => b.max_positions(),
-                #[cfg(feature = "gpu")]
-                Compute::Gpu(b) => b.max_positions(),
-            },
+            max_positions,
             tokenizer,
             compute: Cell::new(Some(compute)),
             run: RefCell::new(None),
@@ -346,33 +354,114 @@ impl Engine {
     }
 }
 
+/// The CPU backend: the whole model decoded into wasm memory (f32), which it computes from.
+fn cpu_backend(tensors: ModelTensors<'_>) -> Result<Compute> {
+    Ok(Compute::Cpu(CpuBackend::new(Arc::new(Model::from_tensors(tensors)?))))
+}
+
+/// The backend `options` ask for, and why "auto" fell back to the CPU if it did. Both read the
+/// weights tensor by tensor; the GPU upload keeps one tensor in wasm memory at a time.
 #[cfg(feature = "gpu")]
-async fn open_backend(model: Model, options: &LoadOptions) -> Result<(Compute, Option<String>, Option<String>)> {
+async fn open_backend(tensors: ModelTensors<'_>, options: &LoadOptions) -> Result<(Compute, Option<String>)> {
     if options.backend == BackendChoice::Cpu {
-        return Ok((Compute::Cpu(CpuBackend::new(Arc::new(model))), None, None));
+        return Ok((cpu_backend(tensors)?, None));
     }
+    let context = match GpuContext::new().await {
+        Ok(context) => context,
+        Err(e) if options.backend == BackendChoice::Auto => {
+            return Ok((cpu_backend(tensors)?, Some(format!("WebGPU unavailable, running on the CPU: {e}"))));
+        }
+        Err(e) => return Err(e),
+    };
     let dtype = match options.dtype {
         DtypeChoice::F32 => WeightDtype::F32,
         DtypeChoice::F16 => WeightDtype::F16,
     };
-    match GpuBackend::open(&model, &GpuOptions { dtype, ..GpuOptions::default() }).await {
-        Ok(gpu) => {
-            let adapter = gpu.context().adapter_name();
-            Ok((Compute::Gpu(Box::new(gpu)), Some(adapter), None))
-        }
-        Err(e) if options.backend == BackendChoice::Auto => {
-            let notice = format!("WebGPU unavailable, running on the CPU: {e}");
-            Ok((Compute::Cpu(CpuBackend::new(Arc::new(model))), None, Some(notice)))
-        }
-        Err(e) => Err(e),
-    }
+    let gpu = GpuBackend::from_file(context, tensors, &GpuOptions { dtype, ..GpuOptions::default() }).await?;
+    Ok((Compute::Gpu(Box::new(gpu)), None))
 }
 
 #[cfg(not(feature = "gpu"))]
-async fn open_backend(model: Model, options: &LoadOptions) -> Result<(Compute, Option<String>, Option<String>)> {
+async fn open_backend(tensors: ModelTensors<'_>, options: &LoadOptions) -> Result<(Compute, Option<String>)> {
     if options.backend == BackendChoice::Webgpu {
         return Err(Error::Gpu("this build has no WebGPU backend (built without the `gpu` feature)".into()));
     }
     let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
-    Ok((Compute::Cpu(CpuBackend::new(Arc::new(model))), None, notice))
+    Ok((cpu_backend(tensors)?, notice))
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const WEIGHTS_READER: &str = r#"
+/** A weights file read in pieces (e.g. a `File` through `FileReaderSync` in a worker):
+ *  `read(offset, length)` returns exactly `length` bytes starting at `offset`. */
+export interface WeightsReader {
+  size: number;
+  read(offset: number, length: number): Uint8Array;
+}
+"#;
+
+#[wasm_bindgen]
+extern "C" {
+    /// A `Uint8Array` or a `WeightsReader`.
+    #[wasm_bindgen(typescript_type = "Uint8Array | WeightsReader")]
+    pub type WeightsInput;
+}
+
+/// The weights as JavaScript holds them, read one range at a time.
+enum JsWeights {
+    Bytes(Uint8Array),
+    Reader { this: JsValue, read: js_sys::Function, size: u64 },
+}
+
+impl JsWeights {
+    fn new(value: JsValue) -> Result<Self> {
+        let bad = || Error::Usage("weights: expected a Uint8Array or a { size, read(offset, length) } reader".into());
+        if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+            return Ok(JsWeights::Bytes(bytes.clone()));
+        }
+        if !value.is_object() {
+            return Err(bad());
+        }
+        let get = |key: &str| js_sys::Reflect::get(&value, &key.into()).map_err(|_| bad());
+        let read = get("read")?.dyn_into::<js_sys::Function>().map_err(|_| bad())?;
+        let size = get("size")?.as_f64().filter(|s| s.fract() == 0.0 && *s >= 0.0).ok_or_else(bad)?;
+        Ok(JsWeights::Reader { this: value, read, size: size as u64 })
+    }
+}
+
+impl WeightsFile for JsWeights {
+    fn size(&self) -> u64 {
+        match self {
+            JsWeights::Bytes(b) => b.length() as u64,
+            JsWeights::Reader { size, .. } => *size,
+        }
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let end = offset + buf.len() as u64;
+        let failed = |message: String| Error::File {
+            path: "weights".into(),
+            message: format!("bytes {offset}..{end}: {message}"),
+        };
+        let chunk = match self {
+            JsWeights::Bytes(b) => b.subarray(offset as u32, end as u32),
+            JsWeights::Reader { this, read, .. } => read
+                .call2(this, &(offset as f64).into(), &(buf.len() as f64).into())
+                .map_err(|e| failed(format!("the reader failed: {}", js_message(&e))))?
+                .dyn_into::<Uint8Array>()
+                .map_err(|_| failed("the reader did not return a Uint8Array".into()))?,
+        };
+        if chunk.length() as usize != buf.len() {
+            return Err(failed(format!("got {} bytes", chunk.length())));
+        }
+        chunk.copy_to(buf);
+        Ok(())
+    }
+}
+
+fn js_message(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
 }

@@ -7,8 +7,10 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
-use common::{cpu, expected, load, max_abs_diff, VARIANTS};
+use common::{cpu, expected, fixture_dir, load, max_abs_diff, VARIANTS};
 use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
+use tokenformer::loader::ModelPaths;
+use tokenformer::model::ModelTensors;
 use tokenformer::{generate, Backend, Model, SamplingParams};
 
 /// f32 on the device against f32 on the CPU: different summation orders and an erf approximation.
@@ -48,6 +50,32 @@ fn logits_match_the_cpu_at_every_position() {
             assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |GPU - CPU| {err:e}", case.ids);
             let err = max_abs_diff(got, case.logits.iter().flatten().copied());
             assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |GPU - reference| {err:e}", case.ids);
+        }
+    }
+}
+
+/// The browser's path: the GPU backend built from the weights file tensor by tensor equals the one
+/// built from the model in memory, bit for bit, in both file formats (and in pieces small enough
+/// to force chunked matrices).
+#[test]
+fn uploading_from_the_file_tensor_by_tensor_equals_uploading_the_model() {
+    for variant in VARIANTS {
+        let dir = fixture_dir(variant);
+        let paths = ModelPaths::resolve(&dir, None, None).unwrap();
+        let bytes = std::fs::read(&paths.weights).unwrap();
+        let (model, tokenizer) = load(variant);
+        let options = GpuOptions { max_chunk_bytes: Some(16384), ..GpuOptions::default() };
+        let mut from_model = gpu(&model, &options);
+        let mut decoded = Vec::new();
+        let mut progress = |done, total| decoded.push((done, total));
+        let file: &[u8] = &bytes;
+        let tensors = ModelTensors::open(model.config.clone(), tokenizer.vocab_size(), &file, &mut progress).unwrap();
+        let mut from_file =
+            pollster::block_on(GpuBackend::from_file(context(), tensors, &options)).unwrap_or_else(|e| panic!("{e}"));
+        let total = 3 + 10 * model.config.num_layers;
+        assert_eq!(decoded.last(), Some(&(total, total)), "{variant}: progress");
+        for case in &expected(variant).cases {
+            assert_eq!(logits(&mut from_file, &case.ids), logits(&mut from_model, &case.ids), "{variant}");
         }
     }
 }

@@ -52,7 +52,7 @@ function describe(info, name) {
   const detail = info.backend === 'webgpu' ? ` ${info.adapter}` : ' WebAssembly';
   $('engine-status').replaceChildren(badge, detail);
   $('model-name').textContent = `${name}: ${(info.parameters / 1e6).toFixed(2)}M parameters, ${megabytes(info.bytes)}, ` +
-    `${info.vocabSize} tokens, context ${info.maxPositions}`;
+    `${info.vocabSize} tokens, context ${info.maxPositions}; wasm memory ${megabytes(info.wasmMemory)}`;
   if (info.notice) showNotice(info.notice, 'info');
 }
 

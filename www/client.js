@@ -7,6 +7,7 @@
 //   { type: 'stop' }
 // (worker -> page), every reply carrying the request's `req`:
 //   { type: 'progress', phase: 'download' | 'read' | 'decode', file, loaded, total }
+//   (local weights files are not read up front: 'decode' reads them a tensor at a time)
 //   { type: 'started', promptTokens }      { type: 'token', id, text }
 //   { type: 'result', value }              { type: 'error', message }
 
@@ -15,7 +16,7 @@
  *             seed?: number, max_tokens?: number }} SamplingParams
  * @typedef {{ phase: 'download' | 'read' | 'decode', file: string, loaded: number, total: number }} Progress
  * @typedef {{ backend: 'webgpu' | 'cpu', adapter?: string, notice?: string, parameters: number,
- *             vocabSize: number, maxPositions: number, bytes: number }} ModelInfo
+ *             vocabSize: number, maxPositions: number, bytes: number, wasmMemory: number }} ModelInfo
  * @typedef {{ ids: number[], promptTokens: number, stopReason: string,
  *             timeToFirstTokenMs: number | null, tokensPerSecond: number | null }} GenerationStats
  */

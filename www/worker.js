@@ -3,7 +3,7 @@
 import init, { Engine } from '../pkg/tokenformer.js';
 
 let engine = null;
-let ready = null; // the wasm module's init promise
+let ready = null; // the wasm module's init promise (resolves to its exports)
 let stopRequested = false;
 
 const post = (msg) => self.postMessage(msg);
@@ -73,6 +73,14 @@ async function fromUrl(url, req) {
   throw new Error(`${folder.href} holds neither ${WEIGHT_NAMES.join(' nor ')}`);
 }
 
+/** A local file read in pieces, on demand: the weights never need to be in memory whole. */
+function fileReader(file) {
+  return {
+    size: file.size,
+    read: (offset, length) => new Uint8Array(new FileReaderSync().readAsArrayBuffer(file.slice(offset, offset + length))),
+  };
+}
+
 /** The three files among local `File`s (a picked or dropped folder may hold more). */
 async function fromFiles(files, req) {
   const byName = (test) => files.find((f) => test(f.name));
@@ -84,13 +92,13 @@ async function fromFiles(files, req) {
     throw new Error(`the ${files.length} chosen file(s) lack ${missing.join(', ')}: a model needs config.json, tokenizer.json and its weights`);
   }
   const read = (f) => readAll(f.stream(), f.size, (loaded, total) => post({ type: 'progress', req, phase: 'read', file: f.name, loaded, total }));
-  return { config: await read(config), tokenizer: await read(tokenizer), weights: await read(weights) };
+  return { config: await read(config), tokenizer: await read(tokenizer), weights: fileReader(weights) };
 }
 
 async function load({ req, source, options }) {
-  await (ready ??= init());
+  const wasm = await (ready ??= init());
   const files = source.kind === 'files' ? await fromFiles(source.files, req) : await fromUrl(source.url, req);
-  const bytes = files.config.length + files.tokenizer.length + files.weights.length;
+  const bytes = files.config.length + files.tokenizer.length + (files.weights.length ?? files.weights.size);
   const next = await Engine.load(files.config, files.weights, files.tokenizer, options ?? {}, (loaded, total) =>
     post({ type: 'progress', req, phase: 'decode', file: 'weights', loaded, total }));
   // Only a model that loaded replaces the current one: a bad file leaves the page as it was.
@@ -102,6 +110,8 @@ async function load({ req, source, options }) {
     backend: engine.backend, adapter: engine.backend === 'webgpu' ? await adapterName() : null,
     notice: engine.notice, parameters: engine.parameters,
     vocabSize: engine.vocabSize, maxPositions: engine.maxPositions, bytes,
+    // wasm memory never shrinks: this is the peak of every load so far in this worker.
+    wasmMemory: wasm.memory.buffer.byteLength,
   };
 }
 

@@ -18,6 +18,7 @@ mod sampler;
 mod testing;
 pub mod weights;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use context::GpuContext;
@@ -30,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
-use crate::model::Model;
+use crate::model::{Block, Model, ModelTensors};
 use crate::sampling::SamplingParams;
 use context::{bytes_to_f32, f32_bytes, read_back, u32_bytes, Encoder, ParamPages};
 use matmul::{Linear, LinearArgs, LinearBinding};
@@ -140,17 +141,34 @@ impl GpuBackend {
     /// Uploads `model` to the device of `ctx`. The model may be dropped afterwards: nothing on the
     /// host refers to it. Running out of device memory is an error, not a panic.
     pub async fn new(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
+        Self::upload(ctx, Weights::Model(model), options).await
+    }
+
+    /// Uploads a model straight from its file, one tensor at a time: the host holds one decoded
+    /// tensor at once, never the whole model.
+    pub async fn from_file(
+        ctx: Arc<GpuContext>,
+        tensors: ModelTensors<'_>,
+        options: &GpuOptions,
+    ) -> Result<GpuBackend> {
+        Self::upload(ctx, Weights::File(tensors), options).await
+    }
+
+    async fn upload(ctx: Arc<GpuContext>, weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let backend = Self::build(ctx.clone(), model, options);
+        let backend = Self::build(ctx.clone(), weights, options);
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(format!("out of device memory for this model ({e}); try --dtype f16")));
         }
         backend
     }
 
-    fn build(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        let cfg = model.config.clone();
-        let (d, vocab) = (cfg.hidden_size, model.vocab_size);
+    fn build(ctx: Arc<GpuContext>, mut weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
+        let (cfg, vocab) = match &weights {
+            Weights::Model(m) => (m.config.clone(), m.vocab_size),
+            Weights::File(t) => (t.config().clone(), t.vocab_size()),
+        };
+        let d = cfg.hidden_size;
         let hd = cfg.head_dim();
         if hd > attention::MAX_HEAD_DIM {
             return Err(Error::Gpu(format!(
@@ -176,11 +194,12 @@ impl GpuBackend {
             Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
         let c = &*ctx;
 
-        let embedding = upload(c, "embedding", vocab, d, 1, store, |r, out| {
-            out.copy_from_slice(&model.embedding[r * d..(r + 1) * d])
-        })?;
+        let embedding = weights.embedding()?;
+        let embedding =
+            upload(c, "embedding", vocab, d, 1, store, |r, out| out.copy_from_slice(&embedding[r * d..(r + 1) * d]))?;
         let mut layer_weights = Vec::with_capacity(cfg.num_layers);
-        for (l, block) in model.blocks.iter().enumerate() {
+        for l in 0..cfg.num_layers {
+            let block = weights.block(l)?;
             let keys = |label: &str, parts: &[&crate::model::Pattention]| {
                 let n = parts[0].n;
                 upload(c, &format!("{label} keys {l}"), n * parts.len(), d, 1, store, |r, out| {
@@ -207,7 +226,7 @@ impl GpuBackend {
                 ffn_values: values("ffn", &[&block.ffn])?,
             });
         }
-        let weight_bytes = model.weight_bytes_per_token(dtype.bytes()) as u64;
+        let weight_bytes = cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64;
 
         use wgpu::BufferUsages as U;
         let buffers = Buffers {
@@ -228,8 +247,9 @@ impl GpuBackend {
         };
         let table = rope::rope_table(cfg.max_positions, &rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base));
         let rope_table = c.storage_init("rope", &f32_bytes(&table));
-        let final_w = c.storage_init("final norm weight", &f32_bytes(&model.final_norm_weight));
-        let final_b = c.storage_init("final norm bias", &f32_bytes(&model.final_norm_bias));
+        let [final_w, final_b] = weights.final_norm()?;
+        let final_w = c.storage_init("final norm weight", &f32_bytes(&final_w));
+        let final_b = c.storage_init("final norm bias", &f32_bytes(&final_b));
 
         let kernels = Kernels {
             embed: embed::Embed::new(c, dtype),
@@ -416,6 +436,39 @@ impl GpuBackend {
         self.params = pages;
         self.len += ids.len();
         self.last = PassStats { dispatches, submissions: 1 };
+    }
+}
+
+/// Where an upload takes the weights from: a model in memory, or its file tensor by tensor.
+enum Weights<'a> {
+    Model(&'a Model),
+    File(ModelTensors<'a>),
+}
+
+impl Weights<'_> {
+    fn embedding(&mut self) -> Result<Cow<'_, [f32]>> {
+        Ok(match self {
+            Weights::Model(m) => Cow::Borrowed(&m.embedding),
+            Weights::File(t) => Cow::Owned(t.embedding()?.0),
+        })
+    }
+
+    fn block(&mut self, layer: usize) -> Result<Cow<'_, Block>> {
+        Ok(match self {
+            Weights::Model(m) => Cow::Borrowed(&m.blocks[layer]),
+            Weights::File(t) => Cow::Owned(t.block(layer)?),
+        })
+    }
+
+    /// The final norm's weight and bias.
+    fn final_norm(&mut self) -> Result<[Cow<'_, [f32]>; 2]> {
+        Ok(match self {
+            Weights::Model(m) => [Cow::Borrowed(&m.final_norm_weight), Cow::Borrowed(&m.final_norm_bias)],
+            Weights::File(t) => {
+                let (w, b) = t.final_norm()?;
+                [Cow::Owned(w), Cow::Owned(b)]
+            }
+        })
     }
 }
 

@@ -10,6 +10,8 @@
 //! | block j, FFN             | `sequential.{j+2}.mlp.{key,value}_param_tokens`           | `blocks.{j}.ffn.{key,value}_param_tokens` |
 //! | final layer norm         | `sequential.{L+3}.norm.{weight,bias}`                     | `final_norm.{weight,bias}`             |
 
+use std::ops::Range;
+
 pub mod pytorch;
 pub mod safetensors;
 
@@ -33,25 +35,65 @@ impl DType {
     }
 }
 
-/// A tensor exactly as a file stores it: little-endian bytes, contiguous, row-major.
-#[derive(Debug, Clone)]
-pub struct RawTensor<'a> {
+/// Random access to a weights file that need not be in memory: a byte slice or memory map
+/// natively; in the browser a `File` or a download that JavaScript holds, read one tensor at a time.
+pub trait WeightsFile {
+    fn size(&self) -> u64;
+    /// Fills `buf` with the bytes at `offset` (callers check the range against `size`).
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
+}
+
+impl WeightsFile for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = usize::try_from(offset).map_err(|_| Error::Usage("read past the end of the weights".into()))?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.get(start..end))
+            .ok_or_else(|| Error::Usage("read past the end of the weights".into()))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// Reads `range` of `file` into a new buffer, refusing ranges outside the file.
+pub fn read_range(file: &dyn WeightsFile, range: Range<u64>) -> Result<Vec<u8>> {
+    if range.start > range.end || range.end > file.size() {
+        return Err(Error::Usage(format!(
+            "bytes {}..{} lie outside the {}-byte weights file",
+            range.start,
+            range.end,
+            file.size()
+        )));
+    }
+    let len = usize::try_from(range.end - range.start)
+        .map_err(|_| Error::Usage(format!("a {}-byte read does not fit in memory", range.end - range.start)))?;
+    let mut buf = vec![0u8; len];
+    file.read_at(range.start, &mut buf)?;
+    Ok(buf)
+}
+
+/// Where a tensor lies in its file and how to decode it (little-endian, contiguous, row-major).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorEntry {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
-    pub bytes: &'a [u8],
+    pub range: Range<u64>,
 }
 
-impl RawTensor<'_> {
-    /// Decodes to f32 (f16 and bf16 widen exactly).
-    pub fn to_f32(&self) -> Vec<f32> {
-        match self.dtype {
-            DType::F32 => self.bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            DType::F16 => self.bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            DType::BF16 => {
-                self.bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()
-            }
-        }
+impl TensorEntry {
+    /// Reads and decodes the tensor to f32 (f16 and bf16 widen exactly).
+    pub fn read_f32(&self, file: &dyn WeightsFile) -> Result<Vec<f32>> {
+        let bytes = read_range(file, self.range.clone())?;
+        Ok(match self.dtype {
+            DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        })
     }
 }
 
@@ -64,33 +106,37 @@ pub enum WeightsFormat {
 }
 
 impl WeightsFormat {
-    pub fn detect(file: &[u8]) -> Result<Self> {
-        if file.is_empty() {
+    /// `head` is the file's first bytes (9 suffice), `size` its length.
+    pub fn detect(head: &[u8], size: u64) -> Result<Self> {
+        if size == 0 {
             return Err(Error::EmptyWeights);
         }
-        if file.starts_with(b"PK\x03\x04") {
+        if head.starts_with(b"PK\x03\x04") {
             return Ok(Self::Pytorch);
         }
         // safetensors: u64 little-endian header length, then a JSON object.
-        if file.len() >= 9 && file[8] == b'{' {
+        if head.len() >= 9 && head[8] == b'{' {
             return Ok(Self::Safetensors);
         }
-        Err(Error::UnknownWeightsFormat(format!(
-            "{} bytes starting with {:02x?}",
-            file.len(),
-            &file[..file.len().min(8)]
-        )))
+        Err(Error::UnknownWeightsFormat(format!("{size} bytes starting with {:02x?}", &head[..head.len().min(8)])))
     }
 }
 
-/// Lists every tensor of a weights file without copying tensor data.
-pub fn read_tensors(file: &[u8]) -> Result<Vec<RawTensor<'_>>> {
-    match WeightsFormat::detect(file)? {
+/// Lists every tensor of a weights file, reading only its header (safetensors) or its zip
+/// directory and pickle (pytorch_model.bin): tensor data stays where it is.
+pub fn index(file: &dyn WeightsFile) -> Result<Vec<TensorEntry>> {
+    let head = read_range(file, 0..file.size().min(9))?;
+    match WeightsFormat::detect(&head, file.size())? {
         WeightsFormat::Pytorch => Ok(pytorch::read_state_dict(file)?
             .into_iter()
-            .map(|t| RawTensor { bytes: &file[t.data], name: t.name, dtype: t.dtype, shape: t.shape })
+            .map(|t| TensorEntry {
+                name: t.name,
+                dtype: t.dtype,
+                shape: t.shape,
+                range: t.data.start as u64..t.data.end as u64,
+            })
             .collect()),
-        WeightsFormat::Safetensors => safetensors::read(file),
+        WeightsFormat::Safetensors => safetensors::index(file),
     }
 }
 
@@ -175,9 +221,9 @@ mod tests {
 
     #[test]
     fn detects_formats_and_refuses_others() {
-        assert!(matches!(WeightsFormat::detect(b""), Err(Error::EmptyWeights)));
-        assert!(matches!(WeightsFormat::detect(b"hello world"), Err(Error::UnknownWeightsFormat(_))));
-        assert_eq!(WeightsFormat::detect(b"PK\x03\x04rest").unwrap(), WeightsFormat::Pytorch);
-        assert_eq!(WeightsFormat::detect(b"\x02\0\0\0\0\0\0\0{}").unwrap(), WeightsFormat::Safetensors);
+        assert!(matches!(WeightsFormat::detect(b"", 0), Err(Error::EmptyWeights)));
+        assert!(matches!(WeightsFormat::detect(b"hello wor", 11), Err(Error::UnknownWeightsFormat(_))));
+        assert_eq!(WeightsFormat::detect(b"PK\x03\x04rest", 8).unwrap(), WeightsFormat::Pytorch);
+        assert_eq!(WeightsFormat::detect(b"\x02\0\0\0\0\0\0\0{", 11).unwrap(), WeightsFormat::Safetensors);
     }
 }

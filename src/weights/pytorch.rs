@@ -17,11 +17,10 @@
 //! SHORT_BINUNICODE, MEMOIZE and STACK_GLOBAL, which are accepted too.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Cursor;
 use std::ops::Range;
 use std::rc::Rc;
 
-use crate::weights::DType;
+use crate::weights::{read_range, DType, WeightsFile};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PickledTensor {
@@ -77,13 +76,44 @@ pub enum PytorchError {
 type Result<T> = std::result::Result<T, PytorchError>;
 
 /// Parses the archive and the pickle and returns every tensor, in file order.
-pub fn read_state_dict(file: &[u8]) -> Result<Vec<PickledTensor>> {
+/// Only the zip directory, `data.pkl` and `byteorder` are read: tensor data stays in the file.
+pub fn read_state_dict(file: &dyn WeightsFile) -> Result<Vec<PickledTensor>> {
     let archive = Archive::open(file)?;
-    let pickle = file
-        .get(archive.pickle.clone())
-        .ok_or_else(|| PytorchError::BadArchive("data.pkl lies outside the file".into()))?;
-    let root = Unpickler::new(pickle).run()?;
+    let pickle = read(file, &archive.pickle)?;
+    let root = Unpickler::new(&pickle).run()?;
     collect_tensors(root, &archive.storages)
+}
+
+fn read(file: &dyn WeightsFile, range: &Range<usize>) -> Result<Vec<u8>> {
+    read_range(file, range.start as u64..range.end as u64).map_err(|e| PytorchError::BadArchive(e.to_string()))
+}
+
+/// `Read + Seek` over a [`WeightsFile`], for the zip reader.
+struct FileCursor<'a> {
+    file: &'a dyn WeightsFile,
+    pos: u64,
+}
+
+impl std::io::Read for FileCursor<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = (self.file.size().saturating_sub(self.pos)).min(buf.len() as u64) as usize;
+        self.file.read_at(self.pos, &mut buf[..n]).map_err(std::io::Error::other)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for FileCursor<'_> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let size = self.file.size();
+        let pos = match to {
+            std::io::SeekFrom::Start(p) => Some(p),
+            std::io::SeekFrom::End(d) => size.checked_add_signed(d),
+            std::io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos = pos.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start"))?;
+        Ok(self.pos)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -103,14 +133,14 @@ struct RawEntry {
 }
 
 impl Archive {
-    fn open(file: &[u8]) -> Result<Archive> {
+    fn open(file: &dyn WeightsFile) -> Result<Archive> {
         // torch archives always start with a local file header; checking the magic first
         // gives a clear error for legacy (raw pickle) checkpoints and random files.
-        if !file.starts_with(b"PK") {
+        if file.size() < 2 || read(file, &(0..2))? != b"PK" {
             return Err(PytorchError::NotZip);
         }
         let bad = |e: zip::result::ZipError| PytorchError::BadArchive(e.to_string());
-        let mut zip = zip::ZipArchive::new(Cursor::new(file)).map_err(bad)?;
+        let mut zip = zip::ZipArchive::new(FileCursor { file, pos: 0 }).map_err(bad)?;
         // Duplicate names would let two readers see different contents.
         if zip.has_duplicate_names() {
             return Err(PytorchError::BadArchive("duplicate entry names".into()));
@@ -130,7 +160,7 @@ impl Archive {
                 .map_err(|_| PytorchError::BadArchive(format!("entry {name} is too large")))?;
             let end = start
                 .checked_add(len)
-                .filter(|&end| end <= file.len())
+                .filter(|&end| end as u64 <= file.size())
                 .ok_or_else(|| PytorchError::BadArchive(format!("entry {name} extends past the end of the file")))?;
             let stored = f.compression() == zip::CompressionMethod::Stored && !f.encrypted();
             // A stored entry's two sizes must agree, or its length is ambiguous.
@@ -163,9 +193,9 @@ impl Archive {
 
         // Old torch versions write no byteorder entry; they were little-endian only.
         if let Some(e) = entries.iter().find(|e| e.name == byteorder_name) {
-            match file.get(e.range.clone()).map(|b| b.trim_ascii()) {
-                Some(b"little") => {}
-                Some(b"big") => return Err(PytorchError::BigEndian),
+            match read(file, &e.range)?.trim_ascii() {
+                b"little" => {}
+                b"big" => return Err(PytorchError::BigEndian),
                 _ => return Err(PytorchError::BadArchive("unknown byteorder".into())),
             }
         }
@@ -876,6 +906,11 @@ fn locate(name: &str, t: &TensorRef, storages: &HashMap<String, Range<usize>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
+
+    fn read_state_dict(file: &[u8]) -> Result<Vec<PickledTensor>> {
+        super::read_state_dict(&file)
+    }
     use std::io::Write;
 
     macro_rules! testdata {
@@ -1431,7 +1466,7 @@ mod tests {
         let (mut ok, mut err) = (0, 0);
         for i in 0..2000 {
             let mut file = originals[i % 2].clone();
-            let pkl = Archive::open(&file).unwrap().pickle;
+            let pkl = Archive::open(&&file[..]).unwrap().pickle;
             for _ in 0..1 + next() % 8 {
                 // Half the hits go into data.pkl so the unpickler sees most of them.
                 let pos = if next() % 2 == 0 {

@@ -1,27 +1,61 @@
 //! safetensors files through the `safetensors` crate: reading any of F32/F16/BF16, writing F32/F16.
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, Metadata, TensorView};
 
-use super::{DType, RawTensor};
+use super::{read_range, DType, TensorEntry, WeightsFile};
 use crate::error::{Error, Result};
 
-pub fn read(file: &[u8]) -> Result<Vec<RawTensor<'_>>> {
-    let st = SafeTensors::deserialize(file).map_err(|e| Error::Safetensors(e.to_string()))?;
-    // The crate checks offsets against the data region; tensors come back in file order.
-    let mut tensors: Vec<(usize, RawTensor)> = Vec::new();
-    for (name, view) in st.iter() {
-        let dtype = match view.dtype() {
+/// The format's own bound on the JSON header (the `safetensors` crate's `MAX_HEADER_SIZE`).
+const MAX_HEADER: u64 = 100_000_000;
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::Safetensors(message.into())
+}
+
+/// Lists the tensors of a safetensors file from its header alone, in file order. The header is
+/// parsed by the `safetensors` crate; the checks its whole-buffer reader makes (data offsets
+/// contiguous from 0, sizes matching shapes, the data ending exactly at the end of the file) are
+/// made here against the file's size, so the data need not be in memory.
+pub fn index(file: &dyn WeightsFile) -> Result<Vec<TensorEntry>> {
+    let size = file.size();
+    if size < 8 {
+        return Err(bad(format!("{size}-byte file is too short for a header")));
+    }
+    let n = u64::from_le_bytes(read_range(file, 0..8)?.try_into().unwrap_or_default());
+    if n > MAX_HEADER || n > size - 8 {
+        return Err(bad(format!("header of {n} bytes does not fit in the {size}-byte file")));
+    }
+    let header = read_range(file, 8..8 + n)?;
+    let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("invalid header: {e}")))?;
+    let data_start = 8 + n;
+    let mut entries = Vec::new();
+    for (name, info) in metadata.tensors() {
+        let dtype = match info.dtype {
             Dtype::F32 => DType::F32,
             Dtype::F16 => DType::F16,
             Dtype::BF16 => DType::BF16,
-            other => return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+            other => return Err(Error::UnsupportedDtype { name, dtype: format!("{other:?}") }),
         };
-        let bytes = view.data();
-        let offset = bytes.as_ptr() as usize - file.as_ptr() as usize;
-        tensors.push((offset, RawTensor { name: name.to_string(), dtype, shape: view.shape().to_vec(), bytes }));
+        let (start, end) = info.data_offsets;
+        let bytes = info.shape.iter().try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
+        if end < start || bytes != Some(end - start) {
+            return Err(bad(format!("tensor {name:?}: shape {:?} does not match bytes {start}..{end}", info.shape)));
+        }
+        let range = data_start + start as u64..data_start + end as u64;
+        entries.push(TensorEntry { name, dtype, shape: info.shape.clone(), range });
     }
-    tensors.sort_by_key(|(offset, _)| *offset);
-    Ok(tensors.into_iter().map(|(_, t)| t).collect())
+    entries.sort_by_key(|e| e.range.start);
+    let mut at = data_start;
+    for e in &entries {
+        if e.range.start != at {
+            return Err(bad(format!("tensor {:?} starts at byte {} instead of {at}", e.name, e.range.start)));
+        }
+        at = e.range.end;
+    }
+    if at != size {
+        return Err(bad(format!("the tensors end at byte {at} but the file has {size} bytes (truncated or padded)")));
+    }
+    Ok(entries)
 }
 
 /// Output precision of `tokenformer convert`.
@@ -74,14 +108,18 @@ mod tests {
         let a = [1.0f32, -2.5, 3.25, 0.1];
         for dtype in [StoreDtype::F32, StoreDtype::F16] {
             let bytes = write([("a".to_string(), vec![2, 2], &a[..])], dtype).unwrap();
-            let t = read(&bytes).unwrap();
+            let t = index(&&bytes[..]).unwrap();
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].shape, vec![2, 2]);
-            let back = t[0].to_f32();
+            let back = t[0].read_f32(&&bytes[..]).unwrap();
             for (x, y) in a.iter().zip(&back) {
                 assert!((x - y).abs() <= if dtype == StoreDtype::F32 { 0.0 } else { 1e-3 }, "{x} {y}");
             }
         }
+    }
+
+    fn read(file: &[u8]) -> Result<Vec<TensorEntry>> {
+        index(&file)
     }
 
     #[test]
@@ -104,5 +142,12 @@ mod tests {
         // Truncated: a valid file cut short.
         let full = write([("a".to_string(), vec![4], &[1.0f32; 4][..])], StoreDtype::F32).unwrap();
         assert!(matches!(read(&full[..full.len() - 3]), Err(Error::Safetensors(_))));
+        // Padded: bytes after the last tensor.
+        let mut padded = full.clone();
+        padded.push(0);
+        assert!(matches!(read(&padded), Err(Error::Safetensors(_))));
+        // A gap between tensors.
+        let h = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#;
+        assert!(matches!(read(&file_with_header(h, &[0; 12])), Err(Error::Safetensors(_))));
     }
 }

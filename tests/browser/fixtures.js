@@ -73,6 +73,23 @@ async function checkErrors() {
   } catch (e) {
     if (!String(e.message).includes('load options')) problems.push(`unexpected message: ${e.message}`);
   }
+  // Weights through a reader give the same logits as the whole array; a failing reader is an error.
+  const [config, weights, tokenizer] = files;
+  const reads = [];
+  const reader = { size: weights.length, read: (o, n) => { reads.push(n); return weights.slice(o, o + n); } };
+  const viaReader = await Engine.load(config, reader, tokenizer, { backend: 'cpu' });
+  const viaArray = await Engine.load(config, weights, tokenizer, { backend: 'cpu' });
+  const ids = Uint32Array.from([3, 1, 4]);
+  if (!same(Array.from(await viaReader.logits(ids)), Array.from(await viaArray.logits(ids)))) problems.push('reader logits differ');
+  if (Math.max(...reads) >= weights.length) problems.push(`the reader was asked for ${Math.max(...reads)} bytes at once`);
+  viaReader.free();
+  viaArray.free();
+  try {
+    await Engine.load(config, { size: weights.length, read: () => { throw new Error('disk gone'); } }, tokenizer, { backend: 'cpu' });
+    problems.push('failing reader accepted');
+  } catch (e) {
+    if (!String(e.message).includes('disk gone')) problems.push(`unexpected message: ${e.message}`);
+  }
   // Overlapping calls are refused with a message, and the engine stays usable afterwards (on
   // WebGPU, where a call really waits for the device; CPU calls run to completion one by one).
   const engine = await Engine.load(...files, { backend: 'webgpu' });
