@@ -70,7 +70,7 @@ const MAX_CHUNK_ROWS: usize = 65_535 * 16;
 
 /// Uploads a `rows × cols` matrix whose row `r` `fill(r, out)` writes into `out` (length `cols`).
 /// Each chunk is written straight into its buffer's mapped memory, a block of rows at a time, so
-/// no second copy of the whole matrix ever exists in host memory.
+/// no second copy of the whole matrix ever exists in host (or wasm) memory.
 pub(crate) fn upload(
     ctx: &GpuContext,
     label: &str,
@@ -103,30 +103,32 @@ pub(crate) fn upload(
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: true,
         });
-        {
-            let mut view = buffer
-                .get_mapped_range_mut(..)
-                .map_err(|e| Error::Gpu(format!("{label}: cannot map a new buffer: {e}")))?;
-            // Rows are encoded into a small block (about 1 MiB) and copied into the mapping.
-            let block_rows = ((1 << 20) / row_bytes).max(1);
-            let mut block = Vec::with_capacity(block_rows * row_bytes);
-            let mut r = 0;
-            while r < n {
-                let end = (r + block_rows).min(n);
-                block.clear();
-                for row in r..end {
-                    row_f32.fill(0.0);
-                    fill(row0 + row, &mut row_f32[..cols]);
-                    if !encode_row(&row_f32, dtype, &mut block) {
-                        return Err(Error::Gpu(format!(
-                            "{label}: row {} holds a value beyond the f16 range (±65504); use f32 weights",
-                            row0 + row
-                        )));
-                    }
+        // Rows are encoded into a small block (about 1 MiB) and copied into that block's mapped
+        // range. Mapping block by block matters on the web, where a mapped range is a temporary
+        // copy in wasm memory: mapping the whole chunk would hold a second copy of the matrix.
+        let block_rows = ((1 << 20) / row_bytes).max(1);
+        let mut block = Vec::with_capacity(block_rows * row_bytes);
+        let mut r = 0;
+        while r < n {
+            let end = (r + block_rows).min(n);
+            block.clear();
+            for row in r..end {
+                row_f32.fill(0.0);
+                fill(row0 + row, &mut row_f32[..cols]);
+                if !encode_row(&row_f32, dtype, &mut block) {
+                    return Err(Error::Gpu(format!(
+                        "{label}: row {} holds a value beyond the f16 range (±65504); use f32 weights",
+                        row0 + row
+                    )));
                 }
-                view.slice(r * row_bytes..end * row_bytes).copy_from_slice(&block);
-                r = end;
             }
+            // Offsets are multiples of a row (8 or 16 bytes per 4 values): map-aligned.
+            let range = (r * row_bytes) as u64..(end * row_bytes) as u64;
+            buffer
+                .get_mapped_range_mut(range)
+                .map_err(|e| Error::Gpu(format!("{label}: cannot map a new buffer: {e}")))?
+                .copy_from_slice(&block);
+            r = end;
         }
         buffer.unmap();
         chunks.push(Chunk { buffer, row0, rows: n });

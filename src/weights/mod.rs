@@ -86,14 +86,28 @@ pub struct TensorEntry {
 }
 
 impl TensorEntry {
-    /// Reads and decodes the tensor to f32 (f16 and bf16 widen exactly).
+    /// Reads and decodes the tensor to f32 (f16 and bf16 widen exactly). The file is read in
+    /// blocks, so only the decoded tensor is held whole.
     pub fn read_f32(&self, file: &dyn WeightsFile) -> Result<Vec<f32>> {
-        let bytes = read_range(file, self.range.clone())?;
-        Ok(match self.dtype {
-            DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        })
+        const BLOCK: u64 = 4 << 20;
+        let elem = self.dtype.size() as u64;
+        let mut out = Vec::with_capacity(((self.range.end.saturating_sub(self.range.start)) / elem) as usize);
+        let mut at = self.range.start;
+        while at < self.range.end {
+            let end = (at + BLOCK).min(self.range.end);
+            let bytes = read_range(file, at..end)?;
+            match self.dtype {
+                DType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+                DType::F16 => {
+                    out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()))
+                }
+                DType::BF16 => {
+                    out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()))
+                }
+            }
+            at = end;
+        }
+        Ok(out)
     }
 }
 
