@@ -1,0 +1,50 @@
+// Measures the page per backend: load time, wasm memory after loading, and generation speed
+// (time to first token, decode tokens/s) for 16 greedy tokens. Not part of the test suite:
+//   node tests/browser/measure.mjs                  # the built-in model
+//   python3 tools/synthetic_model.py --size 150m --out /tmp/tf150m
+//   node tests/browser/measure.mjs /tmp/tf150m      # a 150M-shaped model from local files
+import { join } from 'node:path';
+import { serve, launch } from './harness.mjs';
+
+const dir = process.argv[2];
+const server = await serve();
+const results = [];
+try {
+  for (const [backend, dtype] of [['webgpu', 'f16'], ['webgpu', 'f32'], ['cpu', 'f32']]) {
+    // A fresh browser per run: a fresh worker and wasm memory, and WebGPU only when asked for.
+    const browser = await launch({ webgpu: backend === 'webgpu' });
+    try {
+      const page = await browser.context.newPage();
+      await page.goto(`${server.url}/index.html`);
+      await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
+      await page.selectOption('#backend', backend);
+      await page.selectOption('#dtype', dtype);
+      const start = Date.now();
+      if (dir) {
+        await page.locator('#model-files').setInputFiles(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => join(dir, f)));
+      } else {
+        await page.evaluate(() => { delete document.body.dataset.model; });
+        await page.getByRole('button', { name: 'Load model' }).click();
+      }
+      const name = dir ? 'model.safetensors' : 'tokenformer-moby';
+      await page.waitForFunction((n) => document.body.dataset.model === n || document.getElementById('notice').className === 'error',
+        name, { timeout: 600_000 });
+      const loadSeconds = (Date.now() - start) / 1000;
+      const error = await page.evaluate(() => document.getElementById('notice').className === 'error' && document.getElementById('notice-text').textContent);
+      if (error) throw new Error(error);
+      const model = await page.locator('#model-name').textContent();
+      await page.getByLabel('Temperature').fill('0');
+      await page.getByLabel('Max tokens').fill('16');
+      await page.getByLabel('Prompt').fill('The sea was');
+      await page.getByRole('button', { name: 'Generate' }).click();
+      await page.waitForFunction(() => document.getElementById('output').dataset.done, null, { timeout: 600_000 });
+      const stats = await page.locator('#stats').textContent();
+      results.push({ backend, dtype, loadSeconds, wasmMemory: model.match(/wasm memory (.*)/)?.[1], stats });
+      console.log(`${backend} ${dtype}: loaded in ${loadSeconds.toFixed(1)} s; ${model}\n  ${stats}`);
+    } finally {
+      await browser.close();
+    }
+  }
+} finally {
+  server.close();
+}
