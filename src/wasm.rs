@@ -222,8 +222,8 @@ impl Engine {
         config: Vec<u8>,
         weights: WeightsInput,
         tokenizer: Vec<u8>,
-        options: JsValue,
-        #[wasm_bindgen(js_name = onProgress, unchecked_param_type = "(done: number, total: number) => void")]
+        #[wasm_bindgen(unchecked_optional_param_type = "LoadOptions")] options: JsValue,
+        #[wasm_bindgen(js_name = onProgress, unchecked_optional_param_type = "(done: number, total: number) => void")]
         on_progress: Option<js_sys::Function>,
     ) -> std::result::Result<Engine, JsError> {
         let options: LoadOptions = from_js(options, "load options").map_err(js_error)?;
@@ -311,7 +311,11 @@ impl Engine {
 
     /// Starts a generation after `prompt` ids with sampling `params` (an object with any of
     /// temperature, top_k, top_p, repetition_penalty, seed, max_tokens). Replaces any running one.
-    pub fn start(&self, prompt: &[u32], params: JsValue) -> std::result::Result<(), JsError> {
+    pub fn start(
+        &self,
+        prompt: &[u32],
+        #[wasm_bindgen(unchecked_optional_param_type = "SamplingParams")] params: JsValue,
+    ) -> std::result::Result<(), JsError> {
         let s = &self.shared;
         let params: SamplingParams = from_js(params, "sampling parameters").map_err(js_error)?;
         let generator =
@@ -389,6 +393,25 @@ async fn open_backend(tensors: ModelTensors<'_>, options: &LoadOptions) -> Resul
     let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
     Ok((cpu_backend(tensors)?, notice))
 }
+
+#[wasm_bindgen(typescript_custom_section)]
+const OPTION_TYPES: &str = r#"
+/** How `Engine.load` runs the model: WebGPU when available ("auto", the default), or one backend;
+ *  `dtype` is the weights' format on the GPU ("f16" halves memory and bandwidth). */
+export interface LoadOptions {
+  backend?: "auto" | "webgpu" | "cpu";
+  dtype?: "f32" | "f16";
+}
+/** Sampling as in the CLI: temperature 0 is greedy; top_k 0 and top_p 1 are off. */
+export interface SamplingParams {
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  repetition_penalty?: number;
+  seed?: number;
+  max_tokens?: number;
+}
+"#;
 
 #[wasm_bindgen(typescript_custom_section)]
 const WEIGHTS_READER: &str = r#"
