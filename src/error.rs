@@ -47,6 +47,11 @@ pub enum Error {
     #[error("invalid sampling parameter: {0}")]
     Sampling(String),
 
+    #[error("layer {layer} is out of range: the model has {layers} layers, numbered 0 to {}", .layers.saturating_sub(1))]
+    LayerOutOfRange { layer: usize, layers: usize },
+    #[error("unknown projection {0:?}: expected one of query, key, value, proj, ffn")]
+    UnknownProjection(String),
+
     #[error("GPU: {0}")]
     Gpu(String),
     #[error("{path}: {message}")]

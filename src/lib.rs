@@ -13,6 +13,7 @@ pub mod error;
 pub mod generation;
 #[cfg(feature = "gpu")]
 pub mod gpu;
+pub mod inspect;
 pub mod loader;
 pub mod model;
 pub mod sampling;
@@ -25,6 +26,7 @@ pub use config::{ModelConfig, NormActivation};
 pub use cpu::CpuBackend;
 pub use error::{Error, Result};
 pub use generation::{generate, perplexity, Backend, Generation, StopReason};
+pub use inspect::{AttentionCapture, Capture, InspectRequest, Inspection};
 pub use model::{Model, Projection};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

@@ -16,7 +16,9 @@ use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype};
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
 use tokenformer::weights::safetensors::StoreDtype;
-use tokenformer::{generate, Backend, CpuBackend, Error, Model, Result, SamplingParams, Tokenizer};
+use tokenformer::{
+    generate, Backend, CpuBackend, Error, InspectRequest, Model, Projection, Result, SamplingParams, Tokenizer,
+};
 
 #[derive(Parser)]
 #[command(name = "tokenformer", version, about = "TokenFormer inference: generate, score, evaluate, convert")]
@@ -37,6 +39,8 @@ enum Command {
     Eval(EvalArgs),
     /// Prefill and decode throughput against the machine's measured bandwidth.
     Bench(BenchArgs),
+    /// Show one Pattention layer's weights over its parameter tokens (Theta) for every prompt token.
+    Inspect(InspectArgs),
 }
 
 #[derive(Args)]
@@ -69,12 +73,8 @@ enum BackendKind {
 struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prompt text.
-    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
-    prompt: Option<String>,
-    /// Prompt as token ids, e.g. 1,2,3.
-    #[arg(long)]
-    ids: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
     /// 0 is greedy.
@@ -90,6 +90,47 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 0)]
     seed: u32,
     /// Print one JSON object {"ids": [...], "text": "..."} instead of streaming.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A prompt given as text or as token ids (exactly one of them).
+#[derive(Args)]
+struct PromptArgs {
+    /// Prompt text.
+    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    prompt: Option<String>,
+    /// Prompt as token ids, e.g. 1,2,3.
+    #[arg(long)]
+    ids: Option<String>,
+}
+
+impl PromptArgs {
+    fn ids(&self, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+        match (&self.prompt, &self.ids) {
+            (Some(text), _) => tokenizer.encode(text),
+            (None, Some(ids)) => parse_ids(ids),
+            (None, None) => Err(Error::Usage("give --prompt or --ids".into())),
+        }
+    }
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    prompt: PromptArgs,
+    /// Block index, 0-based.
+    #[arg(long)]
+    layer: usize,
+    /// Pattention layer: query, key, value, proj or ffn.
+    #[arg(long)]
+    proj: String,
+    /// Only the K largest weights of each token, as [slot, value] pairs (largest first).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Print {"layer", "proj", "weights": [row per token]} (or "top" with --top-k) as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -169,6 +210,7 @@ fn main() {
         Command::Convert(args) => run_convert(args),
         Command::Eval(args) => run_eval(args),
         Command::Bench(args) => run_bench(args),
+        Command::Inspect(args) => run_inspect(args),
     };
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
     if let Err(e) = result {
@@ -248,11 +290,7 @@ fn parse_ids(text: &str) -> Result<Vec<u32>> {
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
     let (mut backend, tokenizer) = load_backend(&args.model)?;
-    let prompt = match (&args.prompt, &args.ids) {
-        (Some(text), _) => tokenizer.encode(text)?,
-        (None, Some(ids)) => parse_ids(ids)?,
-        (None, None) => return Err(Error::Usage("give --prompt or --ids".into())),
-    };
+    let prompt = args.prompt.ids(&tokenizer)?;
     let params = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -310,6 +348,60 @@ fn run_logits(args: LogitsArgs) -> Result<()> {
     let logits = backend.forward(&ids, true)?;
     let rows: Vec<&[f32]> = logits.chunks(backend.vocab_size()).collect();
     println!("{}", serde_json::json!({ "logits": rows }));
+    Ok(())
+}
+
+fn run_inspect(args: InspectArgs) -> Result<()> {
+    // Cheap checks first, so a typo does not wait for the model to load.
+    let proj = Projection::parse(&args.proj)?;
+    if args.model.backend == BackendKind::Gpu {
+        return Err(Error::Usage(
+            "inspect: capturing Pattention weights on the GPU backend is not implemented yet; use --backend cpu".into(),
+        ));
+    }
+    check_dtype(args.model.backend, args.model.dtype)?;
+    if args.top_k == Some(0) {
+        return Err(Error::Usage("--top-k must be at least 1".into()));
+    }
+    let (model, tokenizer) = load_model(&args.model)?;
+    tokenformer::inspect::check_layer(args.layer, &model.config)?;
+    let ids = args.prompt.ids(&tokenizer)?;
+    let mut backend = CpuBackend::new(Arc::new(model));
+    let inspection = backend.inspect(&ids, &InspectRequest::theta(args.layer, proj))?;
+    let capture = inspection.theta(proj).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
+
+    #[derive(serde::Serialize)]
+    struct Weights<'a> {
+        layer: usize,
+        proj: &'a str,
+        weights: Vec<&'a [f32]>,
+    }
+    #[derive(serde::Serialize)]
+    struct Top<'a> {
+        layer: usize,
+        proj: &'a str,
+        top: Vec<Vec<(usize, f32)>>,
+    }
+    let (layer, name) = (args.layer, proj.as_str());
+    if args.json {
+        let json = match args.top_k {
+            Some(k) => serde_json::to_string(&Top { layer, proj: name, top: capture.top_k(k) }),
+            None => serde_json::to_string(&Weights { layer, proj: name, weights: capture.rows().collect() }),
+        };
+        println!("{}", json.map_err(|e| Error::Usage(format!("inspect: {e}")))?);
+        return Ok(());
+    }
+    // For people: each token with its strongest slots.
+    let k = args.top_k.unwrap_or(8);
+    println!(
+        "layer {layer} {name}: {} tokens x {} parameter tokens (top {k} per token)",
+        capture.tokens, capture.slots
+    );
+    for (i, (&id, top)) in ids.iter().zip(capture.top_k(k)).enumerate() {
+        let text = format!("{:?}", tokenizer.decode(&[id]).unwrap_or_default());
+        let top: Vec<String> = top.iter().map(|(slot, v)| format!("{slot}:{v:.3}")).collect();
+        println!("{i:>4} {id:>6} {text:<12} {}", top.join(" "));
+    }
     Ok(())
 }
 

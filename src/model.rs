@@ -30,10 +30,7 @@ impl Projection {
     }
 
     pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == name)
-            .ok_or_else(|| Error::Usage(format!("unknown projection {name:?} (query, key, value, proj, ffn)")))
+        Self::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| Error::UnknownProjection(name.to_string()))
     }
 
     /// Number of parameter tokens of this projection.

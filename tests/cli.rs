@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{expected, fixture_dir, max_abs_diff};
+use common::{expected, fixture_dir, inspect_fixture, max_abs_diff, top_values};
 
 fn tokenformer(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tokenformer"))
@@ -137,6 +137,44 @@ fn eval_reports_the_reference_perplexity() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+#[test]
+fn inspect_json_prints_the_reference_theta_rows_and_top_k() {
+    let fixture = inspect_fixture();
+    for entry in &fixture.models {
+        let model = fixture_dir(&entry.model);
+        let layer = entry.layers.last().unwrap();
+        let (l, ids) = (layer.layer.to_string(), ids_arg(&entry.ids));
+        for (proj, want) in &layer.theta {
+            // Ids for one model, the same prompt as text for the others: the two forms must agree.
+            let prompt: [&str; 2] =
+                if entry.model == "softmax" { ["--ids", &ids] } else { ["--prompt", &fixture.text] };
+            let base = ["inspect", "--model", path(&model), prompt[0], prompt[1], "--layer", &l, "--proj", proj];
+            let json = stdout_json(&tokenformer(&[&base[..], &["--json"]].concat()));
+            assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+            assert_eq!(json["layer"], layer.layer);
+            assert_eq!(json["proj"], proj.as_str());
+            let rows: Vec<Vec<f64>> = serde_json::from_value(json["weights"].clone()).unwrap();
+            assert_eq!(rows.len(), want.len());
+            assert!(rows.iter().zip(want).all(|(a, b)| a.len() == b.len()));
+            let err = max_abs_diff(rows.iter().flatten().copied(), want.iter().flatten().copied());
+            assert!(err < 1e-4, "{} layer {l} {proj}: {err:e}", entry.model);
+
+            let json = stdout_json(&tokenformer(&[&base[..], &["--top-k", "4", "--json"]].concat()));
+            assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+            assert_eq!((&json["layer"], &json["proj"]), (&serde_json::json!(layer.layer), &serde_json::json!(proj)));
+            let top: Vec<Vec<(usize, f64)>> = serde_json::from_value(json["top"].clone()).unwrap();
+            assert_eq!(top.len(), want.len());
+            for ((pairs, row), want_row) in top.iter().zip(&rows).zip(want) {
+                assert_eq!(pairs.len(), 4);
+                // Each pair is a slot and its weight as printed in the full form.
+                assert!(pairs.iter().all(|&(slot, v)| row[slot] == v), "{pairs:?}");
+                let values: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+                assert!(max_abs_diff(values, top_values(want_row, 4)) < 1e-4, "{pairs:?} vs {want_row:?}");
+            }
+        }
+    }
+}
+
 /// Runs a command that must fail and returns its single stderr line.
 fn fails(args: &[&str]) -> String {
     let out = tokenformer(args);
@@ -208,5 +246,16 @@ fn bad_inputs_give_one_clear_line() {
     );
 
     assert!(fails(&["convert", m, m]).contains("the model's own folder"));
+
+    let inspect = |extra: &[&str]| fails(&[&["inspect", "--model", m, "--ids", "1,2,3"][..], extra].concat());
+    let line = inspect(&["--layer", "3", "--proj", "ffn", "--json"]);
+    assert!(line.contains("layer 3 is out of range") && line.contains("numbered 0 to 2"), "{line}");
+    let line = inspect(&["--layer", "0", "--proj", "mlp", "--json"]);
+    assert!(line.contains("unknown projection \"mlp\"") && line.contains("query, key, value, proj, ffn"), "{line}");
+    let line = inspect(&["--layer", "0", "--proj", "ffn", "--backend", "gpu", "--json"]);
+    assert!(line.contains("GPU backend is not implemented yet"), "{line}");
+    assert!(inspect(&["--layer", "0", "--proj", "ffn", "--top-k", "0"]).contains("--top-k"));
+    assert!(fails(&["inspect", "--model", m, "--ids", "1,99999", "--layer", "0", "--proj", "key"])
+        .contains("outside the vocabulary"));
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -68,6 +68,7 @@ that makes the garden smell green and keeps everyone at home for the whole after
 
 PROMPT_TEXT = "The keeper wrote down the wind."  # ~20 tokens with this tiny vocabulary
 PROMPT_TEXT_ALT = ["The bread was rising in the oven.", "A good map is a kind of promise."]  # if the first is fragile
+INSPECT_TEXT = "The lamp was lit."  # 11 tokens: inspect.json's prompt (kept short, the file holds every Theta row)
 LONG_TEXT = "The river  ran on, and nobody was watching it."  # <= 32 tokens, has a double space (added token 299)
 EVAL_TEXT = (
     "The keeper climbed the stairs at dusk and lit the lamp. Far out, a ship was turning toward the harbour, "
@@ -176,10 +177,12 @@ def to_bf16(a):
 # ----------------------------------------------------------------------------------------------- independent check
 
 
-def torch_logits(cfg, w, vocab_size, ids, authors=True, dtype=torch.float64):
+def torch_logits(cfg, w, vocab_size, ids, authors=True, dtype=torch.float64, record=None):
     """A second implementation (torch): RoPE via complex multiplication on (x_i, x_{i+r/2}) pairs, F.gelu,
     F.layer_norm and F.scaled_dot_product_attention. In float64 it cross-checks reference.forward; in float32 it
-    stands in for the Rust runtime's precision (see f32_agreement)."""
+    stands in for the Rust runtime's precision (see f32_agreement). If `record` is a dict it receives, like
+    reference.forward's, record[(j, proj)] = Theta and record[(j, "attention")] = probabilities [H, T, T] (these
+    computed explicitly with a causal mask, since SDPA does not return them)."""
     t = {k: torch.from_numpy(np.asarray(v, dtype=np.float64)).to(dtype) for k, v in w.items()}
     name = ref.authors_name if authors else ref.project_name
     L, d, H = cfg.num_layers, cfg.d, cfg.heads
@@ -195,6 +198,8 @@ def torch_logits(cfg, w, vocab_size, ids, authors=True, dtype=torch.float64):
             th = g / torch.linalg.vector_norm(g, dim=-1, keepdim=True) * math.sqrt(n)
         else:
             th = torch.softmax(s, dim=-1) * n
+        if record is not None:
+            record[(j, p)] = th.double().numpy()
         return th @ t[name(j, p, "value")]
 
     def rot(x):  # x [H, T, hd]
@@ -211,6 +216,10 @@ def torch_logits(cfg, w, vocab_size, ids, authors=True, dtype=torch.float64):
         a = F.layer_norm(x, (d,), eps=cfg.eps)
         q, k, v = (patt(a, j, p).view(T, H, hd).transpose(0, 1) for p in ("query", "key", "value"))
         o = F.scaled_dot_product_attention(rot(q), rot(k), v, is_causal=True)
+        if record is not None:
+            mask = torch.ones(T, T, dtype=torch.bool).tril()
+            scores = (rot(q) @ rot(k).transpose(-1, -2) / math.sqrt(hd)).masked_fill(~mask, -math.inf)
+            record[(j, "attention")] = torch.softmax(scores, dim=-1).double().numpy()
         x = x + patt(o.transpose(0, 1).reshape(T, d), j, "proj")
         x = x + patt(F.layer_norm(x, (d,), eps=cfg.eps), j, "ffn")
     fw = t[f"sequential.{L + 3}.norm.weight" if authors else "final_norm.weight"]
@@ -401,6 +410,32 @@ def f32_agreement(model, cfg, w, exp, authors):
     return worst
 
 
+def inspect_fixture(models):
+    """tests/fixtures/inspect.json: for each (variant, model, config, weights), Theta of every Pattention layer in the
+    first and last block and the attention probabilities of the first block, for INSPECT_TEXT. Cross-checked against
+    the torch implementation's record. Returns the largest |reference - torch f64| difference."""
+    out, worst = {"text": INSPECT_TEXT, "models": []}, 0.0
+    for variant, model, cfg, w, tok in models:
+        ids = tok.encode(INSPECT_TEXT, add_special_tokens=False).ids
+        layers = sorted({0, cfg.num_layers - 1})
+        record = {}
+        torch_logits(cfg, w, model.vocab_size, ids, True, torch.float64, record)
+        entry = {"model": variant, "ids": ids, "layers": []}
+        for layer in layers:
+            got = ref.inspect(model, ids, layer)
+            for p in ref.PROJS:
+                worst = max(worst, float(np.max(np.abs(got["theta"][p] - record[(layer, p)]))))
+            layer_entry = {"layer": layer, "theta": {p: got["theta"][p].tolist() for p in ref.PROJS}}
+            if layer == 0:
+                worst = max(worst, float(np.max(np.abs(got["attention"] - record[(layer, "attention")]))))
+                layer_entry["attention"] = got["attention"].tolist()
+            entry["layers"].append(layer_entry)
+        out["models"].append(entry)
+    assert worst < 1e-10, worst
+    write_json(os.path.join(OUT, "inspect.json"), out)
+    return worst
+
+
 def logit_spread(exp):
     lg = np.array([row for c in exp["cases"] for row in c["logits"]])
     return float(np.mean(np.std(lg, axis=1)))
@@ -413,6 +448,7 @@ def main():
     vocab = tok.get_vocab_size(with_added_tokens=True)
     rows = (vocab + 63) // 64 * 64
     summary = {}
+    inspected = []  # (variant, model, config, weights, tokenizer) for inspect.json
 
     for vi, (variant, spec) in enumerate(VARIANTS.items()):
         folder = os.path.join(OUT, variant)
@@ -434,6 +470,7 @@ def main():
         assert stops > 0 or variant != "l2_norm_gelu", "no l2_norm_gelu run stops on <|endoftext|>"
         summary[variant] = (cross_check(model, ref.Config(config), w, exp, True),
                             f32_agreement(model, ref.Config(config), w, exp, True), logit_spread(exp))
+        inspected.append((variant, model, ref.Config(config), w, tok))
 
         if variant == "l2_norm_gelu":  # same weights rounded to bf16, project layout + names
             bf = os.path.join(OUT, "l2_norm_gelu_bf16")
@@ -456,6 +493,8 @@ def main():
             write_json(os.path.join(bf, "expected.json"), expb)
             summary["l2_norm_gelu_bf16"] = (cross_check(mb, ref.Config(config), wb, expb, False),
                                             f32_agreement(mb, ref.Config(config), wb, expb, False), logit_spread(expb))
+
+    inspect_err = inspect_fixture(inspected)
 
     write_json(os.path.join(OUT, "rng.json"), {"cases": [
         {"seed": s, "step": t, "hash": ref.pcg_hash(ref.pcg_hash(s) ^ t), "uniform": ref.uniform(s, t)}
@@ -487,6 +526,7 @@ def main():
     for k, (err, err32, spread) in summary.items():
         print(f"{k}: max |reference - torch f64| = {err:.2e}, max |reference - torch f32| = {err32:.2e} (all ids "
               f"equal), mean per-position logit std = {spread:.3f}")
+    print(f"inspect.json: max |reference - torch f64| over Theta and attention = {inspect_err:.2e}")
     for k in ("greedy_margin", "top_k_margin", "top_p_margin", "draw_margin"):
         print(f"min {k} = {STATS[k][0]:.3e} at {STATS[k][1]}")
     print("seed retries:", {k: v for k, v in SEED_TRIES.items() if v})

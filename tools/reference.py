@@ -13,7 +13,8 @@ Convention for the degenerate case the released code leaves undefined: when the 
 produce NaN). `softmax` has no degenerate case (a zero row gives Theta = all ones).
 
 Usage as a library: `model = load_model(folder)`, `forward(model, ids)`, `generate(model, ids, params)`,
-`perplexity(model, ids, window, stride)`. Requires numpy and tokenizers; torch only to read pytorch_model.bin,
+`perplexity(model, ids, window, stride)`, `inspect(model, ids, layer)` (Theta of every Pattention layer of a block and
+its attention probabilities, for the inspector). Requires numpy and tokenizers; torch only to read pytorch_model.bin,
 safetensors only to read model.safetensors.
 
 Usage as a command: `python3 tools/reference.py tests/fixtures/<model>...` recomputes each folder's expected.json
@@ -62,9 +63,18 @@ def normalize_scores(s, kind):
     raise ValueError(f"unknown norm_activation_type {kind!r}")
 
 
-def pattention(x, keys, values, kind):
-    """Pattention: S = X K^T (scale exactly 1), Theta = f(S), out = Theta V.  x [T, d_in], K [n, d_in], V [n, d_out]."""
-    return normalize_scores(x @ keys.T, kind) @ values
+def pattention_theta(x, keys, kind):
+    """Theta = f(X K^T), the normalised weights Pattention multiplies into the value tokens; [T, n]."""
+    return normalize_scores(x @ keys.T, kind)
+
+
+def pattention(x, keys, values, kind, record=None):
+    """Pattention: S = X K^T (scale exactly 1), Theta = f(S), out = Theta V.  x [T, d_in], K [n, d_in], V [n, d_out].
+    If `record` is a list, Theta is appended to it (for the inspector fixtures)."""
+    theta = pattention_theta(x, keys, kind)
+    if record is not None:
+        record.append(theta)
+    return theta @ values
 
 
 def layer_norm(x, eps, weight=None, bias=None):
@@ -93,13 +103,23 @@ def rope(x, r, base):
     return np.concatenate([xr * np.cos(emb) + rotated * np.sin(emb), x[..., r:]], axis=-1)
 
 
-def causal_attention(q, k, v):
-    """o = softmax(q k^T / sqrt(hd) + causal mask) v per head; q, k, v [T, H, hd] -> [T, H*hd] (heads contiguous)."""
+def attention_probs(q, k):
+    """softmax(q k^T / sqrt(hd) + causal mask) per head, max-subtracted; q, k [T, H, hd] -> [H, T, T]
+    (row i: query position i over key positions j; exactly 0 for j > i)."""
     t, h, hd = q.shape
     scores = np.einsum("ihd,jhd->hij", q, k) / math.sqrt(hd)  # [H, T, T]
     scores = np.where(np.tril(np.ones((t, t), dtype=bool))[None], scores, -np.inf)
     p = np.exp(scores - np.max(scores, axis=-1, keepdims=True))
-    p = p / np.sum(p, axis=-1, keepdims=True)
+    return p / np.sum(p, axis=-1, keepdims=True)
+
+
+def causal_attention(q, k, v, record=None):
+    """o = softmax(q k^T / sqrt(hd) + causal mask) v per head; q, k, v [T, H, hd] -> [T, H*hd] (heads contiguous).
+    If `record` is a list, the probabilities [H, T, T] are appended to it."""
+    t, h, hd = q.shape
+    p = attention_probs(q, k)
+    if record is not None:
+        record.append(p)
     return np.einsum("hij,jhd->ihd", p, v).reshape(t, h * hd)
 
 
@@ -176,21 +196,36 @@ def load_model(folder):
     return Model(cfg, tensors, vocab_size, authors_names=False)
 
 
-def forward(model, ids, return_hidden=False):
+def forward(model, ids, return_hidden=False, record=None):
     """Logits [T, vocab_size] for every position of `ids` (positions 0..T-1); with return_hidden, the final
-    normalised hidden states [T, d] instead."""
+    normalised hidden states [T, d] instead.
+    If `record` is a dict, it receives for every block j: record[(j, proj)] = Theta [T, n] of each Pattention layer
+    (proj in PROJS) and record[(j, "attention")] = the causal attention probabilities [H, T, T]."""
     cfg = model.cfg
     assert 1 <= len(ids) <= cfg.max_positions
     x = model.embed[np.asarray(ids)]
     t = len(ids)
-    for blk in model.blocks:
+    for j, blk in enumerate(model.blocks):
+        rec = {name: ([] if record is not None else None) for name in PROJS + ("attention",)}
         a = layer_norm(x, cfg.eps)
-        q, k, v = (pattention(a, *blk[p], cfg.kind).reshape(t, cfg.heads, cfg.hd) for p in ("query", "key", "value"))
+        q, k, v = (pattention(a, *blk[p], cfg.kind, rec[p]).reshape(t, cfg.heads, cfg.hd)
+                   for p in ("query", "key", "value"))
         q, k = rope(q, cfg.rotary_dims, cfg.rotary_base), rope(k, cfg.rotary_dims, cfg.rotary_base)
-        x = x + pattention(causal_attention(q, k, v), *blk["proj"], cfg.kind)
-        x = x + pattention(layer_norm(x, cfg.eps), *blk["ffn"], cfg.kind)
+        x = x + pattention(causal_attention(q, k, v, rec["attention"]), *blk["proj"], cfg.kind, rec["proj"])
+        x = x + pattention(layer_norm(x, cfg.eps), *blk["ffn"], cfg.kind, rec["ffn"])
+        if record is not None:
+            record.update({(j, name): got[0] for name, got in rec.items()})
     h = layer_norm(x, cfg.eps, model.final_w, model.final_b)
     return h if return_hidden else h @ model.embed[: model.vocab_size].T
+
+
+def inspect(model, ids, layer):
+    """What the Pattention inspector shows for block `layer` (0-based) after running `ids` from position 0:
+    {"theta": {proj: Theta [T, n] for proj in PROJS}, "attention": probabilities [H, T, T]}."""
+    assert 0 <= layer < model.cfg.num_layers
+    record = {}
+    forward(model, ids, record=record)
+    return {"theta": {p: record[(layer, p)] for p in PROJS}, "attention": record[(layer, "attention")]}
 
 
 # ----------------------------------------------------------------------------------------------- sampling

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use crate::config::NormActivation;
 use crate::error::Result;
-use crate::generation::{check_tokens, Backend};
-use crate::model::{Model, Pattention};
+use crate::generation::{check_ids, check_tokens, Backend};
+use crate::inspect::{InspectRequest, Inspection, Recorder};
+use crate::model::{Model, Pattention, Projection};
 use kernels::{apply_rope, layer_norm, layer_norm_affine, matmul, matmul_bt, normalize_scores, rope_inv_freq};
 
 pub struct CpuBackend {
@@ -31,16 +32,131 @@ impl CpuBackend {
     pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
+
+    /// Runs `ids` from an empty cache (position 0) and returns what `request` asked for: Theta of
+    /// Pattention layers and/or the attention probabilities of one block, for every prompt token.
+    ///
+    /// This is the ordinary forward pass with a [`Recorder`] attached, so the numbers are exactly the
+    /// ones generation uses. The cache is reset first and afterwards holds the prompt, as after
+    /// `reset()` then `forward(ids, ..)`. A bad layer or prompt fails before the cache is touched.
+    pub fn inspect(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
+        let mut recorder = Recorder::new(request, &self.model.config, ids.len())?;
+        check_ids(ids, self.vocab_size(), 0, self.max_positions())?;
+        self.reset();
+        self.forward_pass(ids, false, Some(&mut recorder))?;
+        Ok(recorder.finish())
+    }
+
+    /// The one forward implementation. `recorder`, when given, receives copies of the Theta rows and
+    /// attention probabilities it asks for; it was sized for a prompt starting at position 0.
+    fn forward_pass(&mut self, ids: &[u32], all_logits: bool, mut recorder: Option<&mut Recorder>) -> Result<Vec<f32>> {
+        check_tokens(self, ids)?;
+        let model = &*self.model;
+        let cfg = &model.config;
+        let (d, t, start) = (cfg.hidden_size, ids.len(), self.len);
+        let (heads, hd) = (cfg.num_heads, cfg.head_dim());
+        debug_assert!(recorder.is_none() || start == 0, "a recorder is sized for a pass from position 0");
+        let act = cfg.norm_activation;
+
+        let mut x = vec![0f32; t * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
+            row.copy_from_slice(&model.embedding[id as usize * d..(id as usize + 1) * d]);
+        }
+        let (mut a, mut q, mut k, mut v, mut o) =
+            (vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]);
+        let mut delta = vec![0f32; t * d];
+        let scale = 1.0 / (hd as f32).sqrt();
+
+        for (layer, block) in model.blocks.iter().enumerate() {
+            a.copy_from_slice(&x);
+            a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
+            pattention_recorded(&a, t, &block.query, act, &mut q, theta_sink(&mut recorder, layer, Projection::Query));
+            pattention_recorded(&a, t, &block.key, act, &mut k, theta_sink(&mut recorder, layer, Projection::Key));
+            pattention_recorded(&a, t, &block.value, act, &mut v, theta_sink(&mut recorder, layer, Projection::Value));
+            for (i, (qrow, krow)) in q.chunks_exact_mut(d).zip(k.chunks_exact_mut(d)).enumerate() {
+                for h in 0..heads {
+                    apply_rope(&mut qrow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
+                    apply_rope(&mut krow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
+                }
+            }
+            let (kc, vc) = (&mut self.k_cache[layer], &mut self.v_cache[layer]);
+            kc.extend_from_slice(&k);
+            vc.extend_from_slice(&v);
+
+            // Causal attention: token i sees cache positions 0..=start+i.
+            let mut attention = recorder.as_deref_mut().and_then(|r| r.attention_sink(layer));
+            let mut probs = vec![0f32; start + t];
+            for i in 0..t {
+                let visible = start + i + 1;
+                for h in 0..heads {
+                    let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
+                    for (j, p) in probs[..visible].iter_mut().enumerate() {
+                        *p = kernels::dot(qh, &kc[j * d + h * hd..j * d + (h + 1) * hd]) * scale;
+                    }
+                    kernels::softmax_scaled(&mut probs[..visible], 1.0);
+                    if let Some(cap) = attention.as_deref_mut() {
+                        let row = (h * cap.tokens + i) * cap.tokens;
+                        cap.probs[row..row + visible].copy_from_slice(&probs[..visible]);
+                    }
+                    let oh = &mut o[i * d + h * hd..i * d + (h + 1) * hd];
+                    oh.fill(0.0);
+                    for (j, &p) in probs[..visible].iter().enumerate() {
+                        kernels::axpy(oh, p, &vc[j * d + h * hd..j * d + (h + 1) * hd]);
+                    }
+                }
+            }
+            let sink = theta_sink(&mut recorder, layer, Projection::Proj);
+            pattention_recorded(&o, t, &block.proj, act, &mut delta, sink);
+            x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
+
+            a.copy_from_slice(&x);
+            a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
+            pattention_recorded(&a, t, &block.ffn, act, &mut delta, theta_sink(&mut recorder, layer, Projection::Ffn));
+            x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
+        }
+        self.len += t;
+
+        let rows = if all_logits { t } else { 1 };
+        let mut h = x[(t - rows) * d..].to_vec();
+        for row in h.chunks_exact_mut(d) {
+            layer_norm_affine(row, &model.final_norm_weight, &model.final_norm_bias, cfg.layernorm_eps);
+        }
+        let vocab = model.vocab_size;
+        let mut logits = vec![0f32; rows * vocab];
+        matmul_bt(&h, &model.embedding[..vocab * d], rows, d, vocab, &mut logits);
+        Ok(logits)
+    }
+}
+
+/// The recorder's buffer for Theta of `proj` in block `layer`, if there is a recorder and it wants it.
+fn theta_sink<'a>(recorder: &'a mut Option<&mut Recorder>, layer: usize, proj: Projection) -> Option<&'a mut [f32]> {
+    recorder.as_deref_mut()?.theta_sink(layer, proj)
 }
 
 /// `out[t×d_out] = f(x[t×d_in] · Kᵀ) · V`, the whole Pattention layer for `t` tokens.
 /// The widths come from the parameter tokens: d_in = |K| / n, d_out = |V| / n.
 pub fn pattention(x: &[f32], t: usize, p: &Pattention, activation: NormActivation, out: &mut [f32]) {
+    pattention_recorded(x, t, p, activation, out, None);
+}
+
+/// [`pattention`], also copying Theta [t×n] (after the normalisation, the coefficients of the value
+/// tokens) into `theta_out` when one is given.
+pub fn pattention_recorded(
+    x: &[f32],
+    t: usize,
+    p: &Pattention,
+    activation: NormActivation,
+    out: &mut [f32],
+    theta_out: Option<&mut [f32]>,
+) {
     let (d_in, d_out) = (p.key_param_tokens.len() / p.n, p.value_param_tokens.len() / p.n);
     let mut theta = vec![0f32; t * p.n];
     matmul_bt(x, &p.key_param_tokens, t, d_in, p.n, &mut theta);
     for row in theta.chunks_exact_mut(p.n) {
         normalize_scores(row, activation);
+    }
+    if let Some(dst) = theta_out {
+        dst.copy_from_slice(&theta);
     }
     matmul(&theta, &p.value_param_tokens, t, p.n, d_out, out);
 }
@@ -65,72 +181,6 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
-        check_tokens(self, ids)?;
-        let model = &*self.model;
-        let cfg = &model.config;
-        let (d, t, start) = (cfg.hidden_size, ids.len(), self.len);
-        let (heads, hd) = (cfg.num_heads, cfg.head_dim());
-
-        let mut x = vec![0f32; t * d];
-        for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
-            row.copy_from_slice(&model.embedding[id as usize * d..(id as usize + 1) * d]);
-        }
-        let (mut a, mut q, mut k, mut v, mut o) =
-            (vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]);
-        let mut delta = vec![0f32; t * d];
-        let scale = 1.0 / (hd as f32).sqrt();
-
-        for (layer, block) in model.blocks.iter().enumerate() {
-            a.copy_from_slice(&x);
-            a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
-            pattention(&a, t, &block.query, cfg.norm_activation, &mut q);
-            pattention(&a, t, &block.key, cfg.norm_activation, &mut k);
-            pattention(&a, t, &block.value, cfg.norm_activation, &mut v);
-            for (i, (qrow, krow)) in q.chunks_exact_mut(d).zip(k.chunks_exact_mut(d)).enumerate() {
-                for h in 0..heads {
-                    apply_rope(&mut qrow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
-                    apply_rope(&mut krow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
-                }
-            }
-            let (kc, vc) = (&mut self.k_cache[layer], &mut self.v_cache[layer]);
-            kc.extend_from_slice(&k);
-            vc.extend_from_slice(&v);
-
-            // Causal attention: token i sees cache positions 0..=start+i.
-            let mut probs = vec![0f32; start + t];
-            for i in 0..t {
-                let visible = start + i + 1;
-                for h in 0..heads {
-                    let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
-                    for (j, p) in probs[..visible].iter_mut().enumerate() {
-                        *p = kernels::dot(qh, &kc[j * d + h * hd..j * d + (h + 1) * hd]) * scale;
-                    }
-                    kernels::softmax_scaled(&mut probs[..visible], 1.0);
-                    let oh = &mut o[i * d + h * hd..i * d + (h + 1) * hd];
-                    oh.fill(0.0);
-                    for (j, &p) in probs[..visible].iter().enumerate() {
-                        kernels::axpy(oh, p, &vc[j * d + h * hd..j * d + (h + 1) * hd]);
-                    }
-                }
-            }
-            pattention(&o, t, &block.proj, cfg.norm_activation, &mut delta);
-            x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
-
-            a.copy_from_slice(&x);
-            a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
-            pattention(&a, t, &block.ffn, cfg.norm_activation, &mut delta);
-            x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
-        }
-        self.len += t;
-
-        let rows = if all_logits { t } else { 1 };
-        let mut h = x[(t - rows) * d..].to_vec();
-        for row in h.chunks_exact_mut(d) {
-            layer_norm_affine(row, &model.final_norm_weight, &model.final_norm_bias, cfg.layernorm_eps);
-        }
-        let vocab = model.vocab_size;
-        let mut logits = vec![0f32; rows * vocab];
-        matmul_bt(&h, &model.embedding[..vocab * d], rows, d, vocab, &mut logits);
-        Ok(logits)
+        self.forward_pass(ids, all_logits, None)
     }
 }

@@ -68,3 +68,43 @@ pub fn cpu(model: Model) -> CpuBackend {
 pub fn max_abs_diff(a: impl IntoIterator<Item = f64>, b: impl IntoIterator<Item = f64>) -> f64 {
     a.into_iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
+
+/// `tests/fixtures/inspect.json`: the float64 reference's Theta rows and attention probabilities.
+#[derive(Debug, Deserialize)]
+pub struct InspectFixture {
+    pub text: String,
+    pub models: Vec<InspectModel>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InspectModel {
+    /// Fixture folder name.
+    pub model: String,
+    /// `text` encoded by the folder's tokenizer.
+    pub ids: Vec<u32>,
+    pub layers: Vec<InspectLayer>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InspectLayer {
+    pub layer: usize,
+    /// Projection name -> Theta [tokens][slots].
+    pub theta: std::collections::BTreeMap<String, Vec<Vec<f64>>>,
+    /// [heads][tokens][tokens], present for layer 0.
+    pub attention: Option<Vec<Vec<Vec<f64>>>>,
+}
+
+pub fn inspect_fixture() -> InspectFixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inspect.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The reference's `k` largest values of a row, largest first (values only: near-ties may swap slots
+/// between f32 and f64, but the values stay within tolerance).
+pub fn top_values(row: &[f64], k: usize) -> Vec<f64> {
+    let mut v = row.to_vec();
+    v.sort_by(|a, b| b.total_cmp(a));
+    v.truncate(k);
+    v
+}

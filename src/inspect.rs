@@ -1,0 +1,226 @@
+//! The Pattention inspector: what a TokenFormer layer does with each token of a prompt.
+//!
+//! Every projection of a TokenFormer block is a Pattention layer, `out = Theta · V` with
+//! `Theta = f(X · Kᵀ)` over the layer's `n` parameter tokens (see `shared/TOKENFORMER.md`). Theta says
+//! how much of each parameter token's value a token takes, so it is the thing to look at when asking
+//! "which parameters does this token use?". This module records Theta (after the normalisation and
+//! activation, i.e. exactly the numbers multiplied into the value tokens) and the token-to-token
+//! attention probabilities of a block, then reduces them (top-k slots per token, column sums).
+//!
+//! Recording is opt-in: [`CpuBackend::inspect`](crate::CpuBackend::inspect) runs the backend's one forward
+//! implementation with a [`Recorder`] attached; ordinary generation passes none and pays one
+//! `Option` test per Pattention layer. Nothing here depends on the CLI, so it builds for wasm32.
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::model::Projection;
+
+/// What to record during one forward pass over a prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InspectRequest {
+    /// Block index, 0-based.
+    pub layer: usize,
+    /// Pattention layers of that block whose Theta to keep (any subset, in any order; duplicates are
+    /// recorded once).
+    pub projections: Vec<Projection>,
+    /// Also keep the block's causal attention probabilities.
+    pub attention: bool,
+}
+
+impl InspectRequest {
+    /// Theta of one Pattention layer.
+    pub fn theta(layer: usize, proj: Projection) -> Self {
+        InspectRequest { layer, projections: vec![proj], attention: false }
+    }
+
+    /// The attention probabilities of one block.
+    pub fn attention(layer: usize) -> Self {
+        InspectRequest { layer, projections: Vec::new(), attention: true }
+    }
+
+    /// Everything about one block: Theta of all five Pattention layers and the attention probabilities.
+    pub fn block(layer: usize) -> Self {
+        InspectRequest { layer, projections: Projection::ALL.to_vec(), attention: true }
+    }
+
+    /// Fails with [`Error::LayerOutOfRange`] when the model has no block `layer`.
+    pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
+        check_layer(self.layer, cfg)
+    }
+}
+
+/// [`Error::LayerOutOfRange`] unless `layer` is a block of the model.
+pub fn check_layer(layer: usize, cfg: &ModelConfig) -> Result<()> {
+    if layer >= cfg.num_layers {
+        return Err(Error::LayerOutOfRange { layer, layers: cfg.num_layers });
+    }
+    Ok(())
+}
+
+/// Theta of one Pattention layer for every token of a prompt: `weights[token * slots + slot]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capture {
+    pub layer: usize,
+    pub proj: Projection,
+    /// Prompt length (rows).
+    pub tokens: usize,
+    /// The layer's parameter tokens `n` (columns).
+    pub slots: usize,
+    /// Row-major [tokens × slots], post-normalisation: the coefficients of the value tokens.
+    pub weights: Vec<f32>,
+}
+
+impl Capture {
+    /// Theta row of one token.
+    pub fn row(&self, token: usize) -> &[f32] {
+        &self.weights[token * self.slots..(token + 1) * self.slots]
+    }
+
+    /// Theta rows in token order.
+    pub fn rows(&self) -> std::slice::ChunksExact<'_, f32> {
+        self.weights.chunks_exact(self.slots)
+    }
+
+    /// The `k` largest slots of every token, see [`top_k`].
+    pub fn top_k(&self, k: usize) -> Vec<Vec<(usize, f32)>> {
+        self.rows().map(|row| top_k(row, k)).collect()
+    }
+
+    /// How much each slot is used over the whole prompt, see [`column_sums`].
+    pub fn column_sums(&self) -> Vec<f32> {
+        column_sums(&self.weights, self.slots)
+    }
+}
+
+/// The `k` largest entries of one Theta row as (slot index, value), largest first; equal values by
+/// lower index first, so the order is deterministic. `k` past the row length gives the whole row.
+/// Values are compared with [`f32::total_cmp`] (a NaN, which a finite model cannot produce, sorts as
+/// the largest instead of making the order undefined).
+pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut order: Vec<(usize, f32)> = row.iter().copied().enumerate().collect();
+    let by_value = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let k = k.min(order.len());
+    if k < order.len() {
+        order.select_nth_unstable_by(k, by_value);
+        order.truncate(k);
+    }
+    order.sort_unstable_by(by_value);
+    order
+}
+
+/// Sum over tokens of each slot's weight, for row-major `weights` [tokens × slots]: which parameter
+/// tokens a whole prompt leans on. Accumulated in f64 so long prompts do not lose small slots.
+pub fn column_sums(weights: &[f32], slots: usize) -> Vec<f32> {
+    let mut sums = vec![0f64; slots];
+    for row in weights.chunks_exact(slots) {
+        sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v as f64);
+    }
+    sums.into_iter().map(|s| s as f32).collect()
+}
+
+/// Causal attention probabilities of one block, per head: `probs[(head * tokens + query) * tokens + key]`.
+/// Each (head, query) row is the post-softmax distribution over key positions `0..=query`; entries
+/// for later keys are exactly 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionCapture {
+    pub layer: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    pub probs: Vec<f32>,
+}
+
+impl AttentionCapture {
+    /// The distribution of query position `query` in head `head`, over all `tokens` key positions.
+    pub fn row(&self, head: usize, query: usize) -> &[f32] {
+        let start = (head * self.tokens + query) * self.tokens;
+        &self.probs[start..start + self.tokens]
+    }
+}
+
+/// Everything one inspected forward pass recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspection {
+    /// One capture per requested projection, in request order.
+    pub theta: Vec<Capture>,
+    /// Present when the request asked for attention.
+    pub attention: Option<AttentionCapture>,
+}
+
+impl Inspection {
+    /// The capture of `proj`, if it was requested.
+    pub fn theta(&self, proj: Projection) -> Option<&Capture> {
+        self.theta.iter().find(|c| c.proj == proj)
+    }
+}
+
+/// The capture sink a backend's forward pass writes into. Buffers are sized up front for a prompt of
+/// `tokens` run from position 0, so the forward pass only copies rows into place.
+#[derive(Debug)]
+pub struct Recorder {
+    layer: usize,
+    inspection: Inspection,
+}
+
+impl Recorder {
+    /// Buffers for `request` on a `tokens`-long prompt. The request must be valid for `cfg`.
+    pub fn new(request: &InspectRequest, cfg: &ModelConfig, tokens: usize) -> Result<Self> {
+        request.validate(cfg)?;
+        let mut theta: Vec<Capture> = Vec::with_capacity(request.projections.len());
+        for &proj in &request.projections {
+            if theta.iter().all(|c| c.proj != proj) {
+                let slots = proj.slots(cfg);
+                theta.push(Capture { layer: request.layer, proj, tokens, slots, weights: vec![0.0; tokens * slots] });
+            }
+        }
+        let heads = cfg.num_heads;
+        let attention = request.attention.then(|| AttentionCapture {
+            layer: request.layer,
+            heads,
+            tokens,
+            probs: vec![0.0; heads * tokens * tokens],
+        });
+        Ok(Recorder { layer: request.layer, inspection: Inspection { theta, attention } })
+    }
+
+    /// Where Theta [tokens × slots] of `proj` in block `layer` goes, if it is wanted.
+    pub fn theta_sink(&mut self, layer: usize, proj: Projection) -> Option<&mut [f32]> {
+        if layer != self.layer {
+            return None;
+        }
+        self.inspection.theta.iter_mut().find(|c| c.proj == proj).map(|c| c.weights.as_mut_slice())
+    }
+
+    /// Where the attention probabilities of block `layer` go, if they are wanted.
+    pub fn attention_sink(&mut self, layer: usize) -> Option<&mut AttentionCapture> {
+        if layer != self.layer {
+            return None;
+        }
+        self.inspection.attention.as_mut()
+    }
+
+    pub fn finish(self) -> Inspection {
+        self.inspection
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_sorts_by_value_then_index() {
+        let row = [0.5, 2.0, -1.0, 2.0, 0.5, 3.0];
+        assert_eq!(top_k(&row, 3), vec![(5, 3.0), (1, 2.0), (3, 2.0)]);
+        assert_eq!(top_k(&row, 5), vec![(5, 3.0), (1, 2.0), (3, 2.0), (0, 0.5), (4, 0.5)]);
+        assert_eq!(top_k(&row, 100).len(), 6);
+        assert_eq!(top_k(&row, 0), vec![]);
+        // Ties across the cut keep the lower index.
+        assert_eq!(top_k(&[1.0, 1.0, 1.0], 2), vec![(0, 1.0), (1, 1.0)]);
+    }
+
+    #[test]
+    fn column_sums_add_over_tokens() {
+        let w = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0];
+        assert_eq!(column_sums(&w, 3), vec![11.0, 22.0, 33.0]);
+    }
+}
