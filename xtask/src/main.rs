@@ -94,20 +94,12 @@ fn setup() -> Result<(), String> {
     run_in(&root().join("tests/browser"), "npm", &["ci", "--no-audit", "--no-fund"])
 }
 
+/// Cargo arguments that select the browser build: the library for wasm32 with the WebGPU backend.
+const WASM_LIB: [&str; 6] =
+    ["--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gpu"];
+
 fn build_web() -> Result<(), String> {
-    run(
-        "cargo",
-        &[
-            "build",
-            "--release",
-            "--lib",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--no-default-features",
-            "--features",
-            "gpu",
-        ],
-    )?;
+    run("cargo", &[&["build", "--release"][..], &WASM_LIB].concat())?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let wasm = target.join("wasm32-unknown-unknown/release/tokenformer.wasm");
     run("wasm-bindgen", &["--target", "web", "--out-dir", "pkg", &wasm.to_string_lossy()])
@@ -118,21 +110,7 @@ fn test() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     // The browser build (wasm API, webgpu backend) is linted too: it is cfg'd out natively.
-    run(
-        "cargo",
-        &[
-            "clippy",
-            "--lib",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--no-default-features",
-            "--features",
-            "gpu",
-            "--",
-            "-D",
-            "warnings",
-        ],
-    )?;
+    run("cargo", &[&["clippy"][..], &WASM_LIB, &["--", "-D", "warnings"]].concat())?;
     run("cargo", &["test", "--workspace"])?;
     build_web()?;
     run("node", &["--test", "tests/browser/"])
