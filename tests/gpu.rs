@@ -249,3 +249,19 @@ fn a_kv_cache_beyond_the_device_binding_limit_is_an_error() {
     let err = pollster::block_on(GpuBackend::new(context(), &model, &GpuOptions::default())).err().unwrap();
     assert!(err.to_string().contains("KV cache buffer needs"), "{err}");
 }
+
+/// A lost device (here destroyed on purpose) is an error naming the loss, not a panic or a hang,
+/// and a backend on a new device works.
+#[test]
+fn a_lost_device_is_an_error_and_a_new_device_works() {
+    let (model, _) = load("softmax");
+    let ctx = pollster::block_on(GpuContext::new()).unwrap();
+    let mut lost = pollster::block_on(GpuBackend::new(ctx.clone(), &model, &GpuOptions::default())).unwrap();
+    assert!(lost.forward(&[1, 2], false).is_ok());
+    ctx.device.destroy();
+    let _ = ctx.device.poll(wgpu::PollType::wait_indefinitely());
+    let err = lost.forward(&[3], false).unwrap_err().to_string();
+    assert!(err.contains("device was lost"), "{err}");
+    let mut fresh = gpu(&model, &GpuOptions::default());
+    assert_eq!(fresh.forward(&[1, 2], false).unwrap().len(), fresh.vocab_size());
+}

@@ -22,6 +22,8 @@ pub struct GpuContext {
     /// The adapter's own limits, all requested for the device.
     pub limits: wgpu::Limits,
     params_layout: wgpu::BindGroupLayout,
+    /// Why the device was lost, once it is (driver reset, GPU process crash, `destroy`).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl GpuContext {
@@ -63,7 +65,21 @@ impl GpuContext {
                 count: None,
             }],
         });
-        Ok(Arc::new(GpuContext { device, queue, info: adapter.get_info(), limits, params_layout }))
+        let lost = Arc::new(Mutex::new(None));
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *flag.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {message}"));
+        });
+        Ok(Arc::new(GpuContext { device, queue, info: adapter.get_info(), limits, params_layout, lost }))
+    }
+
+    /// An error once the device is lost: nothing submitted to it runs any more, and a new engine
+    /// (a new device) is the way out.
+    pub fn check_alive(&self) -> Result<()> {
+        match &*self.lost.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(Error::Gpu(format!("the GPU device was lost ({why}); load the model again"))),
+            None => Ok(()),
+        }
     }
 
     /// "name (backend)", e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan)".
@@ -285,9 +301,10 @@ pub(crate) async fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u6
     ctx.device
         .poll(wgpu::PollType::wait_indefinitely())
         .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-    #[cfg(target_arch = "wasm32")]
-    let _ = ctx;
-    receive.await.map_err(|e| Error::Gpu(format!("reading GPU results failed: {e}")))?;
+    if let Err(e) = receive.await {
+        ctx.check_alive()?;
+        return Err(Error::Gpu(format!("reading GPU results failed: {e}")));
+    }
     let data = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading GPU results failed: {e}")))?.to_vec();
     buffer.unmap();
     Ok(data)

@@ -373,6 +373,7 @@ impl GpuBackend {
     /// Runs `ids` at the next positions (see [`Backend::forward`]).
     pub async fn forward_async(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
         check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
+        self.ctx.check_alive()?;
         let mut out = Vec::with_capacity(if all_logits { ids.len() } else { 1 } * self.vocab);
         let chunks = ids.len().div_ceil(PREFILL_CHUNK);
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
@@ -401,6 +402,7 @@ impl GpuBackend {
         step: u32,
     ) -> Result<u32> {
         check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
+        self.ctx.check_alive()?;
         let (head, tail) = ids.split_at(ids.len() - 1 - (ids.len() - 1) % PREFILL_CHUNK);
         for chunk in head.chunks(PREFILL_CHUNK) {
             self.submit_chunk(chunk, 0, |_, _| {});
