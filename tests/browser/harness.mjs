@@ -18,8 +18,9 @@ const TYPES = {
   '.png': 'image/png',
 };
 
-/** A static file server over the repository, on a free loopback port. */
-export async function serve() {
+/** A static file server over the repository, on a free loopback port; `csp`, if given, is sent as
+ * the Content-Security-Policy header of every response (so workers run under it too). */
+export async function serve({ csp } = {}) {
   const server = createServer(async (req, res) => {
     const path = normalize(join(ROOT, decodeURIComponent(new URL(req.url, 'http://x').pathname)));
     if (!path.startsWith(ROOT)) {
@@ -28,7 +29,9 @@ export async function serve() {
     }
     try {
       const body = await readFile(path);
-      res.writeHead(200, { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'content-length': body.length })
+      const headers = { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'content-length': body.length };
+      if (csp) headers['content-security-policy'] = csp;
+      res.writeHead(200, headers)
         .end(req.method === 'HEAD' ? undefined : body);
     } catch {
       res.writeHead(404).end('not found');

@@ -13,6 +13,7 @@ const BIN = process.env.TOKENFORMER_BIN ?? join(TARGET, 'debug', 'tokenformer');
 const ARTIFACTS = join(TARGET, 'browser-artifacts');
 const PROMPT = 'The sea was';
 const FIXTURE = join(ROOT, 'tests/fixtures/l2_norm_gelu');
+const PAGE_CSP = readFileSync(join(ROOT, 'index.html'), 'utf8').match(/http-equiv="Content-Security-Policy" content="([^"]*)"/)?.[1];
 
 /** Greedy continuation from the native CPU backend: { ids, text }. */
 function nativeGreedy(prompt, maxTokens, model) {
@@ -26,7 +27,8 @@ let server;
 let browser;
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  server = await serve();
+  // The page's own policy (its <meta>) is also sent as a header, which is how workers get it.
+  server = await serve({ csp: PAGE_CSP });
 });
 after(() => server.close());
 
@@ -34,10 +36,17 @@ after(() => server.close());
 async function openPage(context) {
   const page = await context.newPage();
   const errors = [];
+  const foreign = [];
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', (e) => errors.push(String(e)));
+  // Everything, worker fetches included, must come from the page's own server.
+  context.on('request', (r) => { if (!r.url().startsWith(server.url) && !r.url().startsWith('data:')) foreign.push(r.url()); });
+  await page.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener('securitypolicyviolation', (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+  });
   await page.goto(`${server.url}/index.html`);
-  return { page, errors };
+  return { page, errors, foreign };
 }
 
 async function waitLoaded(page, name) {
@@ -64,7 +73,7 @@ for (const mode of ['webgpu', 'no-webgpu']) {
   test(`page (${mode})`, async (t) => {
     browser = await launch({ webgpu: mode === 'webgpu' });
     try {
-      const { page, errors } = await openPage(browser.context);
+      const { page, errors, foreign } = await openPage(browser.context);
       await waitLoaded(page, 'tokenformer-moby');
       const status = await page.locator('#engine-status').textContent();
 
@@ -84,8 +93,18 @@ for (const mode of ['webgpu', 'no-webgpu']) {
         await page.screenshot({ path: join(ARTIFACTS, `page-${mode}.png`), fullPage: true });
       });
 
-      if (mode !== 'webgpu') {
+      const pageIsClean = async () => {
         assert.deepEqual(errors, []);
+        assert.deepEqual(foreign, [], 'requests to other origins');
+        assert.deepEqual(await page.evaluate(() => window.__cspViolations), [], 'Content-Security-Policy violations');
+      };
+      await t.test('runs under a strict Content-Security-Policy', async () => {
+        // Every response carried PAGE_CSP, so the page and its worker both ran under it.
+        assert.match(PAGE_CSP, /script-src 'self' 'wasm-unsafe-eval'/);
+        assert.doesNotMatch(PAGE_CSP, /'unsafe-eval'|'unsafe-inline'/);
+      });
+      if (mode !== 'webgpu') {
+        await pageIsClean();
         return;
       }
 
@@ -132,7 +151,7 @@ for (const mode of ['webgpu', 'no-webgpu']) {
         assert.deepEqual(got.ids, nativeGreedy(prompt, 8, FIXTURE).ids);
       });
 
-      assert.deepEqual(errors, []);
+      await pageIsClean();
     } finally {
       await browser.close();
     }
