@@ -20,7 +20,8 @@ use crate::error::{Error, Result};
 use crate::generation::{Backend, Generator, StopReason};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
-use crate::model::{Model, ModelTensors};
+use crate::inspect::{Capture, InspectRequest};
+use crate::model::{Model, ModelTensors, Projection};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
 use crate::weights::WeightsFile;
@@ -156,6 +157,22 @@ impl Shared {
         let logits = compute.forward(ids, true).await;
         self.compute.set(Some(compute));
         logits
+    }
+
+    /// Theta of one Pattention layer for every token of `ids`, run from an empty cache (CPU only).
+    fn inspect(&self, ids: &[u32], layer: usize, proj: Projection) -> Result<Capture> {
+        let mut compute = self.compute.take().ok_or_else(Self::busy)?;
+        self.cancel();
+        let result = match &mut compute {
+            Compute::Cpu(b) => b.inspect(ids, &InspectRequest::theta(layer, proj)),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(_) => Err(Error::Gpu(
+                "capturing Pattention weights on WebGPU is not implemented yet; load the model with backend: 'cpu'"
+                    .into(),
+            )),
+        };
+        self.compute.set(Some(compute));
+        result?.theta.into_iter().next().ok_or_else(|| Error::Usage("nothing was captured".into()))
     }
 
     async fn step(&self) -> Result<Option<Token>> {
@@ -339,6 +356,32 @@ impl Engine {
         })
     }
 
+    /// The Pattention weights Theta (after the normalisation: the numbers multiplied into the value
+    /// tokens) of block `layer` (0-based), projection `proj`, for every token of `ids`, run from an
+    /// empty cache: `{ layer, proj, tokens, slots, weights }` with `weights` a row-major
+    /// [tokens × slots] Float32Array. Ends any running generation. CPU backend only for now.
+    #[wasm_bindgen(unchecked_return_type = "Promise<PattentionCapture>")]
+    pub fn inspect(
+        &self,
+        ids: Vec<u32>,
+        layer: usize,
+        #[wasm_bindgen(unchecked_param_type = "\"query\" | \"key\" | \"value\" | \"proj\" | \"ffn\"")] proj: String,
+    ) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let proj = Projection::parse(&proj).map_err(js_value)?;
+            let capture = shared.inspect(&ids, layer, proj).map_err(js_value)?;
+            let out = js_sys::Object::new();
+            let set = |key: &str, value: JsValue| js_sys::Reflect::set(&out, &key.into(), &value).map(|_| ());
+            set("layer", (capture.layer as f64).into())?;
+            set("proj", capture.proj.as_str().into())?;
+            set("tokens", (capture.tokens as f64).into())?;
+            set("slots", (capture.slots as f64).into())?;
+            set("weights", js_sys::Float32Array::from(capture.weights.as_slice()).into())?;
+            Ok(out.into())
+        })
+    }
+
     /// Abandons the running generation, even while a step is computing; the engine stays usable.
     pub fn cancel(&self) {
         self.shared.cancel();
@@ -410,6 +453,18 @@ export interface SamplingParams {
   repetition_penalty?: number;
   seed?: number;
   max_tokens?: number;
+}
+"#;
+
+#[wasm_bindgen(typescript_custom_section)]
+const CAPTURE_TYPE: &str = r#"
+/** Theta of one Pattention layer: `weights[t * slots + s]` is token t's weight on parameter token s. */
+export interface PattentionCapture {
+  layer: number;
+  proj: "query" | "key" | "value" | "proj" | "ffn";
+  tokens: number;
+  slots: number;
+  weights: Float32Array;
 }
 "#;
 

@@ -110,6 +110,40 @@ async function checkErrors() {
   return { name: 'wasm errors are exceptions', pass: problems.length === 0, detail: problems.join('; ') };
 }
 
+async function checkInspect() {
+  // Theta from the wasm engine against the float64 reference (tests/fixtures/inspect.json).
+  const fixture = await fetch('/tests/fixtures/inspect.json').then((r) => r.json());
+  const problems = [];
+  let maxErr = 0;
+  let maps = 0;
+  for (const m of fixture.models) {
+    const base = `/tests/fixtures/${m.model}/`;
+    const files = await Promise.all(['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => bytes(base + f)));
+    const engine = await Engine.load(...files, { backend: 'cpu' });
+    for (const l of m.layers) {
+      for (const [proj, rows] of Object.entries(l.theta)) {
+        const got = await engine.inspect(Uint32Array.from(m.ids), l.layer, proj);
+        if (got.tokens !== rows.length || got.slots !== rows[0].length || got.proj !== proj || got.layer !== l.layer) {
+          problems.push(`${m.model} layer ${l.layer} ${proj}: shape ${got.tokens}x${got.slots}`);
+          continue;
+        }
+        rows.flat().forEach((v, i) => { maxErr = Math.max(maxErr, Math.abs(v - got.weights[i])); });
+        maps++;
+      }
+    }
+    try {
+      await engine.inspect(Uint32Array.from(m.ids), 99, 'ffn');
+      problems.push('layer 99 accepted');
+    } catch (e) {
+      if (!String(e.message).includes('out of range')) problems.push(`unexpected message: ${e.message}`);
+    }
+    engine.free();
+  }
+  if (maps === 0) problems.push('no maps compared');
+  if (!(maxErr < 1e-4)) problems.push(`Theta max |error| ${maxErr}`);
+  return { name: 'wasm inspect (Theta) matches the reference', pass: problems.length === 0, detail: problems.join('; ') || `${maps} maps, Theta max |error| ${maxErr.toExponential(2)}` };
+}
+
 try {
   await init();
   const results = [];
@@ -122,6 +156,7 @@ try {
     for (const v of VARIANTS) results.push(await checkVariant(v, setup));
   }
   results.push(await checkErrors());
+  results.push(await checkInspect());
   window.__results = results;
 } catch (e) {
   window.__error = String(e && e.stack || e);
