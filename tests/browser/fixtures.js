@@ -139,6 +139,19 @@ async function checkInspect() {
     }
     engine.free();
   }
+  // On WebGPU capture is not implemented yet: a clear rejection, and the engine still generates.
+  const m = fixture.models[0];
+  const files = await Promise.all(['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => bytes(`/tests/fixtures/${m.model}/${f}`)));
+  const gpu = await Engine.load(...files, { backend: 'webgpu' });
+  try {
+    await gpu.inspect(Uint32Array.from(m.ids), 0, 'ffn');
+    problems.push('inspect on WebGPU resolved');
+  } catch (e) {
+    if (!String(e.message).includes('not implemented yet')) problems.push(`unexpected message: ${e.message}`);
+  }
+  gpu.start(Uint32Array.from(m.ids), { max_tokens: 2 });
+  if ((await gpu.step()) === undefined) problems.push('no token after a refused inspect');
+  gpu.free();
   if (maps === 0) problems.push('no maps compared');
   if (!(maxErr < 1e-4)) problems.push(`Theta max |error| ${maxErr}`);
   return { name: 'wasm inspect (Theta) matches the reference', pass: problems.length === 0, detail: problems.join('; ') || `${maps} maps, Theta max |error| ${maxErr.toExponential(2)}` };
