@@ -2,41 +2,10 @@
 // block of c (8 tokens, 8 weight rows) straight from storage, with no workgroup memory or
 // barriers: every weight quad loaded serves 8 tokens and every activation quad 8 weight rows.
 // (Software Vulkan such as lavapipe pays dearly for barriers; GPUs serve the reuse from cache.)
-
-struct Params {
-    m: u32,
-    k: u32,
-    k_quads: u32,
-    n: u32,
-    lda: u32,
-    ldc: u32,
-    a_off: u32,
-    a_group_stride: u32,
-    c_col: u32,
-    c_group_stride: u32,
-    accumulate: u32,
-}
-
-@group(1) @binding(0) var<uniform> p: Params;
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+// linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
 
 const RM: u32 = 8u;
 const CN: u32 = 8u;
-
-fn a4(base: u32, k0: u32) -> vec4<f32> {
-    if k0 + 4u <= p.k {
-        return vec4<f32>(a[base + k0], a[base + k0 + 1u], a[base + k0 + 2u], a[base + k0 + 3u]);
-    }
-    // The zero-padded tail of the weight row meets activations that belong to something else.
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if k0 + i < p.k {
-            v[i] = a[base + k0 + i];
-        }
-    }
-    return v;
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

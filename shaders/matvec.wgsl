@@ -1,25 +1,8 @@
 // Matrix-vector products for decoding: c[m, col] (+)= sum_k a[m, k] * w[row, k] over the weight rows
 // of one chunk. Rows are split into groups (q, k, v stacked); group g reads its activations at
 // a_off + g * a_group_stride and writes columns c_col + g * c_group_stride + j.
-// A dtype prelude (weights_f32.wgsl or weights_f16.wgsl) supplies binding 1 and wq().
-
-struct Params {
-    m: u32,
-    k: u32,
-    k_quads: u32,
-    n: u32,
-    lda: u32,
-    ldc: u32,
-    a_off: u32,
-    a_group_stride: u32,
-    c_col: u32,
-    c_group_stride: u32,
-    accumulate: u32,
-}
-
-@group(1) @binding(0) var<uniform> p: Params;
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+// A dtype prelude (weights_f32.wgsl or weights_f16.wgsl) supplies binding 1 and wq();
+// linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
 
 // 16 threads share each group of 4 weight rows, reading neighbouring quads along k; each thread
 // keeps 4 rows' sums, so one activation quad serves 4 weight quads (loads are what software
@@ -28,21 +11,6 @@ const TPR: u32 = 16u;
 const RPT: u32 = 4u;
 const ROWS: u32 = 64u;
 var<workgroup> partial: array<vec4<f32>, 256>;
-
-fn a4(base: u32, k0: u32) -> vec4<f32> {
-    if k0 + 4u <= p.k {
-        return vec4<f32>(a[base + k0], a[base + k0 + 1u], a[base + k0 + 2u], a[base + k0 + 3u]);
-    }
-    // The last quad of a row whose length is not a multiple of 4: the weights are zero-padded,
-    // the activations past k belong to something else and are masked.
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if k0 + i < p.k {
-            v[i] = a[base + k0 + i];
-        }
-    }
-    return v;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {

@@ -47,7 +47,8 @@ impl LinearArgs {
 
 impl Linear {
     pub fn new(ctx: &GpuContext, dtype: WeightDtype) -> Linear {
-        let source = |body: &str| format!("{}\n{body}", dtype.prelude());
+        let source =
+            |body: &str| format!("{}\n{}\n{body}", dtype.prelude(), include_str!("../../shaders/linear_common.wgsl"));
         let matvec = Kernel::new(
             ctx,
             "matvec",
