@@ -51,6 +51,8 @@ pub enum Error {
     LayerOutOfRange { layer: usize, layers: usize },
     #[error("unknown projection {0:?}: expected one of query, key, value, proj, ffn")]
     UnknownProjection(String),
+    #[error("parameter token {slot} is out of range: layer {layer} {proj} has {slots}, numbered 0 to {}", .slots.saturating_sub(1))]
+    SlotOutOfRange { layer: usize, proj: &'static str, slot: usize, slots: usize },
 
     #[error("GPU: {0}")]
     Gpu(String),

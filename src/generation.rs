@@ -173,6 +173,17 @@ impl Generator {
     pub fn generated(&self) -> &[u32] {
         &self.generated
     }
+
+    /// Prompt and generated tokens so far.
+    pub fn context(&self) -> &[u32] {
+        &self.context
+    }
+
+    /// The tokens the backend's cache holds once every request so far has been computed: the
+    /// context without what is still to be fed.
+    pub fn cached(&self) -> &[u32] {
+        &self.context[..self.context.len() - self.feed.len()]
+    }
 }
 
 /// Generates after `prompt` from an empty cache. `on_token` sees each new id and may stop the loop.

@@ -13,39 +13,74 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::Projection;
+use crate::model::{Model, Projection};
 
 /// What to record during one forward pass over a prompt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InspectRequest {
-    /// Block index, 0-based.
-    pub layer: usize,
-    /// Pattention layers of that block whose Theta to keep (any subset, in any order; duplicates are
-    /// recorded once).
+    /// Block indices, 0-based (duplicates are recorded once).
+    pub layers: Vec<usize>,
+    /// Pattention layers of those blocks whose Theta to keep (any subset, in any order; duplicates
+    /// are recorded once).
     pub projections: Vec<Projection>,
-    /// Also keep the block's causal attention probabilities.
+    /// Also keep the blocks' causal attention probabilities.
     pub attention: bool,
 }
 
 impl InspectRequest {
     /// Theta of one Pattention layer.
     pub fn theta(layer: usize, proj: Projection) -> Self {
-        InspectRequest { layer, projections: vec![proj], attention: false }
+        InspectRequest { layers: vec![layer], projections: vec![proj], attention: false }
     }
 
     /// The attention probabilities of one block.
     pub fn attention(layer: usize) -> Self {
-        InspectRequest { layer, projections: Vec::new(), attention: true }
+        InspectRequest { layers: vec![layer], projections: Vec::new(), attention: true }
     }
 
     /// Everything about one block: Theta of all five Pattention layers and the attention probabilities.
     pub fn block(layer: usize) -> Self {
-        InspectRequest { layer, projections: Projection::ALL.to_vec(), attention: true }
+        InspectRequest { layers: vec![layer], projections: Projection::ALL.to_vec(), attention: true }
     }
 
-    /// Fails with [`Error::LayerOutOfRange`] when the model has no block `layer`.
+    /// Theta of every Pattention layer of the model (what the inspector's grid shows).
+    pub fn every_theta(cfg: &ModelConfig) -> Self {
+        InspectRequest {
+            layers: (0..cfg.num_layers).collect(),
+            projections: Projection::ALL.to_vec(),
+            attention: false,
+        }
+    }
+
+    /// Fails with [`Error::LayerOutOfRange`] when the model lacks one of the blocks.
     pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
-        check_layer(self.layer, cfg)
+        self.layers.iter().try_for_each(|&layer| check_layer(layer, cfg))
+    }
+
+    /// The (layer, projection) pairs whose Theta is wanted, each once, in request order.
+    pub fn maps(&self) -> Vec<(usize, Projection)> {
+        let mut maps = Vec::new();
+        for &layer in &self.layers {
+            for &proj in &self.projections {
+                if !maps.contains(&(layer, proj)) {
+                    maps.push((layer, proj));
+                }
+            }
+        }
+        maps
+    }
+
+    /// The blocks whose attention probabilities are wanted, each once.
+    pub fn attention_layers(&self) -> Vec<usize> {
+        let mut layers: Vec<usize> = Vec::new();
+        if self.attention {
+            for &l in &self.layers {
+                if !layers.contains(&l) {
+                    layers.push(l);
+                }
+            }
+        }
+        layers
     }
 }
 
@@ -55,6 +90,20 @@ pub fn check_layer(layer: usize, cfg: &ModelConfig) -> Result<()> {
         return Err(Error::LayerOutOfRange { layer, layers: cfg.num_layers });
     }
     Ok(())
+}
+
+/// One Theta map reduced to what a person looks at first: each token's strongest slots and each
+/// slot's total weight over the prompt. This is what leaves the GPU for a whole model's maps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThetaSummary {
+    pub layer: usize,
+    pub proj: Projection,
+    pub tokens: usize,
+    pub slots: usize,
+    /// Per token, the `k` largest (slot, value), as [`top_k`] orders them.
+    pub top: Vec<Vec<(usize, f32)>>,
+    /// Per slot, the sum of its weight over the tokens ([`column_sums`]).
+    pub column_sums: Vec<f32>,
 }
 
 /// Theta of one Pattention layer for every token of a prompt: `weights[token * slots + slot]`.
@@ -90,6 +139,18 @@ impl Capture {
     pub fn column_sums(&self) -> Vec<f32> {
         column_sums(&self.weights, self.slots)
     }
+
+    /// The top `k` slots per token and the column sums.
+    pub fn summary(&self, k: usize) -> ThetaSummary {
+        ThetaSummary {
+            layer: self.layer,
+            proj: self.proj,
+            tokens: self.tokens,
+            slots: self.slots,
+            top: self.top_k(k),
+            column_sums: self.column_sums(),
+        }
+    }
 }
 
 /// The `k` largest entries of one Theta row as (slot index, value), largest first; equal values by
@@ -106,6 +167,31 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<(usize, f32)> {
     }
     order.sort_unstable_by(by_value);
     order
+}
+
+/// [`Error::SlotOutOfRange`] unless `slot` is a parameter token of `proj` in block `layer`.
+pub fn check_slot(layer: usize, proj: Projection, slot: usize, cfg: &ModelConfig) -> Result<()> {
+    check_layer(layer, cfg)?;
+    let slots = proj.slots(cfg);
+    if slot >= slots {
+        return Err(Error::SlotOutOfRange { layer, proj: proj.as_str(), slot, slots });
+    }
+    Ok(())
+}
+
+/// A parameter token's "dictionary": its value vector (what the layer adds in proportion to Theta)
+/// scored against every vocabulary token through the tied embedding, `E · v`, one score per id.
+/// No final norm is applied: the scores are the raw projection, comparable across slots of a layer.
+pub fn dictionary(model: &Model, layer: usize, proj: Projection, slot: usize) -> Result<Vec<f32>> {
+    check_slot(layer, proj, slot, &model.config)?;
+    let p = model.blocks[layer].get(proj);
+    let d_out = p.value_param_tokens.len() / p.n;
+    let value = &p.value_param_tokens[slot * d_out..(slot + 1) * d_out];
+    let d = model.config.hidden_size;
+    Ok(model.embedding[..model.vocab_size * d]
+        .chunks_exact(d)
+        .map(|row| crate::cpu::kernels::dot(row, value))
+        .collect())
 }
 
 /// Sum over tokens of each slot's weight, for row-major `weights` [tokens × slots]: which parameter
@@ -140,16 +226,21 @@ impl AttentionCapture {
 /// Everything one inspected forward pass recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inspection {
-    /// One capture per requested projection, in request order.
+    /// One capture per requested (layer, projection), in [`InspectRequest::maps`] order.
     pub theta: Vec<Capture>,
-    /// Present when the request asked for attention.
-    pub attention: Option<AttentionCapture>,
+    /// One capture per block in [`InspectRequest::attention_layers`] order.
+    pub attention: Vec<AttentionCapture>,
 }
 
 impl Inspection {
-    /// The capture of `proj`, if it was requested.
-    pub fn theta(&self, proj: Projection) -> Option<&Capture> {
-        self.theta.iter().find(|c| c.proj == proj)
+    /// The capture of `proj` in block `layer`, if it was requested.
+    pub fn theta(&self, layer: usize, proj: Projection) -> Option<&Capture> {
+        self.theta.iter().find(|c| c.layer == layer && c.proj == proj)
+    }
+
+    /// The attention probabilities of block `layer`, if they were requested.
+    pub fn attention(&self, layer: usize) -> Option<&AttentionCapture> {
+        self.attention.iter().find(|c| c.layer == layer)
     }
 }
 
@@ -157,7 +248,6 @@ impl Inspection {
 /// `tokens` run from position 0, so the forward pass only copies rows into place.
 #[derive(Debug)]
 pub struct Recorder {
-    layer: usize,
     inspection: Inspection,
 }
 
@@ -165,37 +255,31 @@ impl Recorder {
     /// Buffers for `request` on a `tokens`-long prompt. The request must be valid for `cfg`.
     pub fn new(request: &InspectRequest, cfg: &ModelConfig, tokens: usize) -> Result<Self> {
         request.validate(cfg)?;
-        let mut theta: Vec<Capture> = Vec::with_capacity(request.projections.len());
-        for &proj in &request.projections {
-            if theta.iter().all(|c| c.proj != proj) {
+        let theta = request
+            .maps()
+            .into_iter()
+            .map(|(layer, proj)| {
                 let slots = proj.slots(cfg);
-                theta.push(Capture { layer: request.layer, proj, tokens, slots, weights: vec![0.0; tokens * slots] });
-            }
-        }
+                Capture { layer, proj, tokens, slots, weights: vec![0.0; tokens * slots] }
+            })
+            .collect();
         let heads = cfg.num_heads;
-        let attention = request.attention.then(|| AttentionCapture {
-            layer: request.layer,
-            heads,
-            tokens,
-            probs: vec![0.0; heads * tokens * tokens],
-        });
-        Ok(Recorder { layer: request.layer, inspection: Inspection { theta, attention } })
+        let attention = request
+            .attention_layers()
+            .into_iter()
+            .map(|layer| AttentionCapture { layer, heads, tokens, probs: vec![0.0; heads * tokens * tokens] })
+            .collect();
+        Ok(Recorder { inspection: Inspection { theta, attention } })
     }
 
     /// Where Theta [tokens × slots] of `proj` in block `layer` goes, if it is wanted.
     pub fn theta_sink(&mut self, layer: usize, proj: Projection) -> Option<&mut [f32]> {
-        if layer != self.layer {
-            return None;
-        }
-        self.inspection.theta.iter_mut().find(|c| c.proj == proj).map(|c| c.weights.as_mut_slice())
+        self.inspection.theta.iter_mut().find(|c| c.layer == layer && c.proj == proj).map(|c| c.weights.as_mut_slice())
     }
 
     /// Where the attention probabilities of block `layer` go, if they are wanted.
     pub fn attention_sink(&mut self, layer: usize) -> Option<&mut AttentionCapture> {
-        if layer != self.layer {
-            return None;
-        }
-        self.inspection.attention.as_mut()
+        self.inspection.attention.iter_mut().find(|c| c.layer == layer)
     }
 
     pub fn finish(self) -> Inspection {

@@ -13,6 +13,7 @@ use tokenformer::convert::to_safetensors;
 use tokenformer::default_model;
 use tokenformer::generation::perplexity;
 use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype};
+use tokenformer::inspect::top_k;
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
 use tokenformer::weights::safetensors::StoreDtype;
@@ -125,12 +126,17 @@ struct InspectArgs {
     #[arg(long)]
     layer: usize,
     /// Pattention layer: query, key, value, proj or ffn.
+    #[arg(long, required_unless_present = "attention", conflicts_with = "attention")]
+    proj: Option<String>,
+    /// The block's attention probabilities per head instead of a Pattention layer.
     #[arg(long)]
-    proj: String,
-    /// Only the K largest weights of each token, as [slot, value] pairs (largest first).
-    #[arg(long)]
+    attention: bool,
+    /// Only the K largest weights of each token, as [slot, value] pairs (largest first); on the
+    /// GPU they are selected on the device and only they are read back.
+    #[arg(long, conflicts_with = "attention")]
     top_k: Option<usize>,
-    /// Print {"layer", "proj", "weights": [row per token]} (or "top" with --top-k) as one JSON object.
+    /// Print {"layer", "proj", "weights": [row per token]} (or "top" with --top-k; with --attention
+    /// {"layer", "attention": [per head [row per token]]}) as one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -353,12 +359,7 @@ fn run_logits(args: LogitsArgs) -> Result<()> {
 
 fn run_inspect(args: InspectArgs) -> Result<()> {
     // Cheap checks first, so a typo does not wait for the model to load.
-    let proj = Projection::parse(&args.proj)?;
-    if args.model.backend == BackendKind::Gpu {
-        return Err(Error::Usage(
-            "inspect: capturing Pattention weights on the GPU backend is not implemented yet; use --backend cpu".into(),
-        ));
-    }
+    let proj = args.proj.as_deref().map(Projection::parse).transpose()?;
     check_dtype(args.model.backend, args.model.dtype)?;
     if args.top_k == Some(0) {
         return Err(Error::Usage("--top-k must be at least 1".into()));
@@ -366,43 +367,106 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
     let (model, tokenizer) = load_model(&args.model)?;
     tokenformer::inspect::check_layer(args.layer, &model.config)?;
     let ids = args.prompt.ids(&tokenizer)?;
-    let mut backend = CpuBackend::new(Arc::new(model));
-    let inspection = backend.inspect(&ids, &InspectRequest::theta(args.layer, proj))?;
-    let capture = inspection.theta(proj).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
-
-    #[derive(serde::Serialize)]
-    struct Weights<'a> {
-        layer: usize,
-        proj: &'a str,
-        weights: Vec<&'a [f32]>,
-    }
-    #[derive(serde::Serialize)]
-    struct Top<'a> {
-        layer: usize,
-        proj: &'a str,
-        top: Vec<Vec<(usize, f32)>>,
-    }
-    let (layer, name) = (args.layer, proj.as_str());
+    let layer = args.layer;
+    let request = match proj {
+        Some(p) => InspectRequest::theta(layer, p),
+        None => InspectRequest::attention(layer),
+    };
+    let mut inspector = Inspector::new(model, args.model.backend, args.model.dtype)?;
+    let Some(proj) = proj else {
+        let inspection = inspector.inspect(&ids, &request)?;
+        let cap = inspection.attention(layer).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
+        let heads: Vec<Vec<&[f32]>> =
+            (0..cap.heads).map(|h| (0..cap.tokens).map(|q| cap.row(h, q)).collect()).collect();
+        if args.json {
+            println!("{}", serde_json::json!({ "layer": layer, "attention": heads }));
+        } else {
+            println!(
+                "layer {layer} attention: {} heads x {} tokens; per head, each token's strongest key",
+                cap.heads, cap.tokens
+            );
+            for (h, rows) in heads.iter().enumerate() {
+                let best: Vec<String> = rows
+                    .iter()
+                    .map(|row| top_k(row, 1).first().map_or(String::new(), |(j, p)| format!("{j}:{p:.2}")))
+                    .collect();
+                println!("head {h:>2}: {}", best.join(" "));
+            }
+        }
+        return Ok(());
+    };
+    let name = proj.as_str();
+    let top = match args.top_k {
+        Some(k) => inspector.top_k(&ids, &request, k)?,
+        None => {
+            let inspection = inspector.inspect(&ids, &request)?;
+            let cap =
+                inspection.theta(layer, proj).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "layer": layer, "proj": name, "weights": cap.rows().collect::<Vec<_>>() })
+                );
+                return Ok(());
+            }
+            cap.top_k(8)
+        }
+    };
     if args.json {
-        let json = match args.top_k {
-            Some(k) => serde_json::to_string(&Top { layer, proj: name, top: capture.top_k(k) }),
-            None => serde_json::to_string(&Weights { layer, proj: name, weights: capture.rows().collect() }),
-        };
-        println!("{}", json.map_err(|e| Error::Usage(format!("inspect: {e}")))?);
+        println!("{}", serde_json::json!({ "layer": layer, "proj": name, "top": top }));
         return Ok(());
     }
     // For people: each token with its strongest slots.
-    let k = args.top_k.unwrap_or(8);
     println!(
-        "layer {layer} {name}: {} tokens x {} parameter tokens (top {k} per token)",
-        capture.tokens, capture.slots
+        "layer {layer} {name}: {} tokens x {} parameter tokens (top {} per token)",
+        ids.len(),
+        proj.slots(inspector.config()),
+        top.first().map_or(0, Vec::len)
     );
-    for (i, (&id, top)) in ids.iter().zip(capture.top_k(k)).enumerate() {
+    for (i, (&id, top)) in ids.iter().zip(top).enumerate() {
         let text = format!("{:?}", tokenizer.decode(&[id]).unwrap_or_default());
         let top: Vec<String> = top.iter().map(|(slot, v)| format!("{slot}:{v:.3}")).collect();
         println!("{i:>4} {id:>6} {text:<12} {}", top.join(" "));
     }
     Ok(())
+}
+
+/// The backend `inspect` runs on: the CPU reference, or the GPU with its device-side reductions.
+enum Inspector {
+    Cpu(CpuBackend),
+    Gpu(Box<GpuBackend>),
+}
+
+impl Inspector {
+    fn new(model: Model, backend: BackendKind, dtype: DtypeArg) -> Result<Inspector> {
+        Ok(match backend {
+            BackendKind::Cpu => Inspector::Cpu(CpuBackend::new(Arc::new(model))),
+            BackendKind::Gpu => Inspector::Gpu(Box::new(gpu_backend(&model, dtype)?)),
+        })
+    }
+
+    fn config(&self) -> &tokenformer::ModelConfig {
+        match self {
+            Inspector::Cpu(b) => &b.model().config,
+            Inspector::Gpu(b) => b.config(),
+        }
+    }
+
+    fn inspect(&mut self, ids: &[u32], request: &InspectRequest) -> Result<tokenformer::Inspection> {
+        match self {
+            Inspector::Cpu(b) => b.inspect(ids, request),
+            Inspector::Gpu(b) => pollster::block_on(b.inspect_async(ids, request)),
+        }
+    }
+
+    /// The top `k` slots per token of the (one) map `request` names.
+    fn top_k(&mut self, ids: &[u32], request: &InspectRequest, k: usize) -> Result<Vec<Vec<(usize, f32)>>> {
+        let summaries = match self {
+            Inspector::Cpu(b) => b.inspect(ids, request)?.theta.iter().map(|c| c.summary(k)).collect(),
+            Inspector::Gpu(b) => pollster::block_on(b.summarize_async(ids, request, k))?,
+        };
+        summaries.into_iter().next().map(|s| s.top).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))
+    }
 }
 
 fn run_convert(args: ConvertArgs) -> Result<()> {

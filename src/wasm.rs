@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::generation::{Backend, Generator, StopReason};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
-use crate::inspect::{Capture, InspectRequest};
+use crate::inspect::{self, AttentionCapture, Capture, InspectRequest, Inspection, ThetaSummary};
 use crate::model::{Model, ModelTensors, Projection};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
@@ -33,6 +33,15 @@ fn js_error(e: Error) -> JsError {
 
 fn js_value(e: Error) -> JsValue {
     js_error(e).into()
+}
+
+/// A plain object with these fields.
+fn object(fields: &[(&str, JsValue)]) -> std::result::Result<JsValue, JsValue> {
+    let out = js_sys::Object::new();
+    for (key, value) in fields {
+        js_sys::Reflect::set(&out, &(*key).into(), value)?;
+    }
+    Ok(out.into())
 }
 
 /// Which backend `Engine.load` uses: WebGPU when an adapter exists ("auto"), or one of them.
@@ -107,6 +116,37 @@ impl Compute {
             Compute::Gpu(b) => b.next_token_async(ids, context, params, step).await,
         }
     }
+
+    async fn inspect(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
+        match self {
+            Compute::Cpu(b) => b.inspect(ids, request),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.inspect_async(ids, request).await,
+        }
+    }
+
+    /// Top-k and column sums of every Theta map; on WebGPU reduced on the device before read-back.
+    async fn summarize(&mut self, ids: &[u32], k: usize) -> Result<Vec<ThetaSummary>> {
+        match self {
+            Compute::Cpu(b) => {
+                let request = InspectRequest::every_theta(&b.model().config);
+                Ok(b.inspect(ids, &request)?.theta.iter().map(|c| c.summary(k)).collect())
+            }
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => {
+                let request = InspectRequest::every_theta(b.config());
+                b.summarize_async(ids, &request, k).await
+            }
+        }
+    }
+
+    async fn dictionary(&mut self, layer: usize, proj: Projection, slot: usize) -> Result<Vec<f32>> {
+        match self {
+            Compute::Cpu(b) => inspect::dictionary(b.model(), layer, proj, slot),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.dictionary_async(layer, proj, slot).await,
+        }
+    }
 }
 
 /// One generation: the generator, its text stream, and whether the backend's cache still holds
@@ -159,20 +199,27 @@ impl Shared {
         logits
     }
 
-    /// Theta of one Pattention layer for every token of `ids`, run from an empty cache (CPU only).
-    fn inspect(&self, ids: &[u32], layer: usize, proj: Projection) -> Result<Capture> {
+    /// The tokens an inspection runs over: `ids` (ending any generation), or with `None` the
+    /// running generation's tokens already in the cache, so that inspecting leaves its cache as it
+    /// was and the generation goes on (live inspection).
+    fn inspected_ids(&self, ids: Option<Vec<u32>>) -> Result<Vec<u32>> {
+        if let Some(ids) = ids {
+            self.cancel();
+            return Ok(ids);
+        }
+        let run = self.run.borrow();
+        let run =
+            run.as_ref().ok_or_else(|| Error::Usage("nothing to inspect: pass ids or start a generation".into()))?;
+        // Before its first step the cache is still another sequence's: the prompt is what to show.
+        Ok(if run.fresh { run.generator.context() } else { run.generator.cached() }.to_vec())
+    }
+
+    /// Runs `f` on the backend, refusing ("busy") while another call computes.
+    async fn with_compute<T>(&self, f: impl AsyncFnOnce(&mut Compute) -> Result<T>) -> Result<T> {
         let mut compute = self.compute.take().ok_or_else(Self::busy)?;
-        self.cancel();
-        let result = match &mut compute {
-            Compute::Cpu(b) => b.inspect(ids, &InspectRequest::theta(layer, proj)),
-            #[cfg(feature = "gpu")]
-            Compute::Gpu(_) => Err(Error::Gpu(
-                "capturing Pattention weights on WebGPU is not implemented yet; load the model with backend: 'cpu'"
-                    .into(),
-            )),
-        };
+        let result = f(&mut compute).await;
         self.compute.set(Some(compute));
-        result?.theta.into_iter().next().ok_or_else(|| Error::Usage("nothing was captured".into()))
+        result
     }
 
     async fn step(&self) -> Result<Option<Token>> {
@@ -357,28 +404,118 @@ impl Engine {
     }
 
     /// The Pattention weights Theta (after the normalisation: the numbers multiplied into the value
-    /// tokens) of block `layer` (0-based), projection `proj`, for every token of `ids`, run from an
-    /// empty cache: `{ layer, proj, tokens, slots, weights }` with `weights` a row-major
-    /// [tokens × slots] Float32Array. Ends any running generation. CPU backend only for now.
+    /// tokens) of block `layer` (0-based), projection `proj`, for every token of `ids` run from an
+    /// empty cache: `{ ids, layer, proj, tokens, slots, weights }` with `weights` a row-major
+    /// [tokens × slots] Float32Array. With `ids` given any running generation ends; with `ids`
+    /// undefined the running generation's tokens are inspected and it goes on.
     #[wasm_bindgen(unchecked_return_type = "Promise<PattentionCapture>")]
     pub fn inspect(
         &self,
-        ids: Vec<u32>,
+        ids: Option<Vec<u32>>,
         layer: usize,
-        #[wasm_bindgen(unchecked_param_type = "\"query\" | \"key\" | \"value\" | \"proj\" | \"ffn\"")] proj: String,
+        #[wasm_bindgen(unchecked_param_type = "Projection")] proj: String,
     ) -> Promise {
         let shared = self.shared.clone();
         future_to_promise(async move {
             let proj = Projection::parse(&proj).map_err(js_value)?;
-            let capture = shared.inspect(&ids, layer, proj).map_err(js_value)?;
-            let out = js_sys::Object::new();
-            let set = |key: &str, value: JsValue| js_sys::Reflect::set(&out, &key.into(), &value).map(|_| ());
-            set("layer", (capture.layer as f64).into())?;
-            set("proj", capture.proj.as_str().into())?;
-            set("tokens", (capture.tokens as f64).into())?;
-            set("slots", (capture.slots as f64).into())?;
-            set("weights", js_sys::Float32Array::from(capture.weights.as_slice()).into())?;
-            Ok(out.into())
+            let ids = shared.inspected_ids(ids).map_err(js_value)?;
+            let request = InspectRequest::theta(layer, proj);
+            let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
+            let Some(Capture { layer, proj, tokens, slots, weights }) = inspection.theta.into_iter().next() else {
+                return Err(js_value(Error::Usage("nothing was captured".into())));
+            };
+            object(&[
+                ("ids", js_sys::Uint32Array::from(ids.as_slice()).into()),
+                ("layer", layer.into()),
+                ("proj", proj.as_str().into()),
+                ("tokens", tokens.into()),
+                ("slots", slots.into()),
+                ("weights", js_sys::Float32Array::from(weights.as_slice()).into()),
+            ])
+        })
+    }
+
+    /// Every Pattention layer of the model reduced for an overview (on WebGPU on the device, so
+    /// only the reductions are read back): `{ ids, tokens, k, maps }`, one map per layer ×
+    /// projection with `{ layer, proj, slots, top, values, columnSums }`: `top`/`values` hold each
+    /// token's `k` strongest slots and their weights, [tokens × k] row-major, largest first.
+    /// `ids` as for `inspect`.
+    #[wasm_bindgen(js_name = inspectSummary, unchecked_return_type = "Promise<PattentionSummary>")]
+    pub fn inspect_summary(&self, ids: Option<Vec<u32>>, k: usize) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            if k == 0 {
+                return Err(js_value(Error::Usage("k must be at least 1".into())));
+            }
+            let ids = shared.inspected_ids(ids).map_err(js_value)?;
+            let summaries = shared.with_compute(async |c| c.summarize(&ids, k).await).await.map_err(js_value)?;
+            let maps = js_sys::Array::new();
+            for s in summaries {
+                let k = s.top.first().map_or(0, Vec::len);
+                let slots: Vec<u32> = s.top.iter().flatten().map(|&(slot, _)| slot as u32).collect();
+                let values: Vec<f32> = s.top.iter().flatten().map(|&(_, v)| v).collect();
+                maps.push(&object(&[
+                    ("layer", s.layer.into()),
+                    ("proj", s.proj.as_str().into()),
+                    ("slots", s.slots.into()),
+                    ("k", k.into()),
+                    ("top", js_sys::Uint32Array::from(slots.as_slice()).into()),
+                    ("values", js_sys::Float32Array::from(values.as_slice()).into()),
+                    ("columnSums", js_sys::Float32Array::from(s.column_sums.as_slice()).into()),
+                ])?);
+            }
+            object(&[
+                ("ids", js_sys::Uint32Array::from(ids.as_slice()).into()),
+                ("tokens", ids.len().into()),
+                ("maps", maps.into()),
+            ])
+        })
+    }
+
+    /// The causal attention probabilities of block `layer`, per head: `{ ids, layer, heads, tokens,
+    /// probs }` with `probs[(head × tokens + query) × tokens + key]`. `ids` as for `inspect`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<AttentionCapture>")]
+    pub fn attention(&self, ids: Option<Vec<u32>>, layer: usize) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let ids = shared.inspected_ids(ids).map_err(js_value)?;
+            let request = InspectRequest::attention(layer);
+            let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
+            let Some(AttentionCapture { layer, heads, tokens, probs }) = inspection.attention.into_iter().next() else {
+                return Err(js_value(Error::Usage("nothing was captured".into())));
+            };
+            object(&[
+                ("ids", js_sys::Uint32Array::from(ids.as_slice()).into()),
+                ("layer", layer.into()),
+                ("heads", heads.into()),
+                ("tokens", tokens.into()),
+                ("probs", js_sys::Float32Array::from(probs.as_slice()).into()),
+            ])
+        })
+    }
+
+    /// A parameter token's "dictionary": its value vector scored against every vocabulary token
+    /// through the tied embedding; resolves to the `k` best as `[{ id, text, score }]`, best first.
+    /// Leaves any generation and the cache as they are.
+    #[wasm_bindgen(unchecked_return_type = "Promise<DictionaryEntry[]>")]
+    pub fn dictionary(
+        &self,
+        layer: usize,
+        #[wasm_bindgen(unchecked_param_type = "Projection")] proj: String,
+        slot: usize,
+        k: usize,
+    ) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let proj = Projection::parse(&proj).map_err(js_value)?;
+            let scores =
+                shared.with_compute(async |c| c.dictionary(layer, proj, slot).await).await.map_err(js_value)?;
+            let entries = js_sys::Array::new();
+            for (id, score) in inspect::top_k(&scores, k) {
+                let text = shared.tokenizer.decode(&[id as u32]).map_err(js_value)?;
+                entries.push(&object(&[("id", id.into()), ("text", text.into()), ("score", score.into())])?);
+            }
+            Ok(entries.into())
         })
     }
 
@@ -458,13 +595,52 @@ export interface SamplingParams {
 
 #[wasm_bindgen(typescript_custom_section)]
 const CAPTURE_TYPE: &str = r#"
+/** A Pattention layer of a block. */
+export type Projection = "query" | "key" | "value" | "proj" | "ffn";
+
 /** Theta of one Pattention layer: `weights[t * slots + s]` is token t's weight on parameter token s. */
 export interface PattentionCapture {
+  ids: Uint32Array;
   layer: number;
-  proj: "query" | "key" | "value" | "proj" | "ffn";
+  proj: Projection;
   tokens: number;
   slots: number;
   weights: Float32Array;
+}
+
+/** One Pattention layer reduced: each token's `k` strongest slots (`top`) and their weights
+ *  (`values`), [tokens × k] row-major, largest first; `columnSums[s]` sums slot s over the tokens. */
+export interface PattentionMapSummary {
+  layer: number;
+  proj: Projection;
+  slots: number;
+  k: number;
+  top: Uint32Array;
+  values: Float32Array;
+  columnSums: Float32Array;
+}
+
+/** Every Pattention layer of the model reduced, for an overview. */
+export interface PattentionSummary {
+  ids: Uint32Array;
+  tokens: number;
+  maps: PattentionMapSummary[];
+}
+
+/** Attention probabilities of one block: `probs[(head * tokens + query) * tokens + key]`. */
+export interface AttentionCapture {
+  ids: Uint32Array;
+  layer: number;
+  heads: number;
+  tokens: number;
+  probs: Float32Array;
+}
+
+/** A vocabulary token a parameter token's value vector points at, with its score. */
+export interface DictionaryEntry {
+  id: number;
+  text: string;
+  score: number;
 }
 "#;
 

@@ -138,41 +138,63 @@ fn eval_reports_the_reference_perplexity() {
 }
 
 #[test]
-fn inspect_json_prints_the_reference_theta_rows_and_top_k() {
+fn inspect_json_prints_the_reference_theta_rows_top_k_and_attention_on_both_backends() {
     let fixture = inspect_fixture();
-    for entry in &fixture.models {
-        let model = fixture_dir(&entry.model);
-        let layer = entry.layers.last().unwrap();
-        let (l, ids) = (layer.layer.to_string(), ids_arg(&entry.ids));
-        for (proj, want) in &layer.theta {
+    let mut checked_attention = 0;
+    for backend in ["cpu", "gpu"] {
+        for entry in &fixture.models {
+            let model = fixture_dir(&entry.model);
+            let layer = entry.layers.last().unwrap();
+            let (l, ids) = (layer.layer.to_string(), ids_arg(&entry.ids));
             // Ids for one model, the same prompt as text for the others: the two forms must agree.
             let prompt: [&str; 2] =
                 if entry.model == "softmax" { ["--ids", &ids] } else { ["--prompt", &fixture.text] };
-            let base = ["inspect", "--model", path(&model), prompt[0], prompt[1], "--layer", &l, "--proj", proj];
-            let json = stdout_json(&tokenformer(&[&base[..], &["--json"]].concat()));
-            assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
-            assert_eq!(json["layer"], layer.layer);
-            assert_eq!(json["proj"], proj.as_str());
-            let rows: Vec<Vec<f64>> = serde_json::from_value(json["weights"].clone()).unwrap();
-            assert_eq!(rows.len(), want.len());
-            assert!(rows.iter().zip(want).all(|(a, b)| a.len() == b.len()));
-            let err = max_abs_diff(rows.iter().flatten().copied(), want.iter().flatten().copied());
-            assert!(err < 1e-4, "{} layer {l} {proj}: {err:e}", entry.model);
+            let base = ["inspect", "--model", path(&model), prompt[0], prompt[1], "--layer", &l, "--backend", backend];
+            let what = format!("{backend} {} layer {l}", entry.model);
+            for (proj, want) in &layer.theta {
+                let json = stdout_json(&tokenformer(&[&base[..], &["--proj", proj, "--json"]].concat()));
+                assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+                assert_eq!(json["layer"], layer.layer);
+                assert_eq!(json["proj"], proj.as_str());
+                let rows: Vec<Vec<f64>> = serde_json::from_value(json["weights"].clone()).unwrap();
+                assert_eq!(rows.len(), want.len());
+                assert!(rows.iter().zip(want).all(|(a, b)| a.len() == b.len()));
+                let err = max_abs_diff(rows.iter().flatten().copied(), want.iter().flatten().copied());
+                assert!(err < 1e-4, "{what} {proj}: {err:e}");
 
-            let json = stdout_json(&tokenformer(&[&base[..], &["--top-k", "4", "--json"]].concat()));
-            assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
-            assert_eq!((&json["layer"], &json["proj"]), (&serde_json::json!(layer.layer), &serde_json::json!(proj)));
-            let top: Vec<Vec<(usize, f64)>> = serde_json::from_value(json["top"].clone()).unwrap();
-            assert_eq!(top.len(), want.len());
-            for ((pairs, row), want_row) in top.iter().zip(&rows).zip(want) {
-                assert_eq!(pairs.len(), 4);
-                // Each pair is a slot and its weight as printed in the full form.
-                assert!(pairs.iter().all(|&(slot, v)| row[slot] == v), "{pairs:?}");
-                let values: Vec<f64> = pairs.iter().map(|p| p.1).collect();
-                assert!(max_abs_diff(values, top_values(want_row, 4)) < 1e-4, "{pairs:?} vs {want_row:?}");
+                let json =
+                    stdout_json(&tokenformer(&[&base[..], &["--proj", proj, "--top-k", "4", "--json"]].concat()));
+                assert_eq!(json.as_object().unwrap().len(), 3, "{json}");
+                assert_eq!(
+                    (&json["layer"], &json["proj"]),
+                    (&serde_json::json!(layer.layer), &serde_json::json!(proj))
+                );
+                let top: Vec<Vec<(usize, f64)>> = serde_json::from_value(json["top"].clone()).unwrap();
+                assert_eq!(top.len(), want.len());
+                for ((pairs, row), want_row) in top.iter().zip(&rows).zip(want) {
+                    assert_eq!(pairs.len(), 4);
+                    // Each pair is a slot and its weight as the same backend prints it in the full form
+                    // (on the GPU the selection ran on the device over the same numbers).
+                    assert!(pairs.iter().all(|&(slot, v)| row[slot] == v), "{what} {proj}: {pairs:?}");
+                    let values: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+                    assert!(max_abs_diff(values, top_values(want_row, 4)) < 1e-4, "{pairs:?} vs {want_row:?}");
+                }
+            }
+            for (al, want) in entry.layers.iter().filter_map(|al| Some((al.layer.to_string(), al.attention.as_ref()?)))
+            {
+                let args =
+                    ["inspect", "--model", path(&model), prompt[0], prompt[1], "--layer", &al, "--backend", backend];
+                let json = stdout_json(&tokenformer(&[&args[..], &["--attention", "--json"]].concat()));
+                checked_attention += 1;
+                let heads: Vec<Vec<Vec<f64>>> = serde_json::from_value(json["attention"].clone()).unwrap();
+                assert_eq!((heads.len(), heads[0].len()), (want.len(), entry.ids.len()));
+                let err =
+                    max_abs_diff(heads.iter().flatten().flatten().copied(), want.iter().flatten().flatten().copied());
+                assert!(err < 1e-4, "{what} attention: {err:e}");
             }
         }
     }
+    assert!(checked_attention >= 2 * fixture.models.len(), "{checked_attention}");
 }
 
 /// Runs a command that must fail and returns its single stderr line.
@@ -252,8 +274,6 @@ fn bad_inputs_give_one_clear_line() {
     assert!(line.contains("layer 3 is out of range") && line.contains("numbered 0 to 2"), "{line}");
     let line = inspect(&["--layer", "0", "--proj", "mlp", "--json"]);
     assert!(line.contains("unknown projection \"mlp\"") && line.contains("query, key, value, proj, ffn"), "{line}");
-    let line = inspect(&["--layer", "0", "--proj", "ffn", "--backend", "gpu", "--json"]);
-    assert!(line.contains("GPU backend is not implemented yet"), "{line}");
     assert!(inspect(&["--layer", "0", "--proj", "ffn", "--top-k", "0"]).contains("--top-k"));
     assert!(fails(&["inspect", "--model", m, "--ids", "1,99999", "--layer", "0", "--proj", "key"])
         .contains("outside the vocabulary"));

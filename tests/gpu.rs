@@ -265,3 +265,63 @@ fn a_lost_device_is_an_error_and_a_new_device_works() {
     let mut fresh = gpu(&model, &GpuOptions::default());
     assert_eq!(fresh.forward(&[1, 2], false).unwrap().len(), fresh.vocab_size());
 }
+
+/// Inspection on the device against the CPU backend's capture, on every variant and a prompt longer
+/// than a prefill chunk (so captures are assembled from two submissions), with weights split into
+/// chunks: whole Theta maps and attention probabilities, the device-side top-k and column sums, and
+/// slot dictionaries through the tied head.
+#[test]
+fn inspection_on_the_gpu_matches_the_cpu_capture() {
+    const K: usize = 5;
+    for name in VARIANTS {
+        let (model, _) = load(name);
+        let cfg = model.config.clone();
+        let ids: Vec<u32> = (0..150u32).map(|i| (i * 7 + 3) % model.vocab_size as u32).collect();
+        let ids = &ids[..ids.len().min(cfg.max_positions)];
+        let options = GpuOptions { max_chunk_bytes: Some(16384), ..Default::default() };
+        let mut device = gpu(&model, &options);
+        let mut host = cpu(model.clone());
+        let request = tokenformer::InspectRequest {
+            layers: (0..cfg.num_layers).collect(),
+            projections: tokenformer::Projection::ALL.to_vec(),
+            attention: true,
+        };
+        let want = host.inspect(ids, &request).unwrap();
+        let got = pollster::block_on(device.inspect_async(ids, &request)).unwrap();
+        assert_eq!((got.theta.len(), got.attention.len()), (cfg.num_layers * 5, cfg.num_layers));
+        let mut worst = 0f64;
+        for (g, w) in got.theta.iter().zip(&want.theta) {
+            assert_eq!((g.layer, g.proj, g.tokens, g.slots), (w.layer, w.proj, w.tokens, w.slots));
+            let err = max_abs_diff(g.weights.iter().map(|&v| v as f64), w.weights.iter().map(|&v| v as f64));
+            assert!(err < 1e-3, "{name} layer {} {:?}: {err:e}", g.layer, g.proj);
+            worst = worst.max(err);
+        }
+        for (g, w) in got.attention.iter().zip(&want.attention) {
+            let err = max_abs_diff(g.probs.iter().map(|&v| v as f64), w.probs.iter().map(|&v| v as f64));
+            assert!(err < 1e-4, "{name} layer {} attention: {err:e}", g.layer);
+        }
+        eprintln!("{name}: {} tokens, max |Theta error| {worst:.2e}", ids.len());
+
+        let summaries = pollster::block_on(device.summarize_async(ids, &request, K)).unwrap();
+        assert_eq!(summaries.len(), got.theta.len());
+        for (s, full) in summaries.iter().zip(&got.theta) {
+            // The device's selection over its own numbers equals selecting from its full map.
+            assert_eq!(s.top, full.top_k(K), "{name} layer {} {:?}", s.layer, s.proj);
+            let sums = full.column_sums();
+            let err = max_abs_diff(s.column_sums.iter().map(|&v| v as f64), sums.iter().map(|&v| v as f64));
+            assert!(err < 1e-3 * ids.len() as f64, "{name} layer {} {:?} sums: {err:e}", s.layer, s.proj);
+        }
+        // The capture left the prompt in the cache, as on the CPU.
+        assert_eq!(device.position(), ids.len());
+
+        for (layer, proj, slot) in
+            [(0, tokenformer::Projection::Ffn, 1), (cfg.num_layers - 1, tokenformer::Projection::Value, 2)]
+        {
+            let got = pollster::block_on(device.dictionary_async(layer, proj, slot)).unwrap();
+            let want = tokenformer::inspect::dictionary(&model, layer, proj, slot).unwrap();
+            let err = max_abs_diff(got.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
+            assert!(err < 1e-4, "{name} dictionary layer {layer} {proj:?} slot {slot}: {err:e}");
+        }
+        assert!(pollster::block_on(device.dictionary_async(0, tokenformer::Projection::Key, cfg.qkv_slots)).is_err());
+    }
+}

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{cpu, inspect_fixture, load, max_abs_diff, top_values};
-use tokenformer::inspect::{column_sums, top_k};
+use tokenformer::inspect::{column_sums, dictionary, top_k};
 use tokenformer::{Backend, Error, InspectRequest, Projection};
 
 /// f32 forward pass against float64: the same bound the logits are held to.
@@ -28,8 +28,8 @@ fn theta_matches_the_reference_for_every_projection() {
             for proj in Projection::ALL {
                 let want = &layer.theta[proj.as_str()];
                 let got = backend.inspect(&entry.ids, &InspectRequest::theta(layer.layer, proj)).unwrap();
-                assert!(got.attention.is_none());
-                let cap = got.theta(proj).unwrap();
+                assert!(got.attention.is_empty());
+                let cap = got.theta(layer.layer, proj).unwrap();
                 assert_eq!((cap.layer, cap.proj), (layer.layer, proj));
                 assert_eq!((cap.tokens, cap.slots), (entry.ids.len(), proj.slots(&cfg)), "{} {proj:?}", entry.model);
                 assert_eq!((want.len(), want[0].len()), (cap.tokens, cap.slots));
@@ -41,7 +41,7 @@ fn theta_matches_the_reference_for_every_projection() {
                     layer.layer,
                     proj.as_str()
                 );
-                assert_eq!(block.theta(proj), Some(cap), "{} layer {} {proj:?}", entry.model, layer.layer);
+                assert_eq!(block.theta(layer.layer, proj), Some(cap), "{} layer {} {proj:?}", entry.model, layer.layer);
                 worst = worst.max(err);
                 checked += 1;
             }
@@ -62,7 +62,7 @@ fn attention_probabilities_match_the_reference_sum_to_one_and_are_causal() {
         for layer in 0..layers {
             let got = backend.inspect(&entry.ids, &InspectRequest::attention(layer)).unwrap();
             assert!(got.theta.is_empty());
-            let att = got.attention.unwrap();
+            let att = got.attention(layer).unwrap();
             assert_eq!((att.layer, att.heads, att.tokens, att.probs.len()), (layer, heads, t, heads * t * t));
             for h in 0..heads {
                 for i in 0..t {
@@ -164,7 +164,7 @@ fn a_bad_layer_or_projection_is_a_specific_error() {
         let err = backend.inspect(&[1, 2, 3], &request).unwrap_err();
         assert!(matches!(err, Error::LayerOutOfRange { layers: 3, .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains(&format!("layer {} is out of range", request.layer)), "{msg}");
+        assert!(msg.contains(&format!("layer {} is out of range", request.layers[0])), "{msg}");
         assert!(msg.contains("3 layers, numbered 0 to 2"), "{msg}");
     }
     // Bad prompts are the forward pass's own errors.
@@ -182,4 +182,47 @@ fn a_bad_layer_or_projection_is_a_specific_error() {
     for proj in Projection::ALL {
         assert_eq!(Projection::parse(proj.as_str()).unwrap(), proj);
     }
+}
+
+#[test]
+fn one_pass_over_every_layer_gives_each_layers_own_maps() {
+    let fixture = inspect_fixture();
+    let entry = &fixture.models[0];
+    let (model, _) = load(&entry.model);
+    let cfg = model.config.clone();
+    let mut backend = cpu(model);
+    let all = backend.inspect(&entry.ids, &InspectRequest::every_theta(&cfg)).unwrap();
+    assert_eq!(all.theta.len(), cfg.num_layers * 5);
+    for layer in 0..cfg.num_layers {
+        let one = backend.inspect(&entry.ids, &InspectRequest::block(layer)).unwrap();
+        for proj in Projection::ALL {
+            assert_eq!(all.theta(layer, proj), one.theta(layer, proj), "layer {layer} {proj:?}");
+        }
+    }
+}
+
+#[test]
+fn a_slot_dictionary_is_its_value_vector_scored_against_every_embedding_row() {
+    let fixture = inspect_fixture();
+    let entry = &fixture.models[0];
+    let (model, _) = load(&entry.model);
+    let (d, vocab) = (model.config.hidden_size, model.vocab_size);
+    for (layer, proj, slot) in [(0, Projection::Ffn, 0), (1, Projection::Query, 3), (0, Projection::Proj, 7)] {
+        let got = dictionary(&model, layer, proj, slot).unwrap();
+        assert_eq!(got.len(), vocab);
+        let p = model.blocks[layer].get(proj);
+        let value = &p.value_param_tokens[slot * d..(slot + 1) * d];
+        // Independently, in f64.
+        let want = (0..vocab).map(|id| {
+            let row = &model.embedding[id * d..(id + 1) * d];
+            row.iter().zip(value).map(|(&e, &v)| e as f64 * v as f64).sum::<f64>()
+        });
+        let err = max_abs_diff(got.iter().map(|&v| v as f64), want);
+        assert!(err < 1e-5, "layer {layer} {proj:?} slot {slot}: {err:e}");
+    }
+    let slots = model.config.ffn_slots;
+    let err = dictionary(&model, 0, Projection::Ffn, slots).unwrap_err();
+    assert!(matches!(err, Error::SlotOutOfRange { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("numbered 0 to {}", slots - 1)), "{err}");
+    assert!(matches!(dictionary(&model, 99, Projection::Ffn, 0), Err(Error::LayerOutOfRange { .. })));
 }

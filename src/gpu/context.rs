@@ -270,8 +270,12 @@ impl<'a> Encoder<'a> {
     }
 
     pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, bytes: u64) {
+        self.copy_at(src, src_offset, dst, 0, bytes);
+    }
+
+    pub fn copy_at(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, bytes: u64) {
         self.pass = None;
-        self.encoder.copy_buffer_to_buffer(src, src_offset, dst, 0, bytes);
+        self.encoder.copy_buffer_to_buffer(src, src_offset, dst, dst_offset, bytes);
     }
 
     /// Writes the parameter pages, then submits the commands: the queue orders the writes first.
@@ -308,6 +312,16 @@ pub(crate) async fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u6
     let data = slice.get_mapped_range().map_err(|e| Error::Gpu(format!("reading GPU results failed: {e}")))?.to_vec();
     buffer.unmap();
     Ok(data)
+}
+
+/// Reads the first `bytes` of a storage buffer through a staging buffer made for the occasion (the
+/// inspector's captures are read once, so they get no standing read-back buffer).
+pub(crate) async fn read_storage(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let staging = ctx.buffer("read-back", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+    let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    ctx.queue.submit([encoder.finish()]);
+    read_back(ctx, &staging, bytes).await
 }
 
 /// Resolves once the work submitted so far has finished.

@@ -9,6 +9,7 @@ mod attention;
 pub mod context;
 mod copy;
 mod embed;
+mod inspect;
 mod layer_norm;
 mod matmul;
 mod pnorm;
@@ -31,9 +32,11 @@ use crate::error::{Error, Result};
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
-use crate::model::{Block, Model, ModelTensors};
+use crate::inspect::{check_slot, AttentionCapture, Capture, InspectRequest, Inspection, ThetaSummary};
+use crate::model::{Block, Model, ModelTensors, Projection};
 use crate::sampling::SamplingParams;
-use context::{bytes_to_f32, f32_bytes, read_back, u32_bytes, Encoder, ParamPages};
+use context::{bytes_to_f32, f32_bytes, read_back, read_storage, u32_bytes, Encoder, ParamPages};
+use inspect::{CapturePlan, Inspector, MapCapture, MapSink, ThetaLayout};
 use matmul::{Linear, LinearArgs, LinearBinding};
 use weights::{upload, Matrix, Store};
 
@@ -107,6 +110,8 @@ struct Buffers {
 }
 
 struct LayerBinds {
+    /// Post-RoPE keys of every position so far (the inspector recomputes attention from it).
+    k_cache: wgpu::Buffer,
     qkv_scores: LinearBinding,
     qkv_values: LinearBinding,
     rope: wgpu::BindGroup,
@@ -135,6 +140,8 @@ pub struct GpuBackend {
     len: usize,
     last: PassStats,
     weight_bytes: u64,
+    /// Built on the first inspection: ordinary generation never compiles its kernels.
+    inspector: Option<Inspector>,
 }
 
 impl GpuBackend {
@@ -267,6 +274,7 @@ impl GpuBackend {
         for w in &layer_weights {
             let (kc, vc) = (c.storage("k cache", cache_bytes), c.storage("v cache", cache_bytes));
             layers.push(LayerBinds {
+                k_cache: kc.clone(),
                 qkv_scores: k.linear.bind(c, &w.qkv_keys, &b.a, &b.scores),
                 qkv_values: k.linear.bind(c, &w.qkv_values, &b.scores, &b.qkv),
                 rope: k.rope.bind(c, &b.qkv, &rope_table, &b.q, &kc, &vc),
@@ -289,6 +297,7 @@ impl GpuBackend {
             len: 0,
             last: PassStats::default(),
             weight_bytes,
+            inspector: None,
             buffers,
             kernels,
             cfg,
@@ -321,6 +330,10 @@ impl GpuBackend {
         self.cfg.max_positions
     }
 
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
     /// Empties the KV cache: positions past `len` are overwritten before attention reads them.
     pub fn reset(&mut self) {
         self.len = 0;
@@ -333,16 +346,24 @@ impl GpuBackend {
 
     /// Records the forward pass of `t` tokens (already in the ids buffer) at the next positions,
     /// ending with the final norm and head for the last `rows` of them (none: only the KV cache).
-    fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize) {
+    /// `plan`, when given, records Theta maps and attention probabilities along the way.
+    fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize, plan: Option<&CapturePlan>) {
         let cfg = &self.cfg;
         let k = &self.kernels;
         let (d, start, f) = (cfg.hidden_size, self.len, cfg.norm_activation);
         let (nq, np, nf) = (cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots);
+        let scores = &self.buffers.scores;
         k.embed.encode(enc, &self.embed, t);
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
             k.norm.encode(enc, &self.norm, t, 0, d, false);
             k.linear.encode(enc, &layer.qkv_scores, &LinearArgs::plain(t, d, 3 * nq));
             k.pnorm.encode(enc, &self.pnorm, 3 * t, nq, f);
+            if let Some(plan) = plan {
+                for (g, proj) in [Projection::Query, Projection::Key, Projection::Value].into_iter().enumerate() {
+                    let at = ThetaLayout { n: nq, lda: 3 * nq, offset: g * nq };
+                    plan.theta(enc, scores, l, proj, &at, t, start);
+                }
+            }
             let qkv_values = LinearArgs {
                 m: t,
                 lda: 3 * nq,
@@ -357,11 +378,18 @@ impl GpuBackend {
             k.attention.encode(enc, &layer.attention, t, start, cfg.num_heads, d);
             k.linear.encode(enc, &layer.proj_scores, &LinearArgs::plain(t, d, np));
             k.pnorm.encode(enc, &self.pnorm, t, np, f);
+            if let Some(plan) = plan {
+                plan.attention(enc, l, t, start, cfg.num_heads, d, cfg.head_dim());
+                plan.theta(enc, scores, l, Projection::Proj, &ThetaLayout { n: np, lda: np, offset: 0 }, t, start);
+            }
             let residual = |n| LinearArgs { accumulate: true, ..LinearArgs::plain(t, n, d) };
             k.linear.encode(enc, &layer.proj_values, &residual(np));
             k.norm.encode(enc, &self.norm, t, 0, d, false);
             k.linear.encode(enc, &layer.ffn_scores, &LinearArgs::plain(t, d, nf));
             k.pnorm.encode(enc, &self.pnorm, t, nf, f);
+            if let Some(plan) = plan {
+                plan.theta(enc, scores, l, Projection::Ffn, &ThetaLayout { n: nf, lda: nf, offset: 0 }, t, start);
+            }
             k.linear.encode(enc, &layer.ffn_values, &residual(nf));
         }
         if rows > 0 {
@@ -380,7 +408,7 @@ impl GpuBackend {
             let read = all_logits || i + 1 == chunks;
             let rows = if all_logits { chunk.len() } else { read as usize };
             let bytes = (rows * self.vocab * 4) as u64;
-            self.submit_chunk(chunk, rows, |enc, s| {
+            self.submit_chunk(chunk, rows, None, |enc, s| {
                 if read {
                     enc.copy(&s.buffers.logits, 0, &s.buffers.logits_read, bytes);
                 }
@@ -405,7 +433,7 @@ impl GpuBackend {
         self.ctx.check_alive()?;
         let (head, tail) = ids.split_at(ids.len() - 1 - (ids.len() - 1) % PREFILL_CHUNK);
         for chunk in head.chunks(PREFILL_CHUNK) {
-            self.submit_chunk(chunk, 0, |_, _| {});
+            self.submit_chunk(chunk, 0, None, |_, _| {});
         }
         let penalised = if params.repetition_penalty != 1.0 { sampler::distinct(context) } else { Vec::new() };
         if penalised.len() > self.cfg.max_positions {
@@ -417,7 +445,7 @@ impl GpuBackend {
         if !penalised.is_empty() {
             self.ctx.queue.write_buffer(&self.buffers.context, 0, &u32_bytes(&penalised));
         }
-        self.submit_chunk(tail, 1, |enc, s| {
+        self.submit_chunk(tail, 1, None, |enc, s| {
             s.kernels.sampler.encode(enc, &s.sampler, s.vocab, penalised.len(), params, step);
             enc.copy(&s.buffers.token, 0, &s.buffers.token_read, 4);
         });
@@ -425,13 +453,193 @@ impl GpuBackend {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
+    /// Runs `ids` from an empty cache and returns what `request` asks for, exactly as
+    /// [`CpuBackend::inspect`](crate::CpuBackend::inspect) does: whole Theta maps (copied out of the
+    /// scores buffer after each normalisation) and attention probabilities. Afterwards the cache
+    /// holds the prompt.
+    pub async fn inspect_async(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
+        let inspector = self.inspector.take().unwrap_or_else(|| Inspector::new(&self.ctx));
+        let result = self.inspect_with(&inspector, ids, request).await;
+        self.inspector = Some(inspector);
+        result
+    }
+
+    async fn inspect_with(
+        &mut self,
+        inspector: &Inspector,
+        ids: &[u32],
+        request: &InspectRequest,
+    ) -> Result<Inspection> {
+        let plan = self.plan(inspector, ids, request, None)?;
+        self.run_plan(ids, &plan);
+        let mut inspection = Inspection { theta: Vec::new(), attention: Vec::new() };
+        let tokens = ids.len();
+        for map in &plan.maps {
+            if let MapSink::Full(buffer) = &map.sink {
+                let bytes = read_storage(&self.ctx, buffer, (tokens * map.slots * 4) as u64).await?;
+                let (layer, proj, slots) = (map.layer, map.proj, map.slots);
+                inspection.theta.push(Capture { layer, proj, tokens, slots, weights: bytes_to_f32(&bytes) });
+            }
+        }
+        for sink in &plan.attention {
+            let heads = self.cfg.num_heads;
+            let bytes = read_storage(&self.ctx, &sink.probs, (heads * tokens * tokens * 4) as u64).await?;
+            inspection.attention.push(AttentionCapture {
+                layer: sink.layer,
+                heads,
+                tokens,
+                probs: bytes_to_f32(&bytes),
+            });
+        }
+        Ok(inspection)
+    }
+
+    /// Runs `ids` from an empty cache and reduces each requested Theta map on the device to its top
+    /// `k` slots per token and its column sums: only those leave the GPU (for the 150M model and a
+    /// 256-token prompt, 60 maps are 76 MB whole, about 0.5 MB summarised with k = 8).
+    pub async fn summarize_async(
+        &mut self,
+        ids: &[u32],
+        request: &InspectRequest,
+        k: usize,
+    ) -> Result<Vec<ThetaSummary>> {
+        if k == 0 {
+            return Err(Error::Usage("top-k must be at least 1".into()));
+        }
+        let inspector = self.inspector.take().unwrap_or_else(|| Inspector::new(&self.ctx));
+        let result = self.summarize_with(&inspector, ids, request, k).await;
+        self.inspector = Some(inspector);
+        result
+    }
+
+    async fn summarize_with(
+        &mut self,
+        inspector: &Inspector,
+        ids: &[u32],
+        request: &InspectRequest,
+        k: usize,
+    ) -> Result<Vec<ThetaSummary>> {
+        let plan = self.plan(inspector, ids, request, Some(k))?;
+        self.run_plan(ids, &plan);
+        let tokens = ids.len();
+        let mut out = Vec::with_capacity(plan.maps.len());
+        for map in &plan.maps {
+            let MapSink::Summary { top, sums, .. } = &map.sink else { continue };
+            let k = k.min(map.slots);
+            let pairs = read_storage(&self.ctx, top, (tokens * k * 8) as u64).await?;
+            let pairs: Vec<u32> = pairs.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let top = pairs
+                .chunks_exact(2 * k)
+                .map(|row| row.chunks_exact(2).map(|p| (p[0] as usize, f32::from_bits(p[1]))).collect())
+                .collect();
+            let column_sums = bytes_to_f32(&read_storage(&self.ctx, sums, (map.slots * 4) as u64).await?);
+            out.push(ThetaSummary { layer: map.layer, proj: map.proj, tokens, slots: map.slots, top, column_sums });
+        }
+        Ok(out)
+    }
+
+    /// The dictionary of one parameter token (see [`crate::inspect::dictionary`]), computed with the
+    /// model's own kernels: a one-hot Theta row through the layer's value product gives the slot's
+    /// value vector, and the tied head scores it against the vocabulary. The KV cache is untouched.
+    pub async fn dictionary_async(&mut self, layer: usize, proj: Projection, slot: usize) -> Result<Vec<f32>> {
+        check_slot(layer, proj, slot, &self.cfg)?;
+        self.ctx.check_alive()?;
+        let (d, nq) = (self.cfg.hidden_size, self.cfg.qkv_slots);
+        let b = &self.buffers;
+        let binds = &self.layers[layer];
+        let (values, width, out, out_offset, args) = match proj {
+            Projection::Query | Projection::Key | Projection::Value => {
+                let g = proj as usize;
+                let args = LinearArgs {
+                    m: 1,
+                    lda: 3 * nq,
+                    ldc: 3 * d,
+                    a_group_stride: nq,
+                    c_group_stride: d,
+                    accumulate: false,
+                    limit: 3 * d,
+                };
+                (&binds.qkv_values, 3 * nq, &b.qkv, g * d, args)
+            }
+            Projection::Proj => {
+                (&binds.proj_values, self.cfg.proj_slots, &b.x, 0, LinearArgs::plain(1, self.cfg.proj_slots, d))
+            }
+            Projection::Ffn => {
+                (&binds.ffn_values, self.cfg.ffn_slots, &b.x, 0, LinearArgs::plain(1, self.cfg.ffn_slots, d))
+            }
+        };
+        let mut one_hot = vec![0f32; width];
+        one_hot[if matches!(proj, Projection::Proj | Projection::Ffn) { slot } else { proj as usize * nq + slot }] =
+            1.0;
+        self.ctx.queue.write_buffer(&b.scores, 0, &f32_bytes(&one_hot));
+        let mut pages = std::mem::take(&mut self.params);
+        let mut enc = Encoder::new(&self.ctx, &mut pages);
+        let k = &self.kernels;
+        k.linear.encode(&mut enc, values, &args);
+        enc.copy_at(out, (out_offset * 4) as u64, &b.h, 0, (d * 4) as u64);
+        k.linear.encode(&mut enc, &self.head, &LinearArgs::plain(1, d, self.vocab));
+        let bytes = (self.vocab * 4) as u64;
+        enc.copy(&b.logits, 0, &b.logits_read, bytes);
+        enc.submit();
+        self.params = pages;
+        Ok(bytes_to_f32(&read_back(&self.ctx, &b.logits_read, bytes).await?))
+    }
+
+    /// Capture buffers for `request` on `ids`: whole maps, or summaries keeping `top_k` per row.
+    fn plan<'a>(
+        &self,
+        inspector: &'a Inspector,
+        ids: &[u32],
+        request: &InspectRequest,
+        top_k: Option<usize>,
+    ) -> Result<CapturePlan<'a>> {
+        request.validate(&self.cfg)?;
+        check_ids(ids, self.vocab, 0, self.cfg.max_positions)?;
+        self.ctx.check_alive()?;
+        let ctx = &*self.ctx;
+        let tokens = ids.len();
+        let maps = request
+            .maps()
+            .into_iter()
+            .map(|(layer, proj)| {
+                let slots = proj.slots(&self.cfg);
+                let sink = match top_k {
+                    None => MapSink::Full(ctx.storage("theta", (tokens * slots * 4) as u64)),
+                    Some(k) => inspector.summary_sink(ctx, &self.buffers.scores, tokens, slots, k.min(slots)),
+                };
+                MapCapture { layer, proj, slots, sink }
+            })
+            .collect();
+        let heads = self.cfg.num_heads;
+        let attention = request
+            .attention_layers()
+            .into_iter()
+            .map(|l| inspector.attention_sink(ctx, l, &self.buffers.q, &self.layers[l].k_cache, heads, tokens))
+            .collect();
+        Ok(CapturePlan { inspector, tokens, k: top_k.unwrap_or(0), maps, attention })
+    }
+
+    /// Runs the prompt from position 0 with `plan` recording, a chunk per submission.
+    fn run_plan(&mut self, ids: &[u32], plan: &CapturePlan) {
+        self.len = 0;
+        for chunk in ids.chunks(PREFILL_CHUNK) {
+            self.submit_chunk(chunk, 0, Some(plan), |_, _| {});
+        }
+    }
+
     /// Encodes and submits one chunk of at most PREFILL_CHUNK tokens, with logits for its last
     /// `rows`; `finish` appends work (sampling, read-back copies) to the same submission.
-    fn submit_chunk(&mut self, ids: &[u32], rows: usize, finish: impl FnOnce(&mut Encoder, &GpuBackend)) {
+    fn submit_chunk(
+        &mut self,
+        ids: &[u32],
+        rows: usize,
+        plan: Option<&CapturePlan>,
+        finish: impl FnOnce(&mut Encoder, &GpuBackend),
+    ) {
         self.ctx.queue.write_buffer(&self.buffers.ids, 0, &u32_bytes(ids));
         let mut pages = std::mem::take(&mut self.params);
         let mut enc = Encoder::new(&self.ctx, &mut pages);
-        self.encode_forward(&mut enc, ids.len(), rows);
+        self.encode_forward(&mut enc, ids.len(), rows, plan);
         finish(&mut enc, self);
         let dispatches = enc.dispatches;
         enc.submit();
