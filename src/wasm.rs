@@ -168,6 +168,8 @@ struct Shared {
     epoch: Cell<u64>,
     /// Why the last generation ended.
     stop: Cell<Option<StopReason>>,
+    /// The tokens of the last generation that ended, which live inspection shows once it has.
+    finished: RefCell<Vec<u32>>,
 }
 
 impl Shared {
@@ -183,8 +185,9 @@ impl Shared {
     /// Drops the running generation, if any, as cancelled.
     fn cancel(&self) {
         self.new_epoch();
-        if self.run.take().is_some() {
+        if let Some(run) = self.run.take() {
             self.stop.set(Some(StopReason::Cancelled));
+            self.finished.replace(run.generator.context().to_vec());
         }
     }
 
@@ -201,17 +204,24 @@ impl Shared {
 
     /// The tokens an inspection runs over: `ids` (ending any generation), or with `None` the
     /// running generation's tokens already in the cache, so that inspecting leaves its cache as it
-    /// was and the generation goes on (live inspection).
+    /// was and the generation goes on (live inspection); after it ended, all its tokens.
     fn inspected_ids(&self, ids: Option<Vec<u32>>) -> Result<Vec<u32>> {
         if let Some(ids) = ids {
             self.cancel();
             return Ok(ids);
         }
         let run = self.run.borrow();
-        let run =
-            run.as_ref().ok_or_else(|| Error::Usage("nothing to inspect: pass ids or start a generation".into()))?;
-        // Before its first step the cache is still another sequence's: the prompt is what to show.
-        Ok(if run.fresh { run.generator.context() } else { run.generator.cached() }.to_vec())
+        let ids = match run.as_ref() {
+            // Before its first step the cache is still another sequence's: the prompt is what to show.
+            Some(run) if run.fresh => run.generator.context().to_vec(),
+            Some(run) => run.generator.cached().to_vec(),
+            // Just ended (a live update that was queued behind the last step): its final tokens.
+            None => self.finished.borrow().clone(),
+        };
+        if ids.is_empty() {
+            return Err(Error::Usage("nothing to inspect: pass ids or start a generation".into()));
+        }
+        Ok(ids)
     }
 
     /// Runs `f` on the backend, refusing ("busy") while another call computes.
@@ -248,6 +258,7 @@ impl Shared {
         };
         let Some(id) = accepted else {
             self.stop.set(run.generator.stop_reason());
+            self.finished.replace(run.generator.context().to_vec());
             return Ok(None);
         };
         let text = run.stream.push(&self.tokenizer, id)?;
@@ -264,6 +275,7 @@ pub struct Engine {
     adapter: Option<String>,
     notice: Option<String>,
     parameters: usize,
+    config: ModelConfig,
 }
 
 /// One generated token: its id and the text it completes (empty while a character is split).
@@ -302,7 +314,8 @@ impl Engine {
         };
         let tensors = ModelTensors::open(config, tokenizer.vocab_size(), &weights, &mut progress).map_err(js_error)?;
         let parameters = tensors.parameters();
-        let max_positions = tensors.config().max_positions;
+        let config = tensors.config().clone();
+        let max_positions = config.max_positions;
         let (compute, notice) = open_backend(tensors, &options).await.map_err(js_error)?;
         let backend = match compute {
             Compute::Cpu(_) => "cpu",
@@ -322,8 +335,9 @@ impl Engine {
             run: RefCell::new(None),
             epoch: Cell::new(0),
             stop: Cell::new(None),
+            finished: RefCell::new(Vec::new()),
         };
-        Ok(Engine { shared: Rc::new(shared), backend, adapter, notice, parameters })
+        Ok(Engine { shared: Rc::new(shared), backend, adapter, notice, parameters, config })
     }
 
     /// "webgpu" or "cpu".
@@ -347,6 +361,26 @@ impl Engine {
     #[wasm_bindgen(getter, js_name = vocabSize)]
     pub fn vocab_size(&self) -> usize {
         self.shared.vocab
+    }
+
+    /// Blocks of the model (inspector layers are 0..layers).
+    #[wasm_bindgen(getter)]
+    pub fn layers(&self) -> usize {
+        self.config.num_layers
+    }
+
+    /// Attention heads per block.
+    #[wasm_bindgen(getter)]
+    pub fn heads(&self) -> usize {
+        self.config.num_heads
+    }
+
+    /// Parameter tokens of a projection ("query", "key", "value", "proj" or "ffn").
+    pub fn slots(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Projection")] proj: &str,
+    ) -> std::result::Result<usize, JsError> {
+        Ok(Projection::parse(proj).map_err(js_error)?.slots(&self.config))
     }
 
     #[wasm_bindgen(getter, js_name = maxPositions)]

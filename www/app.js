@@ -1,14 +1,20 @@
 // The demo page: loads the built-in model on open, generates with streamed tokens, and loads
 // other models from a URL or local files. All model work happens in the worker (client.js).
 import { TokenFormerClient } from './client.js';
+import './inspector.js';
 
 const $ = (id) => document.getElementById(id);
 const DEFAULT_MODEL = new URL('../models/tokenformer-moby/', import.meta.url).href;
 const DEFAULT_FILES = ['config.json', 'model.safetensors', 'tokenizer.json'];
 
 const client = new TokenFormerClient();
+const inspector = $('inspector');
+inspector.client = client;
 let loaded = false;
 let generating = false;
+let modelInfo = null;
+/** The prompt and generated ids of the last generation, for the inspector. */
+let lastRun = null;
 let loading = false;
 
 function megabytes(bytes) {
@@ -24,6 +30,7 @@ $('notice-close').onclick = () => { $('notice').hidden = true; };
 
 function refreshButtons() {
   $('generate').disabled = !loaded || generating || loading;
+  $('inspect').disabled = !loaded || generating || loading;
   $('stop').disabled = !generating;
   $('load').disabled = loading;
 }
@@ -75,6 +82,8 @@ async function load(source, name) {
       $('load-text').textContent = `${verb} ${p.file}: ${amount}`;
     });
     loaded = true;
+    modelInfo = info;
+    inspector.model = info;
     describe(info, name);
     $('load-text').textContent = `Loaded ${name}.`;
     document.body.dataset.model = name;
@@ -112,18 +121,23 @@ async function generate() {
   generating = true;
   refreshButtons();
   const ids = [];
+  const live = $('live').checked && inspector.summary;
   try {
     const stats = await client.generate(prompt, params, (t) => {
       ids.push(t.id);
       generated.textContent += t.text;
       output.dataset.ids = ids.join(',');
       $('stats').textContent = `${ids.length} tokens…`;
+      // Live maps: the inspector follows the running generation (no ids), one update at a time.
+      if (live) inspector.inspect().catch(() => {});
     });
+    lastRun = { prompt, ids: stats.ids };
     const parts = [`${stats.ids.length} tokens`, `stopped: ${stats.stopReason.replaceAll('_', ' ')}`];
     if (stats.timeToFirstTokenMs !== null) parts.push(`first token after ${stats.timeToFirstTokenMs.toFixed(0)} ms (${stats.promptTokens}-token prompt)`);
     if (stats.tokensPerSecond !== null) parts.push(`${stats.tokensPerSecond.toFixed(1)} tokens/s`);
     $('stats').textContent = parts.join(' · ');
     output.dataset.done = stats.stopReason;
+    if (live) inspectOutput().catch((e) => showNotice(`Inspection failed: ${e.message}`));
   } catch (e) {
     showNotice(`Generation failed: ${e.message}`);
     if (!client.worker) {
@@ -162,7 +176,27 @@ async function droppedFiles(items) {
   return files;
 }
 
+/** Inspects the prompt and, when it produced the output shown, the generated tokens. */
+async function inspectOutput() {
+  const prompt = $('prompt').value;
+  let ids = await client.encode(prompt);
+  if (lastRun?.prompt === prompt) ids = ids.concat(lastRun.ids);
+  if (!ids.length) throw new Error('the prompt is empty');
+  await inspector.inspect(ids.slice(0, modelInfo.maxPositions));
+}
+
 $('generate').onclick = generate;
+$('inspect').onclick = async () => {
+  $('inspect').disabled = true;
+  try {
+    await inspectOutput();
+  } catch (e) {
+    showNotice(`Inspection failed: ${e.message}`);
+  } finally {
+    refreshButtons();
+  }
+};
+inspector.addEventListener('inspector-error', (e) => showNotice(`Inspector: ${e.detail.message}`));
 $('stop').onclick = () => client.stop();
 $('prompt').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !$('generate').disabled) generate();

@@ -5,6 +5,11 @@
 //     options: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16' } }
 //   { type: 'generate', req, prompt: string, params: SamplingParams }
 //   { type: 'stop' }
+//   { type: 'encode', req, text }
+//   { type: 'inspectSummary', req, ids?, k }   { type: 'inspect', req, ids?, layer, proj }
+//   { type: 'attention', req, ids?, layer }    { type: 'dictionary', req, layer, proj, slot, k }
+//   { type: 'inspectView', req, ids?, k, open?: { layer, proj } }
+//   (inspection without ids covers the running generation's tokens and lets it go on)
 // (worker -> page), every reply carrying the request's `req`:
 //   { type: 'progress', phase: 'download' | 'read' | 'decode', file, loaded, total }
 //   (local weights files are not read up front: 'decode' reads them a tensor at a time)
@@ -15,8 +20,22 @@
  * @typedef {{ temperature?: number, top_k?: number, top_p?: number, repetition_penalty?: number,
  *             seed?: number, max_tokens?: number }} SamplingParams
  * @typedef {{ phase: 'download' | 'read' | 'decode', file: string, loaded: number, total: number }} Progress
+ * @typedef {'query' | 'key' | 'value' | 'proj' | 'ffn'} Projection
  * @typedef {{ backend: 'webgpu' | 'cpu', adapter?: string, notice?: string, parameters: number,
- *             vocabSize: number, maxPositions: number, bytes: number, wasmMemory: number }} ModelInfo
+ *             vocabSize: number, maxPositions: number, bytes: number, wasmMemory: number,
+ *             layers: number, heads: number, slots: Record<Projection, number>,
+ *             growth: Record<Projection, number> | null }} ModelInfo
+ *   (`growth`: a grown model's first-stage slot counts; slots from there on were added by growth)
+ * @typedef {{ layer: number, proj: Projection, slots: number, k: number, top: Uint32Array,
+ *             values: Float32Array, columnSums: Float32Array }} MapSummary
+ * @typedef {{ ids: Uint32Array, texts: string[], tokens: number, maps: MapSummary[] }} Summary
+ * @typedef {{ ids: Uint32Array, texts: string[], layer: number, proj: Projection, tokens: number,
+ *             slots: number, weights: Float32Array }} ThetaMap
+ * @typedef {{ ids: Uint32Array, texts: string[], layer: number, heads: number, tokens: number,
+ *             probs: Float32Array }} AttentionMap
+ * @typedef {{ id: number, text: string, score: number }} DictionaryEntry
+ * @typedef {{ ids: number[], texts: string[], summary?: Summary, map?: ThetaMap,
+ *             attention?: AttentionMap }} InspectorView
  * @typedef {{ ids: number[], promptTokens: number, stopReason: string,
  *             timeToFirstTokenMs: number | null, tokensPerSecond: number | null }} GenerationStats
  */
@@ -90,6 +109,56 @@ export class TokenFormerClient {
    */
   generate(prompt, params, onToken = () => {}) {
     return this.call({ type: 'generate', prompt, params }, (m) => { if (m.type === 'token') onToken(m); });
+  }
+
+  /** @param {string} text @returns {Promise<number[]>} the token ids of `text` */
+  encode(text) {
+    return this.call({ type: 'encode', text });
+  }
+
+  /**
+   * Every Pattention layer reduced to each token's top `k` slots and the column sums (on WebGPU
+   * reduced on the device). Without `ids`, the running generation's tokens (it goes on).
+   * @param {number[] | undefined} ids @param {number} k @returns {Promise<Summary>}
+   */
+  inspectSummary(ids, k) {
+    return this.call({ type: 'inspectSummary', ids, k });
+  }
+
+  /**
+   * Theta of one Pattention layer, [tokens × slots]. `ids` as for inspectSummary.
+   * @param {number[] | undefined} ids @param {number} layer @param {Projection} proj
+   * @returns {Promise<ThetaMap>}
+   */
+  inspect(ids, layer, proj) {
+    return this.call({ type: 'inspect', ids, layer, proj });
+  }
+
+  /**
+   * Attention probabilities of one block per head. `ids` as for inspectSummary.
+   * @param {number[] | undefined} ids @param {number} layer @returns {Promise<AttentionMap>}
+   */
+  attention(ids, layer) {
+    return this.call({ type: 'attention', ids, layer });
+  }
+
+  /**
+   * The `k` vocabulary tokens a parameter token's value vector scores highest (tied embedding).
+   * @param {number} layer @param {Projection} proj @param {number} slot @param {number} k
+   * @returns {Promise<DictionaryEntry[]>}
+   */
+  dictionary(layer, proj, slot, k) {
+    return this.call({ type: 'dictionary', layer, proj, slot, k });
+  }
+
+  /**
+   * What the inspector element shows, all over the same tokens: the summary (when `k` > 0) and,
+   * with `open`, that map and its layer's attention. `ids` as for inspectSummary.
+   * @param {number[] | undefined} ids @param {number} k
+   * @param {{ layer: number, proj: Projection } | null} [open] @returns {Promise<InspectorView>}
+   */
+  inspectView(ids, k, open = null) {
+    return this.call({ type: 'inspectView', ids, k, open });
   }
 
   /** Ends the running generation after the current token; its promise resolves normally. */

@@ -5,6 +5,14 @@ import init, { Engine } from '../pkg/tokenformer.js';
 let engine = null;
 let ready = null; // the wasm module's init promise (resolves to its exports)
 let stopRequested = false;
+// Engine calls run one at a time: an inspection asked for between two generated tokens waits for
+// the step in flight instead of getting the engine's "busy" error.
+let queue = Promise.resolve();
+const exclusive = (fn) => {
+  const run = queue.then(fn, fn);
+  queue = run.catch(() => {});
+  return run;
+};
 
 const post = (msg) => self.postMessage(msg);
 
@@ -99,6 +107,7 @@ async function load({ req, source, options }) {
   const wasm = await (ready ??= init());
   const files = source.kind === 'files' ? await fromFiles(source.files, req) : await fromUrl(source.url, req);
   const bytes = files.config.length + files.tokenizer.length + (files.weights.length ?? files.weights.size);
+  const growth = growthOf(files.config);
   const next = await Engine.load(files.config, files.weights, files.tokenizer, options ?? {}, (loaded, total) =>
     post({ type: 'progress', req, phase: 'decode', file: 'weights', loaded, total }));
   // Only a model that loaded replaces the current one: a bad file leaves the page as it was.
@@ -110,9 +119,24 @@ async function load({ req, source, options }) {
     backend: engine.backend, adapter: engine.backend === 'webgpu' ? await adapterName() : null,
     notice: engine.notice, parameters: engine.parameters,
     vocabSize: engine.vocabSize, maxPositions: engine.maxPositions, bytes,
+    layers: engine.layers, heads: engine.heads,
+    slots: Object.fromEntries(['query', 'key', 'value', 'proj', 'ffn'].map((p) => [p, engine.slots(p)])), growth,
     // wasm memory never shrinks: this is the peak of every load so far in this worker.
     wasmMemory: wasm.memory.buffer.byteLength,
   };
+}
+
+/** The parameter-token counts of a grown model's first stage (the project's `growth` record in
+ *  config.json), so the inspector can mark the slots growth added; null for other models. */
+function growthOf(configBytes) {
+  try {
+    const first = JSON.parse(new TextDecoder().decode(configBytes)).growth?.[0];
+    if (!first) return null;
+    const { qkv_slot_num: qkv, proj_slot_num: proj, ffn_slot_num: ffn } = first;
+    return [qkv, proj, ffn].every(Number.isInteger) ? { query: qkv, key: qkv, value: qkv, proj, ffn } : null;
+  } catch {
+    return null;
+  }
 }
 
 /** What the browser says about its GPU adapter (wgpu cannot see the name on the web). */
@@ -136,7 +160,7 @@ async function generate({ req, prompt, params }) {
   const out = [];
   post({ type: 'started', req, promptTokens: ids.length });
   for (;;) {
-    const token = await engine.step();
+    const token = await exclusive(() => engine.step());
     if (!token) break;
     last = performance.now();
     if (out.length === 0) first = last;
@@ -153,13 +177,54 @@ async function generate({ req, prompt, params }) {
   };
 }
 
+const loadedEngine = () => {
+  if (!engine) throw new Error('no model is loaded');
+  return engine;
+};
+/** Each id's own text, for labels. */
+const texts = (ids) => [...ids].map((id) => engine.decode([id]));
+
+// Inspection: `ids` undefined inspects the running generation's tokens and lets it go on.
+const idsArg = (ids) => (ids ? Uint32Array.from(ids) : undefined);
+const inspectors = {
+  encode: async ({ text }) => [...loadedEngine().encode(text)],
+  inspectSummary: ({ ids, k }) => exclusive(async () => {
+    const s = await loadedEngine().inspectSummary(idsArg(ids), k);
+    return { ...s, texts: texts(s.ids) };
+  }),
+  inspect: ({ ids, layer, proj }) => exclusive(async () => {
+    const c = await loadedEngine().inspect(idsArg(ids), layer, proj);
+    return { ...c, texts: texts(c.ids) };
+  }),
+  attention: ({ ids, layer }) => exclusive(async () => {
+    const a = await loadedEngine().attention(idsArg(ids), layer);
+    return { ...a, texts: texts(a.ids) };
+  }),
+  dictionary: ({ layer, proj, slot, k }) => exclusive(() => loadedEngine().dictionary(layer, proj, slot, k)),
+  // What the inspector shows, in one turn of the queue so that every part covers the same tokens
+  // even while a generation runs: the summary (when k > 0), and the open map with its layer's
+  // attention.
+  inspectView: ({ ids, k, open }) => exclusive(async () => {
+    const e = loadedEngine();
+    const view = {};
+    if (k > 0) view.summary = { ...(await e.inspectSummary(idsArg(ids), k)) };
+    if (open) {
+      view.map = { ...(await e.inspect(idsArg(ids), open.layer, open.proj)) };
+      view.attention = { ...(await e.attention(idsArg(ids), open.layer)) };
+    }
+    const shown = view.summary?.ids ?? view.map?.ids ?? [];
+    return { ...view, ids: [...shown], texts: texts(shown) };
+  }),
+};
+
 self.onmessage = async ({ data }) => {
   if (data.type === 'stop') {
     stopRequested = true;
     engine?.cancel();
     return;
   }
-  const run = data.type === 'load' ? load : data.type === 'generate' ? generate : null;
+  const run = data.type === 'load' ? load : data.type === 'generate' ? generate
+    : Object.hasOwn(inspectors, data.type) ? inspectors[data.type] : null;
   if (!run) {
     post({ type: 'error', req: data.req, message: `unknown request ${data.type}` });
     return;

@@ -1,0 +1,592 @@
+// <tokenformer-inspector>: the Pattention inspector as a custom element. It draws what a
+// TokenFormer does with each token: a grid of every layer × projection, one large Theta map
+// (tokens × parameter tokens, one pixel per cell, zoom and pan), each token's strongest parameter
+// tokens, the tokens that use a parameter token and its vocabulary "dictionary", the attention of
+// every head, and exports. It talks to the model only through `client` (a TokenFormerClient, or
+// anything with the same inspectSummary / inspect / attention / dictionary methods).
+
+export const PROJECTIONS = ['query', 'key', 'value', 'proj', 'ffn'];
+const THUMB = { width: 72, height: 36 };
+const DICTIONARY_SIZE = 12;
+
+/** Diverging colour of `v` for a scale clipped at `limit`: blue below zero, red above, white at 0;
+ *  values whose magnitude is under `threshold` are drawn as zero. Returns [r, g, b]. */
+export function divergingColor(v, limit, threshold = 0) {
+  if (!(Math.abs(v) >= threshold) || limit <= 0) return [255, 255, 255];
+  const t = Math.min(1, Math.abs(v) / limit);
+  const [r, g, b] = v >= 0 ? [178, 24, 43] : [33, 102, 172];
+  return [255 + (r - 255) * t, 255 + (g - 255) * t, 255 + (b - 255) * t].map(Math.round);
+}
+
+/** The `q`-quantile (0..1) of |values|: the colour scale's clip. */
+export function absPercentile(values, q) {
+  if (!values.length) return 0;
+  const abs = Float32Array.from(values, Math.abs).sort();
+  return abs[Math.min(abs.length - 1, Math.floor(q * (abs.length - 1) + 0.5))];
+}
+
+/** Per-map statistics at a threshold: share of cells above it, and the mean entropy and effective
+ *  number of slots of the rows, each row read as the distribution |θ| / Σ|θ|. */
+export function mapStatistics(weights, tokens, slots, threshold) {
+  let above = 0;
+  let entropy = 0;
+  let effective = 0;
+  for (let t = 0; t < tokens; t++) {
+    const row = weights.subarray(t * slots, (t + 1) * slots);
+    let sum = 0;
+    for (const v of row) {
+      sum += Math.abs(v);
+      if (Math.abs(v) > threshold) above++;
+    }
+    let h = 0;
+    if (sum > 0) {
+      for (const v of row) {
+        const p = Math.abs(v) / sum;
+        if (p > 0) h -= p * Math.log(p);
+      }
+    }
+    entropy += h;
+    effective += Math.exp(h);
+  }
+  return { aboveShare: above / (tokens * slots), entropy: entropy / tokens, effectiveSlots: effective / tokens };
+}
+
+/** Column order: by index, by total weight (largest first), or by the first token whose weight
+ *  passes the threshold (unused columns last, by index). */
+export function columnOrder(weights, tokens, slots, order, threshold) {
+  const index = Array.from({ length: slots }, (_, i) => i);
+  if (order === 'total') {
+    const sums = new Float64Array(slots);
+    for (let t = 0; t < tokens; t++) for (let s = 0; s < slots; s++) sums[s] += weights[t * slots + s];
+    return index.sort((a, b) => sums[b] - sums[a] || a - b);
+  }
+  if (order === 'first') {
+    const first = new Array(slots).fill(Infinity);
+    for (let s = 0; s < slots; s++) {
+      for (let t = 0; t < tokens; t++) {
+        if (weights[t * slots + s] > threshold) { first[s] = t; break; }
+      }
+    }
+    return index.sort((a, b) => first[a] - first[b] || a - b);
+  }
+  return index;
+}
+
+function el(tag, props = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  node.append(...children);
+  return node;
+}
+
+const visible = (text) => JSON.stringify(text).slice(1, -1);
+
+function download(blob, name) {
+  const a = el('a', { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+}
+
+export class TokenFormerInspector extends HTMLElement {
+  constructor() {
+    super();
+    /** @type {import('./client.js').TokenFormerClient | null} */
+    this.client = null;
+    /** @type {import('./client.js').ModelInfo | null} */
+    this.model = null;
+    this.topK = 8;
+    this.summary = null;
+    this.map = null; // the open Theta map
+    this.open = null; // { layer, proj }
+    this.selectedSlot = null;
+    this.view = { zoom: 1, x: 0, y: 0 };
+    this.order = [];
+    this.clip = 1;
+    this.pending = null; // the ids of an update asked for while one is running
+    this.busy = false;
+    this.frameTimes = [];
+  }
+
+  connectedCallback() {
+    if (this.ui) return;
+    const css = el('link', { rel: 'stylesheet', href: new URL('./inspector.css', import.meta.url).href });
+    const control = (label, input) => el('label', {}, label, input);
+    const ui = {
+      status: el('p', { className: 'tfi-status muted', textContent: 'Inspect a prompt to see its Pattention maps.' }),
+      grid: el('table', { className: 'tfi-grid' }),
+      preview: el('div', { className: 'tfi-preview', hidden: true }),
+      order: el('select', {}, ...[['index', 'by index'], ['total', 'by total weight'], ['first', 'by first use']]
+        .map(([value, text]) => el('option', { value, textContent: text }))),
+      clip: el('select', {}, ...[['1', '100 %'], ['0.999', '99.9 %'], ['0.99', '99 %'], ['0.95', '95 %']]
+        .map(([value, text]) => el('option', { value, textContent: text }))),
+      threshold: el('input', { type: 'range', min: '0', max: '1', step: '0.001', value: '0' }),
+      thresholdValue: el('output', {}),
+      title: el('h3', { className: 'tfi-title' }),
+      stats: el('p', { className: 'tfi-stats muted' }),
+      legend: el('canvas', { className: 'tfi-legend', width: 200, height: 10 }),
+      legendText: el('span', { className: 'tfi-legend-text muted' }),
+      strip: el('canvas', { className: 'tfi-strip', height: 6 }),
+      canvas: el('canvas', { className: 'tfi-map', width: 720, height: 320, tabIndex: 0 }),
+      hover: el('div', { className: 'tfi-hover muted' }),
+      text: el('div', { className: 'tfi-text' }),
+      slotInfo: el('div', { className: 'tfi-slot' }),
+      heads: el('div', { className: 'tfi-heads' }),
+      attention: el('canvas', { className: 'tfi-attention', width: 260, height: 260 }),
+      attentionInfo: el('p', { className: 'muted' }),
+      exports: el('div', { className: 'tfi-exports' }),
+    };
+    this.ui = ui;
+    ui.order.value = 'index';
+    ui.clip.value = '0.999';
+    const exportButton = (kind) => el('button', { type: 'button', textContent: kind, className: `tfi-export-${kind.toLowerCase()}`, onclick: () => this.export(kind) });
+    ui.exports.append('Export ', exportButton('PNG'), exportButton('JSON'), exportButton('CSV'));
+    const mapPanel = el('div', { className: 'tfi-map-panel', hidden: true },
+      ui.title, ui.stats,
+      el('div', { className: 'tfi-controls' },
+        control('Columns ', ui.order), control('Clip at ', ui.clip),
+        control('Threshold ', ui.threshold), ui.thresholdValue),
+      el('div', { className: 'tfi-legend-row' }, ui.legend, ui.legendText),
+      el('div', { className: 'tfi-canvas-box' }, ui.strip, ui.canvas),
+      el('p', { className: 'muted tfi-help', textContent: 'Wheel: zoom · drag: pan · double-click: reset · click a column: select that parameter token' }),
+      ui.hover, ui.text, ui.slotInfo, ui.exports,
+      el('h4', { textContent: 'Attention of this layer, per head' }), ui.heads, ui.attentionInfo, ui.attention);
+    ui.mapPanel = mapPanel;
+    this.append(css, ui.status, el('div', { className: 'tfi-overview' }, ui.grid, ui.preview), mapPanel);
+
+    ui.order.onchange = () => this.redraw(true);
+    ui.clip.onchange = () => this.redraw(true);
+    ui.threshold.oninput = () => this.redraw(true);
+    this.attachPanZoom();
+  }
+
+  /** Inspects `ids` (or, without them, the running generation's tokens): the grid, and the open
+   *  map if there is one. Calls made while one runs are merged into one more update. */
+  async inspect(ids) {
+    if (!this.client) throw new Error('tokenformer-inspector: set .client first');
+    if (this.busy) {
+      this.pending = { ids };
+      return this.running;
+    }
+    this.busy = true;
+    this.running = (async () => {
+      try {
+        let next = { ids };
+        while (next) {
+          this.pending = null;
+          await this.update(next.ids);
+          next = this.pending;
+        }
+      } finally {
+        this.busy = false;
+      }
+    })();
+    return this.running;
+  }
+
+  async update(ids) {
+    // Undefined ids: the running generation (live); kept so that opening a map follows it too.
+    this.ids = ids;
+    const view = await this.client.inspectView(ids, this.topK, this.open);
+    this.summary = view.summary;
+    this.drawGrid();
+    this.ui.status.textContent = `${this.summary.tokens} tokens × ${this.model.layers} layers × 5 Pattention layers; click a cell to open its map.`;
+    if (view.map) this.showMap(view);
+    this.dispatchEvent(new CustomEvent('inspected', { detail: { tokens: this.summary.tokens } }));
+  }
+
+  mapSummary(layer, proj) {
+    return this.summary?.maps.find((m) => m.layer === layer && m.proj === proj) ?? null;
+  }
+
+  drawGrid() {
+    const { grid } = this.ui;
+    grid.replaceChildren(el('tr', {}, el('th'), ...PROJECTIONS.map((p) => el('th', { textContent: p }))));
+    for (let layer = 0; layer < this.model.layers; layer++) {
+      const row = el('tr', {}, el('th', { textContent: `layer ${layer}` }));
+      for (const proj of PROJECTIONS) {
+        const summary = this.mapSummary(layer, proj);
+        const canvas = el('canvas', { width: THUMB.width, height: THUMB.height });
+        if (summary) this.drawThumbnail(canvas, summary);
+        const cell = el('td', { className: 'tfi-cell', title: `layer ${layer} ${proj}` }, canvas);
+        Object.assign(cell.dataset, { layer: String(layer), proj });
+        if (this.open?.layer === layer && this.open?.proj === proj) cell.classList.add('open');
+        cell.onmouseenter = () => this.showPreview(summary, canvas);
+        cell.onmouseleave = () => { this.ui.preview.hidden = true; };
+        cell.onclick = () => this.openMap(layer, proj).catch((e) => this.fail(e));
+        row.append(cell);
+      }
+      grid.append(row);
+    }
+  }
+
+  /** A map from its summary only: each token's top-k slots binned into the thumbnail. */
+  drawThumbnail(canvas, s) {
+    const { width, height } = canvas;
+    const tokens = this.summary.tokens;
+    const cells = new Float32Array(width * height);
+    let max = 0;
+    for (let t = 0; t < tokens; t++) {
+      const y = Math.floor((t * height) / tokens);
+      for (let i = 0; i < s.k; i++) {
+        const v = s.values[t * s.k + i];
+        const x = Math.floor((s.top[t * s.k + i] * width) / s.slots);
+        const at = y * width + x;
+        if (Math.abs(v) > Math.abs(cells[at])) cells[at] = v;
+        max = Math.max(max, Math.abs(v));
+      }
+    }
+    const image = new ImageData(width, height);
+    cells.forEach((v, i) => {
+      const [r, g, b] = divergingColor(v, max);
+      image.data.set([r, g, b, 255], i * 4);
+    });
+    canvas.getContext('2d').putImageData(image, 0, 0);
+  }
+
+  showPreview(s, thumb) {
+    if (!s) return;
+    const { preview } = this.ui;
+    const big = el('canvas', { width: THUMB.width * 4, height: THUMB.height * 4 });
+    const ctx = big.getContext('2d');
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(thumb, 0, 0, big.width, big.height);
+    let best = 0;
+    s.columnSums.forEach((v, i) => { if (v > s.columnSums[best]) best = i; });
+    preview.replaceChildren(
+      el('strong', { textContent: `layer ${s.layer} ${s.proj}` }),
+      el('div', { className: 'muted', textContent: `${this.summary.tokens} tokens × ${s.slots} parameter tokens; most used slot ${best} (Σθ = ${s.columnSums[best].toFixed(3)})` }),
+      big);
+    preview.hidden = false;
+  }
+
+  /** Opens the full map of `proj` in block `layer` (fetched whole: one map is small), for the
+   *  tokens the grid shows. */
+  async openMap(layer, proj) {
+    if (!this.summary) throw new Error('inspect some tokens first');
+    this.open = { layer, proj };
+    const ids = this.ids === undefined ? undefined : [...this.summary.ids];
+    this.showMap(await this.client.inspectView(ids, 0, this.open));
+  }
+
+  showMap({ map, attention, texts }) {
+    const { layer, proj } = map;
+    this.map = { ...map, texts };
+    if (this.selectedSlot !== null && this.selectedSlot >= this.map.slots) this.selectedSlot = null;
+    for (const cell of this.ui.grid.querySelectorAll('.tfi-cell')) {
+      cell.classList.toggle('open', Number(cell.dataset.layer) === layer && cell.dataset.proj === proj);
+    }
+    const max = absPercentile(this.map.weights, 1);
+    if (Number(this.ui.threshold.max) !== max) {
+      this.ui.threshold.max = String(max || 1);
+      this.ui.threshold.step = String((max || 1) / 1000);
+    }
+    this.ui.mapPanel.hidden = false;
+    const { canvas } = this.ui;
+    canvas.width = Math.max(320, Math.round(canvas.clientWidth || 720));
+    canvas.height = Math.min(480, Math.max(120, this.map.tokens * 8));
+    this.ui.title.textContent = `Layer ${layer} · ${proj}: ${this.map.tokens} tokens × ${this.map.slots} parameter tokens`;
+    this.redraw(true);
+    this.drawText();
+    if (this.selectedSlot !== null) this.selectSlot(this.selectedSlot).catch((e) => this.fail(e));
+    this.showAttention(attention);
+    this.dispatchEvent(new CustomEvent('map-open', { detail: { layer, proj } }));
+  }
+
+  get threshold() {
+    return Number(this.ui.threshold.value);
+  }
+
+  set threshold(value) {
+    this.ui.threshold.value = String(value);
+    this.redraw(true);
+  }
+
+  /** Rebuilds the one-pixel-per-cell image (after a new map, order, clip or threshold), then draws. */
+  redraw(rebuild) {
+    const m = this.map;
+    if (!m) return;
+    const started = performance.now();
+    if (rebuild) {
+      const threshold = this.threshold;
+      this.ui.thresholdValue.textContent = threshold.toPrecision(3);
+      this.clip = absPercentile(m.weights, Number(this.ui.clip.value));
+      this.order = columnOrder(m.weights, m.tokens, m.slots, this.ui.order.value, threshold);
+      const image = new ImageData(m.slots, m.tokens);
+      for (let t = 0; t < m.tokens; t++) {
+        for (let x = 0; x < m.slots; x++) {
+          const [r, g, b] = divergingColor(m.weights[t * m.slots + this.order[x]], this.clip, threshold);
+          image.data.set([r, g, b, 255], (t * m.slots + x) * 4);
+        }
+      }
+      this.base = el('canvas', { width: m.slots, height: m.tokens });
+      this.base.getContext('2d').putImageData(image, 0, 0);
+      this.drawStrip();
+      this.drawLegend();
+      const s = mapStatistics(m.weights, m.tokens, m.slots, threshold);
+      this.statistics = s;
+      this.ui.stats.textContent = `${(100 * s.aboveShare).toFixed(1)} % of weights above the threshold · mean row entropy ` +
+        `${s.entropy.toFixed(3)} nats · effective number of slots ${s.effectiveSlots.toFixed(1)} of ${m.slots}` +
+        (this.grownFrom() !== null ? ` · slots ${this.grownFrom()}–${m.slots - 1} were added by growth (marked above the map)` : '');
+      if (this.selectedSlot !== null) this.highlightTokens();
+    }
+    this.draw();
+    this.frameTimes.push(performance.now() - started);
+    if (this.frameTimes.length > 100) this.frameTimes.shift();
+  }
+
+  /** Where growth began for the open projection: slots from here on were added. */
+  grownFrom() {
+    const from = this.model?.growth?.[this.open?.proj];
+    return Number.isInteger(from) && from < (this.map?.slots ?? 0) ? from : null;
+  }
+
+  draw() {
+    const { canvas, strip } = this.ui;
+    const ctx = canvas.getContext('2d');
+    ctx.fillStyle = '#f0f1f4';
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    if (!this.base) return;
+    // At zoom 1 the whole map fills the canvas; zooming scales both axes about the pointer.
+    const cx = (canvas.width / this.map.slots) * this.view.zoom;
+    const cy = (canvas.height / this.map.tokens) * this.view.zoom;
+    this.scale = [cx, cy];
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(this.base, this.view.x, this.view.y, this.map.slots * cx, this.map.tokens * cy);
+    if (this.selectedSlot !== null) {
+      const x = this.order.indexOf(this.selectedSlot);
+      ctx.strokeStyle = '#111';
+      ctx.strokeRect(this.view.x + x * cx - 0.5, 0, Math.max(1, cx) + 1, canvas.height);
+    }
+    const sctx = strip.getContext('2d');
+    strip.width = canvas.width;
+    sctx.imageSmoothingEnabled = false;
+    if (this.stripImage) sctx.drawImage(this.stripImage, this.view.x, 0, this.map.slots * cx, strip.height);
+  }
+
+  /** The marker strip over the map: grown slots in orange. */
+  drawStrip() {
+    const from = this.grownFrom();
+    const image = el('canvas', { width: this.map.slots, height: 1 });
+    const ctx = image.getContext('2d');
+    ctx.fillStyle = '#d9dce3';
+    ctx.fillRect(0, 0, this.map.slots, 1);
+    if (from !== null) {
+      ctx.fillStyle = '#e08a00';
+      this.order.forEach((slot, x) => { if (slot >= from) ctx.fillRect(x, 0, 1, 1); });
+    }
+    this.stripImage = image;
+  }
+
+  drawLegend() {
+    const { legend, legendText } = this.ui;
+    const ctx = legend.getContext('2d');
+    for (let x = 0; x < legend.width; x++) {
+      const v = ((x / (legend.width - 1)) * 2 - 1) * this.clip;
+      const [r, g, b] = divergingColor(v, this.clip, this.threshold);
+      ctx.fillStyle = `rgb(${r},${g},${b})`;
+      ctx.fillRect(x, 0, 1, legend.height);
+    }
+    legendText.textContent = `θ from −${this.clip.toPrecision(3)} to +${this.clip.toPrecision(3)} (clipped); |θ| below ${this.threshold.toPrecision(3)} drawn white`;
+  }
+
+  /** The cell under a mouse event: { token, slot } or null. */
+  cellAt(event) {
+    if (!this.map || !this.scale) return null;
+    const rect = this.ui.canvas.getBoundingClientRect();
+    const px = ((event.clientX - rect.left) * this.ui.canvas.width) / rect.width;
+    const py = ((event.clientY - rect.top) * this.ui.canvas.height) / rect.height;
+    const x = Math.floor((px - this.view.x) / this.scale[0]);
+    const token = Math.floor((py - this.view.y) / this.scale[1]);
+    if (x < 0 || x >= this.map.slots || token < 0 || token >= this.map.tokens) return null;
+    return { token, slot: this.order[x] };
+  }
+
+  attachPanZoom() {
+    const { canvas } = this.ui;
+    let drag = null;
+    canvas.addEventListener('wheel', (e) => {
+      if (!this.map) return;
+      e.preventDefault();
+      const rect = canvas.getBoundingClientRect();
+      const px = ((e.clientX - rect.left) * canvas.width) / rect.width;
+      const py = ((e.clientY - rect.top) * canvas.height) / rect.height;
+      const factor = e.deltaY < 0 ? 1.25 : 0.8;
+      const zoom = Math.min(512, Math.max(1, this.view.zoom * factor));
+      const k = zoom / this.view.zoom;
+      this.view = { zoom, x: px - (px - this.view.x) * k, y: py - (py - this.view.y) * k };
+      this.redraw(false);
+    }, { passive: false });
+    canvas.addEventListener('mousedown', (e) => { drag = { x: e.clientX, y: e.clientY, moved: false }; });
+    window.addEventListener('mouseup', () => { setTimeout(() => { drag = null; }); });
+    canvas.addEventListener('mousemove', (e) => {
+      if (drag && e.buttons) {
+        const rect = canvas.getBoundingClientRect();
+        const k = canvas.width / rect.width;
+        this.view.x += (e.clientX - drag.x) * k;
+        this.view.y += (e.clientY - drag.y) * k;
+        drag.moved ||= Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) > 2;
+        drag.x = e.clientX;
+        drag.y = e.clientY;
+        this.redraw(false);
+        return;
+      }
+      const cell = this.cellAt(e);
+      if (cell) this.showToken(cell.token, cell.slot);
+    });
+    canvas.addEventListener('click', (e) => {
+      if (drag?.moved) return;
+      const cell = this.cellAt(e);
+      if (cell) this.selectSlot(cell.slot).catch((err) => this.fail(err));
+    });
+    canvas.addEventListener('dblclick', () => { this.view = { zoom: 1, x: 0, y: 0 }; this.redraw(false); });
+  }
+
+  /** The inspected tokens as text: hover one for its top-k, and the selected slot's users lit. */
+  drawText() {
+    const m = this.map;
+    this.ui.text.replaceChildren(...m.texts.map((text, t) => {
+      const span = el('span', { className: 'tfi-token', textContent: text, title: `token ${t}: id ${m.ids[t]}` });
+      span.dataset.token = String(t);
+      span.onmouseenter = () => this.showToken(t);
+      return span;
+    }));
+    if (this.selectedSlot !== null) this.highlightTokens();
+  }
+
+  /** Token `t`'s top-k parameter tokens (the device-reduced summary) and, if given, one cell. */
+  showToken(t, slot) {
+    const m = this.map;
+    const s = this.mapSummary(m.layer, m.proj);
+    const rows = [];
+    if (s) {
+      for (let i = 0; i < s.k; i++) {
+        const item = el('li', { textContent: `${i + 1}. slot ${s.top[t * s.k + i]}: ${s.values[t * s.k + i].toFixed(4)}` });
+        Object.assign(item.dataset, { slot: String(s.top[t * s.k + i]), value: String(s.values[t * s.k + i]) });
+        rows.push(item);
+      }
+    }
+    const cell = slot === undefined ? '' : ` · slot ${slot}: θ = ${m.weights[t * m.slots + slot].toFixed(4)}`;
+    const list = el('ol', { className: 'tfi-top' }, ...rows);
+    list.dataset.token = String(t);
+    this.ui.hover.replaceChildren(
+      el('div', { textContent: `token ${t} “${visible(m.texts[t])}” (id ${m.ids[t]})${cell} — top ${s?.k ?? 0} parameter tokens:` }),
+      list);
+    for (const span of this.ui.text.children) span.classList.toggle('hovered', span.dataset.token === String(t));
+  }
+
+  /** Selects parameter token `slot` of the open map: lights the tokens that use it (weight above
+   *  the threshold) and shows its dictionary. */
+  async selectSlot(slot) {
+    this.selectedSlot = slot;
+    this.draw();
+    const { layer, proj } = this.map;
+    const grown = this.grownFrom() !== null && slot >= this.grownFrom() ? ' (added by growth)' : '';
+    this.ui.slotInfo.replaceChildren(
+      el('strong', { textContent: `Parameter token ${slot} of layer ${layer} ${proj}${grown}` }),
+      el('p', { className: 'tfi-users' }),
+      el('p', { className: 'tfi-dictionary-box muted', textContent: 'Dictionary: loading…' }));
+    this.highlightTokens();
+    const entries = await this.client.dictionary(layer, proj, slot, DICTIONARY_SIZE);
+    if (this.selectedSlot !== slot || this.map.layer !== layer || this.map.proj !== proj) return;
+    const list = el('ol', { className: 'tfi-dictionary' }, ...entries.map((e) => {
+      const item = el('li', { textContent: `“${visible(e.text)}” (${e.id}) ${e.score.toFixed(3)}` });
+      Object.assign(item.dataset, { id: String(e.id), score: String(e.score) });
+      return item;
+    }));
+    this.ui.slotInfo.querySelector('.tfi-dictionary-box').replaceWith(el('div', { className: 'tfi-dictionary-box' },
+      el('span', { className: 'muted', textContent: 'Dictionary (its value vector against the tied embedding): ' }), list));
+    this.dispatchEvent(new CustomEvent('slot-select', { detail: { layer, proj, slot } }));
+  }
+
+  highlightTokens() {
+    const m = this.map;
+    if (!m || this.selectedSlot === null) return;
+    const threshold = this.threshold;
+    const max = absPercentile(Array.from({ length: m.tokens }, (_, t) => m.weights[t * m.slots + this.selectedSlot]), 1) || 1;
+    const users = [];
+    for (const span of this.ui.text.children) {
+      const t = Number(span.dataset.token);
+      const v = m.weights[t * m.slots + this.selectedSlot];
+      const uses = v > threshold;
+      span.classList.toggle('uses', uses);
+      span.style.setProperty('--weight', uses ? String(Math.min(1, v / max)) : '0');
+      if (uses) users.push(t);
+    }
+    const p = this.ui.slotInfo.querySelector('.tfi-users');
+    if (!p) return;
+    p.dataset.tokens = users.join(',');
+    p.textContent = `Used (θ > ${threshold.toPrecision(3)}) by ${users.length} of ${m.tokens} tokens, lit in the text above.`;
+  }
+
+  showAttention(a) {
+    this.attentionMap = a;
+    const { heads } = this.ui;
+    heads.replaceChildren(...Array.from({ length: a.heads }, (_, h) => {
+      const canvas = el('canvas', { width: 64, height: 64, title: `head ${h}` });
+      this.drawAttention(canvas, h);
+      const cell = el('button', { type: 'button', className: 'tfi-head' }, canvas, el('span', { textContent: `head ${h}` }));
+      cell.onclick = () => this.showHead(h);
+      return cell;
+    }));
+    this.showHead(this.head ?? 0);
+  }
+
+  showHead(h) {
+    const a = this.attentionMap;
+    this.head = Math.min(h, a.heads - 1);
+    this.drawAttention(this.ui.attention, this.head);
+    [...this.ui.heads.children].forEach((c, i) => c.classList.toggle('open', i === this.head));
+    this.ui.attentionInfo.textContent = `Head ${this.head}: row = query token, column = key token (causal), white 0 to purple 1.`;
+  }
+
+  drawAttention(canvas, h) {
+    const a = this.attentionMap;
+    const n = a.tokens;
+    const image = new ImageData(n, n);
+    for (let q = 0; q < n; q++) {
+      for (let k = 0; k < n; k++) {
+        const p = a.probs[(h * n + q) * n + k];
+        image.data.set([255 - 155 * p, 255 - 200 * p, 255 - 75 * p, 255].map(Math.round), (q * n + k) * 4);
+      }
+    }
+    const base = el('canvas', { width: n, height: n });
+    base.getContext('2d').putImageData(image, 0, 0);
+    const ctx = canvas.getContext('2d');
+    ctx.imageSmoothingEnabled = false;
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    ctx.drawImage(base, 0, 0, canvas.width, canvas.height);
+  }
+
+  /** The open map as a PNG (one pixel per cell, as drawn), JSON or CSV (the numbers). */
+  async exportBlob(kind) {
+    const m = this.map;
+    if (!m) throw new Error('open a map first');
+    if (kind === 'PNG') return new Promise((resolve) => this.base.toBlob(resolve, 'image/png'));
+    if (kind === 'JSON') {
+      const weights = Array.from({ length: m.tokens }, (_, t) => Array.from(m.weights.subarray(t * m.slots, (t + 1) * m.slots)));
+      const body = { layer: m.layer, proj: m.proj, ids: [...m.ids], tokens: m.texts, slots: m.slots, weights };
+      return new Blob([JSON.stringify(body)], { type: 'application/json' });
+    }
+    const quote = (s) => `"${s.replaceAll('"', '""')}"`;
+    const header = ['token_index', 'token_id', 'token', ...Array.from({ length: m.slots }, (_, s) => `slot_${s}`)].join(',');
+    const lines = m.texts.map((text, t) => [t, m.ids[t], quote(text), ...m.weights.subarray(t * m.slots, (t + 1) * m.slots)].join(','));
+    return new Blob([[header, ...lines].join('\n') + '\n'], { type: 'text/csv' });
+  }
+
+  async export(kind) {
+    try {
+      const m = this.map;
+      download(await this.exportBlob(kind), `tokenformer-layer${m.layer}-${m.proj}.${kind.toLowerCase()}`);
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  fail(e) {
+    this.ui.status.textContent = `Inspector: ${e.message ?? e}`;
+    this.dispatchEvent(new CustomEvent('inspector-error', { detail: { message: e.message ?? String(e) } }));
+  }
+}
+
+if (!customElements.get('tokenformer-inspector')) customElements.define('tokenformer-inspector', TokenFormerInspector);
