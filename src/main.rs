@@ -42,6 +42,30 @@ enum Command {
     Bench(BenchArgs),
     /// Show one Pattention layer's weights over its parameter tokens (Theta) for every prompt token.
     Inspect(InspectArgs),
+    /// A parameter token's dictionary: the vocabulary tokens its value vector scores highest
+    /// through the tied embedding.
+    Dictionary(DictionaryArgs),
+}
+
+#[derive(Args)]
+struct DictionaryArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Block index, 0-based.
+    #[arg(long)]
+    layer: usize,
+    /// Pattention layer: query, key, value, proj or ffn.
+    #[arg(long)]
+    proj: String,
+    /// Parameter token (slot), 0-based.
+    #[arg(long)]
+    slot: usize,
+    /// How many vocabulary tokens to print.
+    #[arg(long, default_value_t = 12)]
+    top_k: usize,
+    /// Print {"layer", "proj", "slot", "top": [[id, score, text], ...]} as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -217,6 +241,7 @@ fn main() {
         Command::Eval(args) => run_eval(args),
         Command::Bench(args) => run_bench(args),
         Command::Inspect(args) => run_inspect(args),
+        Command::Dictionary(args) => run_dictionary(args),
     };
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
     if let Err(e) = result {
@@ -427,6 +452,38 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
         let text = format!("{:?}", tokenizer.decode(&[id]).unwrap_or_default());
         let top: Vec<String> = top.iter().map(|(slot, v)| format!("{slot}:{v:.3}")).collect();
         println!("{i:>4} {id:>6} {text:<12} {}", top.join(" "));
+    }
+    Ok(())
+}
+
+fn run_dictionary(args: DictionaryArgs) -> Result<()> {
+    let proj = Projection::parse(&args.proj)?;
+    check_dtype(args.model.backend, args.model.dtype)?;
+    let (model, tokenizer) = load_model(&args.model)?;
+    tokenformer::inspect::check_slot(args.layer, proj, args.slot, &model.config)?;
+    let scores = match args.model.backend {
+        BackendKind::Cpu => tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?,
+        BackendKind::Gpu => {
+            pollster::block_on(gpu_backend(&model, args.model.dtype)?.dictionary_async(args.layer, proj, args.slot))?
+        }
+    };
+    let top: Vec<(usize, f32, String)> = top_k(&scores, args.top_k)
+        .into_iter()
+        .map(|(id, score)| (id, score, tokenizer.decode(&[id as u32]).unwrap_or_default()))
+        .collect();
+    if args.json {
+        let json = serde_json::json!({ "layer": args.layer, "proj": proj.as_str(), "slot": args.slot, "top": top });
+        println!("{json}");
+    } else {
+        println!(
+            "layer {} {} parameter token {}: its value vector against the tied embedding",
+            args.layer,
+            proj.as_str(),
+            args.slot
+        );
+        for (id, score, text) in top {
+            println!("{score:>10.4} {id:>6} {text:?}");
+        }
     }
     Ok(())
 }

@@ -197,6 +197,55 @@ fn inspect_json_prints_the_reference_theta_rows_top_k_and_attention_on_both_back
     assert!(checked_attention >= 2 * fixture.models.len(), "{checked_attention}");
 }
 
+#[test]
+fn dictionary_json_lists_the_vocabulary_tokens_a_slot_value_points_at_on_both_backends() {
+    let (model, tokenizer) = common::load("l2_norm_gelu");
+    let d = model.config.hidden_size;
+    for (layer, proj, slot) in [(0usize, "ffn", 3usize), (2, "key", 0)] {
+        let p = model.blocks[layer].get(tokenformer::Projection::parse(proj).unwrap());
+        let value = &p.value_param_tokens[slot * d..(slot + 1) * d];
+        // Independently, in f64: every vocabulary row against the value vector, best first.
+        let mut want: Vec<(usize, f64)> = (0..model.vocab_size)
+            .map(|id| {
+                (id, model.embedding[id * d..(id + 1) * d].iter().zip(value).map(|(&e, &v)| e as f64 * v as f64).sum())
+            })
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for backend in ["cpu", "gpu"] {
+            let (l, s) = (layer.to_string(), slot.to_string());
+            let m = fixture_dir("l2_norm_gelu");
+            let args = [
+                "dictionary",
+                "--model",
+                path(&m),
+                "--layer",
+                &l,
+                "--proj",
+                proj,
+                "--slot",
+                &s,
+                "--top-k",
+                "5",
+                "--json",
+                "--backend",
+                backend,
+            ];
+            let json = stdout_json(&tokenformer(&args));
+            assert_eq!(
+                (&json["layer"], &json["proj"], &json["slot"]),
+                (&serde_json::json!(layer), &serde_json::json!(proj), &serde_json::json!(slot))
+            );
+            let top: Vec<(usize, f64, String)> = serde_json::from_value(json["top"].clone()).unwrap();
+            assert_eq!(top.len(), 5);
+            for ((id, score, text), (want_id, want_score)) in top.iter().zip(&want) {
+                assert_eq!(id, want_id, "{backend} layer {layer} {proj} slot {slot}");
+                assert!((score - want_score).abs() < 1e-4, "{backend}: {score} vs {want_score}");
+                assert_eq!(text, &tokenizer.decode(&[*id as u32]).unwrap());
+            }
+        }
+    }
+}
+
 /// Runs a command that must fail and returns its single stderr line.
 fn fails(args: &[&str]) -> String {
     let out = tokenformer(args);
@@ -275,6 +324,8 @@ fn bad_inputs_give_one_clear_line() {
     let line = inspect(&["--layer", "0", "--proj", "mlp", "--json"]);
     assert!(line.contains("unknown projection \"mlp\"") && line.contains("query, key, value, proj, ffn"), "{line}");
     assert!(inspect(&["--layer", "0", "--proj", "ffn", "--top-k", "0"]).contains("--top-k"));
+    let line = fails(&["dictionary", "--model", m, "--layer", "0", "--proj", "query", "--slot", "999"]);
+    assert!(line.contains("parameter token 999 is out of range"), "{line}");
     assert!(fails(&["inspect", "--model", m, "--ids", "1,99999", "--layer", "0", "--proj", "key"])
         .contains("outside the vocabulary"));
     std::fs::remove_dir_all(dir).unwrap();
