@@ -3,25 +3,13 @@
 // to target/browser-artifacts/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serve, launch, ROOT } from './harness.mjs';
+import { ARTIFACTS, PAGE_CSP, nativeGreedy, openPage as open, waitLoaded, setGreedy, generate } from './pages.mjs';
 
-const TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
-const BIN = process.env.TOKENFORMER_BIN ?? join(TARGET, 'debug', 'tokenformer');
-const ARTIFACTS = join(TARGET, 'browser-artifacts');
 const PROMPT = 'The sea was';
 const FIXTURE = join(ROOT, 'tests/fixtures/l2_norm_gelu');
-const PAGE_CSP = readFileSync(join(ROOT, 'index.html'), 'utf8').match(/http-equiv="Content-Security-Policy" content="([^"]*)"/)?.[1];
-
-/** Greedy continuation from the native CPU backend: { ids, text }. */
-function nativeGreedy(prompt, maxTokens, model) {
-  assert.ok(existsSync(BIN), `${BIN} is missing: build it with cargo build (cargo xtask test does)`);
-  const args = ['generate', '--prompt', prompt, '--temperature', '0', '--max-tokens', String(maxTokens), '--json'];
-  if (model) args.push('--model', model);
-  return JSON.parse(execFileSync(BIN, args, { encoding: 'utf8' }));
-}
 
 let server;
 let browser;
@@ -32,42 +20,7 @@ before(async () => {
 });
 after(() => server.close());
 
-/** Opens the page; returns it with the list of console errors seen so far (worker included). */
-async function openPage(context) {
-  const page = await context.newPage();
-  const errors = [];
-  const foreign = [];
-  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  page.on('pageerror', (e) => errors.push(String(e)));
-  // Everything, worker fetches included, must come from the page's own server.
-  context.on('request', (r) => { if (!r.url().startsWith(server.url) && !r.url().startsWith('data:')) foreign.push(r.url()); });
-  await page.addInitScript(() => {
-    window.__cspViolations = [];
-    document.addEventListener('securitypolicyviolation', (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
-  });
-  await page.goto(`${server.url}/index.html`);
-  return { page, errors, foreign };
-}
-
-async function waitLoaded(page, name) {
-  await page.waitForFunction((n) => document.body.dataset.model === n, name, { timeout: 120_000 });
-}
-
-async function setGreedy(page, maxTokens) {
-  await page.getByLabel('Temperature').fill('0');
-  await page.getByLabel('Repetition penalty').fill('1');
-  await page.getByLabel('Max tokens').fill(String(maxTokens));
-}
-
-async function generate(page, prompt) {
-  await page.getByLabel('Prompt').fill(prompt);
-  await page.getByRole('button', { name: 'Generate' }).click();
-  await page.waitForFunction(() => document.getElementById('output').dataset.done, null, { timeout: 120_000 });
-  return page.evaluate(() => {
-    const out = document.getElementById('output');
-    return { ids: out.dataset.ids ? out.dataset.ids.split(',').map(Number) : [], text: out.querySelector('.generated').textContent, done: out.dataset.done };
-  });
-}
+const openPage = (context) => open(context, server);
 
 for (const mode of ['webgpu', 'no-webgpu']) {
   test(`page (${mode})`, async (t) => {
