@@ -45,6 +45,23 @@ enum Command {
     /// A parameter token's dictionary: the vocabulary tokens its value vector scores highest
     /// through the tied embedding.
     Dictionary(DictionaryArgs),
+    /// Write a random model of an official size (config.json + model.safetensors + tokenizer.json),
+    /// for measurements: the same weights `bench --synthetic` uses.
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Args)]
+struct SyntheticArgs {
+    /// One of 150m, 450m, 900m, 1.5b.
+    #[arg(long)]
+    size: String,
+    /// The tokenizer.json to ship with it (the official models use GPT-NeoX's).
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Folder to write into.
+    out_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
+    dtype: DtypeArg,
 }
 
 #[derive(Args)]
@@ -242,6 +259,7 @@ fn main() {
         Command::Bench(args) => run_bench(args),
         Command::Inspect(args) => run_inspect(args),
         Command::Dictionary(args) => run_dictionary(args),
+        Command::Synthetic(args) => run_synthetic(args),
     };
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
     if let Err(e) = result {
@@ -533,13 +551,28 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
         return Err(Error::Usage(format!("OUT_DIR {} is the model's own folder; pick another", out_dir.display())));
     }
     let (model, _) = load(&paths)?;
-    let dtype = match args.dtype {
+    write_model_folder(&model, &tokenformer::loader::read(&paths.tokenizer)?, args.dtype, out_dir)
+}
+
+fn run_synthetic(args: SyntheticArgs) -> Result<()> {
+    let model = Model::synthetic(&args.size, 0)?;
+    let tokenizer = tokenformer::loader::read(&args.tokenizer)?;
+    let vocab = Tokenizer::from_bytes(&tokenizer)?.vocab_size();
+    if vocab > model.vocab_size {
+        return Err(Error::VocabTooLarge { tokenizer: vocab, embedding: model.vocab_size });
+    }
+    write_model_folder(&model, &tokenizer, args.dtype, &args.out_dir)
+}
+
+/// config.json + model.safetensors + tokenizer.json in `out_dir`.
+fn write_model_folder(model: &Model, tokenizer: &[u8], dtype: DtypeArg, out_dir: &Path) -> Result<()> {
+    let dtype = match dtype {
         DtypeArg::F32 => StoreDtype::F32,
         DtypeArg::F16 => StoreDtype::F16,
     };
     let bar = ProgressBar::new_spinner().with_message("writing model.safetensors");
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    let bytes = to_safetensors(&model, dtype)?;
+    let bytes = to_safetensors(model, dtype)?;
     let io = |path: &Path, e: std::io::Error| Error::File { path: path.display().to_string(), message: e.to_string() };
     std::fs::create_dir_all(out_dir).map_err(|e| io(out_dir, e))?;
     let write = |name: &str, data: &[u8]| {
@@ -548,7 +581,7 @@ fn run_convert(args: ConvertArgs) -> Result<()> {
     };
     write("model.safetensors", &bytes)?;
     write("config.json", model.config.to_json().as_bytes())?;
-    write("tokenizer.json", &tokenformer::loader::read(&paths.tokenizer)?)?;
+    write("tokenizer.json", tokenizer)?;
     bar.finish_and_clear();
     eprintln!(
         "wrote {} ({:.1} MB of weights, {} tensors)",

@@ -35,6 +35,29 @@ fn js_value(e: Error) -> JsValue {
     js_error(e).into()
 }
 
+/// A `PattentionCapture` for JavaScript.
+fn theta_object(ids: &[u32], c: Capture) -> std::result::Result<JsValue, JsValue> {
+    object(&[
+        ("ids", js_sys::Uint32Array::from(ids).into()),
+        ("layer", c.layer.into()),
+        ("proj", c.proj.as_str().into()),
+        ("tokens", c.tokens.into()),
+        ("slots", c.slots.into()),
+        ("weights", js_sys::Float32Array::from(c.weights.as_slice()).into()),
+    ])
+}
+
+/// An `AttentionCapture` for JavaScript.
+fn attention_object(ids: &[u32], a: AttentionCapture) -> std::result::Result<JsValue, JsValue> {
+    object(&[
+        ("ids", js_sys::Uint32Array::from(ids).into()),
+        ("layer", a.layer.into()),
+        ("heads", a.heads.into()),
+        ("tokens", a.tokens.into()),
+        ("probs", js_sys::Float32Array::from(a.probs.as_slice()).into()),
+    ])
+}
+
 /// A plain object with these fields.
 fn object(fields: &[(&str, JsValue)]) -> std::result::Result<JsValue, JsValue> {
     let out = js_sys::Object::new();
@@ -455,16 +478,35 @@ impl Engine {
             let ids = shared.inspected_ids(ids).map_err(js_value)?;
             let request = InspectRequest::theta(layer, proj);
             let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
-            let Some(Capture { layer, proj, tokens, slots, weights }) = inspection.theta.into_iter().next() else {
+            let capture = inspection.theta.into_iter().next();
+            theta_object(&ids, capture.ok_or_else(|| js_value(Error::Usage("nothing was captured".into())))?)
+        })
+    }
+
+    /// Theta of one Pattention layer and the attention probabilities of its block from one forward
+    /// pass: `{ ids, map: PattentionCapture, attention: AttentionCapture }`. `ids` as for `inspect`.
+    #[wasm_bindgen(js_name = inspectBlock, unchecked_return_type = "Promise<BlockCapture>")]
+    pub fn inspect_block(
+        &self,
+        ids: Option<Vec<u32>>,
+        layer: usize,
+        #[wasm_bindgen(unchecked_param_type = "Projection")] proj: String,
+    ) -> Promise {
+        let shared = self.shared.clone();
+        future_to_promise(async move {
+            let proj = Projection::parse(&proj).map_err(js_value)?;
+            let ids = shared.inspected_ids(ids).map_err(js_value)?;
+            let request = InspectRequest { layers: vec![layer], projections: vec![proj], attention: true };
+            let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
+            let (Some(map), Some(attention)) =
+                (inspection.theta.into_iter().next(), inspection.attention.into_iter().next())
+            else {
                 return Err(js_value(Error::Usage("nothing was captured".into())));
             };
             object(&[
                 ("ids", js_sys::Uint32Array::from(ids.as_slice()).into()),
-                ("layer", layer.into()),
-                ("proj", proj.as_str().into()),
-                ("tokens", tokens.into()),
-                ("slots", slots.into()),
-                ("weights", js_sys::Float32Array::from(weights.as_slice()).into()),
+                ("map", theta_object(&ids, map)?),
+                ("attention", attention_object(&ids, attention)?),
             ])
         })
     }
@@ -515,16 +557,8 @@ impl Engine {
             let ids = shared.inspected_ids(ids).map_err(js_value)?;
             let request = InspectRequest::attention(layer);
             let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
-            let Some(AttentionCapture { layer, heads, tokens, probs }) = inspection.attention.into_iter().next() else {
-                return Err(js_value(Error::Usage("nothing was captured".into())));
-            };
-            object(&[
-                ("ids", js_sys::Uint32Array::from(ids.as_slice()).into()),
-                ("layer", layer.into()),
-                ("heads", heads.into()),
-                ("tokens", tokens.into()),
-                ("probs", js_sys::Float32Array::from(probs.as_slice()).into()),
-            ])
+            let capture = inspection.attention.into_iter().next();
+            attention_object(&ids, capture.ok_or_else(|| js_value(Error::Usage("nothing was captured".into())))?)
         })
     }
 
@@ -668,6 +702,13 @@ export interface AttentionCapture {
   heads: number;
   tokens: number;
   probs: Float32Array;
+}
+
+/** Theta of one Pattention layer and its block's attention, from one forward pass. */
+export interface BlockCapture {
+  ids: Uint32Array;
+  map: PattentionCapture;
+  attention: AttentionCapture;
 }
 
 /** A vocabulary token a parameter token's value vector points at, with its score. */

@@ -18,26 +18,31 @@ export function divergingColor(v, limit, threshold = 0) {
   return [255 + (r - 255) * t, 255 + (g - 255) * t, 255 + (b - 255) * t].map(Math.round);
 }
 
-/** The `q`-quantile (0..1) of |values|: the colour scale's clip. */
-export function absPercentile(values, q) {
-  if (!values.length) return 0;
-  const abs = Float32Array.from(values, Math.abs).sort();
-  return abs[Math.min(abs.length - 1, Math.floor(q * (abs.length - 1) + 0.5))];
+/** `divergingColor` as packed RGBA words (little-endian, as ImageData's bytes read through a
+ *  Uint32Array) for 256 magnitude steps of each sign: drawing a map is then one lookup per cell. */
+function colorTable(limit) {
+  const table = (sign) => Uint32Array.from({ length: 256 }, (_, q) => {
+    const [r, g, b] = divergingColor((sign * q * limit) / 255, limit);
+    return (r | (g << 8) | (b << 16) | (255 << 24)) >>> 0;
+  });
+  return { positive: table(1), negative: table(-1) };
 }
 
-/** Per-map statistics at a threshold: share of cells above it, and the mean entropy and effective
- *  number of slots of the rows, each row read as the distribution |θ| / Σ|θ|. */
-export function mapStatistics(weights, tokens, slots, threshold) {
-  let above = 0;
+/** The `q`-quantile (0..1) of |values|: the colour scale's clip. `sorted`: |values| already sorted. */
+export function absPercentile(values, q, sorted = Float32Array.from(values, Math.abs).sort()) {
+  if (!sorted.length) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * (sorted.length - 1) + 0.5))];
+}
+
+/** Per-map statistics that do not depend on the threshold: the mean entropy and effective number
+ *  of slots of the rows, each row read as the distribution |θ| / Σ|θ|. */
+export function rowStatistics(weights, tokens, slots) {
   let entropy = 0;
   let effective = 0;
   for (let t = 0; t < tokens; t++) {
     const row = weights.subarray(t * slots, (t + 1) * slots);
     let sum = 0;
-    for (const v of row) {
-      sum += Math.abs(v);
-      if (Math.abs(v) > threshold) above++;
-    }
+    for (const v of row) sum += Math.abs(v);
     let h = 0;
     if (sum > 0) {
       for (const v of row) {
@@ -48,7 +53,14 @@ export function mapStatistics(weights, tokens, slots, threshold) {
     entropy += h;
     effective += Math.exp(h);
   }
-  return { aboveShare: above / (tokens * slots), entropy: entropy / tokens, effectiveSlots: effective / tokens };
+  return { entropy: entropy / tokens, effectiveSlots: effective / tokens };
+}
+
+/** Share of the weights whose magnitude is above `threshold`. */
+export function shareAbove(weights, threshold) {
+  let above = 0;
+  for (const v of weights) if (Math.abs(v) > threshold) above++;
+  return above / weights.length;
 }
 
 /** Column order: by index, by total weight (largest first), or by the first token whose weight
@@ -272,11 +284,14 @@ export class TokenFormerInspector extends HTMLElement {
   showMap({ map, attention, texts }) {
     const { layer, proj } = map;
     this.map = { ...map, texts };
+    // Per-map caches: sorted magnitudes (for the clip) and row statistics.
+    this.rows = null;
+    this.sortedAbs = null;
     if (this.selectedSlot !== null && this.selectedSlot >= this.map.slots) this.selectedSlot = null;
     for (const cell of this.ui.grid.querySelectorAll('.tfi-cell')) {
       cell.classList.toggle('open', Number(cell.dataset.layer) === layer && cell.dataset.proj === proj);
     }
-    const max = absPercentile(this.map.weights, 1);
+    const max = this.map.weights.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     if (Number(this.ui.threshold.max) !== max) {
       this.ui.threshold.max = String(max || 1);
       this.ui.threshold.step = String((max || 1) / 1000);
@@ -310,20 +325,27 @@ export class TokenFormerInspector extends HTMLElement {
     if (rebuild) {
       const threshold = this.threshold;
       this.ui.thresholdValue.textContent = threshold.toPrecision(3);
-      this.clip = absPercentile(m.weights, Number(this.ui.clip.value));
+      this.sortedAbs ??= Float32Array.from(m.weights, Math.abs).sort();
+      this.clip = absPercentile(m.weights, Number(this.ui.clip.value), this.sortedAbs);
       this.order = columnOrder(m.weights, m.tokens, m.slots, this.ui.order.value, threshold);
       const image = new ImageData(m.slots, m.tokens);
+      const pixels = new Uint32Array(image.data.buffer);
+      const { positive, negative } = colorTable(this.clip);
+      const step = this.clip > 0 ? 255 / this.clip : 0;
       for (let t = 0; t < m.tokens; t++) {
+        const row = t * m.slots;
         for (let x = 0; x < m.slots; x++) {
-          const [r, g, b] = divergingColor(m.weights[t * m.slots + this.order[x]], this.clip, threshold);
-          image.data.set([r, g, b, 255], (t * m.slots + x) * 4);
+          const v = m.weights[row + this.order[x]];
+          const q = Math.min(255, Math.round(Math.abs(v) * step));
+          pixels[row + x] = Math.abs(v) < threshold ? positive[0] : v >= 0 ? positive[q] : negative[q];
         }
       }
       this.base = el('canvas', { width: m.slots, height: m.tokens });
       this.base.getContext('2d').putImageData(image, 0, 0);
       this.drawStrip();
       this.drawLegend();
-      const s = mapStatistics(m.weights, m.tokens, m.slots, threshold);
+      this.rows ??= rowStatistics(m.weights, m.tokens, m.slots);
+      const s = { aboveShare: shareAbove(m.weights, threshold), ...this.rows };
       this.statistics = s;
       this.ui.stats.textContent = `${(100 * s.aboveShare).toFixed(1)} % of weights above the threshold · mean row entropy ` +
         `${s.entropy.toFixed(3)} nats · effective number of slots ${s.effectiveSlots.toFixed(1)} of ${m.slots}` +

@@ -208,12 +208,9 @@ const inspectors = {
     const e = loadedEngine();
     const view = {};
     if (k > 0) view.summary = { ...(await e.inspectSummary(idsArg(ids), k)) };
-    if (open) {
-      view.map = { ...(await e.inspect(idsArg(ids), open.layer, open.proj)) };
-      view.attention = { ...(await e.attention(idsArg(ids), open.layer)) };
-    }
+    if (open) Object.assign(view, await e.inspectBlock(idsArg(ids), open.layer, open.proj));
     const shown = view.summary?.ids ?? view.map?.ids ?? [];
-    return { ...view, ids: [...shown], texts: texts(shown) };
+    return { summary: view.summary, map: view.map, attention: view.attention, ids: [...shown], texts: texts(shown) };
   }),
 };
 

@@ -3,10 +3,11 @@
 // reduced on the device) and on the CPU fallback.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, launch } from './harness.mjs';
-import { ARTIFACTS, PAGE_CSP, tokenformer, nativeGreedy, openPage, waitLoaded, setGreedy, generate } from './pages.mjs';
+import { execFileSync } from 'node:child_process';
+import { serve, launch, ROOT } from './harness.mjs';
+import { ARTIFACTS, BIN, PAGE_CSP, tokenformer, nativeGreedy, openPage, waitLoaded, setGreedy, generate, inspectLongPrompt, frameReport } from './pages.mjs';
 
 const PROMPT = 'Call me Ishmael. Some years ago, never mind how long';
 const LAYER = 2;
@@ -186,3 +187,30 @@ for (const mode of ['webgpu', 'no-webgpu']) {
     }
   });
 }
+
+// The issue's scale: a 150M-shaped model (random weights, the released shape: 12 layers, FFN maps
+// of 3072 parameter tokens) and a 256-token prompt, on the CPU backend (SwiftShader's WebGPU would
+// take minutes per forward pass). Frame times are printed, not asserted.
+test('inspector on a 150M-shaped model with a 256-token prompt', async () => {
+  const dir = join(ARTIFACTS, '..', 'synthetic-150m');
+  if (!existsSync(join(dir, 'model.safetensors'))) {
+    execFileSync(BIN, ['synthetic', '--size', '150m', '--tokenizer', join(ROOT, '../shared/tokenizers/gpt-neox-20b.json'), dir], { stdio: 'inherit' });
+  }
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, errors } = await openPage(browser.context, server);
+    await page.setViewportSize({ width: 1280, height: 1400 });
+    await waitLoaded(page, 'tokenformer-moby');
+    await page.locator('#model-files').setInputFiles(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => join(dir, f)));
+    await waitLoaded(page, 'model.safetensors');
+    const result = await inspectLongPrompt(page, 256);
+    assert.deepEqual([result.tokens, result.mapTokens, result.slots], [256, 256, 3072]);
+    assert.equal(await page.locator('.tfi-cell').count(), 12 * 5);
+    assert.equal(result.zoom.frames.length, 30);
+    console.log(`inspector, 150M-shaped model, CPU backend, 256 tokens x 3072 slots:\n${frameReport(result)}`);
+    await page.screenshot({ path: join(ARTIFACTS, 'inspector-150m.png'), fullPage: true });
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

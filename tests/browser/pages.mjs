@@ -61,3 +61,60 @@ export async function generate(page, prompt) {
     return { ids: out.dataset.ids ? out.dataset.ids.split(',').map(Number) : [], text: out.querySelector('.generated').textContent, done: out.dataset.done };
   });
 }
+
+/** On a loaded page: inspects a prompt of exactly `tokens` ids through the inspector element,
+ *  opens layer 0's FFN map, then zooms, pans and re-thresholds it, timing every frame. */
+export function inspectLongPrompt(page, tokens) {
+  return page.evaluate(async (n) => {
+    const i = document.getElementById('inspector');
+    const text = 'Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse. ';
+    const ids = (await i.client.encode(text.repeat(Math.ceil(n / 10)))).slice(0, n);
+    let t = performance.now();
+    await i.inspect(ids);
+    const grid = performance.now() - t;
+    t = performance.now();
+    await i.openMap(0, 'ffn');
+    const open = performance.now() - t;
+    const canvas = i.ui.canvas;
+    const r = canvas.getBoundingClientRect();
+    // Frame time as the page sees it: from one animation frame to the next while the map redraws;
+    // `redraw` is the inspector's own drawing time within those frames.
+    const frames = async (action, count) => {
+      // Let the page paint what opening the map added first: that paint is not an interaction.
+      await new Promise(requestAnimationFrame);
+      i.frameTimes.length = 0;
+      const gaps = [];
+      let last = await new Promise(requestAnimationFrame);
+      for (let k = 0; k < count; k++) {
+        action(k);
+        const now = await new Promise(requestAnimationFrame);
+        gaps.push(now - last);
+        last = now;
+      }
+      return { frames: gaps, redraw: i.frameTimes.slice() };
+    };
+    const zoom = await frames((k) => canvas.dispatchEvent(new WheelEvent('wheel', {
+      deltaY: k < 15 ? -100 : 100, clientX: r.left + r.width / 3, clientY: r.top + r.height / 2, bubbles: true, cancelable: true,
+    })), 30);
+    const pan = await frames((k) => {
+      canvas.dispatchEvent(new MouseEvent('mousedown', { clientX: r.left + 200, clientY: r.top + 50, bubbles: true }));
+      canvas.dispatchEvent(new MouseEvent('mousemove', { clientX: r.left + 200 + (k % 2 ? 40 : -40), clientY: r.top + 50, buttons: 1, bubbles: true }));
+      window.dispatchEvent(new MouseEvent('mouseup'));
+    }, 30);
+    const maxT = Number(i.ui.threshold.max);
+    const threshold = await frames((k) => { i.threshold = (k / 10) * maxT * 0.5; }, 10);
+    return { tokens: ids.length, slots: i.map.slots, mapTokens: i.map.tokens, grid, open, zoom, pan, threshold };
+  }, tokens);
+}
+
+/** One line per interaction of an `inspectLongPrompt` result. */
+export function frameReport(result) {
+  const median = (xs) => xs.slice().sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  const max = (xs) => Math.max(...xs);
+  const lines = [`  grid (every map, top-k + column sums): ${(result.grid / 1000).toFixed(2)} s; open one map (+ attention): ${(result.open / 1000).toFixed(2)} s`];
+  for (const kind of ['zoom', 'pan', 'threshold']) {
+    const { frames, redraw } = result[kind];
+    lines.push(`  ${kind}: frame time median ${median(frames).toFixed(1)} ms, max ${max(frames).toFixed(1)} ms; redraw median ${median(redraw).toFixed(1)} ms, max ${max(redraw).toFixed(1)} ms`);
+  }
+  return lines.join('\n');
+}
