@@ -110,51 +110,77 @@ async function checkErrors() {
   return { name: 'wasm errors are exceptions', pass: problems.length === 0, detail: problems.join('; ') };
 }
 
-async function checkInspect() {
-  // Theta from the wasm engine against the float64 reference (tests/fixtures/inspect.json).
+/** Top `k` values of a reference row, largest first. */
+const topValues = (row, k) => row.slice().sort((a, b) => b - a).slice(0, k);
+
+async function checkInspect(backend) {
+  // Theta, attention and summaries from the wasm engine against the float64 reference
+  // (tests/fixtures/inspect.json); on WebGPU the summaries are reduced on the device.
   const fixture = await fetch('/tests/fixtures/inspect.json').then((r) => r.json());
+  const tolerance = backend === 'cpu' ? 1e-4 : 1e-3;
   const problems = [];
-  let maxErr = 0;
+  const err = { theta: 0, attention: 0, top: 0 };
   let maps = 0;
+  const dictionaries = [];
   for (const m of fixture.models) {
     const base = `/tests/fixtures/${m.model}/`;
     const files = await Promise.all(['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => bytes(base + f)));
-    const engine = await Engine.load(...files, { backend: 'cpu' });
+    const engine = await Engine.load(...files, { backend });
+    const ids = Uint32Array.from(m.ids);
+    const summary = await engine.inspectSummary(ids, 3);
+    if (summary.maps.length !== engine.layers * 5) problems.push(`${m.model}: ${summary.maps.length} summaries`);
     for (const l of m.layers) {
       for (const [proj, rows] of Object.entries(l.theta)) {
-        const got = await engine.inspect(Uint32Array.from(m.ids), l.layer, proj);
+        const got = await engine.inspect(ids, l.layer, proj);
         if (got.tokens !== rows.length || got.slots !== rows[0].length || got.proj !== proj || got.layer !== l.layer) {
           problems.push(`${m.model} layer ${l.layer} ${proj}: shape ${got.tokens}x${got.slots}`);
           continue;
         }
-        rows.flat().forEach((v, i) => { maxErr = Math.max(maxErr, Math.abs(v - got.weights[i])); });
+        rows.flat().forEach((v, i) => { err.theta = Math.max(err.theta, Math.abs(v - got.weights[i])); });
+        const s = summary.maps.find((x) => x.layer === l.layer && x.proj === proj);
+        rows.forEach((row, t) => topValues(row, 3).forEach((v, i) => { err.top = Math.max(err.top, Math.abs(v - s.values[t * 3 + i])); }));
         maps++;
       }
+      if (l.attention) {
+        const a = await engine.attention(ids, l.layer);
+        l.attention.flat(2).forEach((v, i) => { err.attention = Math.max(err.attention, Math.abs(v - a.probs[i])); });
+        const block = await engine.inspectBlock(ids, l.layer, 'ffn');
+        if (block.attention.probs.some((v, i) => v !== a.probs[i])) problems.push('inspectBlock attention differs from attention');
+      }
     }
+    dictionaries.push(await engine.dictionary(0, 'ffn', 1, 5));
     try {
-      await engine.inspect(Uint32Array.from(m.ids), 99, 'ffn');
+      await engine.inspect(ids, 99, 'ffn');
       problems.push('layer 99 accepted');
     } catch (e) {
       if (!String(e.message).includes('out of range')) problems.push(`unexpected message: ${e.message}`);
     }
+    try {
+      await engine.dictionary(0, 'ffn', 1 << 20, 5);
+      problems.push('slot 2^20 accepted');
+    } catch (e) {
+      if (!String(e.message).includes('parameter token')) problems.push(`unexpected message: ${e.message}`);
+    }
+    // Live: inspecting a running generation without ids covers the tokens in its cache, and the
+    // generation goes on to the same tokens as without the inspection.
+    const params = { temperature: 0, max_tokens: 5 };
+    engine.start(ids, params);
+    const plain = [];
+    for (let t = await engine.step(); t; t = await engine.step()) plain.push(t.id);
+    engine.start(ids, params);
+    const live = [(await engine.step()).id, (await engine.step()).id];
+    const during = await engine.inspect(undefined, 0, 'key');
+    if (during.ids.join() !== [...m.ids, live[0]].join()) problems.push(`live inspection covered ${[...during.ids]}`);
+    for (let t = await engine.step(); t; t = await engine.step()) live.push(t.id);
+    if (live.join() !== plain.join()) problems.push(`generation changed by live inspection: ${live} vs ${plain}`);
+    const after = await engine.inspectSummary(undefined, 1);
+    if (after.tokens !== m.ids.length + plain.length) problems.push(`after the run: ${after.tokens} tokens`);
     engine.free();
   }
-  // On WebGPU capture is not implemented yet: a clear rejection, and the engine still generates.
-  const m = fixture.models[0];
-  const files = await Promise.all(['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => bytes(`/tests/fixtures/${m.model}/${f}`)));
-  const gpu = await Engine.load(...files, { backend: 'webgpu' });
-  try {
-    await gpu.inspect(Uint32Array.from(m.ids), 0, 'ffn');
-    problems.push('inspect on WebGPU resolved');
-  } catch (e) {
-    if (!String(e.message).includes('not implemented yet')) problems.push(`unexpected message: ${e.message}`);
-  }
-  gpu.start(Uint32Array.from(m.ids), { max_tokens: 2 });
-  if ((await gpu.step()) === undefined) problems.push('no token after a refused inspect');
-  gpu.free();
   if (maps === 0) problems.push('no maps compared');
-  if (!(maxErr < 1e-4)) problems.push(`Theta max |error| ${maxErr}`);
-  return { name: 'wasm inspect (Theta) matches the reference', pass: problems.length === 0, detail: problems.join('; ') || `${maps} maps, Theta max |error| ${maxErr.toExponential(2)}` };
+  for (const [what, e] of Object.entries(err)) if (!(e < tolerance)) problems.push(`${what} max |error| ${e}`);
+  const detail = `${maps} maps; max |error| Theta ${err.theta.toExponential(2)}, top-3 ${err.top.toExponential(2)}, attention ${err.attention.toExponential(2)}`;
+  return { name: `wasm inspection on ${backend} matches the reference`, pass: problems.length === 0, detail: problems.join('; ') || detail, dictionaries };
 }
 
 try {
@@ -169,7 +195,12 @@ try {
     for (const v of VARIANTS) results.push(await checkVariant(v, setup));
   }
   results.push(await checkErrors());
-  results.push(await checkInspect());
+  const inspections = [await checkInspect('cpu'), await checkInspect('webgpu')];
+  // The GPU's dictionaries (value vector through the tied head on the device) equal the CPU's.
+  const [cpuDict, gpuDict] = inspections.map((r) => r.dictionaries);
+  const dictError = Math.max(...cpuDict.flatMap((d, m) => d.map((e, i) => (e.id === gpuDict[m][i].id ? Math.abs(e.score - gpuDict[m][i].score) : Infinity))));
+  results.push(...inspections.map(({ dictionaries, ...r }) => r));
+  results.push({ name: 'dictionaries on WebGPU equal the CPU', pass: dictError < 1e-4, detail: `max |score difference| ${dictError.toExponential(2)}` });
   window.__results = results;
 } catch (e) {
   window.__error = String(e && e.stack || e);
