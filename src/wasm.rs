@@ -247,6 +247,14 @@ impl Shared {
         Ok(ids)
     }
 
+    /// One inspected forward pass over `ids` (see [`Shared::inspected_ids`]): the tokens and what
+    /// `request` recorded.
+    async fn run_inspection(&self, ids: Option<Vec<u32>>, request: InspectRequest) -> Result<(Vec<u32>, Inspection)> {
+        let ids = self.inspected_ids(ids)?;
+        let inspection = self.with_compute(async |c| c.inspect(&ids, &request).await).await?;
+        Ok((ids, inspection))
+    }
+
     /// Runs `f` on the backend, refusing ("busy") while another call computes.
     async fn with_compute<T>(&self, f: impl AsyncFnOnce(&mut Compute) -> Result<T>) -> Result<T> {
         let mut compute = self.compute.take().ok_or_else(Self::busy)?;
@@ -475,9 +483,8 @@ impl Engine {
         let shared = self.shared.clone();
         future_to_promise(async move {
             let proj = Projection::parse(&proj).map_err(js_value)?;
-            let ids = shared.inspected_ids(ids).map_err(js_value)?;
-            let request = InspectRequest::theta(layer, proj);
-            let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
+            let (ids, inspection) =
+                shared.run_inspection(ids, InspectRequest::theta(layer, proj)).await.map_err(js_value)?;
             let capture = inspection.theta.into_iter().next();
             theta_object(&ids, capture.ok_or_else(|| js_value(Error::Usage("nothing was captured".into())))?)
         })
@@ -495,9 +502,8 @@ impl Engine {
         let shared = self.shared.clone();
         future_to_promise(async move {
             let proj = Projection::parse(&proj).map_err(js_value)?;
-            let ids = shared.inspected_ids(ids).map_err(js_value)?;
             let request = InspectRequest { layers: vec![layer], projections: vec![proj], attention: true };
-            let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
+            let (ids, inspection) = shared.run_inspection(ids, request).await.map_err(js_value)?;
             let (Some(map), Some(attention)) =
                 (inspection.theta.into_iter().next(), inspection.attention.into_iter().next())
             else {
@@ -554,9 +560,8 @@ impl Engine {
     pub fn attention(&self, ids: Option<Vec<u32>>, layer: usize) -> Promise {
         let shared = self.shared.clone();
         future_to_promise(async move {
-            let ids = shared.inspected_ids(ids).map_err(js_value)?;
-            let request = InspectRequest::attention(layer);
-            let inspection = shared.with_compute(async |c| c.inspect(&ids, &request).await).await.map_err(js_value)?;
+            let (ids, inspection) =
+                shared.run_inspection(ids, InspectRequest::attention(layer)).await.map_err(js_value)?;
             let capture = inspection.attention.into_iter().next();
             attention_object(&ids, capture.ok_or_else(|| js_value(Error::Usage("nothing was captured".into())))?)
         })

@@ -43,6 +43,12 @@ impl LinearArgs {
     pub fn plain(m: usize, k: usize, rows: usize) -> LinearArgs {
         LinearArgs { m, lda: k, ldc: rows, a_group_stride: 0, c_group_stride: 0, accumulate: false, limit: rows }
     }
+
+    /// Theta · V for q, k and v at once: `m` rows of three Theta groups of `n` slots each give
+    /// three output groups of `d`.
+    pub fn stacked_values(m: usize, n: usize, d: usize) -> LinearArgs {
+        LinearArgs { m, lda: 3 * n, ldc: 3 * d, a_group_stride: n, c_group_stride: d, accumulate: false, limit: 3 * d }
+    }
 }
 
 impl Linear {

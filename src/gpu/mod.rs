@@ -364,16 +364,7 @@ impl GpuBackend {
                     plan.theta(enc, scores, l, proj, &at, t, start);
                 }
             }
-            let qkv_values = LinearArgs {
-                m: t,
-                lda: 3 * nq,
-                ldc: 3 * d,
-                a_group_stride: nq,
-                c_group_stride: d,
-                accumulate: false,
-                limit: 3 * d,
-            };
-            k.linear.encode(enc, &layer.qkv_values, &qkv_values);
+            k.linear.encode(enc, &layer.qkv_values, &LinearArgs::stacked_values(t, nq, d));
             k.rope.encode(enc, &layer.rope, t, start, d, cfg.head_dim(), cfg.rotary_dims() / 2);
             k.attention.encode(enc, &layer.attention, t, start, cfg.num_heads, d);
             k.linear.encode(enc, &layer.proj_scores, &LinearArgs::plain(t, d, np));
@@ -549,17 +540,7 @@ impl GpuBackend {
         let binds = &self.layers[layer];
         let (values, width, out, out_offset, args) = match proj {
             Projection::Query | Projection::Key | Projection::Value => {
-                let g = proj as usize;
-                let args = LinearArgs {
-                    m: 1,
-                    lda: 3 * nq,
-                    ldc: 3 * d,
-                    a_group_stride: nq,
-                    c_group_stride: d,
-                    accumulate: false,
-                    limit: 3 * d,
-                };
-                (&binds.qkv_values, 3 * nq, &b.qkv, g * d, args)
+                (&binds.qkv_values, 3 * nq, &b.qkv, proj as usize * d, LinearArgs::stacked_values(1, nq, d))
             }
             Projection::Proj => {
                 (&binds.proj_values, self.cfg.proj_slots, &b.x, 0, LinearArgs::plain(1, self.cfg.proj_slots, d))
