@@ -277,7 +277,7 @@ fn inspection_on_the_gpu_matches_the_cpu_capture() {
         let (model, _) = load(name);
         let cfg = model.config.clone();
         let ids: Vec<u32> = (0..150u32).map(|i| (i * 7 + 3) % model.vocab_size as u32).collect();
-        let ids = &ids[..ids.len().min(cfg.max_positions)];
+        let ids = &ids[..ids.len().min(cfg.max_positions - 1)];
         let options = GpuOptions { max_chunk_bytes: Some(16384), ..Default::default() };
         let mut device = gpu(&model, &options);
         let mut host = cpu(model.clone());
@@ -311,8 +311,15 @@ fn inspection_on_the_gpu_matches_the_cpu_capture() {
             let err = max_abs_diff(s.column_sums.iter().map(|&v| v as f64), sums.iter().map(|&v| v as f64));
             assert!(err < 1e-3 * ids.len() as f64, "{name} layer {} {:?} sums: {err:e}", s.layer, s.proj);
         }
-        // The capture left the prompt in the cache, as on the CPU.
+        // The capture left the prompt in the cache, as on the CPU, and nothing in the decode path:
+        // the next token is the same single submission with the same dispatches as without it.
         assert_eq!(device.position(), ids.len());
+        let params = SamplingParams { temperature: 0.0, ..Default::default() };
+        let next = device.next_token(&[1], &[1], &params, 0).unwrap();
+        let mut fresh = gpu(&model, &options);
+        fresh.forward(ids, false).unwrap();
+        assert_eq!(fresh.next_token(&[1], &[1], &params, 0).unwrap(), next);
+        assert_eq!(device.last_pass(), fresh.last_pass());
 
         for (layer, proj, slot) in
             [(0, tokenformer::Projection::Ffn, 1), (cfg.num_layers - 1, tokenformer::Projection::Value, 2)]
