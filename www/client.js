@@ -1,8 +1,10 @@
 // TokenFormer in a Web Worker, behind promises. The page (app.js) uses only this class.
 //
 // Protocol (page -> worker):
-//   { type: 'load', req, source: { kind: 'url', url } | { kind: 'files', files: File[] },
-//     options: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16' } }
+//   { type: 'load', req, source?: { kind: 'url', url } | { kind: 'urls', config, tokenizer, weights }
+//       | { kind: 'files', files: File[] } | { kind: 'bytes', config, tokenizer, weights },
+//     options: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16', wasm?: string } }
+//     (no source: the built-in model)
 //   { type: 'generate', req, prompt: string, params: SamplingParams }
 //   { type: 'stop' }
 //   { type: 'encode', req, text }
@@ -41,8 +43,8 @@
  */
 
 export class TokenFormerClient {
-  /** @param {URL | string} [workerUrl] */
-  constructor(workerUrl = new URL('./worker.js', import.meta.url)) {
+  /** @param {URL | string} [workerUrl] where worker.js is served, if not next to this module */
+  constructor(workerUrl) {
     this.workerUrl = workerUrl;
     this.worker = null;
     this.nextReq = 1;
@@ -53,7 +55,10 @@ export class TokenFormerClient {
   /** The worker, started on first use and again after it died. */
   ensureWorker() {
     if (this.worker) return this.worker;
-    const worker = new Worker(this.workerUrl, { type: 'module' });
+    // Written out in full so bundlers (Vite, webpack) see the worker and bundle it with its wasm.
+    const worker = this.workerUrl
+      ? new Worker(this.workerUrl, { type: 'module' })
+      : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     worker.onmessage = ({ data }) => {
       const call = this.calls.get(data.req);
       if (!call) return;
@@ -90,9 +95,13 @@ export class TokenFormerClient {
   }
 
   /**
-   * Loads a model (a folder URL, a weights file URL, or local files) and makes it current.
-   * @param {{ kind: 'url', url: string } | { kind: 'files', files: File[] }} source
-   * @param {{ backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16' }} [options]
+   * Loads a model and makes it current: the built-in model when `source` is omitted, else a folder
+   * or weights file URL, three file URLs, local files, or bytes (see engine.js `readModel`).
+   * @param {{ kind: 'url', url: string } | { kind: 'urls', config: string, tokenizer: string, weights: string }
+   *   | { kind: 'files', files: File[] } | { kind: 'bytes', config: Uint8Array, tokenizer: Uint8Array,
+   *   weights: Uint8Array }} [source]
+   * @param {{ backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16', wasm?: string }} [options]
+   *   (`wasm`: the URL of tokenformer_bg.wasm, if not next to pkg/tokenformer.js)
    * @param {(p: Progress) => void} [onProgress]
    * @returns {Promise<ModelInfo>}
    */
