@@ -42,7 +42,17 @@ async function readAll(stream, total, report) {
   return bytes;
 }
 
+/** The bytes of a `data:` URL (bundlers inline small assets as such), decoded here rather than
+ *  fetched: a strict CSP's `connect-src` need not allow `data:`. */
+function dataUrlBytes(url) {
+  const comma = url.indexOf(',');
+  const body = url.slice(comma + 1);
+  if (url.slice(0, comma).endsWith(';base64')) return Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+  return new TextEncoder().encode(decodeURIComponent(body));
+}
+
 async function download(url, file, onProgress) {
+  if (url.startsWith('data:')) return dataUrlBytes(url);
   let res;
   try {
     res = await fetch(url);

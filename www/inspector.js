@@ -100,6 +100,28 @@ function download(blob, name) {
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
 }
 
+let adopted = false;
+
+/** The element's styles: a <link> to inspector.css next to this module, or, where a bundler
+ *  inlined that file as a `data:` URL (which a strict CSP's style-src refuses), the same rules as a
+ *  constructed stylesheet adopted by the document once. */
+function stylesheet() {
+  const href = new URL('./inspector.css', import.meta.url).href;
+  if (!href.startsWith('data:')) return el('link', { rel: 'stylesheet', href });
+  if (!adopted) {
+    const comma = href.indexOf(',');
+    const body = href.slice(comma + 1);
+    const text = href.slice(0, comma).endsWith(';base64')
+      ? new TextDecoder().decode(Uint8Array.from(atob(body), (c) => c.charCodeAt(0)))
+      : decodeURIComponent(body);
+    const sheet = new CSSStyleSheet();
+    sheet.replaceSync(text);
+    document.adoptedStyleSheets = [...document.adoptedStyleSheets, sheet];
+    adopted = true;
+  }
+  return '';
+}
+
 export class TokenFormerInspector extends HTMLElement {
   constructor() {
     super();
@@ -122,7 +144,7 @@ export class TokenFormerInspector extends HTMLElement {
 
   connectedCallback() {
     if (this.ui) return;
-    const css = el('link', { rel: 'stylesheet', href: new URL('./inspector.css', import.meta.url).href });
+    const css = stylesheet();
     const control = (label, input) => el('label', {}, label, input);
     const ui = {
       status: el('p', { className: 'tfi-status muted', textContent: 'Inspect a prompt to see its Pattention maps.' }),

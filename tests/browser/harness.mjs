@@ -18,12 +18,14 @@ const TYPES = {
   '.png': 'image/png',
 };
 
-/** A static file server over the repository, on a free loopback port; `csp`, if given, is sent as
- * the Content-Security-Policy header of every response (so workers run under it too). */
-export async function serve({ csp } = {}) {
+/** A static file server over `root` (the repository by default), on a free loopback port; `csp`,
+ * if given, is sent as the Content-Security-Policy header of every response (so workers run under
+ * it too). A folder's URL serves its index.html. */
+export async function serve({ csp, root = ROOT } = {}) {
   const server = createServer(async (req, res) => {
-    const path = normalize(join(ROOT, decodeURIComponent(new URL(req.url, 'http://x').pathname)));
-    if (!path.startsWith(ROOT)) {
+    let path = normalize(join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname)));
+    if (path.endsWith('/')) path += 'index.html';
+    if (!path.startsWith(root)) {
       res.writeHead(403).end();
       return;
     }

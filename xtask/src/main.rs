@@ -2,6 +2,7 @@
 //! installs what the tests need on a fresh machine and runs them all; `cargo xtask build-web`
 //! builds the wasm package into `pkg/`.
 
+mod package;
 mod serve;
 
 use std::path::{Path, PathBuf};
@@ -18,10 +19,11 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup(),
         Some("build-web") => setup_wasm().and_then(|()| build_web()),
+        Some("package") => setup_wasm().and_then(|()| build_web()).and_then(|()| package::package(&root(), &target()).map(drop)),
         Some("serve") => setup_wasm().and_then(|()| build_web()).and_then(|()| serve::serve(&root())),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  test       setup, lint, and run every test (native, wasm in Chromium)"
+                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  package    build the npm package tokenformer-web into target/npm/ (and its .tgz)\n  test       setup, lint, and run every test (native, wasm in Chromium)"
             );
             return ExitCode::from(2);
         }
@@ -91,7 +93,9 @@ fn setup() -> Result<(), String> {
         run("apt-get", &args)?;
     }
 
-    run_in(&root().join("tests/browser"), "npm", &["ci", "--no-audit", "--no-fund"])
+    run_in(&root().join("tests/browser"), "npm", &["ci", "--no-audit", "--no-fund"])?;
+    // Vite and TypeScript, which the npm package tests build consumers with.
+    run_in(&root().join("tests/npm"), "npm", &["ci", "--no-audit", "--no-fund"])
 }
 
 /// Cargo arguments that select the browser build: the library for wasm32 with the WebGPU backend.
@@ -100,9 +104,12 @@ const WASM_LIB: [&str; 6] =
 
 fn build_web() -> Result<(), String> {
     run("cargo", &[&["build", "--release"][..], &WASM_LIB].concat())?;
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
-    let wasm = target.join("wasm32-unknown-unknown/release/tokenformer.wasm");
+    let wasm = target().join("wasm32-unknown-unknown/release/tokenformer.wasm");
     run("wasm-bindgen", &["--target", "web", "--out-dir", "pkg", &wasm.to_string_lossy()])
+}
+
+fn target() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 fn test() -> Result<(), String> {
@@ -113,5 +120,6 @@ fn test() -> Result<(), String> {
     run("cargo", &[&["clippy"][..], &WASM_LIB, &["--", "-D", "warnings"]].concat())?;
     run("cargo", &["test", "--workspace"])?;
     build_web()?;
-    run("node", &["--test", "tests/browser/"])
+    package::package(&root(), &target())?;
+    run("node", &["--test", "tests/browser/", "tests/npm/"])
 }

@@ -1,0 +1,104 @@
+// Types of tokenformer-web in the browser. The engine's own types come from the wasm bindings.
+import type {
+  Engine, Projection, SamplingParams, PattentionCapture, PattentionSummary, AttentionCapture, DictionaryEntry,
+  InitInput,
+} from './pkg/tokenformer.js';
+
+export { Engine, Token } from './pkg/tokenformer.js';
+export type {
+  Projection, SamplingParams, LoadOptions, WeightsReader, PattentionCapture, PattentionMapSummary,
+  PattentionSummary, AttentionCapture, BlockCapture, DictionaryEntry,
+} from './pkg/tokenformer.js';
+
+/** Where a model's three files come from. */
+export type ModelSource =
+  | { kind: 'url'; url: string }
+  | { kind: 'urls'; config: string; tokenizer: string; weights: string }
+  | { kind: 'files'; files: File[] | FileList }
+  | { kind: 'bytes'; config: Uint8Array; tokenizer: Uint8Array; weights: Uint8Array };
+
+export interface EngineOptions {
+  /** 'auto' (default): WebGPU when the browser has an adapter, else the CPU. */
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  /** Weight format on the GPU (the CPU computes in f32). */
+  dtype?: 'f32' | 'f16';
+  /** Where tokenformer_bg.wasm is, if not next to pkg/tokenformer.js: its URL, or its bytes (createEngine). */
+  wasm?: InitInput;
+}
+
+export interface Progress {
+  phase: 'download' | 'read' | 'decode';
+  file: string;
+  loaded: number;
+  total: number;
+}
+
+export interface ModelInfo {
+  backend: 'webgpu' | 'cpu';
+  adapter: string | null;
+  /** Why 'auto' fell back to the CPU, if it did. */
+  notice: string | undefined;
+  parameters: number;
+  vocabSize: number;
+  maxPositions: number;
+  bytes: number;
+  layers: number;
+  heads: number;
+  slots: Record<Projection, number>;
+  /** A grown model's first-stage slot counts: slots from there on were added by growth. */
+  growth: Record<Projection, number> | null;
+  wasmMemory: number;
+}
+
+export interface GenerationStats {
+  ids: number[];
+  promptTokens: number;
+  stopReason: 'end_of_text' | 'max_tokens' | 'context_full' | 'cancelled';
+  timeToFirstTokenMs: number | null;
+  tokensPerSecond: number | null;
+}
+
+export type WithTexts<T> = Omit<T, 'ids'> & { ids: Uint32Array; texts: string[] };
+
+export interface InspectorView {
+  ids: number[];
+  texts: string[];
+  summary?: PattentionSummary;
+  map?: PattentionCapture;
+  attention?: AttentionCapture;
+}
+
+/** The engine in a Web Worker behind promises: the page never freezes. */
+export class TokenFormerClient {
+  /** `workerUrl`: where www/worker.js is served, if not next to the client module. */
+  constructor(workerUrl?: URL | string);
+  /** Loads a model (the built-in one when `source` is omitted) and makes it current. */
+  load(source?: ModelSource, options?: Omit<EngineOptions, 'wasm'> & { wasm?: string }, onProgress?: (p: Progress) => void): Promise<ModelInfo>;
+  /** Generates after `prompt`, calling `onToken` as each token arrives. */
+  generate(prompt: string, params?: SamplingParams, onToken?: (t: { id: number; text: string }) => void): Promise<GenerationStats>;
+  /** Ends the running generation after the current token; its promise resolves normally. */
+  stop(): void;
+  terminate(): void;
+  encode(text: string): Promise<number[]>;
+  /** Every Pattention layer reduced to each token's top `k` slots and column sums. Without
+   *  `ids`, the running generation's tokens (it goes on). */
+  inspectSummary(ids: number[] | undefined, k: number): Promise<WithTexts<PattentionSummary>>;
+  inspect(ids: number[] | undefined, layer: number, proj: Projection): Promise<WithTexts<PattentionCapture>>;
+  attention(ids: number[] | undefined, layer: number): Promise<WithTexts<AttentionCapture>>;
+  dictionary(layer: number, proj: Projection, slot: number, k: number): Promise<DictionaryEntry[]>;
+  inspectView(ids: number[] | undefined, k: number, open?: { layer: number; proj: Projection } | null): Promise<InspectorView>;
+}
+
+/** The built-in model's three files, next to the package's modules. */
+export const DEFAULT_MODEL: Readonly<{ kind: 'urls'; config: string; tokenizer: string; weights: string }>;
+
+/** Instantiates the wasm module once (by default the .wasm shipped in the package). */
+export function initWasm(wasm?: InitInput): Promise<unknown>;
+
+/** The three files of a model source. */
+export function readModel(source: ModelSource, onProgress?: (p: Progress) => void): Promise<{
+  config: Uint8Array; tokenizer: Uint8Array; weights: Uint8Array | { size: number; read(offset: number, length: number): Uint8Array };
+}>;
+
+/** Loads a model (the built-in one by default) in this context: a worker of your own or the page. */
+export function createEngine(source?: ModelSource, options?: EngineOptions, onProgress?: (p: Progress) => void): Promise<{ engine: Engine; info: ModelInfo }>;

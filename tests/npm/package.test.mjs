@@ -1,0 +1,151 @@
+// node --test: the npm package as its users get it. `cargo xtask package` (run by `cargo xtask test`)
+// builds target/npm/tokenformer-web-<version>.tgz; this installs the tarball into fresh folders, then:
+// imports it in Node and generates on the CPU, type-checks a consumer against its declarations,
+// builds a Vite app and serves a plain ES-module page, and generates in headless Chromium (WebGPU and
+// the CPU) under a strict CSP. Generated tokens are compared with the native CLI's greedy output.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { serve, launch, ROOT } from '../browser/harness.mjs';
+import { ARTIFACTS, nativeGreedy } from '../browser/pages.mjs';
+
+const TOOLS = join(ROOT, 'tests/npm/node_modules');
+const PACKED = join(ARTIFACTS, '..', 'npm');
+/** The wasm budget: the release build with the WebGPU backend and the tokenizer. */
+const WASM_BUDGET = 4 << 20;
+const PROMPT = 'The sea was';
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'";
+
+const tarball = () => {
+  const found = readdirSync(PACKED).filter((f) => /^tokenformer-web-.*\.tgz$/.test(f));
+  assert.equal(found.length, 1, `one tarball in ${PACKED} (run cargo xtask package): ${found}`);
+  return join(PACKED, found[0]);
+};
+
+const temps = [];
+/** A fresh folder (a copy of `example` if given) with the packed tarball installed. */
+function consumer(example) {
+  const dir = mkdtempSync(join(tmpdir(), 'tokenformer-consumer-'));
+  temps.push(dir);
+  if (example) cpSync(join(ROOT, 'examples', example), dir, { recursive: true });
+  else writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+  // Only the tarball: it has no dependencies, so nothing else is fetched.
+  execFileSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--offline', tarball()], { cwd: dir, stdio: 'pipe' });
+  return dir;
+}
+
+let want;
+before(() => { want = nativeGreedy(PROMPT, 16); });
+after(() => temps.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+test('the tarball holds what the package needs, and the wasm is within budget', () => {
+  const dir = consumer();
+  const pkg = join(dir, 'node_modules/tokenformer-web');
+  const manifest = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8'));
+  for (const file of manifest.files) assert.ok(statSync(join(pkg, file)).size > 0, file);
+  const wasm = readFileSync(join(pkg, 'pkg/tokenformer_bg.wasm'));
+  const gz = gzipSync(wasm, { level: 9 }).length;
+  console.log(`wasm ${(wasm.length / 2 ** 20).toFixed(2)} MiB raw, ${(gz / 2 ** 20).toFixed(2)} MiB gzip (budget ${WASM_BUDGET / 2 ** 20} MiB raw); tarball ${(statSync(tarball()).size / 2 ** 20).toFixed(2)} MiB`);
+  assert.ok(wasm.length <= WASM_BUDGET, `the wasm is ${wasm.length} bytes, over the ${WASM_BUDGET}-byte budget`);
+  // No CDN and no SharedArrayBuffer anywhere in the shipped code.
+  for (const file of manifest.files.filter((f) => f.endsWith('.js'))) {
+    const code = readFileSync(join(pkg, file), 'utf8');
+    assert.doesNotMatch(code, /unpkg\.com|jsdelivr|cdnjs|esm\.sh|skypack/i, file);
+    assert.doesNotMatch(code, /(?:import|fetch)\s*\(\s*['"`]https?:/, file);
+    assert.doesNotMatch(code, /SharedArrayBuffer/, file);
+  }
+});
+
+test('Node imports the installed package and generates with the CPU backend on the default model', () => {
+  const dir = consumer();
+  const script = `
+    import { loadModel, generate, DEFAULT_MODEL_DIR } from 'tokenformer-web';
+    const engine = await loadModel();
+    const out = await generate(engine, ${JSON.stringify(PROMPT)}, { temperature: 0, max_tokens: 16 });
+    console.log(JSON.stringify({ backend: engine.backend, dir: DEFAULT_MODEL_DIR, ...out }));`;
+  const got = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8' }));
+  assert.equal(got.backend, 'cpu');
+  assert.ok(got.dir.startsWith(join(dir, 'node_modules/tokenformer-web')), got.dir);
+  assert.deepEqual(got.ids, want.ids);
+  assert.equal(got.text, want.text);
+});
+
+test('a strict TypeScript consumer type-checks against the shipped declarations', () => {
+  const dir = consumer();
+  cpSync(join(ROOT, 'tests/npm/consumer.ts'), join(dir, 'consumer.ts'));
+  const tsconfig = {
+    compilerOptions: {
+      strict: true, noEmit: true, target: 'es2022', module: 'esnext', moduleResolution: 'bundler',
+      // esnext.disposable: the wasm bindings declare [Symbol.dispose] (TypeScript 5.2+).
+      lib: ['es2022', 'esnext.disposable', 'dom', 'dom.iterable'], types: [], skipLibCheck: false,
+    },
+    files: ['consumer.ts'],
+  };
+  writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
+  execFileSync(join(TOOLS, '.bin/tsc'), ['-p', dir], { cwd: dir, encoding: 'utf8' });
+  // And a wrong use is caught: the check can fail.
+  writeFileSync(join(dir, 'consumer.ts'), "import { TokenFormerClient } from 'tokenformer-web';\nnew TokenFormerClient().generate(42);\n");
+  assert.throws(() => execFileSync(join(TOOLS, '.bin/tsc'), ['-p', dir], { cwd: dir, stdio: 'pipe' }));
+});
+
+/** Opens `url` in Chromium (`webgpu` or not), waits for the example page to finish generating. */
+async function runPage(url, webgpu) {
+  const browser = await launch({ webgpu });
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    const foreign = [];
+    page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+    page.on('pageerror', (e) => errors.push(String(e)));
+    browser.context.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin) && !r.url().startsWith('data:')) foreign.push(r.url()); });
+    await page.goto(url);
+    await page.waitForFunction(() => { const o = document.getElementById('output'); return o.dataset.done || o.dataset.error; }, null, { timeout: 180_000 });
+    const result = await page.evaluate(() => ({ ...document.getElementById('output').dataset, status: document.getElementById('status').textContent, isolated: self.crossOriginIsolated }));
+    if (result.inspected === undefined && (await page.locator('tokenformer-inspector').count())) {
+      await page.waitForFunction(() => document.getElementById('output').dataset.inspected || document.getElementById('output').dataset.error, null, { timeout: 180_000 });
+      Object.assign(result, await page.evaluate(() => ({ ...document.getElementById('output').dataset, cells: document.querySelectorAll('.tfi-cell').length })));
+    }
+    return { ...result, errors, foreign };
+  } finally {
+    await browser.close();
+  }
+}
+
+for (const example of ['plain', 'vite']) {
+  test(`the ${example} example built on the installed package generates in Chromium`, async (t) => {
+    const dir = consumer(example);
+    let root = dir;
+    if (example === 'vite') {
+      const { build } = await import(join(TOOLS, 'vite/dist/node/index.js'));
+      await build({ root: dir, logLevel: 'warn', build: { outDir: join(dir, 'dist') } });
+      root = join(dir, 'dist');
+      const assets = readdirSync(join(root, 'assets'));
+      assert.ok(assets.some((f) => f.endsWith('.wasm')), `the .wasm is among the built assets: ${assets}`);
+      assert.ok(assets.some((f) => f.endsWith('.safetensors')), `the built-in model is among the built assets: ${assets}`);
+    }
+    const server = await serve({ root, csp: CSP });
+    try {
+      for (const webgpu of [true, false]) {
+        await t.test(webgpu ? 'WebGPU' : 'CPU (no WebGPU)', async () => {
+          const got = await runPage(`${server.url}/index.html`, webgpu);
+          assert.equal(got.error, undefined, got.error);
+          assert.match(got.status, webgpu ? /on webgpu/ : /on cpu/);
+          assert.deepEqual(got.ids.split(',').map(Number), want.ids);
+          assert.equal(got.isolated, false, 'no COOP/COEP needed');
+          if (example === 'vite') {
+            assert.equal(Number(got.inspected), 3 + want.ids.length, 'the inspector element covered prompt + output');
+            assert.equal(got.cells, 4 * 5);
+          }
+          assert.deepEqual(got.errors, []);
+          assert.deepEqual(got.foreign, [], 'requests to other origins');
+        });
+      }
+    } finally {
+      server.close();
+    }
+  });
+}
