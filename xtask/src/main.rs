@@ -19,7 +19,9 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("setup") => setup(),
         Some("build-web") => setup_wasm().and_then(|()| build_web()),
-        Some("package") => setup_wasm().and_then(|()| build_web()).and_then(|()| package::package(&root(), &target()).map(drop)),
+        Some("package") => {
+            setup_wasm().and_then(|()| build_web()).and_then(|()| package::package(&root(), &target()).map(drop))
+        }
         Some("serve") => setup_wasm().and_then(|()| build_web()).and_then(|()| serve::serve(&root())),
         _ => {
             eprintln!(
