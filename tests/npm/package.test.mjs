@@ -2,7 +2,8 @@
 // builds target/npm/tokenformer-web-<version>.tgz; this installs the tarball into fresh folders, then:
 // imports it in Node and generates on the CPU, type-checks a consumer against its declarations,
 // builds a Vite app and serves a plain ES-module page, and generates in headless Chromium (WebGPU and
-// the CPU) under a strict CSP. Generated tokens are compared with the native CLI's greedy output.
+// the CPU; in a worker, and on the plain page's main thread too) under a strict CSP. Generated tokens
+// are compared with the native CLI's greedy output.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -47,6 +48,11 @@ test('the tarball holds what the package needs, and the wasm is within budget', 
   const pkg = join(dir, 'node_modules/tokenformer-web');
   const manifest = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8'));
   for (const file of manifest.files) assert.ok(statSync(join(pkg, file)).size > 0, file);
+  // Packed from the current sources: npm/ goes to the package root, the other folders keep their path.
+  for (const file of manifest.files) {
+    const source = join(ROOT, /^(www|pkg|models)\//.test(file) ? file : join('npm', file));
+    assert.ok(readFileSync(join(pkg, file)).equals(readFileSync(source)), `${file} differs from ${source}: the tarball is stale, run cargo xtask package`);
+  }
   const wasm = readFileSync(join(pkg, 'pkg/tokenformer_bg.wasm'));
   const gz = gzipSync(wasm, { level: 9 }).length;
   console.log(`wasm ${(wasm.length / 2 ** 20).toFixed(2)} MiB raw, ${(gz / 2 ** 20).toFixed(2)} MiB gzip (budget ${WASM_BUDGET / 2 ** 20} MiB raw); tarball ${(statSync(tarball()).size / 2 ** 20).toFixed(2)} MiB`);
@@ -101,6 +107,7 @@ async function runPage(url, webgpu) {
     const foreign = [];
     page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
     page.on('pageerror', (e) => errors.push(String(e)));
+    await page.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`)));
     browser.context.on('request', (r) => { if (!r.url().startsWith(new URL(url).origin) && !r.url().startsWith('data:')) foreign.push(r.url()); });
     await page.goto(url);
     await page.waitForFunction(() => { const o = document.getElementById('output'); return o.dataset.done || o.dataset.error; }, null, { timeout: 180_000 });
@@ -129,11 +136,14 @@ for (const example of ['plain', 'vite']) {
     }
     const server = await serve({ root, csp: CSP });
     try {
-      for (const webgpu of [true, false]) {
-        await t.test(webgpu ? 'WebGPU' : 'CPU (no WebGPU)', async () => {
-          const got = await runPage(`${server.url}/index.html`, webgpu);
+      // The plain page also runs the engine on its main thread, with the .wasm passed as bytes.
+      const modes = example === 'plain' ? ['worker', 'main'] : ['worker'];
+      for (const [mode, webgpu] of modes.flatMap((m) => [[m, true], [m, false]])) {
+        await t.test(`${webgpu ? 'WebGPU' : 'CPU (no WebGPU)'}, engine in the ${mode === 'main' ? 'main thread' : 'worker'}`, async () => {
+          const got = await runPage(`${server.url}/index.html${mode === 'main' ? '?engine=main' : ''}`, webgpu);
           assert.equal(got.error, undefined, got.error);
           assert.match(got.status, webgpu ? /on webgpu/ : /on cpu/);
+          if (example === 'plain') assert.match(got.status, mode === 'main' ? /main thread/ : /worker/);
           assert.deepEqual(got.ids.split(',').map(Number), want.ids);
           assert.equal(got.isolated, false, 'no COOP/COEP needed');
           if (example === 'vite') {
