@@ -157,5 +157,24 @@ for (const example of ['plain', 'vite']) {
     } finally {
       server.close();
     }
+    if (example === 'vite') {
+      // `vite` (dev): modules from source with dependency pre-bundling, where a moved module's
+      // relative asset URLs would break.
+      await t.test('Vite dev server, CPU (no WebGPU)', async () => {
+        const { createServer } = await import(join(TOOLS, 'vite/dist/node/index.js'));
+        const dev = await createServer({ root: dir, logLevel: 'warn', server: { host: '127.0.0.1', port: 0 } });
+        await dev.listen();
+        try {
+          const got = await runPage(new URL('index.html', dev.resolvedUrls.local[0]).href, false);
+          assert.equal(got.error, undefined, got.error);
+          assert.deepEqual(got.ids.split(',').map(Number), want.ids);
+          assert.equal(Number(got.inspected), 3 + want.ids.length);
+          assert.deepEqual(got.errors, []);
+          assert.deepEqual(got.foreign, [], 'requests to other origins');
+        } finally {
+          await dev.close();
+        }
+      });
+    }
   });
 }
