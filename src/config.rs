@@ -113,6 +113,10 @@ impl ModelConfig {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        // serde would also accept a struct as an array of its fields in order.
+        if bytes.trim_ascii_start().first() == Some(&b'[') {
+            return Err(Error::Config("expected a JSON object of settings".into()));
+        }
         let raw: AuthorsConfig = serde_json::from_slice(bytes)?;
         let cfg = ModelConfig {
             num_layers: raw.num_layers,

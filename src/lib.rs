@@ -10,6 +10,7 @@ pub mod cpu;
 #[cfg(feature = "cli")]
 pub mod default_model;
 pub mod error;
+pub mod fuzzing;
 pub mod generation;
 #[cfg(feature = "gpu")]
 pub mod gpu;

@@ -11,12 +11,54 @@ pub struct Tokenizer {
     eos: Option<u32>,
 }
 
+/// Tokenizer models the `tokenizers` library knows.
+const MODEL_TYPES: [&str; 4] = ["BPE", "WordPiece", "WordLevel", "Unigram"];
+
+/// What the `tokenizers` library would panic on or describe only by its Rust types, refused with a
+/// message that names the problem: a model type it does not know, and SentencePiece "Precompiled"
+/// normalizers, whose character map it panics on when malformed (no TokenFormer tokenizer uses one).
+fn precheck(value: &serde_json::Value) -> Result<()> {
+    if !value.is_object() {
+        return Err(Error::Tokenizer("expected a JSON object".into()));
+    }
+    if let Some(kind) = value["model"]["type"].as_str() {
+        if !MODEL_TYPES.contains(&kind) {
+            return Err(Error::Tokenizer(format!("unknown model type {kind:?} (one of {})", MODEL_TYPES.join(", "))));
+        }
+    }
+    fn has_precompiled(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.get("type").and_then(|t| t.as_str()) == Some("Precompiled") || map.values().any(has_precompiled)
+            }
+            serde_json::Value::Array(items) => items.iter().any(has_precompiled),
+            _ => false,
+        }
+    }
+    if has_precompiled(&value["normalizer"]) {
+        return Err(Error::Tokenizer("the \"Precompiled\" (SentencePiece) normalizer is not supported".into()));
+    }
+    Ok(())
+}
+
 impl Tokenizer {
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        precheck(&value)?;
         let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        // The library renumbers an added token whose declared id is taken (with only a log line):
+        // the ids the model was trained with would silently change.
+        for added in value["added_tokens"].as_array().into_iter().flatten() {
+            let (Some(content), Some(id)) = (added["content"].as_str(), added["id"].as_u64()) else { continue };
+            let actual = inner.token_to_id(content);
+            if actual.map(u64::from) != Some(id) {
+                let actual = actual.map_or("none".to_string(), |a| a.to_string());
+                return Err(Error::Tokenizer(format!("added token {content:?} declares id {id} but gets id {actual}")));
+            }
+        }
         // The number of ids, not of entries: ids may be sparse, and the model must score up to the largest.
-        let vocab_size = inner.get_vocab(true).values().max().map_or(0, |&m| m as usize + 1);
-        if vocab_size == 0 {
+        let vocab_size = inner.get_vocab(true).values().max().map_or(0, |&m| m as usize).saturating_add(1);
+        if inner.get_vocab(true).is_empty() {
             return Err(Error::Tokenizer("the vocabulary is empty".into()));
         }
         let eos = inner.token_to_id(END_OF_TEXT);

@@ -307,6 +307,9 @@ pub struct Engine {
     notice: Option<String>,
     parameters: usize,
     config: ModelConfig,
+    /// The WebGPU device, kept apart from the backend so it can be released even mid-step.
+    #[cfg(feature = "gpu")]
+    gpu: Option<Arc<GpuContext>>,
 }
 
 /// One generated token: its id and the text it completes (empty while a character is split).
@@ -358,6 +361,11 @@ impl Engine {
             #[cfg(feature = "gpu")]
             Compute::Gpu(b) => Some(b.context().adapter_name()),
         };
+        #[cfg(feature = "gpu")]
+        let gpu = match &compute {
+            Compute::Gpu(b) => Some(b.context().clone()),
+            Compute::Cpu(_) => None,
+        };
         let shared = Shared {
             vocab: tokenizer.vocab_size(),
             max_positions,
@@ -368,7 +376,16 @@ impl Engine {
             stop: Cell::new(None),
             finished: RefCell::new(Vec::new()),
         };
-        Ok(Engine { shared: Rc::new(shared), backend, adapter, notice, parameters, config })
+        Ok(Engine {
+            shared: Rc::new(shared),
+            backend,
+            adapter,
+            notice,
+            parameters,
+            config,
+            #[cfg(feature = "gpu")]
+            gpu,
+        })
     }
 
     /// "webgpu" or "cpu".
@@ -590,6 +607,18 @@ impl Engine {
             }
             Ok(entries.into())
         })
+    }
+
+    /// Destroys the engine's WebGPU device now, freeing its memory without waiting for garbage
+    /// collection (`free()` also releases it once the engine is collected). Every later call rejects
+    /// as after a lost device ("the GPU device was lost … load the model again"), a running
+    /// generation included. Also how a lost device is simulated in tests. No effect on the CPU backend.
+    #[wasm_bindgen(js_name = releaseGpu)]
+    pub fn release_gpu(&self) {
+        #[cfg(feature = "gpu")]
+        if let Some(ctx) = &self.gpu {
+            ctx.device.destroy();
+        }
     }
 
     /// Abandons the running generation, even while a step is computing; the engine stays usable.

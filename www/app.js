@@ -63,6 +63,9 @@ function describe(info, name) {
   if (info.notice) showNotice(info.notice, 'info');
 }
 
+/** The last model that loaded, to load again after a lost GPU device. */
+let current = null;
+
 async function load(source, name) {
   loading = true;
   refreshButtons();
@@ -82,6 +85,7 @@ async function load(source, name) {
       $('load-text').textContent = `${verb} ${p.file}: ${amount}`;
     });
     loaded = true;
+    current = { source, name };
     modelInfo = info;
     inspector.model = info;
     describe(info, name);
@@ -144,6 +148,10 @@ async function generate() {
       // The engine's worker died with its model: start again on the built-in one.
       loaded = false;
       load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');
+    } else if (/device was lost/.test(e.message) && current) {
+      // A new engine gets a new device: load the same model again.
+      loaded = false;
+      load(current.source, current.name).then(() => showNotice(`The GPU device was lost; ${current.name} was loaded again.`, 'info'));
     }
   } finally {
     generating = false;

@@ -23,7 +23,14 @@ export function initWasm(wasm) {
   return ready;
 }
 
-/** Reads a response or file stream into one array, reporting progress. */
+function concat(chunks, length) {
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const c of chunks) { bytes.set(c, at); at += c.length; }
+  return bytes;
+}
+
+/** Reads a file stream into one array, reporting progress. */
 async function readAll(stream, total, report) {
   const reader = stream.getReader();
   const chunks = [];
@@ -36,10 +43,7 @@ async function readAll(stream, total, report) {
     loaded += value.length;
     report(loaded, total);
   }
-  const bytes = new Uint8Array(loaded);
-  let at = 0;
-  for (const c of chunks) { bytes.set(c, at); at += c.length; }
-  return bytes;
+  return concat(chunks, loaded);
 }
 
 /** The bytes of a `data:` URL (bundlers inline small assets as such), decoded here rather than
@@ -51,17 +55,57 @@ function dataUrlBytes(url) {
   return new TextEncoder().encode(decodeURIComponent(body));
 }
 
+/** Attempts per file; a network failure resumes where the bytes stopped (HTTP Range). */
+const ATTEMPTS = 4;
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Downloads `url` whole, reporting progress. A connection that fails mid-body is retried from the
+ *  byte where it stopped with a `Range` request (from the start if the server ignores ranges),
+ *  up to ATTEMPTS times with growing pauses; HTTP errors are not retried. */
 async function download(url, file, onProgress) {
   if (url.startsWith('data:')) return dataUrlBytes(url);
-  let res;
-  try {
-    res = await fetch(url);
-  } catch (e) {
-    throw new Error(`${file}: cannot download ${url} (${e.message})`);
+  const chunks = [];
+  let loaded = 0;
+  let total = 0;
+  let failure = null;
+  for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
+    if (attempt > 1) await pause(250 * 2 ** (attempt - 2));
+    let res;
+    try {
+      res = await fetch(url, loaded > 0 ? { headers: { Range: `bytes=${loaded}-` } } : undefined);
+    } catch (e) {
+      failure = e;
+      continue;
+    }
+    if (!res.ok) throw Object.assign(new Error(`${file}: ${url} answered HTTP ${res.status}`), { status: res.status });
+    if (loaded > 0 && res.status !== 206) {
+      // The server sent the whole file again: start over.
+      chunks.length = 0;
+      loaded = 0;
+    }
+    if (loaded === 0) total = Number(res.headers.get('content-length')) || 0;
+    try {
+      const reader = res.body.getReader();
+      onProgress({ phase: 'download', file, loaded, total });
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        chunks.push(value);
+        loaded += value.length;
+        onProgress({ phase: 'download', file, loaded, total });
+      }
+    } catch (e) {
+      failure = e;
+      continue;
+    }
+    if (total && loaded !== total) {
+      failure = new Error(`the connection closed at byte ${loaded} of ${total}`);
+      continue;
+    }
+    return concat(chunks, loaded);
   }
-  if (!res.ok) throw Object.assign(new Error(`${file}: ${url} answered HTTP ${res.status}`), { status: res.status });
-  const total = Number(res.headers.get('content-length')) || 0;
-  return readAll(res.body, total, (loaded, t) => onProgress({ phase: 'download', file, loaded, total: t }));
+  const where = loaded ? ` at byte ${loaded}${total ? ` of ${total}` : ''}` : '';
+  throw new Error(`${file}: cannot download ${url}${where} after ${ATTEMPTS} attempts (${failure?.message ?? 'network error'})`);
 }
 
 const WEIGHT_NAMES = ['model.safetensors', 'pytorch_model.bin'];

@@ -1,6 +1,7 @@
 //! safetensors files through the `safetensors` crate: reading any of F32/F16/BF16, writing F32/F16.
 
-use safetensors::tensor::{Dtype, Metadata, TensorView};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::{read_range, DType, TensorEntry, WeightsFile};
 use crate::error::{Error, Result};
@@ -26,23 +27,38 @@ pub fn index(file: &dyn WeightsFile) -> Result<Vec<TensorEntry>> {
         return Err(bad(format!("header of {n} bytes does not fit in the {size}-byte file")));
     }
     let header = read_range(file, 8..8 + n)?;
-    let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| bad(format!("invalid header: {e}")))?;
+    let mut de = serde_json::Deserializer::from_slice(&header);
+    let records = (&mut de).deserialize_map(HeaderVisitor).and_then(|r| de.end().map(|()| r));
+    let records = records.map_err(|e| bad(format!("invalid header: {e}")))?;
     let data_start = 8 + n;
-    let mut entries = Vec::new();
-    for (name, info) in metadata.tensors() {
-        let dtype = match info.dtype {
-            Dtype::F32 => DType::F32,
-            Dtype::F16 => DType::F16,
-            Dtype::BF16 => DType::BF16,
-            other => return Err(Error::UnsupportedDtype { name, dtype: format!("{other:?}") }),
-        };
-        let (start, end) = info.data_offsets;
-        let bytes = info.shape.iter().try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
-        if end < start || bytes != Some(end - start) {
-            return Err(bad(format!("tensor {name:?}: shape {:?} does not match bytes {start}..{end}", info.shape)));
+    let mut entries: Vec<TensorEntry> = Vec::new();
+    for (name, record) in records {
+        if name == "__metadata__" {
+            if !record.as_object().is_some_and(|m| m.values().all(serde_json::Value::is_string)) {
+                return Err(bad("__metadata__ must map strings to strings"));
+            }
+            continue;
         }
-        let range = data_start + start as u64..data_start + end as u64;
-        entries.push(TensorEntry { name, dtype, shape: info.shape.clone(), range });
+        if entries.iter().any(|e| e.name == name) {
+            return Err(bad(format!("tensor name {name:?} appears twice")));
+        }
+        let info: RawTensorInfo =
+            serde_json::from_value(record).map_err(|e| bad(format!("tensor {name:?}: invalid record: {e}")))?;
+        let dtype = match info.dtype.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            _ => return Err(Error::UnsupportedDtype { name, dtype: info.dtype }),
+        };
+        let [start, end] = info.data_offsets;
+        let bytes = info.shape.iter().try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d));
+        let shape: Option<Vec<usize>> = info.shape.iter().map(|&d| usize::try_from(d).ok()).collect();
+        let (Some(shape), true) = (shape, end >= start && bytes == Some(end - start)) else {
+            return Err(bad(format!("tensor {name:?}: shape {:?} does not match bytes {start}..{end}", info.shape)));
+        };
+        let range = data_start.checked_add(start).zip(data_start.checked_add(end)).map(|(a, b)| a..b);
+        let range = range.ok_or_else(|| bad(format!("tensor {name:?}: bytes {start}..{end} overflow")))?;
+        entries.push(TensorEntry { name, dtype, shape, range });
     }
     entries.sort_by_key(|e| e.range.start);
     let mut at = data_start;
@@ -56,6 +72,35 @@ pub fn index(file: &dyn WeightsFile) -> Result<Vec<TensorEntry>> {
         return Err(bad(format!("the tensors end at byte {at} but the file has {size} bytes (truncated or padded)")));
     }
     Ok(entries)
+}
+
+/// One tensor's record in the header, before any check (the `safetensors` crate's own parser
+/// validates first and names no tensor in its errors).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTensorInfo {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: [u64; 2],
+}
+
+/// The header's entries in file order, duplicates kept (a JSON map would keep only the last).
+struct HeaderVisitor;
+
+impl<'de> Visitor<'de> for HeaderVisitor {
+    type Value = Vec<(String, serde_json::Value)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object of tensor records")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, serde_json::Value>()? {
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
 }
 
 /// Output precision of `tokenformer convert`.

@@ -20,27 +20,55 @@ const TYPES = {
 
 /** A static file server over `root` (the repository by default), on a free loopback port; `csp`,
  * if given, is sent as the Content-Security-Policy header of every response (so workers run under
- * it too). A folder's URL serves its index.html. */
-export async function serve({ csp, root = ROOT } = {}) {
+ * it too). A folder's URL serves its index.html. `Range: bytes=N-` is answered with 206.
+ * `drops` maps a URL path to { after, times }: its first `times` full responses are cut off after
+ * `after` bytes (the connection is destroyed), as a failing network does. `requests` logs every
+ * request as { method, path, range }. */
+export async function serve({ csp, root = ROOT, drops = {} } = {}) {
+  const requests = [];
   const server = createServer(async (req, res) => {
-    let path = normalize(join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname)));
+    const urlPath = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+    let path = normalize(join(root, urlPath));
     if (path.endsWith('/')) path += 'index.html';
     if (!path.startsWith(root)) {
       res.writeHead(403).end();
       return;
     }
+    const range = req.headers.range;
+    requests.push({ method: req.method, path: urlPath, range });
+    let body;
     try {
-      const body = await readFile(path);
-      const headers = { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'content-length': body.length };
-      if (csp) headers['content-security-policy'] = csp;
-      res.writeHead(200, headers)
-        .end(req.method === 'HEAD' ? undefined : body);
+      body = await readFile(path);
     } catch {
       res.writeHead(404).end('not found');
+      return;
     }
+    const headers = { 'content-type': TYPES[extname(path)] ?? 'application/octet-stream', 'accept-ranges': 'bytes' };
+    if (csp) headers['content-security-policy'] = csp;
+    const from = Number(/^bytes=(\d+)-$/.exec(range ?? '')?.[1] ?? 0);
+    if (from >= body.length && range) {
+      res.writeHead(416, { 'content-range': `bytes */${body.length}` }).end();
+      return;
+    }
+    const part = body.subarray(from);
+    headers['content-length'] = part.length;
+    if (range) headers['content-range'] = `bytes ${from}-${body.length - 1}/${body.length}`;
+    res.writeHead(range ? 206 : 200, headers);
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    const drop = drops[urlPath];
+    if (drop && drop.times > 0 && part.length > drop.after) {
+      drop.times--;
+      // Flush a part of the body, then cut the connection mid-response.
+      res.write(part.subarray(0, drop.after), () => setTimeout(() => res.destroy(), 50));
+      return;
+    }
+    res.end(part);
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
+  return { url: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
 }
 
 /** Headless Chromium from Debian with WebGPU on SwiftShader (flags from shared/PLATFORM.md), or
