@@ -20,9 +20,12 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// A fuzz target: its corpus folder and its entry point.
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn every_corpus_input_gives_a_result_or_an_error() {
-    let targets: [(&str, fn(&[u8])); 4] = [
+    let targets: [Target; 4] = [
         ("safetensors_index", fuzzing::safetensors_index),
         ("pytorch_state_dict", fuzzing::pytorch_state_dict),
         ("config", fuzzing::config),
