@@ -3,13 +3,14 @@
 // imports it in Node and generates on the CPU, type-checks a consumer against its declarations,
 // builds a Vite app and serves a plain ES-module page, and generates in headless Chromium (WebGPU and
 // the CPU; in a worker, and on the plain page's main thread too) under a strict CSP. Generated tokens
-// are compared with the native CLI's greedy output.
+// are compared with the native CLI's greedy output. The Vite example's code is also bundled by webpack.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createRequire } from 'node:module';
 import { gzipSync } from 'node:zlib';
 import { serve, launch, ROOT } from '../browser/harness.mjs';
 import { ARTIFACTS, nativeGreedy } from '../browser/pages.mjs';
@@ -178,3 +179,31 @@ for (const example of ['plain', 'vite']) {
     }
   });
 }
+
+test("the Vite example's code bundled by webpack 5 generates in Chromium", async () => {
+  const dir = consumer('vite');
+  const webpack = createRequire(join(TOOLS, '..', 'package.json'))('webpack');
+  const out = join(dir, 'webpack-dist');
+  // No loaders or plugins: webpack 5 follows new Worker(new URL(...)) and new URL(asset, import.meta.url).
+  const compiler = webpack({
+    mode: 'production', context: dir, entry: './main.js', target: 'web', performance: { hints: false },
+    output: { path: out, filename: 'main.js' }, experiments: { topLevelAwait: true },
+  });
+  const stats = await new Promise((resolve, reject) => compiler.run((e, s) => (e ? reject(e) : compiler.close(() => resolve(s)))));
+  assert.ok(!stats.hasErrors(), stats.toString({ all: false, errors: true }));
+  const assets = readdirSync(out);
+  assert.ok(assets.some((f) => f.endsWith('.wasm')) && assets.some((f) => f.endsWith('.safetensors')), `the .wasm and the model are emitted: ${assets}`);
+  cpSync(join(dir, 'index.html'), join(out, 'index.html'));
+  const server = await serve({ root: out, csp: CSP });
+  try {
+    const got = await runPage(`${server.url}/index.html`, false);
+    assert.equal(got.error, undefined, got.error);
+    assert.match(got.status, /on cpu/);
+    assert.deepEqual(got.ids.split(',').map(Number), want.ids);
+    assert.equal(Number(got.inspected), 3 + want.ids.length);
+    assert.deepEqual(got.errors, []);
+    assert.deepEqual(got.foreign, [], 'requests to other origins');
+  } finally {
+    server.close();
+  }
+});
