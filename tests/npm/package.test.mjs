@@ -94,6 +94,11 @@ test('a strict TypeScript consumer type-checks against the shipped declarations'
   };
   writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify(tsconfig));
   execFileSync(join(TOOLS, '.bin/tsc'), ['-p', dir], { cwd: dir, encoding: 'utf8' });
+  // A Node consumer: nodenext resolution takes the "node" condition's declarations.
+  cpSync(join(ROOT, 'tests/npm/consumer-node.ts'), join(dir, 'consumer-node.ts'));
+  const node = { compilerOptions: { ...tsconfig.compilerOptions, module: 'nodenext', moduleResolution: 'nodenext' }, files: ['consumer-node.ts'] };
+  writeFileSync(join(dir, 'tsconfig.node.json'), JSON.stringify(node));
+  execFileSync(join(TOOLS, '.bin/tsc'), ['-p', join(dir, 'tsconfig.node.json')], { cwd: dir, encoding: 'utf8' });
   // And a wrong use is caught: the check can fail.
   writeFileSync(join(dir, 'consumer.ts'), "import { TokenFormerClient } from 'tokenformer-web';\nnew TokenFormerClient().generate(42);\n");
   assert.throws(() => execFileSync(join(TOOLS, '.bin/tsc'), ['-p', dir], { cwd: dir, stdio: 'pipe' }));
