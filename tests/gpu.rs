@@ -332,3 +332,43 @@ fn inspection_on_the_gpu_matches_the_cpu_capture() {
         assert!(pollster::block_on(device.dictionary_async(0, tokenformer::Projection::Key, cfg.qkv_slots)).is_err());
     }
 }
+
+/// Soak: upload/drop cycles and generations on one device leave the device's allocated memory
+/// where the first cycle left it (gpu-allocator's report on Vulkan). A fresh device, so other
+/// tests' buffers do not count. 10 cycles and 100 generations by default; the full soak
+/// (50 and 1000): `TOKENFORMER_SOAK=full cargo test --test gpu reloads -- --nocapture`.
+#[test]
+fn reloads_and_generations_do_not_grow_gpu_memory() {
+    let full = std::env::var("TOKENFORMER_SOAK").as_deref() == Ok("full");
+    let (cycles, generations) = if full { (50, 1000) } else { (10, 100) };
+    let ctx = pollster::block_on(GpuContext::new()).unwrap();
+    let allocated = || {
+        ctx.device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+        ctx.device.generate_allocator_report().map(|r| r.total_allocated_bytes)
+    };
+    let (model, _) = load("l2_norm_gelu");
+    let params = SamplingParams { temperature: 0.8, seed: 3, max_tokens: 2, ..Default::default() };
+    let run = |g: &mut GpuBackend| generate(g, &[5, 6, 7], &params, None, |_| ControlFlow::Continue(())).unwrap();
+    let mut after_cycle = Vec::new();
+    for _ in 0..cycles {
+        let mut g = pollster::block_on(GpuBackend::new(ctx.clone(), &model, &GpuOptions::default())).unwrap();
+        run(&mut g);
+        drop(g);
+        after_cycle.push(allocated());
+    }
+    let mut g = pollster::block_on(GpuBackend::new(ctx.clone(), &model, &GpuOptions::default())).unwrap();
+    run(&mut g);
+    let before = allocated();
+    let first = run(&mut g);
+    for _ in 1..generations {
+        assert_eq!(run(&mut g), first, "the same seeded generation every time");
+    }
+    let after = allocated();
+    eprintln!(
+        "GPU memory (gpu-allocator): after load/drop cycles 1, 2, {cycles}: {:?} {:?} {:?}; a loaded model before / after {generations} generations: {before:?} / {after:?}",
+        after_cycle[0], after_cycle[1], after_cycle[cycles - 1]
+    );
+    let report = after_cycle[0].expect("Vulkan reports its allocations");
+    assert!(after_cycle.iter().all(|&a| a == Some(report)), "memory grew over load/drop cycles: {after_cycle:?}");
+    assert_eq!(after, before, "memory grew over {generations} generations");
+}

@@ -110,6 +110,34 @@ async function checkErrors() {
   return { name: 'wasm errors are exceptions', pass: problems.length === 0, detail: problems.join('; ') };
 }
 
+async function checkDeviceLost() {
+  // A WebGPU device lost in the middle of a generation: the engine's calls reject with a clear
+  // message instead of hanging or trapping, and a new engine (a new device) works.
+  const problems = [];
+  const files = await Promise.all(['config.json', 'pytorch_model.bin', 'tokenizer.json'].map((f) => bytes(`/tests/fixtures/l2_norm_gelu/${f}`)));
+  const engine = await Engine.load(...files, { backend: 'webgpu' });
+  engine.start(Uint32Array.from([1, 2, 3]), { max_tokens: 20 });
+  if (!(await engine.step())) problems.push('no first token');
+  engine.releaseGpu();
+  const messages = [];
+  for (const call of [() => engine.step(), () => engine.step(), () => engine.logits(Uint32Array.from([1, 2]))]) {
+    try {
+      await call();
+    } catch (e) {
+      messages.push(e.message);
+    }
+  }
+  if (!messages.some((m) => /device was lost/.test(m))) problems.push(`no "device was lost" error: ${JSON.stringify(messages)}`);
+  engine.free();
+  const again = await Engine.load(...files, { backend: 'webgpu' });
+  const want = await (await Engine.load(...files, { backend: 'cpu' })).logits(Uint32Array.from([5, 6, 7]));
+  const got = await again.logits(Uint32Array.from([5, 6, 7]));
+  const err = got.reduce((m, v, i) => Math.max(m, Math.abs(v - want[i])), 0);
+  if (!(err < 1e-3)) problems.push(`a new engine after the loss is off by ${err}`);
+  again.free();
+  return { name: 'a lost WebGPU device is an error and a new engine works', pass: problems.length === 0, detail: problems.join('; ') || `errors: ${messages.join(' | ')}` };
+}
+
 /** Top `k` values of a reference row, largest first. */
 const topValues = (row, k) => row.slice().sort((a, b) => b - a).slice(0, k);
 
@@ -195,6 +223,7 @@ try {
     for (const v of VARIANTS) results.push(await checkVariant(v, setup));
   }
   results.push(await checkErrors());
+  results.push(await checkDeviceLost());
   const inspections = [await checkInspect('cpu'), await checkInspect('webgpu')];
   // The GPU's dictionaries (value vector through the tied head on the device) equal the CPU's.
   const [cpuDict, gpuDict] = inspections.map((r) => r.dictionaries);

@@ -12,7 +12,7 @@ test('wasm build in Chromium matches the float64 reference', async (t) => {
     page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
     await page.goto(`${server.url}/tests/browser/fixtures.html`);
-    await page.waitForFunction(() => window.__results || window.__error, null, { timeout: 300_000 });
+    await page.waitForFunction(() => window.__results || window.__error, null, { timeout: 900_000 });
     const error = await page.evaluate(() => window.__error);
     assert.equal(error, undefined, error);
     const results = await page.evaluate(() => window.__results);
