@@ -642,8 +642,23 @@ impl Engine {
 
 /// The CPU backend: the whole model decoded into wasm memory (f32), which it computes from.
 fn cpu_backend(tensors: ModelTensors<'_>) -> Result<Compute> {
+    // wasm32 addresses 4 GiB: refuse before decoding what cannot fit (the tokenizer and the
+    // page's own data need room too).
+    let bytes = tensors.parameters() as u64 * 4;
+    if bytes > WASM_CPU_LIMIT {
+        return Err(Error::Usage(format!(
+            "the model's {} parameters take {:.1} GB as f32 on the CPU backend, more than the {:.1} GB WebAssembly can \
+             hold; load it on WebGPU (f16 weights take a quarter of that on the GPU)",
+            tensors.parameters(),
+            bytes as f64 / 1e9,
+            WASM_CPU_LIMIT as f64 / 1e9
+        )));
+    }
     Ok(Compute::Cpu(CpuBackend::new(Arc::new(Model::from_tensors(tensors)?))))
 }
+
+/// The largest f32 model the CPU backend takes in wasm32's 4 GiB address space.
+const WASM_CPU_LIMIT: u64 = 3 << 30;
 
 /// The backend `options` ask for, and why "auto" fell back to the CPU if it did. Both read the
 /// weights tensor by tensor; the GPU upload keeps one tensor in wasm memory at a time.

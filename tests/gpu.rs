@@ -372,3 +372,19 @@ fn reloads_and_generations_do_not_grow_gpu_memory() {
     assert!(after_cycle.iter().all(|&a| a == Some(report)), "memory grew over load/drop cycles: {after_cycle:?}");
     assert_eq!(after, before, "memory grew over {generations} generations");
 }
+
+/// What the out-of-memory error reports: the 150M shape's weights are the 607 MB the bench reads
+/// per token (f32), half in f16, plus its KV cache and activations.
+#[test]
+fn device_memory_needs_are_stated_in_megabytes() {
+    let model = Model::synthetic("150m", 0).unwrap();
+    let f32 = tokenformer::gpu::DeviceMemory::of(&model.config, model.vocab_size, WeightDtype::F32);
+    let f16 = tokenformer::gpu::DeviceMemory::of(&model.config, model.vocab_size, WeightDtype::F16);
+    assert_eq!(f32.weights, 2 * f16.weights);
+    assert_eq!(f32.weights as usize, model.config.weight_bytes_per_token(model.vocab_size, 4));
+    // Keys and values of 12 layers x 2048 positions x 768 floats.
+    assert_eq!(f32.kv_cache, 2 * 12 * 2048 * 768 * 4);
+    let text = f32.to_string();
+    assert!(text.starts_with(&format!("about {:.1} MB (", f32.total() as f64 / 1e6)), "{text}");
+    assert!((600e6..620e6).contains(&(f32.weights as f64)), "{text}");
+}

@@ -22,4 +22,9 @@ for target in "${targets[@]}"; do
     echo "!! $target: crash inputs in fuzz/artifacts/$target" >&2
     exit 1
   fi
+  # Keep the committed corpus small: the inputs that cover distinct code (cmin), then at most the
+  # 150 smallest besides the seeds (tools/fuzz_seeds.py writes those again).
+  cargo +nightly fuzz cmin --fuzz-dir fuzz "$target" "fuzz/corpus/$target" >/dev/null 2>&1
+  (cd "fuzz/corpus/$target" && ls -S -r | grep -v '^seed-' | tail -n +151 | xargs -r rm -f)
 done
+python3 tools/fuzz_seeds.py

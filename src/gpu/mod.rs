@@ -162,10 +162,15 @@ impl GpuBackend {
     }
 
     async fn upload(ctx: Arc<GpuContext>, weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
+        let needs = match &weights {
+            Weights::Model(m) => DeviceMemory::of(&m.config, m.vocab_size, options.dtype),
+            Weights::File(t) => DeviceMemory::of(t.config(), t.vocab_size(), options.dtype),
+        };
         let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let backend = Self::build(ctx.clone(), weights, options);
         if let Some(e) = scope.pop().await {
-            return Err(Error::Gpu(format!("out of device memory for this model ({e}); try --dtype f16")));
+            let hint = if options.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
+            return Err(Error::Gpu(format!("the device ran out of memory ({e}): this model needs {needs}{hint}")));
         }
         backend
     }
@@ -627,6 +632,45 @@ impl GpuBackend {
         self.params = pages;
         self.len += ids.len();
         self.last = PassStats { dispatches, submissions: 1 };
+    }
+}
+
+/// What a model takes on the device, for the error that says it does not fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceMemory {
+    pub weights: u64,
+    pub kv_cache: u64,
+    pub activations: u64,
+}
+
+impl DeviceMemory {
+    pub fn of(cfg: &ModelConfig, vocab: usize, dtype: WeightDtype) -> DeviceMemory {
+        let (t, d, v) = (PREFILL_CHUNK as u64, cfg.hidden_size as u64, vocab as u64);
+        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        DeviceMemory {
+            weights: cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64,
+            kv_cache: 2 * cfg.num_layers as u64 * cfg.max_positions as u64 * d * 4,
+            // Residual, norm, q, o, head input (d each), q|k|v (3d), scores, logits and their read-back.
+            activations: t * (8 * d + widest + 2 * v) * 4,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.weights + self.kv_cache + self.activations
+    }
+}
+
+impl std::fmt::Display for DeviceMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mb = |b: u64| b as f64 / 1e6;
+        write!(
+            f,
+            "about {:.1} MB ({:.1} MB of weights, {:.1} MB of KV cache, {:.1} MB of activations)",
+            mb(self.total()),
+            mb(self.weights),
+            mb(self.kv_cache),
+            mb(self.activations)
+        )
     }
 }
 
