@@ -30,6 +30,8 @@ pub enum Error {
     TensorShape { name: String, found: Vec<usize>, expected: String },
     #[error("tensor {name} has dtype {dtype}; supported: F32, F16, BF16")]
     UnsupportedDtype { name: String, dtype: String },
+    #[error("tensor {name} needs {bytes} bytes as f32, more memory than is available")]
+    OutOfMemory { name: String, bytes: u64 },
     #[error("tensor {name} holds a non-finite value (NaN or infinity)")]
     NonFinite { name: String },
 

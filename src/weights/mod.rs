@@ -91,7 +91,13 @@ impl TensorEntry {
     pub fn read_f32(&self, file: &dyn WeightsFile) -> Result<Vec<f32>> {
         const BLOCK: u64 = 4 << 20;
         let elem = self.dtype.size() as u64;
-        let mut out = Vec::with_capacity(((self.range.end.saturating_sub(self.range.start)) / elem) as usize);
+        let values = self.range.end.saturating_sub(self.range.start) / elem;
+        // Reserved fallibly: a tensor larger than memory (a tab's wasm heap) is an error, not an abort.
+        let mut out = Vec::new();
+        usize::try_from(values)
+            .ok()
+            .and_then(|n| out.try_reserve_exact(n).ok())
+            .ok_or_else(|| Error::OutOfMemory { name: self.name.clone(), bytes: values.saturating_mul(4) })?;
         let mut at = self.range.start;
         while at < self.range.end {
             let end = (at + BLOCK).min(self.range.end);
@@ -231,6 +237,31 @@ mod tests {
         assert!(names.contains(&"sequential.3.mlp.key_param_tokens".to_string()));
         assert_eq!(names[names.len() - 2], "sequential.5.norm.weight");
         assert_eq!(names[names.len() - 1], "sequential.5.norm.bias");
+    }
+
+    /// A file that claims any size and reads as zeros.
+    struct Huge(u64);
+
+    impl WeightsFile for Huge {
+        fn size(&self) -> u64 {
+            self.0
+        }
+
+        fn read_at(&self, _: u64, buf: &mut [u8]) -> Result<()> {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_tensor_larger_than_memory_is_an_error_before_reading() {
+        let t = TensorEntry { name: "big".into(), dtype: DType::F16, shape: vec![1 << 62], range: 0..1 << 63 };
+        let err = t.read_f32(&Huge(1 << 63)).unwrap_err();
+        assert!(matches!(&err, Error::OutOfMemory { name, bytes } if name == "big" && *bytes == u64::MAX), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "tensor big needs 18446744073709551615 bytes as f32, more memory than is available"
+        );
     }
 
     #[test]
