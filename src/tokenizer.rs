@@ -43,24 +43,31 @@ fn precheck(value: &serde_json::Value) -> Result<()> {
 
 impl Tokenizer {
     pub fn from_bytes(json: &[u8]) -> Result<Self> {
+        // Parsed once (the GPT-NeoX file is 2.4 MB): checked as JSON, then handed to the library.
         let value: serde_json::Value = serde_json::from_slice(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
         precheck(&value)?;
-        let inner = tokenizers::Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let declared: Vec<(String, u64)> = value["added_tokens"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| Some((t["content"].as_str()?.to_string(), t["id"].as_u64()?)))
+            .collect();
+        let inner: tokenizers::Tokenizer =
+            serde_json::from_value(value).map_err(|e| Error::Tokenizer(e.to_string()))?;
         // The library renumbers an added token whose declared id is taken (with only a log line):
         // the ids the model was trained with would silently change.
-        for added in value["added_tokens"].as_array().into_iter().flatten() {
-            let (Some(content), Some(id)) = (added["content"].as_str(), added["id"].as_u64()) else { continue };
-            let actual = inner.token_to_id(content);
+        for (content, id) in declared {
+            let actual = inner.token_to_id(&content);
             if actual.map(u64::from) != Some(id) {
                 let actual = actual.map_or("none".to_string(), |a| a.to_string());
                 return Err(Error::Tokenizer(format!("added token {content:?} declares id {id} but gets id {actual}")));
             }
         }
         // The number of ids, not of entries: ids may be sparse, and the model must score up to the largest.
-        let vocab_size = inner.get_vocab(true).values().max().map_or(0, |&m| m as usize).saturating_add(1);
-        if inner.get_vocab(true).is_empty() {
+        let Some(&largest) = inner.get_vocab(true).values().max() else {
             return Err(Error::Tokenizer("the vocabulary is empty".into()));
-        }
+        };
+        let vocab_size = (largest as usize).saturating_add(1);
         let eos = inner.token_to_id(END_OF_TEXT);
         Ok(Tokenizer { inner, vocab_size, eos })
     }

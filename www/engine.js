@@ -30,19 +30,26 @@ function concat(chunks, length) {
   return bytes;
 }
 
+/** Appends a stream's chunks to `chunks`, calling `onChunk(bytes)` after each; resolves to the
+ *  number of bytes read. */
+async function pump(stream, chunks, onChunk) {
+  const reader = stream.getReader();
+  let read = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return read;
+    chunks.push(value);
+    read += value.length;
+    onChunk(value.length);
+  }
+}
+
 /** Reads a file stream into one array, reporting progress. */
 async function readAll(stream, total, report) {
-  const reader = stream.getReader();
   const chunks = [];
   let loaded = 0;
   report(loaded, total);
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    loaded += value.length;
-    report(loaded, total);
-  }
+  await pump(stream, chunks, (n) => report((loaded += n), total));
   return concat(chunks, loaded);
 }
 
@@ -85,15 +92,8 @@ async function download(url, file, onProgress) {
     }
     if (loaded === 0) total = Number(res.headers.get('content-length')) || 0;
     try {
-      const reader = res.body.getReader();
       onProgress({ phase: 'download', file, loaded, total });
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        chunks.push(value);
-        loaded += value.length;
-        onProgress({ phase: 'download', file, loaded, total });
-      }
+      await pump(res.body, chunks, (n) => onProgress({ phase: 'download', file, loaded: (loaded += n), total }));
     } catch (e) {
       failure = e;
       continue;

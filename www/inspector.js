@@ -547,7 +547,8 @@ export class TokenFormerInspector extends HTMLElement {
     const m = this.map;
     if (!m || this.selectedSlot === null) return;
     const threshold = this.threshold;
-    const max = absPercentile(Array.from({ length: m.tokens }, (_, t) => m.weights[t * m.slots + this.selectedSlot]), 1) || 1;
+    let max = 0;
+    for (let t = 0; t < m.tokens; t++) max = Math.max(max, m.weights[t * m.slots + this.selectedSlot]);
     const users = [];
     for (const span of this.ui.text.children) {
       const t = Number(span.dataset.token);

@@ -314,14 +314,29 @@ pub(crate) async fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u6
     Ok(data)
 }
 
-/// Reads the first `bytes` of a storage buffer through a staging buffer made for the occasion (the
-/// inspector's captures are read once, so they get no standing read-back buffer).
-pub(crate) async fn read_storage(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
-    let staging = ctx.buffer("read-back", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+/// Reads the first `bytes` of each storage buffer in `parts` with one copy submission and one
+/// read-back, through a staging buffer made for the occasion (the inspector's captures are read
+/// once, so they get no standing read-back buffer).
+pub(crate) async fn read_storage(ctx: &GpuContext, parts: &[(&wgpu::Buffer, u64)]) -> Result<Vec<Vec<u8>>> {
+    let total: u64 = parts.iter().map(|&(_, bytes)| bytes).sum();
+    let staging = ctx.buffer("read-back", total, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
     let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+    let mut at = 0;
+    for &(buffer, bytes) in parts {
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, at, bytes);
+        at += bytes;
+    }
     ctx.queue.submit([encoder.finish()]);
-    read_back(ctx, &staging, bytes).await
+    let all = read_back(ctx, &staging, total).await?;
+    let mut rest = all.as_slice();
+    Ok(parts
+        .iter()
+        .map(|&(_, bytes)| {
+            let (part, tail) = rest.split_at(bytes as usize);
+            rest = tail;
+            part.to_vec()
+        })
+        .collect())
 }
 
 /// Resolves once the work submitted so far has finished.

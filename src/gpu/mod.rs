@@ -468,24 +468,28 @@ impl GpuBackend {
     ) -> Result<Inspection> {
         let plan = self.plan(inspector, ids, request, None)?;
         self.run_plan(ids, &plan);
-        let mut inspection = Inspection { theta: Vec::new(), attention: Vec::new() };
         let tokens = ids.len();
+        let heads = self.cfg.num_heads;
+        let mut parts = Vec::new();
         for map in &plan.maps {
             if let MapSink::Full(buffer) = &map.sink {
-                let bytes = read_storage(&self.ctx, buffer, (tokens * map.slots * 4) as u64).await?;
+                parts.push((buffer, (tokens * map.slots * 4) as u64));
+            }
+        }
+        for sink in &plan.attention {
+            parts.push((&sink.probs, (heads * tokens * tokens * 4) as u64));
+        }
+        let mut read = read_storage(&self.ctx, &parts).await?.into_iter();
+        let mut inspection = Inspection { theta: Vec::new(), attention: Vec::new() };
+        for map in &plan.maps {
+            if let (MapSink::Full(_), Some(bytes)) = (&map.sink, read.next()) {
                 let (layer, proj, slots) = (map.layer, map.proj, map.slots);
                 inspection.theta.push(Capture { layer, proj, tokens, slots, weights: bytes_to_f32(&bytes) });
             }
         }
-        for sink in &plan.attention {
-            let heads = self.cfg.num_heads;
-            let bytes = read_storage(&self.ctx, &sink.probs, (heads * tokens * tokens * 4) as u64).await?;
-            inspection.attention.push(AttentionCapture {
-                layer: sink.layer,
-                heads,
-                tokens,
-                probs: bytes_to_f32(&bytes),
-            });
+        for (sink, bytes) in plan.attention.iter().zip(read) {
+            let probs = bytes_to_f32(&bytes);
+            inspection.attention.push(AttentionCapture { layer: sink.layer, heads, tokens, probs });
         }
         Ok(inspection)
     }
@@ -518,17 +522,26 @@ impl GpuBackend {
         let plan = self.plan(inspector, ids, request, Some(k))?;
         self.run_plan(ids, &plan);
         let tokens = ids.len();
+        let mut parts = Vec::new();
+        for map in &plan.maps {
+            if let MapSink::Summary { top, sums, .. } = &map.sink {
+                parts.push((top, (tokens * k.min(map.slots) * 8) as u64));
+                parts.push((sums, (map.slots * 4) as u64));
+            }
+        }
+        let mut read = read_storage(&self.ctx, &parts).await?.into_iter();
         let mut out = Vec::with_capacity(plan.maps.len());
         for map in &plan.maps {
-            let MapSink::Summary { top, sums, .. } = &map.sink else { continue };
+            let (MapSink::Summary { .. }, Some(pairs), Some(sums)) = (&map.sink, read.next(), read.next()) else {
+                continue;
+            };
             let k = k.min(map.slots);
-            let pairs = read_storage(&self.ctx, top, (tokens * k * 8) as u64).await?;
             let pairs: Vec<u32> = pairs.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             let top = pairs
                 .chunks_exact(2 * k)
                 .map(|row| row.chunks_exact(2).map(|p| (p[0] as usize, f32::from_bits(p[1]))).collect())
                 .collect();
-            let column_sums = bytes_to_f32(&read_storage(&self.ctx, sums, (map.slots * 4) as u64).await?);
+            let column_sums = bytes_to_f32(&sums);
             out.push(ThetaSummary { layer: map.layer, proj: map.proj, tokens, slots: map.slots, top, column_sums });
         }
         Ok(out)
