@@ -1,7 +1,7 @@
 //! The Pattention inspector: what a TokenFormer layer does with each token of a prompt.
 //!
 //! Every projection of a TokenFormer block is a Pattention layer, `out = Theta · V` with
-//! `Theta = f(X · Kᵀ)` over the layer's `n` parameter tokens (see `shared/TOKENFORMER.md`). Theta says
+//! `Theta = f(X · Kᵀ)` over the layer's `n` parameter tokens (README, "What is computed"). Theta says
 //! how much of each parameter token's value a token takes, so it is the thing to look at when asking
 //! "which parameters does this token use?". This module records Theta (after the normalisation and
 //! activation, i.e. exactly the numbers multiplied into the value tokens) and the token-to-token

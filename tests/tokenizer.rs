@@ -1,10 +1,13 @@
 //! The GPT-NeoX-20B tokenizer the released models use, through the HF `tokenizers` crate.
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokenformer::Tokenizer;
 
 #[derive(Deserialize)]
 struct Cases {
+    tokenizer: String,
+    sha256: String,
     vocab_size: usize,
     cases: Vec<Case>,
 }
@@ -15,10 +18,27 @@ struct Case {
     ids: Vec<u32>,
 }
 
+/// The copy committed in the repository (`models/gpt-neox-20b/`).
+const NEOX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models/gpt-neox-20b/tokenizer.json");
+
 fn neox() -> Tokenizer {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tokenizers/gpt-neox-20b.json");
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let bytes = std::fs::read(NEOX).unwrap_or_else(|e| panic!("{NEOX}: {e}"));
     Tokenizer::from_bytes(&bytes).unwrap()
+}
+
+fn fixture() -> Cases {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/neox_tokenizer_cases.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_committed_tokenizer_is_the_one_the_fixture_was_made_with() {
+    let fixture = fixture();
+    assert!(NEOX.ends_with(&fixture.tokenizer), "{NEOX} vs {}", fixture.tokenizer);
+    let digest = Sha256::digest(std::fs::read(NEOX).unwrap());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, fixture.sha256);
+    assert_eq!(hex, "56ac4821e129d2c520fdaba60abd920fa852ada51b45c0dd52bbb6bd8c985ade", "GPT-NeoX-20B's released file");
 }
 
 #[test]
@@ -26,8 +46,7 @@ fn neox_encodes_like_python_and_round_trips() {
     let tok = neox();
     assert_eq!(tok.vocab_size(), 50_277);
     assert_eq!(tok.eos_id(), Some(0));
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/neox_tokenizer_cases.json");
-    let fixture: Cases = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let fixture = fixture();
     assert_eq!(tok.vocab_size(), fixture.vocab_size);
     assert!(fixture.cases.len() >= 5);
     for case in fixture.cases {

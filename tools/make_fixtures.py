@@ -33,7 +33,7 @@ import reference as ref  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(REPO, "tests", "fixtures")
-NEOX_TOKENIZER = os.path.join(os.path.dirname(REPO), "shared", "tokenizers", "gpt-neox-20b.json")
+NEOX_TOKENIZER = os.path.join(REPO, "models", "gpt-neox-20b", "tokenizer.json")
 
 GREEDY_MIN_MARGIN = 2e-3  # top-1 minus top-2 logit (after repetition penalty) at every greedy step
 TOPK_MIN_MARGIN = 2e-3  # logit gap across the top_k cut
@@ -518,7 +518,7 @@ def main():
     with open(NEOX_TOKENIZER, "rb") as f:
         sha = hashlib.sha256(f.read()).hexdigest()
     write_json(os.path.join(OUT, "neox_tokenizer_cases.json"), {
-        "tokenizer": "shared/tokenizers/gpt-neox-20b.json", "sha256": sha,
+        "tokenizer": "models/gpt-neox-20b/tokenizer.json", "sha256": sha,
         "vocab_size": neox.get_vocab_size(with_added_tokens=True),
         "cases": [{"text": s, "ids": neox.encode(s, add_special_tokens=False).ids} for s in NEOX_TEXTS]})
 

@@ -71,7 +71,7 @@ export async function serve({ csp, root = ROOT, drops = {} } = {}) {
   return { url: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
 }
 
-/** Headless Chromium from Debian with WebGPU on SwiftShader (flags from shared/PLATFORM.md), or
+/** Headless Chromium from Debian with WebGPU on SwiftShader (the flags the README's test set-up uses), or
  * with WebGPU switched off to exercise the CPU fallback. */
 export async function launch({ webgpu = true } = {}) {
   const gpuFlags = webgpu ? ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'] : ['--disable-webgpu'];

@@ -194,7 +194,7 @@ for (const mode of ['webgpu', 'no-webgpu']) {
 test('inspector on a 150M-shaped model with a 256-token prompt', async () => {
   const dir = join(ARTIFACTS, '..', 'synthetic-150m');
   if (!existsSync(join(dir, 'model.safetensors'))) {
-    execFileSync(BIN, ['synthetic', '--size', '150m', '--tokenizer', join(ROOT, '../shared/tokenizers/gpt-neox-20b.json'), dir], { stdio: 'inherit' });
+    execFileSync(BIN, ['synthetic', '--size', '150m', '--tokenizer', join(ROOT, 'models/gpt-neox-20b/tokenizer.json'), dir], { stdio: 'inherit' });
   }
   const browser = await launch({ webgpu: false });
   try {

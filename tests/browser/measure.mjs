@@ -1,7 +1,7 @@
 // Measures the page per backend: load time, wasm memory after loading, and generation speed
 // (time to first token, decode tokens/s) for 16 greedy tokens. Not part of the test suite:
 //   node tests/browser/measure.mjs                  # the built-in model
-//   target/debug/tokenformer synthetic --size 150m --tokenizer ../shared/tokenizers/gpt-neox-20b.json /tmp/tf150m
+//   target/debug/tokenformer synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
 //   node tests/browser/measure.mjs /tmp/tf150m      # a 150M-shaped model from local files
 import { join } from 'node:path';
 import { serve, launch } from './harness.mjs';

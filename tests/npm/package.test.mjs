@@ -16,6 +16,7 @@ import { serve, launch, ROOT } from '../browser/harness.mjs';
 import { ARTIFACTS, nativeGreedy } from '../browser/pages.mjs';
 
 const TOOLS = join(ROOT, 'tests/npm/node_modules');
+const TOOL_VERSIONS = JSON.parse(readFileSync(join(ROOT, 'tests/npm/package.json'), 'utf8')).dependencies;
 const PACKED = join(ARTIFACTS, '..', 'npm');
 /** The wasm budget: the release build with the WebGPU backend and the tokenizer. */
 const WASM_BUDGET = 4 << 20;
@@ -33,9 +34,18 @@ const temps = [];
 function consumer(example) {
   const dir = mkdtempSync(join(tmpdir(), 'tokenformer-consumer-'));
   temps.push(dir);
-  if (example) cpSync(join(ROOT, 'examples', example), dir, { recursive: true });
-  else writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
-  // Only the tarball: it has no dependencies, so nothing else is fetched.
+  if (example) {
+    cpSync(join(ROOT, 'examples', example), dir, { recursive: true });
+    // The example's build tools (vite) are the ones tests/npm installed at the same pin: dropping them
+    // here keeps the install below to the tarball alone, whatever the machine's npm cache holds.
+    const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+    for (const [name, version] of Object.entries(manifest.devDependencies ?? {})) {
+      assert.equal(TOOL_VERSIONS[name], version, `examples/${example} pins ${name} ${version}; tests/npm/package.json must pin the same`);
+    }
+    delete manifest.devDependencies;
+    writeFileSync(join(dir, 'package.json'), JSON.stringify(manifest, null, 2));
+  } else writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+  // Only the tarball: it has no dependencies, so nothing is fetched and no cache is needed.
   execFileSync('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--offline', tarball()], { cwd: dir, stdio: 'pipe' });
   return dir;
 }

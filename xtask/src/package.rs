@@ -1,7 +1,7 @@
 //! `cargo xtask package`: assembles the npm package `tokenformer-web` in `target/npm/tokenformer-web/`
 //! from `npm/` (entry points, declarations, package.json), the page's engine modules (`www/`), the
 //! wasm build (`pkg/`) and the built-in model, keeping the repository's relative layout so the
-//! modules' `new URL('../pkg/…', import.meta.url)` references hold; then `npm pack`s it.
+//! `www/` modules' `new URL(…, import.meta.url)` references to `pkg/` hold; then `npm pack`s it.
 
 use std::path::{Path, PathBuf};
 
