@@ -26,6 +26,9 @@ use tokenformer::{
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads for the CPU backend's products (default: every core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -251,7 +254,7 @@ struct BenchArgs {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = set_threads(cli.threads).and_then(|()| match cli.command {
         Command::Generate(args) => run_generate(args),
         Command::Logits(args) => run_logits(args),
         Command::Convert(args) => run_convert(args),
@@ -260,11 +263,22 @@ fn main() {
         Command::Inspect(args) => run_inspect(args),
         Command::Dictionary(args) => run_dictionary(args),
         Command::Synthetic(args) => run_synthetic(args),
-    };
+    });
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(1);
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    match threads {
+        Some(0) => Err(Error::Usage("--threads must be at least 1".into())),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .map_err(|e| Error::Usage(format!("cannot start {n} threads: {e}"))),
+        None => Ok(()),
     }
 }
 
@@ -636,7 +650,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             let bytes = model.weight_bytes_per_token(4);
             let times = timing(&mut CpuBackend::new(Arc::new(model)))?;
             let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
-            ("cpu (1 thread, f32)".to_string(), bytes, times, limit, "one-core streaming read of 512 MiB", None)
+            let threads = tokenformer::cpu::parallel::threads();
+            let label = format!("cpu ({threads} thread{}, f32)", if threads == 1 { "" } else { "s" });
+            (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None)
         }
         BackendKind::Gpu => {
             let mut gpu = gpu_backend(&model, args.dtype)?;

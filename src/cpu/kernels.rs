@@ -1,7 +1,8 @@
 //! Numeric building blocks of the CPU backend. Loops are written so LLVM vectorises them
 //! (fixed-width lane accumulators), which keeps matrix-vector work near memory bandwidth
-//! on one core and in wasm32 alike.
+//! in wasm32 and on each core; natively the products are split across cores by output.
 
+use super::parallel;
 use crate::config::NormActivation;
 
 const LANES: usize = 16;
@@ -33,9 +34,14 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
 pub fn matmul_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
     if m == 1 {
-        for (ci, row) in c[..n].iter_mut().zip(b.chunks_exact(k)) {
-            *ci = dot(&a[..k], row);
-        }
+        // Rows of b split across threads; each output is one whole dot product.
+        let len = parallel::chunk_len(n, 4, 16, 64);
+        parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| {
+            let rows = b[piece * len * k..].chunks_exact(k);
+            for (ci, row) in out.iter_mut().zip(rows) {
+                *ci = dot(&a[..k], row);
+            }
+        });
         return;
     }
     // bᵀ[i][j] = b[j * k + i]
@@ -46,39 +52,53 @@ pub fn matmul_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f3
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     if m == 1 {
-        let out = &mut c[..n];
-        out.fill(0.0);
-        for (ai, row) in a[..k].iter().zip(b.chunks_exact(n)) {
-            axpy(out, *ai, row);
-        }
+        // Columns split across threads, one long run of each row of b per thread; each output
+        // still sums over k in order.
+        let len = parallel::chunk_len(n, 1, 16, 64);
+        parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| {
+            let first = piece * len;
+            out.fill(0.0);
+            for (ai, row) in a[..k].iter().zip(b.chunks_exact(n)) {
+                axpy(out, *ai, &row[first..first + out.len()]);
+            }
+        });
         return;
     }
     sgemm(a, b, (m, k, n), (n as isize, 1), c);
 }
 
-/// Blocked `c = a · B` for row-major `a` and `c`, with `B`'s (row, column) strides given.
+/// Blocked `c = a · B` for row-major `a` and `c`, with `B`'s (row, column) strides given, split
+/// by columns of `c` across threads (each thread packs only its share of `B`).
 /// Callers have asserted the slice lengths for their layout.
 fn sgemm(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), (rsb, csb): (isize, isize), c: &mut [f32]) {
-    // SAFETY: both callers assert a has m·k, b has k·n and c has m·n elements, which bounds every
-    // index sgemm touches for these strides.
-    unsafe {
-        matrixmultiply::sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            b.as_ptr(),
-            rsb,
-            csb,
-            0.0,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
+    let len = parallel::chunk_len(n, 1, 16, 64);
+    // Raw addresses cross the thread boundary: each piece writes only its own columns of c.
+    let (b_addr, c_addr) = (b.as_ptr() as usize, c.as_mut_ptr() as usize);
+    parallel::for_each(vec![(); n.div_ceil(len)], |piece, ()| {
+        let first = piece * len;
+        let cols = len.min(n - first);
+        // SAFETY: both callers assert a has m·k, b has k·n and c has m·n elements, which bounds
+        // every index sgemm touches for these strides; column ranges [first, first + cols) of
+        // different pieces are disjoint, so no two threads write the same element of c.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                cols,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                (b_addr as *const f32).offset(first as isize * csb),
+                rsb,
+                csb,
+                0.0,
+                (c_addr as *mut f32).add(first),
+                n as isize,
+                1,
+            );
+        }
+    });
 }
 
 /// Mean and 1/sqrt(biased variance + eps) of a row, accumulated in f64.

@@ -2,6 +2,7 @@
 //! backend is tested against, and the fallback where WebGPU is missing (it builds for wasm32).
 
 pub mod kernels;
+pub mod parallel;
 
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ impl CpuBackend {
         let (mut a, mut q, mut k, mut v, mut o) =
             (vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]);
         let mut delta = vec![0f32; t * d];
+        let mut o_heads = vec![0f32; heads * t * hd];
         let scale = 1.0 / (hd as f32).sqrt();
 
         for (layer, block) in model.blocks.iter().enumerate() {
@@ -83,26 +85,36 @@ impl CpuBackend {
             kc.extend_from_slice(&k);
             vc.extend_from_slice(&v);
 
-            // Causal attention: token i sees cache positions 0..=start+i.
-            let mut attention = recorder.as_deref_mut().and_then(|r| r.attention_sink(layer));
-            let mut probs = vec![0f32; start + t];
-            for i in 0..t {
-                let visible = start + i + 1;
-                for h in 0..heads {
+            // Causal attention: token i sees cache positions 0..=start+i. Heads run in parallel,
+            // each writing its [t × hd] block of o_heads (and its map of a capture).
+            let (kc, vc) = (&*kc, &*vc);
+            let attention = recorder.as_deref_mut().and_then(|r| r.attention_sink(layer));
+            let captures: Vec<Option<&mut [f32]>> = match attention {
+                Some(cap) => cap.probs.chunks_exact_mut(cap.tokens * cap.tokens).map(Some).collect(),
+                None => (0..heads).map(|_| None).collect(),
+            };
+            let jobs: Vec<_> = o_heads.chunks_exact_mut(t * hd).zip(captures).collect();
+            parallel::for_each(jobs, |h, (out, mut capture)| {
+                let mut probs = vec![0f32; start + t];
+                for (i, oh) in out.chunks_exact_mut(hd).enumerate() {
+                    let visible = start + i + 1;
                     let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
                     for (j, p) in probs[..visible].iter_mut().enumerate() {
                         *p = kernels::dot(qh, &kc[j * d + h * hd..j * d + (h + 1) * hd]) * scale;
                     }
                     kernels::softmax_scaled(&mut probs[..visible], 1.0);
-                    if let Some(cap) = attention.as_deref_mut() {
-                        let row = (h * cap.tokens + i) * cap.tokens;
-                        cap.probs[row..row + visible].copy_from_slice(&probs[..visible]);
+                    if let Some(cap) = capture.as_deref_mut() {
+                        cap[i * t..i * t + visible].copy_from_slice(&probs[..visible]);
                     }
-                    let oh = &mut o[i * d + h * hd..i * d + (h + 1) * hd];
                     oh.fill(0.0);
                     for (j, &p) in probs[..visible].iter().enumerate() {
                         kernels::axpy(oh, p, &vc[j * d + h * hd..j * d + (h + 1) * hd]);
                     }
+                }
+            });
+            for (i, row) in o.chunks_exact_mut(d).enumerate() {
+                for (h, oh) in row.chunks_exact_mut(hd).enumerate() {
+                    oh.copy_from_slice(&o_heads[(h * t + i) * hd..(h * t + i + 1) * hd]);
                 }
             }
             let sink = theta_sink(&mut recorder, layer, Projection::Proj);
@@ -152,9 +164,10 @@ pub fn pattention_recorded(
     let (d_in, d_out) = (p.key_param_tokens.len() / p.n, p.value_param_tokens.len() / p.n);
     let mut theta = vec![0f32; t * p.n];
     matmul_bt(x, &p.key_param_tokens, t, d_in, p.n, &mut theta);
-    for row in theta.chunks_exact_mut(p.n) {
-        normalize_scores(row, activation);
-    }
+    let rows = parallel::chunk_len(t, 4, 1, 8);
+    parallel::for_each(theta.chunks_mut(rows * p.n).collect(), |_, block| {
+        block.chunks_exact_mut(p.n).for_each(|row| normalize_scores(row, activation));
+    });
     if let Some(dst) = theta_out {
         dst.copy_from_slice(&theta);
     }

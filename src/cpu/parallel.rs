@@ -1,0 +1,31 @@
+//! Work split across cores. Natively the pieces run on rayon's pool (its size is the CLI's
+//! `--threads`); in wasm32 a tab has one thread, so they run in order. Every split is over
+//! independent outputs, never over a sum, so results are bit-identical whatever the thread count.
+
+/// Runs `work(index, item)` for every item, in parallel where there are threads.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn for_each<T: Send>(items: Vec<T>, work: impl Fn(usize, T) + Sync + Send) {
+    use rayon::prelude::*;
+    items.into_par_iter().enumerate().for_each(|(i, item)| work(i, item));
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn for_each<T>(items: Vec<T>, work: impl Fn(usize, T)) {
+    items.into_iter().enumerate().for_each(|(i, item)| work(i, item));
+}
+
+/// The threads work is split over.
+pub fn threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return rayon::current_num_threads();
+    #[cfg(target_arch = "wasm32")]
+    return 1;
+}
+
+/// How many of `n` outputs one piece of work gets: `per_thread` pieces per thread (more let a
+/// fast core take over a slow one's share; fewer keep each piece's memory runs long), a multiple of
+/// `align`, and at least `min`, so small products stay whole.
+pub fn chunk_len(n: usize, per_thread: usize, align: usize, min: usize) -> usize {
+    let len = n.div_ceil(threads() * per_thread).next_multiple_of(align).max(min);
+    len.min(n.max(1))
+}
