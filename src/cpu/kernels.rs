@@ -146,12 +146,14 @@ pub fn normalize_scores(s: &mut [f32], activation: NormActivation) {
                 return s.fill(0.0);
             }
             let scale = n.sqrt() / norm;
-            for v in s.iter_mut() {
-                *v = gelu(*v as f64 * scale) as f32;
-            }
+            map_in_place(s, |v| gelu(v as f64 * scale) as f32);
         }
         NormActivation::GeluL2Norm => {
-            let g: Vec<f64> = s.iter().map(|&v| gelu(v as f64)).collect();
+            let mut g = vec![0f64; s.len()];
+            let len = parallel::chunk_len(s.len(), 1, 64, ELEMENTWISE_MIN);
+            parallel::for_each(g.chunks_mut(len).zip(s.chunks(len)).collect(), |_, (g, s)| {
+                g.iter_mut().zip(s).for_each(|(gi, &v)| *gi = gelu(v as f64));
+            });
             let norm = g.iter().map(|v| v * v).sum::<f64>().sqrt();
             if norm == 0.0 {
                 return s.fill(0.0);
@@ -163,6 +165,17 @@ pub fn normalize_scores(s: &mut [f32], activation: NormActivation) {
         }
         NormActivation::Softmax => softmax_scaled(s, n),
     }
+}
+
+/// Rows shorter than this are mapped on one thread: the erf-based GELU costs ~10 ns an element,
+/// so only the wide rows of large models (the FFN's thousands of slots) repay a split.
+const ELEMENTWISE_MIN: usize = 1024;
+
+/// `x = f(x)` for every element, split across threads for long rows. The row's norm, a sum, is
+/// always taken on one thread, so the result does not depend on the split.
+fn map_in_place(x: &mut [f32], f: impl Fn(f32) -> f32 + Sync + Send) {
+    let len = parallel::chunk_len(x.len(), 1, 64, ELEMENTWISE_MIN);
+    parallel::for_each(x.chunks_mut(len).collect(), |_, part| part.iter_mut().for_each(|v| *v = f(*v)));
 }
 
 /// `scale * softmax(x)` in place, with max subtraction.
@@ -260,6 +273,28 @@ mod tests {
         let l2: f64 = t.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
         assert!((l2 - n.sqrt()).abs() < 1e-5);
         assert!((gelu(1.0) - 0.841_344_746_068_542_9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn wide_rows_normalise_the_same_on_any_number_of_threads() {
+        let row: Vec<f32> = pseudo_random(5000, 3).iter().map(|v| v * 8.0).collect();
+        let on = |threads: usize, act: NormActivation| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut t = row.clone();
+            pool.install(|| normalize_scores(&mut t, act));
+            t
+        };
+        for act in [NormActivation::L2NormGelu, NormActivation::GeluL2Norm, NormActivation::Softmax] {
+            let one = on(1, act);
+            let norm = (row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()).sqrt();
+            if act == NormActivation::L2NormGelu {
+                let scale = (row.len() as f64).sqrt() / norm;
+                assert!(one.iter().zip(&row).all(|(t, &v)| *t == gelu(v as f64 * scale) as f32));
+            }
+            for threads in [2, 3, 4] {
+                assert!(one.iter().zip(on(threads, act)).all(|(a, b)| a.to_bits() == b.to_bits()), "{act:?} {threads}");
+            }
+        }
     }
 
     #[test]
