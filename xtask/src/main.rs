@@ -22,10 +22,12 @@ fn main() -> ExitCode {
         Some("package") => {
             setup_wasm().and_then(|()| build_web()).and_then(|()| package::package(&root(), &target()).map(drop))
         }
+        // A folder (e.g. a model in the authors' layout) is served as it is, like a hub would.
+        Some("serve") if args.len() > 1 => serve::serve(Path::new(&args[1])),
         Some("serve") => setup_wasm().and_then(|()| build_web()).and_then(|()| serve::serve(&root())),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  package    build the npm package tokenformer-web into target/npm/ (and its .tgz)\n  test       setup, lint, and run every test (native, wasm in Chromium)"
+                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  serve DIR  serve a folder (e.g. a model) with Range, ETag and CORS, like a hub\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  package    build the npm package tokenformer-web into target/npm/ (and its .tgz)\n  test       setup, lint, and run every test (native, wasm in Chromium)"
             );
             return ExitCode::from(2);
         }
