@@ -20,7 +20,7 @@ export type ModelSource =
 export interface EngineOptions {
   /** 'auto' (default): WebGPU when the browser has an adapter, else the CPU. */
   backend?: 'auto' | 'webgpu' | 'cpu';
-  /** Weight format on the GPU (the CPU computes in f32). */
+  /** Weight format on either backend: 'f16' halves memory and bytes read (the CPU widens each weight exactly, accumulating in f32). */
   dtype?: 'f32' | 'f16';
   /** Where tokenformer_bg.wasm is, if not next to pkg/tokenformer.js: its URL, or its bytes (createEngine). */
   wasm?: InitInput;

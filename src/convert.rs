@@ -7,5 +7,6 @@ use crate::weights::safetensors::{write, StoreDtype};
 
 /// The model's weights as one safetensors file, project names, f32 or f16.
 pub fn to_safetensors(model: &Model, dtype: StoreDtype) -> Result<Vec<u8>> {
-    write(model.tensors(), dtype)
+    let tensors = model.tensors();
+    write(tensors.iter().map(|(name, shape, data)| (name.clone(), shape.clone(), &data[..])), dtype)
 }

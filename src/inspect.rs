@@ -186,12 +186,11 @@ pub fn dictionary(model: &Model, layer: usize, proj: Projection, slot: usize) ->
     check_slot(layer, proj, slot, &model.config)?;
     let p = model.blocks[layer].get(proj);
     let d_out = p.value_param_tokens.len() / p.n;
-    let value = &p.value_param_tokens[slot * d_out..(slot + 1) * d_out];
-    let d = model.config.hidden_size;
-    Ok(model.embedding[..model.vocab_size * d]
-        .chunks_exact(d)
-        .map(|row| crate::cpu::kernels::dot(row, value))
-        .collect())
+    let mut value = vec![0f32; d_out];
+    p.value_param_tokens.read_into(slot * d_out, &mut value);
+    let mut scores = vec![0f32; model.vocab_size];
+    crate::cpu::kernels::matmul_bt_weights(&value, &model.embedding, 1, d_out, model.vocab_size, &mut scores);
+    Ok(scores)
 }
 
 /// Sum over tokens of each slot's weight, for row-major `weights` [tokens × slots]: which parameter

@@ -28,6 +28,6 @@ pub use cpu::CpuBackend;
 pub use error::{Error, Result};
 pub use generation::{generate, perplexity, Backend, Generation, StopReason};
 pub use inspect::{AttentionCapture, Capture, InspectRequest, Inspection};
-pub use model::{Model, Projection};
+pub use model::{CpuDtype, Model, Projection, WeightData};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

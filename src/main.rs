@@ -18,7 +18,8 @@ use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
 use tokenformer::weights::safetensors::StoreDtype;
 use tokenformer::{
-    generate, Backend, CpuBackend, Error, InspectRequest, Model, Projection, Result, SamplingParams, Tokenizer,
+    generate, Backend, CpuBackend, CpuDtype, Error, InspectRequest, Model, Projection, Result, SamplingParams,
+    Tokenizer,
 };
 
 #[derive(Parser)]
@@ -102,7 +103,8 @@ struct ModelArgs {
     tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
-    /// Weight storage on the GPU (the CPU backend always uses f32).
+    /// Weight storage: f32, or f16 (half the memory and bytes read per token; the CPU widens each
+    /// weight exactly and accumulates in f32).
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
 }
@@ -241,7 +243,8 @@ struct BenchArgs {
     synthetic: Option<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     backend: BackendKind,
-    /// Weight storage on the GPU (the CPU backend always uses f32).
+    /// Weight storage: f32, or f16 (half the memory and bytes read per token; the CPU widens each
+    /// weight exactly and accumulates in f32).
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
     dtype: DtypeArg,
     #[arg(long, default_value_t = 64)]
@@ -314,20 +317,21 @@ fn load_model(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
 }
 
 fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
-    check_dtype(args.backend, args.dtype)?;
     let (model, tokenizer) = load_model(args)?;
     let backend: Box<dyn Backend> = match args.backend {
-        BackendKind::Cpu => Box::new(CpuBackend::new(Arc::new(model))),
+        BackendKind::Cpu => Box::new(cpu_backend(model, args.dtype)?),
         BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype)?),
     };
     Ok((backend, tokenizer))
 }
 
-fn check_dtype(backend: BackendKind, dtype: DtypeArg) -> Result<()> {
-    if backend == BackendKind::Cpu && dtype != DtypeArg::F32 {
-        return Err(Error::Usage("--dtype f16 is for --backend gpu; the CPU backend computes in f32".into()));
-    }
-    Ok(())
+/// The CPU backend on `model`, its matrices converted to `dtype` one tensor at a time.
+fn cpu_backend(model: Model, dtype: DtypeArg) -> Result<CpuBackend> {
+    let dtype = match dtype {
+        DtypeArg::F32 => CpuDtype::F32,
+        DtypeArg::F16 => CpuDtype::F16,
+    };
+    Ok(CpuBackend::new(Arc::new(model.into_dtype(dtype)?)))
 }
 
 /// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
@@ -417,7 +421,6 @@ fn run_logits(args: LogitsArgs) -> Result<()> {
 fn run_inspect(args: InspectArgs) -> Result<()> {
     // Cheap checks first, so a typo does not wait for the model to load.
     let proj = args.proj.as_deref().map(Projection::parse).transpose()?;
-    check_dtype(args.model.backend, args.model.dtype)?;
     if args.top_k == Some(0) {
         return Err(Error::Usage("--top-k must be at least 1".into()));
     }
@@ -490,11 +493,13 @@ fn run_inspect(args: InspectArgs) -> Result<()> {
 
 fn run_dictionary(args: DictionaryArgs) -> Result<()> {
     let proj = Projection::parse(&args.proj)?;
-    check_dtype(args.model.backend, args.model.dtype)?;
     let (model, tokenizer) = load_model(&args.model)?;
     tokenformer::inspect::check_slot(args.layer, proj, args.slot, &model.config)?;
     let scores = match args.model.backend {
-        BackendKind::Cpu => tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?,
+        BackendKind::Cpu => {
+            let model = cpu_backend(model, args.model.dtype)?.model().clone();
+            tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?
+        }
         BackendKind::Gpu => {
             pollster::block_on(gpu_backend(&model, args.model.dtype)?.dictionary_async(args.layer, proj, args.slot))?
         }
@@ -529,7 +534,7 @@ enum Inspector {
 impl Inspector {
     fn new(model: Model, backend: BackendKind, dtype: DtypeArg) -> Result<Inspector> {
         Ok(match backend {
-            BackendKind::Cpu => Inspector::Cpu(CpuBackend::new(Arc::new(model))),
+            BackendKind::Cpu => Inspector::Cpu(cpu_backend(model, dtype)?),
             BackendKind::Gpu => Inspector::Gpu(Box::new(gpu_backend(&model, dtype)?)),
         })
     }
@@ -643,15 +648,18 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?)?.0, path.display().to_string()),
         (None, None) => (default_model::load()?.0, default_model::NAME.to_string()),
     };
-    check_dtype(args.backend, args.dtype)?;
     let timing = |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen);
     let (label, bytes_per_token, (ttft, prefill, decode), limit, measured_by, stats) = match args.backend {
         BackendKind::Cpu => {
-            let bytes = model.weight_bytes_per_token(4);
-            let times = timing(&mut CpuBackend::new(Arc::new(model)))?;
+            let mut cpu = cpu_backend(model, args.dtype)?;
+            let dtype = cpu.model().dtype();
+            let bytes = cpu.model().weight_bytes_per_token(dtype.bytes());
+            let times = timing(&mut cpu)?;
+            drop(cpu);
             let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
             let threads = tokenformer::cpu::parallel::threads();
-            let label = format!("cpu ({threads} thread{}, f32)", if threads == 1 { "" } else { "s" });
+            let plural = if threads == 1 { "" } else { "s" };
+            let label = format!("cpu ({threads} thread{plural}, {} weights)", dtype.as_str());
             (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None)
         }
         BackendKind::Gpu => {

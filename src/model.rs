@@ -1,6 +1,9 @@
 //! The model in memory: validated shape plus f32 weights, independent of file format and backend.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use half::f16;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -43,12 +46,107 @@ impl Projection {
     }
 }
 
+/// How the CPU backend stores a model's large matrices (parameter tokens, embedding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuDtype {
+    F32,
+    /// Half the memory and half the bytes read per token; converted to f32 inside the products,
+    /// which accumulate in f32.
+    F16,
+}
+
+impl CpuDtype {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            _ => Err(Error::Usage(format!("unknown dtype {name:?} (f32 or f16)"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+}
+
+/// A weight matrix, row-major, in the dtype the CPU backend computes from.
+#[derive(Debug, Clone)]
+pub enum WeightData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
+impl WeightData {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dtype(&self) -> CpuDtype {
+        match self {
+            Self::F32(_) => CpuDtype::F32,
+            Self::F16(_) => CpuDtype::F16,
+        }
+    }
+
+    /// The values as f32: borrowed when stored so, widened (exactly) when f16.
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
+        match self {
+            Self::F32(v) => Cow::Borrowed(v),
+            Self::F16(v) => Cow::Owned(v.iter().map(|h| h.to_f32()).collect()),
+        }
+    }
+
+    /// `out.len()` values from `start` on, as f32 (an embedding row).
+    pub fn read_into(&self, start: usize, out: &mut [f32]) {
+        match self {
+            Self::F32(v) => out.copy_from_slice(&v[start..start + out.len()]),
+            Self::F16(v) => out.iter_mut().zip(&v[start..]).for_each(|(o, h)| *o = h.to_f32()),
+        }
+    }
+
+    /// The same values in `dtype`; `name` says which tensor in an error. f16 rounds to nearest
+    /// even, as the GPU upload does; a value beyond f16's range (±65504) is refused, not made ∞.
+    pub fn into_dtype(self, dtype: CpuDtype, name: &str) -> Result<Self> {
+        match (self, dtype) {
+            (Self::F32(v), CpuDtype::F16) => {
+                let halves: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+                if let Some(i) = halves.iter().position(|h| h.is_infinite()) {
+                    return Err(Error::Usage(format!(
+                        "{name} holds {} at index {i}, beyond f16's range: load it with dtype f32",
+                        v[i]
+                    )));
+                }
+                Ok(Self::F16(halves))
+            }
+            (Self::F16(v), CpuDtype::F32) => Ok(Self::F32(v.iter().map(|h| h.to_f32()).collect())),
+            (same, _) => Ok(same),
+        }
+    }
+}
+
 /// One Pattention layer: `n` parameter tokens with keys [n, d_in] and values [n, d_out].
 #[derive(Debug, Clone)]
 pub struct Pattention {
     pub n: usize,
-    pub key_param_tokens: Vec<f32>,
-    pub value_param_tokens: Vec<f32>,
+    pub key_param_tokens: WeightData,
+    pub value_param_tokens: WeightData,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +159,25 @@ pub struct Block {
 }
 
 impl Block {
+    /// The block with its parameter tokens in `dtype` (block `layer` of `layers`, for errors).
+    pub fn into_dtype(self, dtype: CpuDtype, layer: usize, layers: usize) -> Result<Block> {
+        let convert = |p: Pattention, proj: Projection| -> Result<Pattention> {
+            let name = |values| TensorRole::ParamTokens { layer, proj, values }.name(Naming::Project, layers);
+            Ok(Pattention {
+                n: p.n,
+                key_param_tokens: p.key_param_tokens.into_dtype(dtype, &name(false))?,
+                value_param_tokens: p.value_param_tokens.into_dtype(dtype, &name(true))?,
+            })
+        };
+        Ok(Block {
+            query: convert(self.query, Projection::Query)?,
+            key: convert(self.key, Projection::Key)?,
+            value: convert(self.value, Projection::Value)?,
+            proj: convert(self.proj, Projection::Proj)?,
+            ffn: convert(self.ffn, Projection::Ffn)?,
+        })
+    }
+
     pub fn get(&self, proj: Projection) -> &Pattention {
         match proj {
             Projection::Query => &self.query,
@@ -78,7 +195,7 @@ pub struct Model {
     /// Ids the tokenizer can produce; embedding rows past it are padding and are never scored.
     pub vocab_size: usize,
     /// Word embedding [embedding_rows, hidden_size], also the output head.
-    pub embedding: Vec<f32>,
+    pub embedding: WeightData,
     pub embedding_rows: usize,
     pub blocks: Vec<Block>,
     pub final_norm_weight: Vec<f32>,
@@ -186,7 +303,7 @@ impl<'a> ModelTensors<'a> {
             let n = proj.slots(&self.config);
             let (keys, _) = self.take(TensorRole::ParamTokens { layer, proj, values: false }, Rows::Exactly(n))?;
             let (values, _) = self.take(TensorRole::ParamTokens { layer, proj, values: true }, Rows::Exactly(n))?;
-            Ok(Pattention { n, key_param_tokens: keys, value_param_tokens: values })
+            Ok(Pattention { n, key_param_tokens: WeightData::F32(keys), value_param_tokens: WeightData::F32(values) })
         };
         Ok(Block {
             query: pattention(Projection::Query)?,
@@ -218,31 +335,54 @@ impl Model {
     }
 
     /// Decodes every tensor of an opened weights file.
-    pub fn from_tensors(mut tensors: ModelTensors<'_>) -> Result<Model> {
+    pub fn from_tensors(tensors: ModelTensors<'_>) -> Result<Model> {
+        Self::from_tensors_as(tensors, CpuDtype::F32)
+    }
+
+    /// Decodes every tensor of an opened weights file into `dtype`, one tensor at a time, so the
+    /// f32 copy of only one tensor is alive at once (what a wasm heap's high-water mark is).
+    pub fn from_tensors_as(mut tensors: ModelTensors<'_>, dtype: CpuDtype) -> Result<Model> {
         let vocab_size = tensors.vocab_size;
+        let layers = tensors.config.num_layers;
         let (embedding, embedding_rows) = tensors.embedding()?;
-        let blocks = (0..tensors.config.num_layers).map(|l| tensors.block(l)).collect::<Result<Vec<_>>>()?;
+        let embedding =
+            WeightData::F32(embedding).into_dtype(dtype, &TensorRole::Embedding.name(Naming::Project, layers))?;
+        let blocks = (0..layers).map(|l| tensors.block(l)?.into_dtype(dtype, l, layers)).collect::<Result<Vec<_>>>()?;
         let (final_norm_weight, final_norm_bias) = tensors.final_norm()?;
         let config = tensors.config.clone();
         Ok(Model { config, vocab_size, embedding, embedding_rows, blocks, final_norm_weight, final_norm_bias })
     }
 
+    /// The model with its matrices in `dtype`, converted one tensor at a time.
+    pub fn into_dtype(self, dtype: CpuDtype) -> Result<Model> {
+        let layers = self.config.num_layers;
+        let embedding = self.embedding.into_dtype(dtype, &TensorRole::Embedding.name(Naming::Project, layers))?;
+        let blocks =
+            self.blocks.into_iter().enumerate().map(|(l, b)| b.into_dtype(dtype, l, layers)).collect::<Result<_>>()?;
+        Ok(Model { embedding, blocks, ..self })
+    }
+
+    /// The dtype the matrices are stored in.
+    pub fn dtype(&self) -> CpuDtype {
+        self.embedding.dtype()
+    }
+
     /// Every tensor with its project name, shape and data, in the authors' order.
-    pub fn tensors(&self) -> Vec<(String, Vec<usize>, &[f32])> {
+    pub fn tensors(&self) -> Vec<(String, Vec<usize>, Cow<'_, [f32]>)> {
         let layers = self.config.num_layers;
         let d = self.config.hidden_size;
         TensorRole::all(layers)
             .into_iter()
             .map(|role| {
-                let (shape, data): (Vec<usize>, &[f32]) = match role {
-                    TensorRole::Embedding => (vec![self.embedding_rows, d], &self.embedding),
+                let (shape, data): (Vec<usize>, Cow<'_, [f32]>) = match role {
+                    TensorRole::Embedding => (vec![self.embedding_rows, d], self.embedding.to_f32()),
                     TensorRole::ParamTokens { layer, proj, values } => {
                         let p = self.blocks[layer].get(proj);
                         let data = if values { &p.value_param_tokens } else { &p.key_param_tokens };
-                        (vec![p.n, d], data)
+                        (vec![p.n, d], data.to_f32())
                     }
-                    TensorRole::FinalNormWeight => (vec![d], &self.final_norm_weight),
-                    TensorRole::FinalNormBias => (vec![d], &self.final_norm_bias),
+                    TensorRole::FinalNormWeight => (vec![d], Cow::Borrowed(&self.final_norm_weight[..])),
+                    TensorRole::FinalNormBias => (vec![d], Cow::Borrowed(&self.final_norm_bias[..])),
                 };
                 (role.name(Naming::Project, layers), shape, data)
             })
@@ -297,8 +437,8 @@ impl Model {
         let key_scale = 2.0 / (d as f32).sqrt();
         let mut pattention = |n: usize| Pattention {
             n,
-            key_param_tokens: random(n * d, key_scale),
-            value_param_tokens: random(n * d, 2.0 / (n as f32).sqrt()),
+            key_param_tokens: WeightData::F32(random(n * d, key_scale)),
+            value_param_tokens: WeightData::F32(random(n * d, 2.0 / (n as f32).sqrt())),
         };
         let blocks = (0..layers)
             .map(|_| Block {
@@ -313,7 +453,7 @@ impl Model {
         Ok(Model {
             config,
             vocab_size: 50_277,
-            embedding: random(embedding_rows * d, 0.2),
+            embedding: WeightData::F32(random(embedding_rows * d, 0.2)),
             embedding_rows,
             blocks,
             final_norm_weight: vec![1.0; d],

@@ -21,7 +21,7 @@ use crate::generation::{Backend, Generator, StopReason};
 #[cfg(feature = "gpu")]
 use crate::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
 use crate::inspect::{self, AttentionCapture, Capture, InspectRequest, Inspection, ThetaSummary};
-use crate::model::{Model, ModelTensors, Projection};
+use crate::model::{CpuDtype, Model, ModelTensors, Projection};
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
 use crate::weights::WeightsFile;
@@ -89,7 +89,8 @@ enum DtypeChoice {
 #[serde(default, deny_unknown_fields)]
 struct LoadOptions {
     backend: BackendChoice,
-    /// Weight format on the GPU (the CPU backend computes in f32).
+    /// Weight format on either backend (f16 halves memory; the CPU widens each weight exactly and
+    /// accumulates in f32).
     dtype: DtypeChoice,
 }
 
@@ -640,24 +641,30 @@ impl Engine {
     }
 }
 
-/// The CPU backend: the whole model decoded into wasm memory (f32), which it computes from.
-fn cpu_backend(tensors: ModelTensors<'_>) -> Result<Compute> {
+/// The CPU backend: the whole model decoded into wasm memory in `dtype`, one tensor at a time (so
+/// the heap's high-water mark is the model plus one tensor in f32).
+fn cpu_backend(tensors: ModelTensors<'_>, dtype: DtypeChoice) -> Result<Compute> {
+    let dtype = match dtype {
+        DtypeChoice::F32 => CpuDtype::F32,
+        DtypeChoice::F16 => CpuDtype::F16,
+    };
     // wasm32 addresses 4 GiB: refuse before decoding what cannot fit (the tokenizer and the
     // page's own data need room too).
-    let bytes = tensors.parameters() as u64 * 4;
+    let bytes = tensors.parameters() as u64 * dtype.bytes() as u64;
     if bytes > WASM_CPU_LIMIT {
         return Err(Error::Usage(format!(
-            "the model's {} parameters take {:.1} GB as f32 on the CPU backend, more than the {:.1} GB WebAssembly can \
-             hold; load it on WebGPU (f16 weights take a quarter of that on the GPU)",
+            "the model's {} parameters take {:.1} GB as {} on the CPU backend, more than the {:.1} GB WebAssembly can \
+             hold; load it with f16 weights or on WebGPU",
             tensors.parameters(),
             bytes as f64 / 1e9,
+            dtype.as_str(),
             WASM_CPU_LIMIT as f64 / 1e9
         )));
     }
-    Ok(Compute::Cpu(CpuBackend::new(Arc::new(Model::from_tensors(tensors)?))))
+    Ok(Compute::Cpu(CpuBackend::new(Arc::new(Model::from_tensors_as(tensors, dtype)?))))
 }
 
-/// The largest f32 model the CPU backend takes in wasm32's 4 GiB address space.
+/// The largest model (in bytes of weights) the CPU backend takes in wasm32's 4 GiB address space.
 const WASM_CPU_LIMIT: u64 = 3 << 30;
 
 /// The backend `options` ask for, and why "auto" fell back to the CPU if it did. Both read the
@@ -665,12 +672,15 @@ const WASM_CPU_LIMIT: u64 = 3 << 30;
 #[cfg(feature = "gpu")]
 async fn open_backend(tensors: ModelTensors<'_>, options: &LoadOptions) -> Result<(Compute, Option<String>)> {
     if options.backend == BackendChoice::Cpu {
-        return Ok((cpu_backend(tensors)?, None));
+        return Ok((cpu_backend(tensors, options.dtype)?, None));
     }
     let context = match GpuContext::new().await {
         Ok(context) => context,
         Err(e) if options.backend == BackendChoice::Auto => {
-            return Ok((cpu_backend(tensors)?, Some(format!("WebGPU unavailable, running on the CPU: {e}"))));
+            return Ok((
+                cpu_backend(tensors, options.dtype)?,
+                Some(format!("WebGPU unavailable, running on the CPU: {e}")),
+            ));
         }
         Err(e) => return Err(e),
     };
@@ -688,13 +698,14 @@ async fn open_backend(tensors: ModelTensors<'_>, options: &LoadOptions) -> Resul
         return Err(Error::Gpu("this build has no WebGPU backend (built without the `gpu` feature)".into()));
     }
     let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
-    Ok((cpu_backend(tensors)?, notice))
+    Ok((cpu_backend(tensors, options.dtype)?, notice))
 }
 
 #[wasm_bindgen(typescript_custom_section)]
 const OPTION_TYPES: &str = r#"
 /** How `Engine.load` runs the model: WebGPU when available ("auto", the default), or one backend;
- *  `dtype` is the weights' format on the GPU ("f16" halves memory and bandwidth). */
+ *  `dtype` is the weights' format on either backend ("f16" halves memory and bandwidth; the CPU
+ *  widens each weight exactly and accumulates in f32). */
 export interface LoadOptions {
   backend?: "auto" | "webgpu" | "cpu";
   dtype?: "f32" | "f16";

@@ -203,12 +203,11 @@ fn dictionary_json_lists_the_vocabulary_tokens_a_slot_value_points_at_on_both_ba
     let d = model.config.hidden_size;
     for (layer, proj, slot) in [(0usize, "ffn", 3usize), (2, "key", 0)] {
         let p = model.blocks[layer].get(tokenformer::Projection::parse(proj).unwrap());
-        let value = &p.value_param_tokens[slot * d..(slot + 1) * d];
+        let (values, embedding) = (p.value_param_tokens.to_f32(), model.embedding.to_f32());
+        let value = &values[slot * d..(slot + 1) * d];
         // Independently, in f64: every vocabulary row against the value vector, best first.
         let mut want: Vec<(usize, f64)> = (0..model.vocab_size)
-            .map(|id| {
-                (id, model.embedding[id * d..(id + 1) * d].iter().zip(value).map(|(&e, &v)| e as f64 * v as f64).sum())
-            })
+            .map(|id| (id, embedding[id * d..(id + 1) * d].iter().zip(value).map(|(&e, &v)| e as f64 * v as f64).sum()))
             .collect();
         want.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         for backend in ["cpu", "gpu"] {

@@ -108,3 +108,40 @@ fn built_in_model_scores_its_validation_text_like_the_training_script() {
     let p = perplexity(&mut backend, &ids[..4096], 256, 128).unwrap();
     assert!((p.nll_mean - want).abs() < 1e-4, "{} vs {want}", p.nll_mean);
 }
+
+/// f16 weights on the CPU compute exactly what f32 does on the same weights rounded to f16 (the
+/// products widen each weight exactly and sum in the same order), so the f16 path inherits the f32
+/// path's bound against the reference on those weights; against the f32 model's reference the
+/// rounding alone moves logits by less than the GPU's f16 bound.
+#[test]
+fn f16_weights_compute_exactly_the_rounded_f32_model() {
+    use tokenformer::CpuDtype;
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, tokenizer) = load(variant);
+        let half = model.into_dtype(CpuDtype::F16).unwrap();
+        assert_eq!(half.dtype(), CpuDtype::F16);
+        let rounded = half.clone().into_dtype(CpuDtype::F32).unwrap();
+        let (mut h, mut r) = (cpu(half), cpu(rounded));
+        for case in &exp.cases {
+            h.reset();
+            r.reset();
+            let (lh, lr) = (h.forward(&case.ids, true).unwrap(), r.forward(&case.ids, true).unwrap());
+            assert!(lh.iter().zip(&lr).all(|(a, b)| a.to_bits() == b.to_bits()), "{variant}: f16 prefill logits");
+            let (sh, sr) = (h.forward(&[1], false).unwrap(), r.forward(&[1], false).unwrap());
+            assert!(sh.iter().zip(&sr).all(|(a, b)| a.to_bits() == b.to_bits()), "{variant}: f16 decode logits");
+            let want = case.logits.iter().flatten().copied();
+            let err = max_abs_diff(lh.iter().map(|&v| v as f64), want);
+            assert!(err < 5e-2, "{variant}: f16 weights vs the f32 reference {err:e}");
+            let sampled = SamplingParams { temperature: 0.9, top_k: 20, seed: 11, ..SamplingParams::greedy(24) };
+            for params in [SamplingParams::greedy(24), sampled] {
+                let run = |b: &mut tokenformer::CpuBackend| {
+                    generate(b, &case.ids, &params, tokenizer.eos_id(), |_| std::ops::ControlFlow::Continue(()))
+                        .unwrap()
+                        .ids
+                };
+                assert_eq!(run(&mut h), run(&mut r), "{variant}: {params:?}");
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@ use common::{cpu, expected, fixture_dir, load, max_abs_diff, VARIANTS};
 use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
 use tokenformer::loader::ModelPaths;
 use tokenformer::model::ModelTensors;
-use tokenformer::{generate, Backend, Model, SamplingParams};
+use tokenformer::{generate, Backend, CpuDtype, Model, SamplingParams};
 
 /// f32 on the device against f32 on the CPU: different summation orders and an erf approximation.
 const LOGITS_TOLERANCE: f64 = 1e-3;
@@ -174,16 +174,10 @@ fn f16_weights_stay_within_the_stated_tolerance() {
 }
 
 /// The model with every weight the device stores as f16 rounded to f16 (final norm stays f32).
-fn round_to_f16(mut model: Model) -> Model {
-    let round = |v: &mut Vec<f32>| v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
-    round(&mut model.embedding);
-    for block in &mut model.blocks {
-        for p in [&mut block.query, &mut block.key, &mut block.value, &mut block.proj, &mut block.ffn] {
-            round(&mut p.key_param_tokens);
-            round(&mut p.value_param_tokens);
-        }
-    }
-    model
+fn round_to_f16(model: Model) -> Model {
+    let rounded = model.into_dtype(CpuDtype::F16).unwrap().into_dtype(CpuDtype::F32).unwrap();
+    assert_eq!(rounded.dtype(), CpuDtype::F32);
+    rounded
 }
 
 /// The built-in model writes the same tokens on both backends, greedy and sampled.

@@ -211,10 +211,11 @@ fn a_slot_dictionary_is_its_value_vector_scored_against_every_embedding_row() {
         let got = dictionary(&model, layer, proj, slot).unwrap();
         assert_eq!(got.len(), vocab);
         let p = model.blocks[layer].get(proj);
-        let value = &p.value_param_tokens[slot * d..(slot + 1) * d];
+        let (values, embedding) = (p.value_param_tokens.to_f32(), model.embedding.to_f32());
+        let value = &values[slot * d..(slot + 1) * d];
         // Independently, in f64.
         let want = (0..vocab).map(|id| {
-            let row = &model.embedding[id * d..(id + 1) * d];
+            let row = &embedding[id * d..(id + 1) * d];
             row.iter().zip(value).map(|(&e, &v)| e as f64 * v as f64).sum::<f64>()
         });
         let err = max_abs_diff(got.iter().map(|&v| v as f64), want);

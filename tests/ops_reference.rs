@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tokenformer::config::NormActivation;
 use tokenformer::cpu::kernels::normalize_scores;
 use tokenformer::cpu::pattention;
-use tokenformer::model::Pattention;
+use tokenformer::model::{Pattention, WeightData};
 use tokenformer::sampling::{pcg_hash, uniform};
 
 #[derive(Deserialize)]
@@ -42,7 +42,11 @@ fn pattention_matches_the_reference_for_every_normalisation() {
             let err = common::max_abs_diff(scores.iter().map(|&v| v as f64), want.iter().copied());
             assert!(err < 1e-5, "{}: theta max |error| {err:e}", case.kind);
         }
-        let layer = Pattention { n, key_param_tokens: keys, value_param_tokens: flat(&case.values) };
+        let layer = Pattention {
+            n,
+            key_param_tokens: WeightData::F32(keys),
+            value_param_tokens: WeightData::F32(flat(&case.values)),
+        };
         let mut out = vec![0f32; t * d_out];
         pattention(&flat(&case.x), t, &layer, activation, &mut out);
         let err = common::max_abs_diff(out.iter().map(|&v| v as f64), case.out.iter().flatten().copied());

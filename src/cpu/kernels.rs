@@ -2,22 +2,35 @@
 //! (fixed-width lane accumulators), which keeps matrix-vector work near memory bandwidth
 //! in wasm32 and on each core; natively the products are split across cores by output.
 
+use half::f16;
+
 use super::parallel;
 use crate::config::NormActivation;
+use crate::model::WeightData;
 
 const LANES: usize = 16;
 
 /// Dot product with 16 independent accumulators (vectorises to SIMD, hides add latency).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
+    let whole = a.len() - a.len() % LANES;
     let mut acc = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
+    accumulate(&mut acc, &a[..whole], &b[..whole]);
+    finish(acc, &a[whole..], &b[whole..])
+}
+
+/// `acc[j] += Σ a[i·16 + j] · b[i·16 + j]`, for lengths that are multiples of 16.
+fn accumulate(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
+    for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
         for j in 0..LANES {
             acc[j] += x[j] * y[j];
         }
     }
+}
+
+/// The lanes summed, plus the products of the last `len % 16` elements.
+fn finish(acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
 }
 
@@ -29,9 +42,83 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
+/// An f16 weight widened to f32, exactly, without branches (so the loops around it vectorise, in
+/// wasm SIMD too): the magnitude bits moved into f32 position and rescaled by 2^112, which also
+/// turns f16 subnormals into the right f32. Weights are finite (checked when converted to f16).
+#[inline(always)]
+pub fn widen(h: f16) -> f32 {
+    let bits = h.to_bits() as u32;
+    let magnitude = f32::from_bits((bits & 0x7fff) << 13) * f32::from_bits(0x7780_0000); // 2^112
+    f32::from_bits(magnitude.to_bits() | ((bits & 0x8000) << 16))
+}
+
+/// f16 weights are widened this many at a time into a buffer on the stack.
+const BLOCK: usize = 256;
+
+/// A weight type the products read: f32 as stored, or f16 widened on the fly. f16 results equal
+/// f32 ones on the widened weights bit for bit: the same products, summed in the same order.
+pub trait Weight: Copy + Send + Sync + 'static {
+    /// `Σ a[i] · b[i]`, as [`dot`] sums it.
+    fn dot(a: &[f32], b: &[Self]) -> f32;
+    /// `y += a * x`
+    fn axpy(y: &mut [f32], a: f32, x: &[Self]);
+    /// The weights themselves when they are f32 (no copy needed).
+    fn as_f32(b: &[Self]) -> Option<&[f32]>;
+    /// Widens `src` into `dst` (same length).
+    fn widen_into(src: &[Self], dst: &mut [f32]);
+}
+
+impl Weight for f32 {
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+
+    fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        axpy(y, a, x)
+    }
+
+    fn as_f32(b: &[f32]) -> Option<&[f32]> {
+        Some(b)
+    }
+
+    fn widen_into(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Weight for f16 {
+    fn dot(a: &[f32], b: &[f16]) -> f32 {
+        debug_assert_eq!(a.len(), b.len());
+        let whole = a.len() - a.len() % LANES;
+        let (mut acc, mut buf) = ([0f32; LANES], [0f32; BLOCK]);
+        for (x, y) in a[..whole].chunks(BLOCK).zip(b[..whole].chunks(BLOCK)) {
+            let wide = &mut buf[..y.len()];
+            Self::widen_into(y, wide);
+            accumulate(&mut acc, x, wide);
+        }
+        let tail: Vec<f32> = b[whole..].iter().map(|&h| widen(h)).collect();
+        finish(acc, &a[whole..], &tail)
+    }
+
+    fn axpy(y: &mut [f32], a: f32, x: &[f16]) {
+        debug_assert_eq!(y.len(), x.len());
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi += a * widen(xi);
+        }
+    }
+
+    fn as_f32(_: &[f16]) -> Option<&[f32]> {
+        None
+    }
+
+    fn widen_into(src: &[f16], dst: &mut [f32]) {
+        dst.iter_mut().zip(src).for_each(|(d, &h)| *d = widen(h));
+    }
+}
+
 /// `c[m×n] = a[m×k] · b[n×k]ᵀ`: every row of `a` against every row of `b`
 /// (scores against parameter keys, logits against the embedding).
-pub fn matmul_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32]) {
+pub fn matmul_bt<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
     if m == 1 {
         // Rows of b split across threads; each output is one whole dot product.
@@ -39,17 +126,16 @@ pub fn matmul_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f3
         parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| {
             let rows = b[piece * len * k..].chunks_exact(k);
             for (ci, row) in out.iter_mut().zip(rows) {
-                *ci = dot(&a[..k], row);
+                *ci = W::dot(&a[..k], row);
             }
         });
         return;
     }
-    // bᵀ[i][j] = b[j * k + i]
-    sgemm(a, b, (m, k, n), (1, k as isize), c);
+    sgemm(a, b, (m, k, n), true, c);
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]` (weighted sums of parameter values).
-pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32]) {
+pub fn matmul<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
     if m == 1 {
         // Columns split across threads, one long run of each row of b per thread; each output
@@ -59,27 +145,64 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, c: &mut [f32])
             let first = piece * len;
             out.fill(0.0);
             for (ai, row) in a[..k].iter().zip(b.chunks_exact(n)) {
-                axpy(out, *ai, &row[first..first + out.len()]);
+                W::axpy(out, *ai, &row[first..first + out.len()]);
             }
         });
         return;
     }
-    sgemm(a, b, (m, k, n), (n as isize, 1), c);
+    sgemm(a, b, (m, k, n), false, c);
 }
 
-/// Blocked `c = a · B` for row-major `a` and `c`, with `B`'s (row, column) strides given, split
-/// by columns of `c` across threads (each thread packs only its share of `B`).
-/// Callers have asserted the slice lengths for their layout.
-fn sgemm(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), (rsb, csb): (isize, isize), c: &mut [f32]) {
+/// [`matmul_bt`] with `b` in the dtype the model stores.
+pub fn matmul_bt_weights(a: &[f32], b: &WeightData, m: usize, k: usize, n: usize, c: &mut [f32]) {
+    match b {
+        WeightData::F32(b) => matmul_bt(a, b, m, k, n, c),
+        WeightData::F16(b) => matmul_bt(a, b, m, k, n, c),
+    }
+}
+
+/// [`matmul`] with `b` in the dtype the model stores.
+pub fn matmul_weights(a: &[f32], b: &WeightData, m: usize, k: usize, n: usize, c: &mut [f32]) {
+    match b {
+        WeightData::F32(b) => matmul(a, b, m, k, n, c),
+        WeightData::F16(b) => matmul(a, b, m, k, n, c),
+    }
+}
+
+/// Blocked `c = a · B` for row-major `a` and `c`; `B` is `b` [k×n], or `b`ᵀ when `transposed`
+/// (b is [n×k]). Split by columns of `c` across threads: each thread packs only its share of `B`
+/// (f16 weights are widened into an f32 copy of that share first). Callers have asserted the
+/// slice lengths for their layout.
+fn sgemm<W: Weight>(a: &[f32], b: &[W], (m, k, n): (usize, usize, usize), transposed: bool, c: &mut [f32]) {
     let len = parallel::chunk_len(n, 1, 16, 64);
-    // Raw addresses cross the thread boundary: each piece writes only its own columns of c.
-    let (b_addr, c_addr) = (b.as_ptr() as usize, c.as_mut_ptr() as usize);
+    // The output's address crosses the thread boundary: each piece writes only its own columns.
+    let c_addr = c.as_mut_ptr() as usize;
     parallel::for_each(vec![(); n.div_ceil(len)], |piece, ()| {
         let first = piece * len;
         let cols = len.min(n - first);
-        // SAFETY: both callers assert a has m·k, b has k·n and c has m·n elements, which bounds
-        // every index sgemm touches for these strides; column ranges [first, first + cols) of
-        // different pieces are disjoint, so no two threads write the same element of c.
+        // The share of B for columns [first, first + cols) and its (row, column) strides.
+        let widened: Vec<f32>;
+        let (share, rsb, csb): (&[f32], isize, isize) = match (W::as_f32(b), transposed) {
+            (Some(b), true) => (&b[first * k..(first + cols) * k], 1, k as isize),
+            (Some(b), false) => (&b[first..], n as isize, 1),
+            (None, true) => {
+                let mut w = vec![0f32; cols * k];
+                W::widen_into(&b[first * k..(first + cols) * k], &mut w);
+                widened = w;
+                (&widened, 1, k as isize)
+            }
+            (None, false) => {
+                let mut w = vec![0f32; k * cols];
+                for (dst, row) in w.chunks_exact_mut(cols).zip(b.chunks_exact(n)) {
+                    W::widen_into(&row[first..first + cols], dst);
+                }
+                widened = w;
+                (&widened, cols as isize, 1)
+            }
+        };
+        // SAFETY: a has m·k elements; `share` holds every element of B's columns
+        // [first, first + cols) at the given strides (k rows of them); c has m·n elements and
+        // pieces write disjoint column ranges, so no two threads write the same element.
         unsafe {
             matrixmultiply::sgemm(
                 m,
@@ -89,7 +212,7 @@ fn sgemm(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize), (rsb, csb): (is
                 a.as_ptr(),
                 k as isize,
                 1,
-                (b_addr as *const f32).offset(first as isize * csb),
+                share.as_ptr(),
                 rsb,
                 csb,
                 0.0,
@@ -252,6 +375,34 @@ mod tests {
             for (x, y) in c2.iter().zip(&c) {
                 assert!((x - y).abs() < 1e-5, "plain {m}x{k}x{n}: {x} vs {y}");
             }
+        }
+    }
+
+    #[test]
+    fn f16_widening_is_exact_for_every_finite_half() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            if h.is_finite() {
+                assert_eq!(widen(h).to_bits(), h.to_f32().to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_products_equal_f32_products_on_the_widened_weights() {
+        for (m, k, n) in [(1, 37, 29), (1, 300, 70), (3, 37, 29), (5, 529, 71), (1, 16, 1)] {
+            let a = pseudo_random(m * k, 4);
+            let halves: Vec<f16> = pseudo_random(n * k, 5).iter().map(|&v| f16::from_f32(v)).collect();
+            let wide: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+            let (mut c16, mut c32) = (vec![0f32; m * n], vec![0f32; m * n]);
+            matmul_bt(&a, &halves, m, k, n, &mut c16);
+            matmul_bt(&a, &wide, m, k, n, &mut c32);
+            assert_eq!(c16, c32, "bt {m}x{k}x{n}");
+            let a = pseudo_random(m * n, 6);
+            let (mut c16, mut c32) = (vec![0f32; m * k], vec![0f32; m * k]);
+            matmul(&a, &halves, m, n, k, &mut c16);
+            matmul(&a, &wide, m, n, k, &mut c32);
+            assert_eq!(c16, c32, "plain {m}x{n}x{k}");
         }
     }
 

@@ -11,7 +11,9 @@ use crate::error::Result;
 use crate::generation::{check_ids, check_tokens, Backend};
 use crate::inspect::{InspectRequest, Inspection, Recorder};
 use crate::model::{Model, Pattention, Projection};
-use kernels::{apply_rope, layer_norm, layer_norm_affine, matmul, matmul_bt, normalize_scores, rope_inv_freq};
+use kernels::{
+    apply_rope, layer_norm, layer_norm_affine, matmul_bt_weights, matmul_weights, normalize_scores, rope_inv_freq,
+};
 
 pub struct CpuBackend {
     model: Arc<Model>,
@@ -61,7 +63,7 @@ impl CpuBackend {
 
         let mut x = vec![0f32; t * d];
         for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
-            row.copy_from_slice(&model.embedding[id as usize * d..(id as usize + 1) * d]);
+            model.embedding.read_into(id as usize * d, row);
         }
         let (mut a, mut q, mut k, mut v, mut o) =
             (vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]);
@@ -135,7 +137,7 @@ impl CpuBackend {
         }
         let vocab = model.vocab_size;
         let mut logits = vec![0f32; rows * vocab];
-        matmul_bt(&h, &model.embedding[..vocab * d], rows, d, vocab, &mut logits);
+        matmul_bt_weights(&h, &model.embedding, rows, d, vocab, &mut logits);
         Ok(logits)
     }
 }
@@ -163,7 +165,7 @@ pub fn pattention_recorded(
 ) {
     let (d_in, d_out) = (p.key_param_tokens.len() / p.n, p.value_param_tokens.len() / p.n);
     let mut theta = vec![0f32; t * p.n];
-    matmul_bt(x, &p.key_param_tokens, t, d_in, p.n, &mut theta);
+    matmul_bt_weights(x, &p.key_param_tokens, t, d_in, p.n, &mut theta);
     let rows = parallel::chunk_len(t, 4, 1, 8);
     parallel::for_each(theta.chunks_mut(rows * p.n).collect(), |_, block| {
         block.chunks_exact_mut(p.n).for_each(|row| normalize_scores(row, activation));
@@ -171,7 +173,7 @@ pub fn pattention_recorded(
     if let Some(dst) = theta_out {
         dst.copy_from_slice(&theta);
     }
-    matmul(&theta, &p.value_param_tokens, t, p.n, d_out, out);
+    matmul_weights(&theta, &p.value_param_tokens, t, p.n, d_out, out);
 }
 
 impl Backend for CpuBackend {

@@ -214,15 +214,17 @@ impl GpuBackend {
             let block = weights.block(l)?;
             let keys = |label: &str, parts: &[&crate::model::Pattention]| {
                 let n = parts[0].n;
+                let parts: Vec<_> = parts.iter().map(|p| p.key_param_tokens.to_f32()).collect();
                 upload(c, &format!("{label} keys {l}"), n * parts.len(), d, 1, store, |r, out| {
-                    out.copy_from_slice(&parts[r / n].key_param_tokens[(r % n) * d..][..d])
+                    out.copy_from_slice(&parts[r / n][(r % n) * d..][..d])
                 })
             };
             // Row c of Vᵀ is column c of V: the value of every parameter token for output dim c.
             let values = |label: &str, parts: &[&crate::model::Pattention]| {
                 let n = parts[0].n;
+                let parts: Vec<_> = parts.iter().map(|p| p.value_param_tokens.to_f32()).collect();
                 upload(c, &format!("{label} values {l}"), d * parts.len(), n, parts.len(), store, |r, out| {
-                    let v = &parts[r / d].value_param_tokens;
+                    let v = &parts[r / d];
                     for (j, o) in out.iter_mut().enumerate() {
                         *o = v[j * d + r % d];
                     }
@@ -696,7 +698,7 @@ enum Weights<'a> {
 impl Weights<'_> {
     fn embedding(&mut self) -> Result<Cow<'_, [f32]>> {
         Ok(match self {
-            Weights::Model(m) => Cow::Borrowed(&m.embedding),
+            Weights::Model(m) => m.embedding.to_f32(),
             Weights::File(t) => Cow::Owned(t.embedding()?.0),
         })
     }

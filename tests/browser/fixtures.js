@@ -13,7 +13,7 @@ async function bytes(url) {
 
 // Logits tolerance against the float64 reference: f32 on the CPU, f32 weights on the GPU (other
 // summation orders, GPU exp/erf), f16 weights on the GPU (weight rounding shows).
-const TOLERANCE = { cpu: 1e-4, webgpu: 1e-3, 'webgpu-f16': 5e-2 };
+const TOLERANCE = { cpu: 1e-4, 'cpu-f16': 5e-2, webgpu: 1e-3, 'webgpu-f16': 5e-2 };
 
 async function generate(engine, ids, params) {
   engine.start(Uint32Array.from(ids), params);
@@ -216,6 +216,7 @@ try {
   const results = [];
   const setups = [
     { name: 'cpu', backend: 'cpu' },
+    { name: 'cpu-f16', backend: 'cpu', dtype: 'f16' },
     { name: 'webgpu', backend: 'webgpu', dtype: 'f32' },
     { name: 'webgpu-f16', backend: 'webgpu', dtype: 'f16' },
   ];

@@ -10,7 +10,7 @@ const dir = process.argv[2];
 const server = await serve();
 const results = [];
 try {
-  for (const [backend, dtype] of [['webgpu', 'f16'], ['webgpu', 'f32'], ['cpu', 'f32']]) {
+  for (const [backend, dtype] of [['webgpu', 'f16'], ['webgpu', 'f32'], ['cpu', 'f32'], ['cpu', 'f16']]) {
     // A fresh browser per run: a fresh worker and wasm memory, and WebGPU only when asked for.
     const browser = await launch({ webgpu: backend === 'webgpu' });
     try {
