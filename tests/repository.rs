@@ -56,8 +56,10 @@ fn no_tracked_file_refers_to_a_path_outside_the_repository() {
     let files = tracked_files();
     assert!(files.len() > 50, "git ls-files listed {} files", files.len());
     for file in &files {
-        // Malformed inputs may hold path traversals on purpose; binary files hold no references.
-        if file.starts_with("tests/malformed") || file.starts_with("fuzz/corpus") {
+        // Malformed inputs may hold path traversals on purpose, a tokenizer's vocabulary has
+        // tokens such as "../../", and this file's own examples leave the repository on purpose.
+        let data = file.starts_with("tests/malformed") || file.starts_with("fuzz/corpus");
+        if data || file.ends_with("tokenizer.json") || file == Path::new(file!()) {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(Path::new(ROOT).join(file)) else { continue };

@@ -229,7 +229,8 @@ mod tests {
         let (status, headers, body) = get(addr, "HEAD /data.bin HTTP/1.1\r\n\r\n");
         assert_eq!(status, "http/1.1 200 ok");
         assert!(headers.contains("content-length: 300000") && body.is_empty());
-        assert_eq!(get(addr, "GET /../etc/passwd HTTP/1.1\r\n\r\n").0, "http/1.1 404 not found");
+        // A climb out of the served folder, percent-encoded as a browser would send it, is refused.
+        assert_eq!(get(addr, "GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.1\r\n\r\n").0, "http/1.1 404 not found");
     }
 
     #[test]
