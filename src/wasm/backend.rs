@@ -1,0 +1,199 @@
+//! Which backend an engine computes on: the load options, the CPU or WebGPU backend they choose,
+//! and the one interface (`Compute`) the engine drives either through.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::generation::Backend;
+#[cfg(feature = "gpu")]
+use crate::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
+use crate::inspect::{self, InspectRequest, Inspection, ThetaSummary};
+use crate::model::{CpuDtype, Model, ModelTensors, Projection};
+use crate::sampling::SamplingParams;
+use crate::CpuBackend;
+use wasm_bindgen::prelude::*;
+
+/// Which backend `Engine.load` uses: WebGPU when an adapter exists ("auto"), or one of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum BackendChoice {
+    #[default]
+    Auto,
+    Webgpu,
+    Cpu,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum DtypeChoice {
+    #[default]
+    F32,
+    F16,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct LoadOptions {
+    pub(super) backend: BackendChoice,
+    /// Weight format on either backend (f16 halves memory; the CPU widens each weight exactly and
+    /// accumulates in f32).
+    pub(super) dtype: DtypeChoice,
+}
+
+/// The backend an engine runs on.
+pub(super) enum Compute {
+    Cpu(CpuBackend),
+    #[cfg(feature = "gpu")]
+    Gpu(Box<GpuBackend>),
+}
+
+impl Compute {
+    pub(super) fn reset(&mut self) {
+        match self {
+            Compute::Cpu(b) => b.reset(),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.reset(),
+        }
+    }
+
+    pub(super) async fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        match self {
+            Compute::Cpu(b) => b.forward(ids, all_logits),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.forward_async(ids, all_logits).await,
+        }
+    }
+
+    pub(super) async fn next_token(
+        &mut self,
+        ids: &[u32],
+        context: &[u32],
+        params: &SamplingParams,
+        step: u32,
+    ) -> Result<u32> {
+        match self {
+            Compute::Cpu(b) => b.next_token(ids, context, params, step),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.next_token_async(ids, context, params, step).await,
+        }
+    }
+
+    pub(super) async fn inspect(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
+        match self {
+            Compute::Cpu(b) => b.inspect(ids, request),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.inspect_async(ids, request).await,
+        }
+    }
+
+    /// Top-k and column sums of every Theta map; on WebGPU reduced on the device before read-back.
+    pub(super) async fn summarize(&mut self, ids: &[u32], k: usize) -> Result<Vec<ThetaSummary>> {
+        match self {
+            Compute::Cpu(b) => {
+                let request = InspectRequest::every_theta(&b.model().config);
+                Ok(b.inspect(ids, &request)?.theta.iter().map(|c| c.summary(k)).collect())
+            }
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => {
+                let request = InspectRequest::every_theta(b.config());
+                b.summarize_async(ids, &request, k).await
+            }
+        }
+    }
+
+    pub(super) async fn dictionary(&mut self, layer: usize, proj: Projection, slot: usize) -> Result<Vec<f32>> {
+        match self {
+            Compute::Cpu(b) => inspect::dictionary(b.model(), layer, proj, slot),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.dictionary_async(layer, proj, slot).await,
+        }
+    }
+}
+
+/// The CPU backend: the whole model decoded into wasm memory in `dtype`, one tensor at a time (so
+/// the heap's high-water mark is the model plus one tensor in f32).
+fn cpu_backend(tensors: ModelTensors<'_>, dtype: DtypeChoice) -> Result<Compute> {
+    let dtype = match dtype {
+        DtypeChoice::F32 => CpuDtype::F32,
+        DtypeChoice::F16 => CpuDtype::F16,
+    };
+    // wasm32 addresses 4 GiB: refuse before decoding what cannot fit (the tokenizer and the
+    // page's own data need room too).
+    let bytes = tensors.parameters() as u64 * dtype.bytes() as u64;
+    if bytes > WASM_CPU_LIMIT {
+        return Err(Error::Usage(format!(
+            "the model's {} parameters take {:.1} GB as {} on the CPU backend, more than the {:.1} GB WebAssembly can \
+             hold; load it with f16 weights or on WebGPU",
+            tensors.parameters(),
+            bytes as f64 / 1e9,
+            dtype.as_str(),
+            WASM_CPU_LIMIT as f64 / 1e9
+        )));
+    }
+    Ok(Compute::Cpu(CpuBackend::new(Arc::new(Model::from_tensors_as(tensors, dtype)?))))
+}
+
+/// The largest model (in bytes of weights) the CPU backend takes in wasm32's 4 GiB address space.
+const WASM_CPU_LIMIT: u64 = 3 << 30;
+
+/// The backend `options` ask for, and why "auto" fell back to the CPU if it did. Both read the
+/// weights tensor by tensor; the GPU upload keeps one tensor in wasm memory at a time.
+#[cfg(feature = "gpu")]
+pub(super) async fn open_backend(
+    tensors: ModelTensors<'_>,
+    options: &LoadOptions,
+) -> Result<(Compute, Option<String>)> {
+    if options.backend == BackendChoice::Cpu {
+        return Ok((cpu_backend(tensors, options.dtype)?, None));
+    }
+    let context = match GpuContext::new().await {
+        Ok(context) => context,
+        Err(e) if options.backend == BackendChoice::Auto => {
+            return Ok((
+                cpu_backend(tensors, options.dtype)?,
+                Some(format!("WebGPU unavailable, running on the CPU: {e}")),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let dtype = match options.dtype {
+        DtypeChoice::F32 => WeightDtype::F32,
+        DtypeChoice::F16 => WeightDtype::F16,
+    };
+    let gpu = GpuBackend::from_file(context, tensors, &GpuOptions { dtype, ..GpuOptions::default() }).await?;
+    Ok((Compute::Gpu(Box::new(gpu)), None))
+}
+
+#[cfg(not(feature = "gpu"))]
+pub(super) async fn open_backend(
+    tensors: ModelTensors<'_>,
+    options: &LoadOptions,
+) -> Result<(Compute, Option<String>)> {
+    if options.backend == BackendChoice::Webgpu {
+        return Err(Error::Gpu("this build has no WebGPU backend (built without the `gpu` feature)".into()));
+    }
+    let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
+    Ok((cpu_backend(tensors, options.dtype)?, notice))
+}
+
+#[wasm_bindgen(typescript_custom_section)]
+const OPTION_TYPES: &str = r#"
+/** How `Engine.load` runs the model: WebGPU when available ("auto", the default), or one backend;
+ *  `dtype` is the weights' format on either backend ("f16" halves memory and bandwidth; the CPU
+ *  widens each weight exactly and accumulates in f32). */
+export interface LoadOptions {
+  backend?: "auto" | "webgpu" | "cpu";
+  dtype?: "f32" | "f16";
+}
+/** Sampling as in the CLI: temperature 0 is greedy; top_k 0 and top_p 1 are off. */
+export interface SamplingParams {
+  temperature?: number;
+  top_k?: number;
+  top_p?: number;
+  repetition_penalty?: number;
+  seed?: number;
+  max_tokens?: number;
+}
+"#;
