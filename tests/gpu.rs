@@ -228,11 +228,17 @@ fn cli_runs_on_the_gpu_backend() {
             assert_eq!(ids, case.greedy);
         }
     }
-    // f16 is a GPU storage format; the CPU backend says so in one line.
-    let out = tokenformer(&["logits", "--model", model, "--dtype", "f16", "--ids", "1"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.trim().starts_with("error: --dtype f16 is for --backend gpu"), "{stderr}");
+    // The CPU backend takes f16 weights too: near the reference, and not the f32 numbers.
+    let ids = ids_arg(&case.ids);
+    let cpu_logits = |dtype: &str| -> Vec<f64> {
+        let out = tokenformer(&["logits", "--model", model, "--dtype", dtype, "--ids", &ids]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        serde_json::from_value::<Vec<Vec<f64>>>(json["logits"].clone()).unwrap().into_iter().flatten().collect()
+    };
+    let (f16, f32) = (cpu_logits("f16"), cpu_logits("f32"));
+    assert!(max_abs_diff(f16.iter().copied(), case.logits.iter().flatten().copied()) < 5e-2);
+    assert!(max_abs_diff(f16, f32) > 0.0, "--dtype f16 must round the CPU's weights");
 }
 
 #[test]

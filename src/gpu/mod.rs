@@ -12,6 +12,7 @@ mod embed;
 mod inspect;
 mod layer_norm;
 mod matmul;
+mod plan;
 mod pnorm;
 mod rope;
 mod sampler;
@@ -19,26 +20,25 @@ mod sampler;
 mod testing;
 pub mod weights;
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 pub use context::GpuContext;
 pub use copy::CopyProbe;
+pub use plan::DeviceMemory;
+use plan::Weights;
 pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
-use crate::cpu::kernels::rope_inv_freq;
 use crate::error::{Error, Result};
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
-use crate::inspect::{check_slot, AttentionCapture, Capture, InspectRequest, Inspection, ThetaSummary};
-use crate::model::{Block, Model, ModelTensors, Projection};
+use crate::model::{Model, ModelTensors, Projection};
 use crate::sampling::SamplingParams;
-use context::{bytes_to_f32, f32_bytes, read_back, read_storage, u32_bytes, Encoder, ParamPages};
-use inspect::{CapturePlan, Inspector, MapCapture, MapSink, ThetaLayout};
+use context::{bytes_to_f32, read_back, u32_bytes, Encoder, ParamPages};
+use inspect::{CapturePlan, Inspector, ThetaLayout};
 use matmul::{Linear, LinearArgs, LinearBinding};
-use weights::{upload, Matrix, Store};
+use weights::Matrix;
 
 /// Tokens per forward chunk: longer prompts run in chunks of this many (the KV cache carries the
 /// context over), which bounds the activation and logits buffers.
@@ -159,160 +159,6 @@ impl GpuBackend {
         options: &GpuOptions,
     ) -> Result<GpuBackend> {
         Self::upload(ctx, Weights::File(tensors), options).await
-    }
-
-    async fn upload(ctx: Arc<GpuContext>, weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
-        let needs = match &weights {
-            Weights::Model(m) => DeviceMemory::of(&m.config, m.vocab_size, options.dtype),
-            Weights::File(t) => DeviceMemory::of(t.config(), t.vocab_size(), options.dtype),
-        };
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let backend = Self::build(ctx.clone(), weights, options);
-        if let Some(e) = scope.pop().await {
-            let hint = if options.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
-            return Err(Error::Gpu(format!("the device ran out of memory ({e}): this model needs {needs}{hint}")));
-        }
-        backend
-    }
-
-    fn build(ctx: Arc<GpuContext>, mut weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
-        let (cfg, vocab) = match &weights {
-            Weights::Model(m) => (m.config.clone(), m.vocab_size),
-            Weights::File(t) => (t.config().clone(), t.vocab_size()),
-        };
-        let d = cfg.hidden_size;
-        let hd = cfg.head_dim();
-        if hd > attention::MAX_HEAD_DIM {
-            return Err(Error::Gpu(format!(
-                "head dim {hd} exceeds the attention kernel's {}",
-                attention::MAX_HEAD_DIM
-            )));
-        }
-        let t = PREFILL_CHUNK as u64;
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
-        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
-        let cache_bytes = cfg.max_positions as u64 * df;
-        // Activations and caches are bound whole; weights are the only tensors split into chunks.
-        for (what, bytes) in [("Pattention scores", t * widest * 4), ("logits", t * vf), ("KV cache", cache_bytes)] {
-            if bytes > ctx.max_binding_bytes() {
-                return Err(Error::Gpu(format!(
-                    "the {what} buffer needs {bytes} bytes, more than the device binds ({})",
-                    ctx.max_binding_bytes()
-                )));
-            }
-        }
-        let dtype = options.dtype;
-        let store =
-            Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
-        let c = &*ctx;
-
-        let embedding = weights.embedding()?;
-        let embedding =
-            upload(c, "embedding", vocab, d, 1, store, |r, out| out.copy_from_slice(&embedding[r * d..(r + 1) * d]))?;
-        let mut layer_weights = Vec::with_capacity(cfg.num_layers);
-        for l in 0..cfg.num_layers {
-            let block = weights.block(l)?;
-            let keys = |label: &str, parts: &[&crate::model::Pattention]| {
-                let n = parts[0].n;
-                let parts: Vec<_> = parts.iter().map(|p| p.key_param_tokens.to_f32()).collect();
-                upload(c, &format!("{label} keys {l}"), n * parts.len(), d, 1, store, |r, out| {
-                    out.copy_from_slice(&parts[r / n][(r % n) * d..][..d])
-                })
-            };
-            // Row c of Vᵀ is column c of V: the value of every parameter token for output dim c.
-            let values = |label: &str, parts: &[&crate::model::Pattention]| {
-                let n = parts[0].n;
-                let parts: Vec<_> = parts.iter().map(|p| p.value_param_tokens.to_f32()).collect();
-                upload(c, &format!("{label} values {l}"), d * parts.len(), n, parts.len(), store, |r, out| {
-                    let v = &parts[r / d];
-                    for (j, o) in out.iter_mut().enumerate() {
-                        *o = v[j * d + r % d];
-                    }
-                })
-            };
-            let qkv = [&block.query, &block.key, &block.value];
-            layer_weights.push(LayerWeights {
-                qkv_keys: keys("qkv", &qkv)?,
-                qkv_values: values("qkv", &qkv)?,
-                proj_keys: keys("proj", &[&block.proj])?,
-                proj_values: values("proj", &[&block.proj])?,
-                ffn_keys: keys("ffn", &[&block.ffn])?,
-                ffn_values: values("ffn", &[&block.ffn])?,
-            });
-        }
-        let weight_bytes = cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64;
-
-        use wgpu::BufferUsages as U;
-        let buffers = Buffers {
-            ids: c.storage("ids", t * 4),
-            x: c.storage("x", t * df),
-            a: c.storage("a", t * df),
-            scores: c.storage("scores", t * widest * 4),
-            qkv: c.storage("qkv", t * 3 * df),
-            q: c.storage("q", t * df),
-            o: c.storage("o", t * df),
-            h: c.storage("h", t * df),
-            logits: c.storage("logits", t * vf),
-            logits_read: c.buffer("logits read", t * vf, U::MAP_READ | U::COPY_DST),
-            context: c.storage("context", cfg.max_positions as u64 * 4),
-            probs: c.storage("probs", vf),
-            token: c.storage("token", 4),
-            token_read: c.buffer("token read", 4, U::MAP_READ | U::COPY_DST),
-        };
-        let table = rope::rope_table(cfg.max_positions, &rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base));
-        let rope_table = c.storage_init("rope", &f32_bytes(&table));
-        let [final_w, final_b] = weights.final_norm()?;
-        let final_w = c.storage_init("final norm weight", &f32_bytes(&final_w));
-        let final_b = c.storage_init("final norm bias", &f32_bytes(&final_b));
-
-        let kernels = Kernels {
-            embed: embed::Embed::new(c, dtype),
-            norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
-            linear: Linear::new(c, dtype),
-            pnorm: pnorm::PNorm::new(c),
-            rope: rope::Rope::new(c),
-            attention: attention::Attention::new(c),
-            sampler: sampler::Sampler::new(c),
-        };
-        let b = &buffers;
-        let k = &kernels;
-        // Bind groups hold their buffers: the weights need no other owner.
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for w in &layer_weights {
-            let (kc, vc) = (c.storage("k cache", cache_bytes), c.storage("v cache", cache_bytes));
-            layers.push(LayerBinds {
-                k_cache: kc.clone(),
-                qkv_scores: k.linear.bind(c, &w.qkv_keys, &b.a, &b.scores),
-                qkv_values: k.linear.bind(c, &w.qkv_values, &b.scores, &b.qkv),
-                rope: k.rope.bind(c, &b.qkv, &rope_table, &b.q, &kc, &vc),
-                attention: k.attention.bind(c, &b.q, &kc, &vc, &b.o),
-                proj_scores: k.linear.bind(c, &w.proj_keys, &b.o, &b.scores),
-                proj_values: k.linear.bind(c, &w.proj_values, &b.scores, &b.x),
-                ffn_scores: k.linear.bind(c, &w.ffn_keys, &b.a, &b.scores),
-                ffn_values: k.linear.bind(c, &w.ffn_values, &b.scores, &b.x),
-            });
-        }
-        let backend = GpuBackend {
-            embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
-            norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.a),
-            final_norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.h),
-            pnorm: k.pnorm.bind(c, &b.scores),
-            head: k.linear.bind(c, &embedding, &b.h, &b.logits),
-            sampler: k.sampler.bind(c, &b.logits, &b.context, &b.probs, &b.token),
-            layers,
-            params: ParamPages::default(),
-            len: 0,
-            last: PassStats::default(),
-            weight_bytes,
-            inspector: None,
-            buffers,
-            kernels,
-            cfg,
-            vocab,
-            dtype,
-            ctx,
-        };
-        Ok(backend)
     }
 
     /// Opens the default adapter and uploads `model`.
@@ -451,183 +297,6 @@ impl GpuBackend {
         Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
     }
 
-    /// Runs `ids` from an empty cache and returns what `request` asks for, exactly as
-    /// [`CpuBackend::inspect`](crate::CpuBackend::inspect) does: whole Theta maps (copied out of the
-    /// scores buffer after each normalisation) and attention probabilities. Afterwards the cache
-    /// holds the prompt.
-    pub async fn inspect_async(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
-        let inspector = self.inspector.take().unwrap_or_else(|| Inspector::new(&self.ctx));
-        let result = self.inspect_with(&inspector, ids, request).await;
-        self.inspector = Some(inspector);
-        result
-    }
-
-    async fn inspect_with(
-        &mut self,
-        inspector: &Inspector,
-        ids: &[u32],
-        request: &InspectRequest,
-    ) -> Result<Inspection> {
-        let plan = self.plan(inspector, ids, request, None)?;
-        self.run_plan(ids, &plan);
-        let tokens = ids.len();
-        let heads = self.cfg.num_heads;
-        let mut parts = Vec::new();
-        for map in &plan.maps {
-            if let MapSink::Full(buffer) = &map.sink {
-                parts.push((buffer, (tokens * map.slots * 4) as u64));
-            }
-        }
-        for sink in &plan.attention {
-            parts.push((&sink.probs, (heads * tokens * tokens * 4) as u64));
-        }
-        let mut read = read_storage(&self.ctx, &parts).await?.into_iter();
-        let mut inspection = Inspection { theta: Vec::new(), attention: Vec::new() };
-        for map in &plan.maps {
-            if let (MapSink::Full(_), Some(bytes)) = (&map.sink, read.next()) {
-                let (layer, proj, slots) = (map.layer, map.proj, map.slots);
-                inspection.theta.push(Capture { layer, proj, tokens, slots, weights: bytes_to_f32(&bytes) });
-            }
-        }
-        for (sink, bytes) in plan.attention.iter().zip(read) {
-            let probs = bytes_to_f32(&bytes);
-            inspection.attention.push(AttentionCapture { layer: sink.layer, heads, tokens, probs });
-        }
-        Ok(inspection)
-    }
-
-    /// Runs `ids` from an empty cache and reduces each requested Theta map on the device to its top
-    /// `k` slots per token and its column sums: only those leave the GPU (for the 150M model and a
-    /// 256-token prompt, 60 maps are 76 MB whole, about 0.5 MB summarised with k = 8).
-    pub async fn summarize_async(
-        &mut self,
-        ids: &[u32],
-        request: &InspectRequest,
-        k: usize,
-    ) -> Result<Vec<ThetaSummary>> {
-        if k == 0 {
-            return Err(Error::Usage("top-k must be at least 1".into()));
-        }
-        let inspector = self.inspector.take().unwrap_or_else(|| Inspector::new(&self.ctx));
-        let result = self.summarize_with(&inspector, ids, request, k).await;
-        self.inspector = Some(inspector);
-        result
-    }
-
-    async fn summarize_with(
-        &mut self,
-        inspector: &Inspector,
-        ids: &[u32],
-        request: &InspectRequest,
-        k: usize,
-    ) -> Result<Vec<ThetaSummary>> {
-        let plan = self.plan(inspector, ids, request, Some(k))?;
-        self.run_plan(ids, &plan);
-        let tokens = ids.len();
-        let mut parts = Vec::new();
-        for map in &plan.maps {
-            if let MapSink::Summary { top, sums, .. } = &map.sink {
-                parts.push((top, (tokens * k.min(map.slots) * 8) as u64));
-                parts.push((sums, (map.slots * 4) as u64));
-            }
-        }
-        let mut read = read_storage(&self.ctx, &parts).await?.into_iter();
-        let mut out = Vec::with_capacity(plan.maps.len());
-        for map in &plan.maps {
-            let (MapSink::Summary { .. }, Some(pairs), Some(sums)) = (&map.sink, read.next(), read.next()) else {
-                continue;
-            };
-            let k = k.min(map.slots);
-            let pairs: Vec<u32> = pairs.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-            let top = pairs
-                .chunks_exact(2 * k)
-                .map(|row| row.chunks_exact(2).map(|p| (p[0] as usize, f32::from_bits(p[1]))).collect())
-                .collect();
-            let column_sums = bytes_to_f32(&sums);
-            out.push(ThetaSummary { layer: map.layer, proj: map.proj, tokens, slots: map.slots, top, column_sums });
-        }
-        Ok(out)
-    }
-
-    /// The dictionary of one parameter token (see [`crate::inspect::dictionary`]), computed with the
-    /// model's own kernels: a one-hot Theta row through the layer's value product gives the slot's
-    /// value vector, and the tied head scores it against the vocabulary. The KV cache is untouched.
-    pub async fn dictionary_async(&mut self, layer: usize, proj: Projection, slot: usize) -> Result<Vec<f32>> {
-        check_slot(layer, proj, slot, &self.cfg)?;
-        self.ctx.check_alive()?;
-        let (d, nq) = (self.cfg.hidden_size, self.cfg.qkv_slots);
-        let b = &self.buffers;
-        let binds = &self.layers[layer];
-        let (values, width, out, out_offset, args) = match proj {
-            Projection::Query | Projection::Key | Projection::Value => {
-                (&binds.qkv_values, 3 * nq, &b.qkv, proj as usize * d, LinearArgs::stacked_values(1, nq, d))
-            }
-            Projection::Proj => {
-                (&binds.proj_values, self.cfg.proj_slots, &b.x, 0, LinearArgs::plain(1, self.cfg.proj_slots, d))
-            }
-            Projection::Ffn => {
-                (&binds.ffn_values, self.cfg.ffn_slots, &b.x, 0, LinearArgs::plain(1, self.cfg.ffn_slots, d))
-            }
-        };
-        let mut one_hot = vec![0f32; width];
-        one_hot[if matches!(proj, Projection::Proj | Projection::Ffn) { slot } else { proj as usize * nq + slot }] =
-            1.0;
-        self.ctx.queue.write_buffer(&b.scores, 0, &f32_bytes(&one_hot));
-        let mut pages = std::mem::take(&mut self.params);
-        let mut enc = Encoder::new(&self.ctx, &mut pages);
-        let k = &self.kernels;
-        k.linear.encode(&mut enc, values, &args);
-        enc.copy_at(out, (out_offset * 4) as u64, &b.h, 0, (d * 4) as u64);
-        k.linear.encode(&mut enc, &self.head, &LinearArgs::plain(1, d, self.vocab));
-        let bytes = (self.vocab * 4) as u64;
-        enc.copy(&b.logits, 0, &b.logits_read, bytes);
-        enc.submit();
-        self.params = pages;
-        Ok(bytes_to_f32(&read_back(&self.ctx, &b.logits_read, bytes).await?))
-    }
-
-    /// Capture buffers for `request` on `ids`: whole maps, or summaries keeping `top_k` per row.
-    fn plan<'a>(
-        &self,
-        inspector: &'a Inspector,
-        ids: &[u32],
-        request: &InspectRequest,
-        top_k: Option<usize>,
-    ) -> Result<CapturePlan<'a>> {
-        request.validate(&self.cfg)?;
-        check_ids(ids, self.vocab, 0, self.cfg.max_positions)?;
-        self.ctx.check_alive()?;
-        let ctx = &*self.ctx;
-        let tokens = ids.len();
-        let maps = request
-            .maps()
-            .into_iter()
-            .map(|(layer, proj)| {
-                let slots = proj.slots(&self.cfg);
-                let sink = match top_k {
-                    None => MapSink::Full(ctx.storage("theta", (tokens * slots * 4) as u64)),
-                    Some(k) => inspector.summary_sink(ctx, &self.buffers.scores, tokens, slots, k.min(slots)),
-                };
-                MapCapture { layer, proj, slots, sink }
-            })
-            .collect();
-        let heads = self.cfg.num_heads;
-        let attention = request
-            .attention_layers()
-            .into_iter()
-            .map(|l| inspector.attention_sink(ctx, l, &self.buffers.q, &self.layers[l].k_cache, heads, tokens))
-            .collect();
-        Ok(CapturePlan { inspector, tokens, k: top_k.unwrap_or(0), maps, attention })
-    }
-
-    /// Runs the prompt from position 0 with `plan` recording, a chunk per submission.
-    fn run_plan(&mut self, ids: &[u32], plan: &CapturePlan) {
-        self.len = 0;
-        for chunk in ids.chunks(PREFILL_CHUNK) {
-            self.submit_chunk(chunk, 0, Some(plan), |_, _| {});
-        }
-    }
-
     /// Encodes and submits one chunk of at most PREFILL_CHUNK tokens, with logits for its last
     /// `rows`; `finish` appends work (sampling, read-back copies) to the same submission.
     fn submit_chunk(
@@ -647,78 +316,6 @@ impl GpuBackend {
         self.params = pages;
         self.len += ids.len();
         self.last = PassStats { dispatches, submissions: 1 };
-    }
-}
-
-/// What a model takes on the device, for the error that says it does not fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceMemory {
-    pub weights: u64,
-    pub kv_cache: u64,
-    pub activations: u64,
-}
-
-impl DeviceMemory {
-    pub fn of(cfg: &ModelConfig, vocab: usize, dtype: WeightDtype) -> DeviceMemory {
-        let (t, d, v) = (PREFILL_CHUNK as u64, cfg.hidden_size as u64, vocab as u64);
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
-        DeviceMemory {
-            weights: cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64,
-            kv_cache: 2 * cfg.num_layers as u64 * cfg.max_positions as u64 * d * 4,
-            // Residual, norm, q, o, head input (d each), q|k|v (3d), scores, logits and their read-back.
-            activations: t * (8 * d + widest + 2 * v) * 4,
-        }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.activations
-    }
-}
-
-impl std::fmt::Display for DeviceMemory {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mb = |b: u64| b as f64 / 1e6;
-        write!(
-            f,
-            "about {:.1} MB ({:.1} MB of weights, {:.1} MB of KV cache, {:.1} MB of activations)",
-            mb(self.total()),
-            mb(self.weights),
-            mb(self.kv_cache),
-            mb(self.activations)
-        )
-    }
-}
-
-/// Where an upload takes the weights from: a model in memory, or its file tensor by tensor.
-enum Weights<'a> {
-    Model(&'a Model),
-    File(ModelTensors<'a>),
-}
-
-impl Weights<'_> {
-    fn embedding(&mut self) -> Result<Cow<'_, [f32]>> {
-        Ok(match self {
-            Weights::Model(m) => m.embedding.to_f32(),
-            Weights::File(t) => Cow::Owned(t.embedding()?.0),
-        })
-    }
-
-    fn block(&mut self, layer: usize) -> Result<Cow<'_, Block>> {
-        Ok(match self {
-            Weights::Model(m) => Cow::Borrowed(&m.blocks[layer]),
-            Weights::File(t) => Cow::Owned(t.block(layer)?),
-        })
-    }
-
-    /// The final norm's weight and bias.
-    fn final_norm(&mut self) -> Result<[Cow<'_, [f32]>; 2]> {
-        Ok(match self {
-            Weights::Model(m) => [Cow::Borrowed(&m.final_norm_weight), Cow::Borrowed(&m.final_norm_bias)],
-            Weights::File(t) => {
-                let (w, b) = t.final_norm()?;
-                [Cow::Owned(w), Cow::Owned(b)]
-            }
-        })
     }
 }
 
