@@ -9,7 +9,8 @@ with RAYON_NUM_THREADS=T; when the binary has no --threads, it runs as built and
 
 Each thread count: one warm-up run of each, then --repeat runs of each, interleaved (so load from other processes
 hits both alike); the best prefill and the best decode of each side count. Ratio = tokenformer / PyTorch (> 1: ours
-is faster).
+is faster). Run it on an otherwise idle machine: other processes on the cores lower both sides' figures, the
+multi-thread ones most (the output prints the load average before and after timing).
 
 Before timing, the two are checked to compute the same thing: `tokenformer logits` on a short prompt against
 PyTorch's full forward and its KV-cache forward (max |logit difference| printed), and `tokenformer generate
@@ -201,6 +202,7 @@ def main():
         log("checking that PyTorch and tokenformer compute the same logits")
         chk = check(args.bin, folder, model, vocab)
         threads_option = has_threads_option(args.bin)
+        load_before = os.getloadavg()[0]
         runs = []
         for t in args.threads:
             log(f"timing at {t} thread(s): warm-up + {args.repeat} runs each")
@@ -208,7 +210,7 @@ def main():
 
     report = {"model": args.model or f"synthetic {args.size}", "prompt_len": args.prompt_len, "gen": args.gen,
               "repeat": args.repeat, "cpu_count": os.cpu_count(), "tokenformer_threads_option": threads_option,
-              "check": chk, "runs": runs}
+              "load_average_1min": [load_before, os.getloadavg()[0]], "check": chk, "runs": runs}
     if args.json:
         print(json.dumps(report))
         return
@@ -218,6 +220,9 @@ def main():
           f"{chk['max_abs_diff_full']:.2e} (full forward), {chk['max_abs_diff_cached']:.2e} (KV cache); "
           f"largest |logit| {chk['max_abs_logit']:.2f}; greedy {len(chk['greedy_tokenformer'])} ids "
           f"{'identical' if chk['greedy_same'] else 'DIFFER'}")
+    load = report["load_average_1min"]
+    busy = " (other work was running: the figures are low, multi-thread ones most)" if max(load) > 0.5 else ""
+    print(f"load average (1 min) before/after timing: {load[0]:.2f}/{load[1]:.2f}{busy}")
     if not threads_option:
         print("note: this tokenformer binary has no `bench --threads`: it ran as built (its CPU backend's own "
               "thread count), with RAYON_NUM_THREADS=T set")
