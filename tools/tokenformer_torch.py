@@ -6,6 +6,10 @@ Block:       a = LN(x) (no affine, eps 1e-5); q,k,v = P(a); contiguous heads; pa
              x += Pproj(o); x += Pffn(LN(x))
 Head:        LN with weight + bias, logits = h E^T (tied).
 
+Incremental decoding: `forward(ids, cache=KVCache(num_layers))` keeps every block's RoPE'd keys and values, so a
+later call runs only the new tokens at positions cache.len, cache.len + 1, ...; `last_only=True` computes the head for
+the last position only. The arithmetic per position is the same as a full forward over the whole context.
+
 The L2 norm has no epsilon, as in the authors' code. (Training never produced a zero score row, so no clamp was
 needed; a row of exact zeros would give NaN, as in the official implementation.)
 """
@@ -53,7 +57,8 @@ class Block(nn.Module):
         self.proj = Pattention(n_proj, d, d)
         self.ffn = Pattention(n_ffn, d, d)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, cache=None, j=0):
+        """cache: a KVCache whose block-j keys/values (positions 0..cache.len-1) precede x's positions."""
         B, T, d = x.shape
         a = _ln(x, self.eps)
         q = self.query(a).view(B, T, self.h, self.hd).transpose(1, 2)
@@ -63,7 +68,17 @@ class Block(nn.Module):
         if r > 0:
             q = torch.cat([_rope(q[..., :r], cos, sin), q[..., r:]], dim=-1)
             k = torch.cat([_rope(k[..., :r], cos, sin), k[..., r:]], dim=-1)
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0 / math.sqrt(self.hd))
+        mask, causal = None, True
+        if cache is not None:
+            if cache.k[j] is not None:
+                k = torch.cat([cache.k[j], k], dim=2)
+                v = torch.cat([cache.v[j], v], dim=2)
+                # Query i (position past + i) sees keys 0..past + i; one new token sees them all.
+                causal = False
+                if T > 1:
+                    mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - T)
+            cache.k[j], cache.v[j] = k, v
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, scale=1.0 / math.sqrt(self.hd))
         o = o.transpose(1, 2).reshape(B, T, d)
         x = x + self.proj(o)
         x = x + self.ffn(_ln(x, self.eps))
@@ -74,6 +89,15 @@ def _rope(x, cos, sin):
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
+
+
+class KVCache:
+    """Keys (after RoPE) and values [B, H, len, hd] of every block for the positions run so far."""
+
+    def __init__(self, num_layers):
+        self.k = [None] * num_layers
+        self.v = [None] * num_layers
+        self.len = 0
 
 
 class TokenFormer(nn.Module):
@@ -94,17 +118,24 @@ class TokenFormer(nn.Module):
         inv_freq = cfg.get("rotary_emb_base", 10000) ** (-torch.arange(0, r, 2, dtype=torch.float64) / r)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def rope_tables(self, T, dtype, device):
-        pos = torch.arange(T, dtype=torch.float64, device=device)
+    def rope_tables(self, T, dtype, device, start=0):
+        pos = torch.arange(start, start + T, dtype=torch.float64, device=device)
         ang = pos[:, None] * self.inv_freq.to(device)[None, :]
         emb = torch.cat([ang, ang], dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
-    def forward(self, ids):
+    def forward(self, ids, cache=None, last_only=False):
+        """Logits [..., T, rows] of ids [..., T] at positions cache.len.. (0.. without a cache), which grows by T;
+        with last_only, of the last position only ([..., 1, rows])."""
         x = self.embed(ids)
-        cos, sin = self.rope_tables(ids.shape[-1], x.dtype, x.device)
-        for b in self.blocks:
-            x = b(x, cos, sin)
+        start = cache.len if cache is not None else 0
+        cos, sin = self.rope_tables(ids.shape[-1], x.dtype, x.device, start)
+        for j, b in enumerate(self.blocks):
+            x = b(x, cos, sin, cache, j)
+        if cache is not None:
+            cache.len += ids.shape[-1]
+        if last_only:
+            x = x[..., -1:, :]
         x = self.final_norm(x)
         return x @ self.embed.weight.t()
 
