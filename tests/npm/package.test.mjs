@@ -18,8 +18,8 @@ import { ARTIFACTS, nativeGreedy } from '../browser/pages.mjs';
 const TOOLS = join(ROOT, 'tests/npm/node_modules');
 const TOOL_VERSIONS = JSON.parse(readFileSync(join(ROOT, 'tests/npm/package.json'), 'utf8')).dependencies;
 const PACKED = join(ARTIFACTS, '..', 'npm');
-/** The wasm budget: the release build with the WebGPU backend and the tokenizer. */
-const WASM_BUDGET = 4 << 20;
+/** The wasm budget: the release build with the WebGPU backend and the tokenizer, after wasm-opt. */
+const WASM_BUDGET = 3 << 20;
 const PROMPT = 'The sea was';
 const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'";
 
