@@ -3,14 +3,21 @@
 //   node tests/browser/measure.mjs                  # the built-in model
 //   target/debug/tokenformer synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
 //   node tests/browser/measure.mjs /tmp/tf150m      # a 150M-shaped model from local files
+//   node tests/browser/measure.mjs --backend=cpu    # only the CPU backend (or webgpu)
+//   node tests/browser/measure.mjs --tokens=128     # generate 128 tokens (default 16)
 import { join } from 'node:path';
 import { serve, launch } from './harness.mjs';
 
-const dir = process.argv[2];
+const args = process.argv.slice(2);
+const only = args.find((a) => a.startsWith('--backend='))?.slice('--backend='.length);
+const tokens = Number(args.find((a) => a.startsWith('--tokens='))?.slice('--tokens='.length) ?? 16);
+const dir = args.find((a) => !a.startsWith('--'));
+const runs = [['webgpu', 'f16'], ['webgpu', 'f32'], ['cpu', 'f32'], ['cpu', 'f16']].filter(([backend]) => !only || backend === only);
+if (!runs.length) throw new Error(`--backend=${only}: not webgpu or cpu`);
 const server = await serve();
 const results = [];
 try {
-  for (const [backend, dtype] of [['webgpu', 'f16'], ['webgpu', 'f32'], ['cpu', 'f32'], ['cpu', 'f16']]) {
+  for (const [backend, dtype] of runs) {
     // A fresh browser per run: a fresh worker and wasm memory, and WebGPU only when asked for.
     const browser = await launch({ webgpu: backend === 'webgpu' });
     try {
@@ -34,7 +41,7 @@ try {
       if (error) throw new Error(error);
       const model = await page.locator('#model-name').textContent();
       await page.getByLabel('Temperature').fill('0');
-      await page.getByLabel('Max tokens').fill('16');
+      await page.getByLabel('Max tokens').fill(String(tokens));
       await page.getByLabel('Prompt').fill('The sea was');
       await page.getByRole('button', { name: 'Generate' }).click();
       await page.waitForFunction(() => document.getElementById('output').dataset.done, null, { timeout: 600_000 });

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Some("serve") => setup_wasm().and_then(|()| build_web()).and_then(|()| serve::serve(&root())),
         _ => {
             eprintln!(
-                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  serve DIR  serve a folder (e.g. a model) with Range, ETag and CORS, like a hub\n  setup      install toolchain targets, wasm-bindgen, Debian and npm packages\n  build-web  build the wasm package into pkg/\n  package    build the npm package tokenformer-web into target/npm/ (and its .tgz)\n  test       setup, lint, and run every test (native, wasm in Chromium)"
+                "usage: cargo xtask <command>\n  serve      build the wasm and serve the demo on 127.0.0.1:$PORT (default 8080)\n  serve DIR  serve a folder (e.g. a model) with Range, ETag and CORS, like a hub\n  setup      install toolchain targets, wasm-bindgen, wasm-opt, Debian and npm packages\n  build-web  build the wasm package into pkg/ (wasm-bindgen, then wasm-opt)\n  package    build the npm package tokenformer-web into target/npm/ (and its .tgz)\n  test       setup, lint, and run every test (native, wasm in Chromium)"
             );
             return ExitCode::from(2);
         }
@@ -68,7 +68,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What building the wasm package needs: the target and the matching wasm-bindgen CLI.
+/// What building the wasm package needs: the target, the matching wasm-bindgen CLI, and wasm-opt.
 fn setup_wasm() -> Result<(), String> {
     run("rustup", &["target", "add", "wasm32-unknown-unknown"])?;
     let installed = output("wasm-bindgen", &["--version"]).unwrap_or_default();
@@ -76,7 +76,21 @@ fn setup_wasm() -> Result<(), String> {
         // Not --locked: a locked dependency of this version is missing from the registry (PLATFORM.md).
         run("cargo", &["install", "wasm-bindgen-cli", "--version", WASM_BINDGEN_VERSION])?;
     }
+    // Binaryen from the npm registry, at the version tools/wasm-opt pins (package.json and its lockfile):
+    // `npm ci` when it is missing or another version, so a build does not reinstall it every time.
+    let dir = root().join(WASM_OPT_DIR);
+    let read = |path: &str| std::fs::read_to_string(dir.join(path)).unwrap_or_default();
+    let (manifest, installed) = (read("package.json"), read("node_modules/binaryen/package.json"));
+    let pinned = json_string(&manifest, "binaryen").ok_or("tools/wasm-opt/package.json pins no binaryen")?;
+    if json_string(&installed, "version") != Some(pinned) {
+        run_in(&dir, "npm", &["ci", "--no-audit", "--no-fund"])?;
+    }
     Ok(())
+}
+
+/// The string value of the first `"key": "value"` in a JSON text (the xtask has no JSON parser).
+fn json_string<'a>(json: &'a str, key: &str) -> Option<&'a str> {
+    json.split(&format!("\"{key}\": \"")).nth(1)?.split('"').next()
 }
 
 /// Everything the tests need that a fresh machine lacks. Idempotent and quick when already done.
@@ -106,10 +120,31 @@ fn setup() -> Result<(), String> {
 const WASM_LIB: [&str; 6] =
     ["--lib", "--target", "wasm32-unknown-unknown", "--no-default-features", "--features", "gpu"];
 
+/// Binaryen's wasm-opt (the npm package `binaryen`, run with Node) is installed in this folder.
+const WASM_OPT_DIR: &str = "tools/wasm-opt";
+/// wasm-opt's passes and the features the module may use: Rust's wasm32 defaults plus SIMD
+/// (`.cargo/config.toml`), so the optimiser keeps to what the compiler emitted.
+const WASM_OPT_ARGS: [&str; 10] = [
+    "-O2",
+    "--enable-simd",
+    "--enable-bulk-memory",
+    "--enable-bulk-memory-opt",
+    "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext",
+    "--enable-mutable-globals",
+    "--enable-reference-types",
+    "--enable-multivalue",
+    "--enable-call-indirect-overlong",
+];
+
 fn build_web() -> Result<(), String> {
     run("cargo", &[&["build", "--release"][..], &WASM_LIB].concat())?;
     let wasm = target().join("wasm32-unknown-unknown/release/tokenformer.wasm");
-    run("wasm-bindgen", &["--target", "web", "--out-dir", "pkg", &wasm.to_string_lossy()])
+    run("wasm-bindgen", &["--target", "web", "--out-dir", "pkg", &wasm.to_string_lossy()])?;
+    // Smaller and no slower: wasm-opt rewrites the bound module in place (it drops the names section).
+    let wasm_opt = format!("{WASM_OPT_DIR}/node_modules/binaryen/bin/wasm-opt");
+    let out = "pkg/tokenformer_bg.wasm";
+    run("node", &[&[wasm_opt.as_str()][..], &WASM_OPT_ARGS, &[out, "-o", out]].concat())
 }
 
 fn target() -> PathBuf {

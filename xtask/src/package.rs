@@ -30,10 +30,8 @@ pub fn package(root: &Path, target: &Path) -> Result<PathBuf, String> {
         }
     }
     crate::run_in(&dir, "npm", &["pack", "--pack-destination", "..", "--silent"])?;
-    let version = std::fs::read_to_string(dir.join("package.json"))
-        .ok()
-        .and_then(|s| s.split("\"version\": \"").nth(1).and_then(|v| v.split('"').next()).map(str::to_string))
-        .ok_or("npm/package.json has no version")?;
+    let manifest = std::fs::read_to_string(dir.join("package.json")).unwrap_or_default();
+    let version = crate::json_string(&manifest, "version").ok_or("npm/package.json has no version")?;
     let tarball = out.join(format!("tokenformer-web-{version}.tgz"));
     if !tarball.exists() {
         return Err(format!("npm pack did not write {}", tarball.display()));
