@@ -102,8 +102,11 @@ impl Weight for f16 {
 
     fn axpy(y: &mut [f32], a: f32, x: &[f16]) {
         debug_assert_eq!(y.len(), x.len());
-        for (yi, &xi) in y.iter_mut().zip(x) {
-            *yi += a * widen(xi);
+        let mut buf = [0f32; BLOCK];
+        for (y, x) in y.chunks_mut(BLOCK).zip(x.chunks(BLOCK)) {
+            let wide = &mut buf[..x.len()];
+            Self::widen_into(x, wide);
+            axpy(y, a, wide);
         }
     }
 
@@ -112,6 +115,11 @@ impl Weight for f16 {
     }
 
     fn widen_into(src: &[f16], dst: &mut [f32]) {
+        // Natively half converts with the CPU's own instructions (F16C, detected at run time);
+        // wasm has none, and the branch-free widening vectorises to wasm SIMD.
+        #[cfg(not(target_arch = "wasm32"))]
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+        #[cfg(target_arch = "wasm32")]
         dst.iter_mut().zip(src).for_each(|(d, &h)| *d = widen(h));
     }
 }
