@@ -11,6 +11,7 @@ use crate::model::WeightData;
 const LANES: usize = 16;
 
 /// Dot product with 16 independent accumulators (vectorises to SIMD, hides add latency).
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let whole = a.len() - a.len() % LANES;
@@ -20,6 +21,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `acc[j] += Σ a[i·16 + j] · b[i·16 + j]`, for lengths that are multiples of 16.
+#[inline(always)]
 fn accumulate(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
     for (x, y) in a.chunks_exact(LANES).zip(b.chunks_exact(LANES)) {
         for j in 0..LANES {
@@ -29,12 +31,14 @@ fn accumulate(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
 }
 
 /// The lanes summed, plus the products of the last `len % 16` elements.
+#[inline(always)]
 fn finish(acc: [f32; LANES], a_tail: &[f32], b_tail: &[f32]) -> f32 {
     let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
     acc.iter().sum::<f32>() + tail
 }
 
 /// `y += a * x`
+#[inline(always)]
 pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     debug_assert_eq!(y.len(), x.len());
     for (yi, xi) in y.iter_mut().zip(x) {
@@ -42,14 +46,18 @@ pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     }
 }
 
-/// An f16 weight widened to f32, exactly, without branches (so the loops around it vectorise, in
-/// wasm SIMD too): the magnitude bits moved into f32 position and rescaled by 2^112, which also
-/// turns f16 subnormals into the right f32. Weights are finite (checked when converted to f16).
+/// An f16 weight widened to f32, exactly, without branches, so the loops around it vectorise
+/// (AVX2 natively, wasm SIMD in browsers): normal halves by moving the bits and rebiasing the
+/// exponent, subnormal ones (and zero) as an integer times 2^-24, never through f32 subnormal
+/// arithmetic (slow on x86). Weights are finite (checked when converted to f16).
 #[inline(always)]
 pub fn widen(h: f16) -> f32 {
     let bits = h.to_bits() as u32;
-    let magnitude = f32::from_bits((bits & 0x7fff) << 13) * f32::from_bits(0x7780_0000); // 2^112
-    f32::from_bits(magnitude.to_bits() | ((bits & 0x8000) << 16))
+    let magnitude = bits & 0x7fff;
+    let normal = f32::from_bits((magnitude << 13) + (112 << 23));
+    let subnormal = magnitude as f32 * f32::from_bits(0x3380_0000); // 2^-24
+    let wide = if magnitude < 0x0400 { subnormal } else { normal };
+    f32::from_bits(wide.to_bits() | ((bits & 0x8000) << 16))
 }
 
 /// f16 weights are widened this many at a time into a buffer on the stack.
@@ -69,10 +77,12 @@ pub trait Weight: Copy + Send + Sync + 'static {
 }
 
 impl Weight for f32 {
+    #[inline(always)]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
         dot(a, b)
     }
 
+    #[inline(always)]
     fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
         axpy(y, a, x)
     }
@@ -87,6 +97,7 @@ impl Weight for f32 {
 }
 
 impl Weight for f16 {
+    #[inline(always)]
     fn dot(a: &[f32], b: &[f16]) -> f32 {
         debug_assert_eq!(a.len(), b.len());
         let whole = a.len() - a.len() % LANES;
@@ -100,6 +111,7 @@ impl Weight for f16 {
         finish(acc, &a[whole..], &tail)
     }
 
+    #[inline(always)]
     fn axpy(y: &mut [f32], a: f32, x: &[f16]) {
         debug_assert_eq!(y.len(), x.len());
         let mut buf = [0f32; BLOCK];
@@ -114,12 +126,8 @@ impl Weight for f16 {
         None
     }
 
+    #[inline(always)]
     fn widen_into(src: &[f16], dst: &mut [f32]) {
-        // Natively half converts with the CPU's own instructions (F16C, detected at run time);
-        // wasm has none, and the branch-free widening vectorises to wasm SIMD.
-        #[cfg(not(target_arch = "wasm32"))]
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
-        #[cfg(target_arch = "wasm32")]
         dst.iter_mut().zip(src).for_each(|(d, &h)| *d = widen(h));
     }
 }
@@ -132,10 +140,7 @@ pub fn matmul_bt<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c:
         // Rows of b split across threads; each output is one whole dot product.
         let len = parallel::chunk_len(n, 4, 16, 64);
         parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| {
-            let rows = b[piece * len * k..].chunks_exact(k);
-            for (ci, row) in out.iter_mut().zip(rows) {
-                *ci = W::dot(&a[..k], row);
-            }
+            wide_vectors::row_dots(&a[..k], &b[piece * len * k..], out);
         });
         return;
     }
@@ -150,15 +155,65 @@ pub fn matmul<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &m
         // still sums over k in order.
         let len = parallel::chunk_len(n, 1, 16, 64);
         parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| {
-            let first = piece * len;
-            out.fill(0.0);
-            for (ai, row) in a[..k].iter().zip(b.chunks_exact(n)) {
-                W::axpy(out, *ai, &row[first..first + out.len()]);
-            }
+            wide_vectors::column_sums(&a[..k], b, n, piece * len, out);
         });
         return;
     }
     sgemm(a, b, (m, k, n), false, c);
+}
+
+/// The matrix-vector loops, compiled twice on x86-64: as built (SSE2) and for AVX2, chosen at run
+/// time. Without FMA the AVX2 code does the same operations in the same order, 8 lanes at a time,
+/// so results are bit-identical on any CPU; only the speed differs.
+mod wide_vectors {
+    use super::Weight;
+
+    /// `out[r] = a · row r of rows` ([r × a.len()] row-major).
+    pub fn row_dots<W: Weight>(a: &[f32], rows: &[W], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { row_dots_avx2(a, rows, out) };
+        }
+        row_dots_body(a, rows, out)
+    }
+
+    /// `out[j] = Σ_r a[r] · b[r][first + j]` for b [a.len() × n] row-major.
+    pub fn column_sums<W: Weight>(a: &[f32], b: &[W], n: usize, first: usize, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { column_sums_avx2(a, b, n, first, out) };
+        }
+        column_sums_body(a, b, n, first, out)
+    }
+
+    #[inline(always)]
+    fn row_dots_body<W: Weight>(a: &[f32], rows: &[W], out: &mut [f32]) {
+        for (ci, row) in out.iter_mut().zip(rows.chunks_exact(a.len())) {
+            *ci = W::dot(a, row);
+        }
+    }
+
+    #[inline(always)]
+    fn column_sums_body<W: Weight>(a: &[f32], b: &[W], n: usize, first: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        for (ai, row) in a.iter().zip(b.chunks_exact(n)) {
+            W::axpy(out, *ai, &row[first..first + out.len()]);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn row_dots_avx2<W: Weight>(a: &[f32], rows: &[W], out: &mut [f32]) {
+        row_dots_body(a, rows, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn column_sums_avx2<W: Weight>(a: &[f32], b: &[W], n: usize, first: usize, out: &mut [f32]) {
+        column_sums_body(a, b, n, first, out)
+    }
 }
 
 /// [`matmul_bt`] with `b` in the dtype the model stores.
