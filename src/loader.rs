@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{CpuDtype, Model};
 use crate::tokenizer::Tokenizer;
 
 /// Parses config, tokenizer and weights (either format, either naming) into a model.
@@ -17,7 +17,7 @@ pub fn load_from_bytes(
 ) -> Result<(Model, Tokenizer)> {
     let config = ModelConfig::from_json(config_json)?;
     let tokenizer = Tokenizer::from_bytes(tokenizer_json)?;
-    let model = Model::from_file(config, tokenizer.vocab_size(), &weights, progress)?;
+    let model = Model::from_file(config, tokenizer.vocab_size(), weights, CpuDtype::F32, progress)?;
     Ok((model, tokenizer))
 }
 

@@ -25,9 +25,10 @@ type Target = (&'static str, fn(&[u8]));
 
 #[test]
 fn every_corpus_input_gives_a_result_or_an_error() {
-    let targets: [Target; 4] = [
+    let targets: [Target; 5] = [
         ("safetensors_index", fuzzing::safetensors_index),
         ("pytorch_state_dict", fuzzing::pytorch_state_dict),
+        ("weights_stream", fuzzing::weights_stream),
         ("config", fuzzing::config),
         ("load_model", fuzzing::load_model),
     ];
@@ -45,7 +46,13 @@ fn the_seeds_are_valid_models() {
     for (name, data) in corpus("load_model").into_iter().filter(|(n, _)| n.starts_with("seed-")) {
         let split = data.iter().position(|&b| b == 0).unwrap();
         let config = tokenformer::ModelConfig::from_json(&data[..split]).unwrap();
-        let model = tokenformer::Model::from_file(config, 1, &&data[split + 1..], &mut |_, _| {});
+        let model = tokenformer::Model::from_file(
+            config,
+            1,
+            &data[split + 1..],
+            tokenformer::model::CpuDtype::F32,
+            &mut |_, _| {},
+        );
         assert!(model.is_ok(), "{name}: {:?}", model.err());
     }
     for (name, data) in corpus("config").into_iter().filter(|(n, _)| n.starts_with("seed-")) {

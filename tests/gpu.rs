@@ -8,9 +8,10 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
 use common::{cpu, expected, fixture_dir, load, max_abs_diff, VARIANTS};
+use tokenformer::gpu::GpuLoader;
 use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
 use tokenformer::loader::ModelPaths;
-use tokenformer::model::ModelTensors;
+use tokenformer::weights::stream::WeightStream;
 use tokenformer::{generate, Backend, CpuDtype, Model, SamplingParams};
 
 /// f32 on the device against f32 on the CPU: different summation orders and an erf approximation.
@@ -54,9 +55,9 @@ fn logits_match_the_cpu_at_every_position() {
     }
 }
 
-/// The browser's path: the GPU backend built from the weights file tensor by tensor equals the one
-/// built from the model in memory, bit for bit, in both file formats (and in pieces small enough
-/// to force chunked matrices).
+/// The browser's path: the GPU backend built from the weights file as a stream (arriving in odd
+/// pieces that split rows, as a download does) equals the one built from the model in memory, bit
+/// for bit, in both file formats (and in buffers small enough to force chunked matrices).
 #[test]
 fn uploading_from_the_file_tensor_by_tensor_equals_uploading_the_model() {
     for variant in VARIANTS {
@@ -66,16 +67,25 @@ fn uploading_from_the_file_tensor_by_tensor_equals_uploading_the_model() {
         let (model, tokenizer) = load(variant);
         let options = GpuOptions { max_chunk_bytes: Some(16384), ..GpuOptions::default() };
         let mut from_model = gpu(&model, &options);
-        let mut decoded = Vec::new();
-        let mut progress = |done, total| decoded.push((done, total));
-        let file: &[u8] = &bytes;
-        let tensors = ModelTensors::open(model.config.clone(), tokenizer.vocab_size(), &file, &mut progress).unwrap();
-        let mut from_file =
-            pollster::block_on(GpuBackend::from_file(context(), tensors, &options)).unwrap_or_else(|e| panic!("{e}"));
-        let total = 3 + 10 * model.config.num_layers;
-        assert_eq!(decoded.last(), Some(&(total, total)), "{variant}: progress");
+        let mut loader = GpuLoader::new(context(), model.config.clone(), tokenizer.vocab_size(), &options).unwrap();
+        let mut stream = WeightStream::new(None);
+        for piece in bytes.chunks(4093) {
+            stream.push(piece, &mut loader).unwrap_or_else(|e| panic!("{variant}: {e}"));
+        }
+        stream.finish().unwrap_or_else(|e| panic!("{variant}: {e}"));
+        let mut from_stream = pollster::block_on(loader.finish()).unwrap_or_else(|e| panic!("{e}"));
+        let mut from_file = pollster::block_on(GpuBackend::from_file(
+            context(),
+            model.config.clone(),
+            tokenizer.vocab_size(),
+            &bytes,
+            &options,
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
         for case in &expected(variant).cases {
-            assert_eq!(logits(&mut from_file, &case.ids), logits(&mut from_model, &case.ids), "{variant}");
+            let reference = logits(&mut from_model, &case.ids);
+            assert_eq!(logits(&mut from_stream, &case.ids), reference, "{variant}");
+            assert_eq!(logits(&mut from_file, &case.ids), reference, "{variant}");
         }
     }
 }

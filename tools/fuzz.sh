@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(safetensors_index pytorch_state_dict config load_model)
+[ ${#targets[@]} -gt 0 ] || targets=(safetensors_index pytorch_state_dict weights_stream config load_model)
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 cargo +nightly fuzz --help >/dev/null 2>&1 || cargo install cargo-fuzz
 for target in "${targets[@]}"; do

@@ -63,7 +63,11 @@ def main():
         st = safetensors_bytes(w, dtype)
         write("safetensors_index", name, st)
         write("load_model", f"{name}.safetensors", config + b"\0" + st)
+        # First byte: chunk size - 1 (even: the stream knows the file's size).
+        write("weights_stream", f"{name}.safetensors", bytes([6]) + st)
     write("pytorch_state_dict", "authors", pytorch)
+    write("weights_stream", "authors-chunk1.bin", bytes([0]) + pytorch)
+    write("weights_stream", "authors-chunk64.bin", bytes([63]) + pytorch)
     write("load_model", "authors.bin", config + b"\0" + pytorch)
     write("config", "tiny", config)
     for fixture in ("l2_norm_gelu", "gelu_l2_norm", "softmax"):

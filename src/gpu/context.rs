@@ -88,6 +88,17 @@ impl GpuContext {
     }
 
     /// Largest buffer one binding may cover.
+    /// Sends the queue's pending buffer writes to the device and, natively, waits for them, so
+    /// their staging memory is released as a model's gigabytes are written through the queue.
+    pub(crate) fn flush_writes(&self) -> Result<()> {
+        self.queue.submit([]);
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
+        Ok(())
+    }
+
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }

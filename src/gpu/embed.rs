@@ -39,7 +39,7 @@ mod tests {
     use super::*;
     use crate::gpu::context::{u32_bytes, ParamPages};
     use crate::gpu::testing::{random, read_f32, test_context};
-    use crate::gpu::weights::{upload, Store};
+    use crate::gpu::weights::{Matrix, Store};
 
     #[test]
     fn gathers_rows_across_chunks() {
@@ -49,11 +49,9 @@ mod tests {
         for dtype in [WeightDtype::F32, WeightDtype::F16] {
             // 5 rows per chunk: the ids fall in different chunks.
             let row_bytes = d.div_ceil(4) * 4 * dtype.bytes();
-            let m =
-                upload(&ctx, "emb", rows, d, 1, Store { dtype, max_chunk_bytes: 5 * row_bytes as u64 }, |r, out| {
-                    out.copy_from_slice(&table[r * d..(r + 1) * d])
-                })
-                .unwrap();
+            let store = Store { dtype, max_chunk_bytes: 5 * row_bytes as u64 };
+            let m = Matrix::create(&ctx, "emb", rows, d, 1, store).unwrap();
+            m.write_rows(&ctx, 0, &table).unwrap();
             assert_eq!(m.chunks.len(), 5);
             let ids = [22u32, 0, 7, 7, 14];
             let ids_buf = ctx.storage_init("ids", &u32_bytes(&ids));

@@ -118,7 +118,7 @@ mod tests {
     use super::*;
     use crate::cpu::kernels::matmul_bt;
     use crate::gpu::testing::{assert_close, random, read_f32, test_context};
-    use crate::gpu::weights::{upload, Store};
+    use crate::gpu::weights::{Matrix, Store};
 
     /// Runs c = a · wᵀ (+ c0) on the device, w uploaded with a chunk size limit.
     #[allow(clippy::too_many_arguments)]
@@ -134,10 +134,8 @@ mod tests {
         max_chunk_bytes: u64,
     ) -> Vec<f32> {
         let ctx = test_context();
-        let m = upload(&ctx, "w", rows, k, groups, Store { dtype, max_chunk_bytes }, |r, out| {
-            out.copy_from_slice(&w[r * k..(r + 1) * k])
-        })
-        .unwrap();
+        let m = Matrix::create(&ctx, "w", rows, k, groups, Store { dtype, max_chunk_bytes }).unwrap();
+        m.write_rows(&ctx, 0, &w[..rows * k]).unwrap();
         let linear = Linear::new(&ctx, dtype);
         let a_buf = ctx.storage_init("a", &crate::gpu::context::f32_bytes(a));
         let c_buf = ctx.storage_init("c", &crate::gpu::context::f32_bytes(c0));

@@ -24,8 +24,7 @@ use std::sync::Arc;
 
 pub use context::GpuContext;
 pub use copy::CopyProbe;
-pub use plan::DeviceMemory;
-use plan::Weights;
+pub use plan::{DeviceMemory, GpuLoader};
 pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
@@ -33,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
-use crate::model::{Model, ModelTensors, Projection};
+use crate::model::{Model, Projection};
 use crate::sampling::SamplingParams;
 use context::{bytes_to_f32, read_back, u32_bytes, Encoder, ParamPages};
 use inspect::{CapturePlan, Inspector, ThetaLayout};
@@ -148,17 +147,21 @@ impl GpuBackend {
     /// Uploads `model` to the device of `ctx`. The model may be dropped afterwards: nothing on the
     /// host refers to it. Running out of device memory is an error, not a panic.
     pub async fn new(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        Self::upload(ctx, Weights::Model(model), options).await
+        Self::upload(ctx, model, options).await
     }
 
-    /// Uploads a model straight from its file, one tensor at a time: the host holds one decoded
-    /// tensor at once, never the whole model.
+    /// Uploads a model straight from its weights file (either format, read front to back as a
+    /// stream): the host holds one value tensor at most, never the whole model.
     pub async fn from_file(
         ctx: Arc<GpuContext>,
-        tensors: ModelTensors<'_>,
+        config: ModelConfig,
+        vocab: usize,
+        file: &[u8],
         options: &GpuOptions,
     ) -> Result<GpuBackend> {
-        Self::upload(ctx, Weights::File(tensors), options).await
+        let mut loader = GpuLoader::new(ctx, config, vocab, options)?;
+        crate::weights::stream::stream_file(file, &mut loader)?;
+        loader.finish().await
     }
 
     /// Opens the default adapter and uploads `model`.

@@ -1,12 +1,13 @@
 //! The buffer plan: what a model takes on the device, and its upload (weights in the chosen
-//! dtype, activations, KV caches, bind groups) from a model in memory or its file tensor by tensor.
+//! dtype, activations, KV caches, bind groups), fed tensor by tensor from a weights stream or
+//! from a model in memory.
 
-use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::context::{f32_bytes, ParamPages};
 use super::matmul::Linear;
-use super::weights::{upload, Store};
+use super::weights::{Matrix, Store};
 use super::{attention, embed, layer_norm, pnorm, rope, sampler};
 use super::{
     Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, PassStats, WeightDtype,
@@ -15,28 +16,57 @@ use super::{
 use crate::config::ModelConfig;
 use crate::cpu::kernels::rope_inv_freq;
 use crate::error::{Error, Result};
-use crate::model::{Block, Model, ModelTensors};
+use crate::model::{Model, Projection, TensorPlan};
+use crate::weights::stream::{TensorInfo, TensorSink};
+use crate::weights::{DType, TensorRole};
+
+/// Bytes written through the queue between flushes (which release the staging memory).
+const FLUSH_BYTES: usize = 64 << 20;
 
 impl GpuBackend {
-    pub(super) async fn upload(ctx: Arc<GpuContext>, weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
-        let needs = match &weights {
-            Weights::Model(m) => DeviceMemory::of(&m.config, m.vocab_size, options.dtype),
-            Weights::File(t) => DeviceMemory::of(t.config(), t.vocab_size(), options.dtype),
-        };
-        let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let backend = Self::build(ctx.clone(), weights, options);
-        if let Some(e) = scope.pop().await {
-            let hint = if options.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
-            return Err(Error::Gpu(format!("the device ran out of memory ({e}): this model needs {needs}{hint}")));
+    /// Uploads a model in memory through the same loader a stream feeds, one tensor at a time.
+    pub(super) async fn upload(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
+        let mut loader = GpuLoader::new(ctx, model.config.clone(), model.vocab_size, options)?;
+        let roles = TensorRole::all(model.config.num_layers);
+        let infos: Vec<TensorInfo> = roles
+            .iter()
+            .map(|&role| TensorInfo {
+                name: role.name(crate::weights::Naming::Project, model.config.num_layers),
+                dtype: DType::F32,
+                shape: model.tensor(role).0,
+            })
+            .collect();
+        loader.begin(&infos)?;
+        for (i, &role) in roles.iter().enumerate() {
+            loader.rows(i, 0, &model.tensor(role).1)?;
         }
-        backend
+        loader.finish().await
     }
+}
 
-    fn build(ctx: Arc<GpuContext>, mut weights: Weights<'_>, options: &GpuOptions) -> Result<GpuBackend> {
-        let (cfg, vocab) = match &weights {
-            Weights::Model(m) => (m.config.clone(), m.vocab_size),
-            Weights::File(t) => (t.config().clone(), t.vocab_size()),
-        };
+/// Uploads a model as its tensors arrive. The weight matrices are created from the config first;
+/// embedding and key rows are written as they come; a value tensor, stored transposed, is gathered
+/// whole (one tensor, never the model) and then written. [`GpuLoader::finish`] builds the rest.
+pub struct GpuLoader {
+    ctx: Arc<GpuContext>,
+    cfg: ModelConfig,
+    vocab: usize,
+    dtype: WeightDtype,
+    embedding: Matrix,
+    layers: Vec<LayerWeights>,
+    final_norm: [Vec<f32>; 2],
+    plan: Option<TensorPlan>,
+    names: Vec<String>,
+    /// Value tensors being gathered, by tensor index.
+    gathering: HashMap<usize, Vec<f32>>,
+    unflushed: usize,
+    /// Catches running out of device memory anywhere in the upload.
+    scope: Option<wgpu::ErrorScopeGuard>,
+}
+
+impl GpuLoader {
+    /// Checks that a model of `cfg` fits the device's bindings and creates its weight matrices.
+    pub fn new(ctx: Arc<GpuContext>, cfg: ModelConfig, vocab: usize, options: &GpuOptions) -> Result<GpuLoader> {
         let d = cfg.hidden_size;
         let hd = cfg.head_dim();
         if hd > attention::MAX_HEAD_DIM {
@@ -58,45 +88,103 @@ impl GpuBackend {
                 )));
             }
         }
+        let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let dtype = options.dtype;
         let store =
             Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
         let c = &*ctx;
+        let embedding = Matrix::create(c, "embedding", vocab, d, 1, store)?;
+        let layers = (0..cfg.num_layers)
+            .map(|l| {
+                let (q, p, f) = (cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots);
+                // Values are stored transposed: row c of Vᵀ is every parameter token's value for
+                // output dim c.
+                Ok(LayerWeights {
+                    qkv_keys: Matrix::create(c, &format!("qkv keys {l}"), 3 * q, d, 1, store)?,
+                    qkv_values: Matrix::create(c, &format!("qkv values {l}"), 3 * d, q, 3, store)?,
+                    proj_keys: Matrix::create(c, &format!("proj keys {l}"), p, d, 1, store)?,
+                    proj_values: Matrix::create(c, &format!("proj values {l}"), d, p, 1, store)?,
+                    ffn_keys: Matrix::create(c, &format!("ffn keys {l}"), f, d, 1, store)?,
+                    ffn_values: Matrix::create(c, &format!("ffn values {l}"), d, f, 1, store)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuLoader {
+            ctx,
+            cfg,
+            vocab,
+            dtype,
+            embedding,
+            layers,
+            final_norm: [Vec::new(), Vec::new()],
+            plan: None,
+            names: Vec::new(),
+            gathering: HashMap::new(),
+            unflushed: 0,
+            scope,
+        })
+    }
 
-        let embedding = weights.embedding()?;
-        let embedding =
-            upload(c, "embedding", vocab, d, 1, store, |r, out| out.copy_from_slice(&embedding[r * d..(r + 1) * d]))?;
-        let mut layer_weights = Vec::with_capacity(cfg.num_layers);
-        for l in 0..cfg.num_layers {
-            let block = weights.block(l)?;
-            let keys = |label: &str, parts: &[&crate::model::Pattention]| {
-                let n = parts[0].n;
-                let parts: Vec<_> = parts.iter().map(|p| p.key_param_tokens.to_f32()).collect();
-                upload(c, &format!("{label} keys {l}"), n * parts.len(), d, 1, store, |r, out| {
-                    out.copy_from_slice(&parts[r / n][(r % n) * d..][..d])
-                })
-            };
-            // Row c of Vᵀ is column c of V: the value of every parameter token for output dim c.
-            let values = |label: &str, parts: &[&crate::model::Pattention]| {
-                let n = parts[0].n;
-                let parts: Vec<_> = parts.iter().map(|p| p.value_param_tokens.to_f32()).collect();
-                upload(c, &format!("{label} values {l}"), d * parts.len(), n, parts.len(), store, |r, out| {
-                    let v = &parts[r / d];
-                    for (j, o) in out.iter_mut().enumerate() {
-                        *o = v[j * d + r % d];
-                    }
-                })
-            };
-            let qkv = [&block.query, &block.key, &block.value];
-            layer_weights.push(LayerWeights {
-                qkv_keys: keys("qkv", &qkv)?,
-                qkv_values: values("qkv", &qkv)?,
-                proj_keys: keys("proj", &[&block.proj])?,
-                proj_values: values("proj", &[&block.proj])?,
-                ffn_keys: keys("ffn", &[&block.ffn])?,
-                ffn_values: values("ffn", &[&block.ffn])?,
-            });
+    /// The matrix a parameter-token tensor goes to, and its first row there (q, k and v share
+    /// one matrix each for keys and values).
+    fn target(&self, layer: usize, proj: Projection, values: bool) -> (&Matrix, usize) {
+        let w = &self.layers[layer];
+        let d = self.cfg.hidden_size;
+        let stacked = |i: usize| if values { i * d } else { i * self.cfg.qkv_slots };
+        match (proj, values) {
+            (Projection::Query, false) => (&w.qkv_keys, 0),
+            (Projection::Key, false) => (&w.qkv_keys, stacked(1)),
+            (Projection::Value, false) => (&w.qkv_keys, stacked(2)),
+            (Projection::Query, true) => (&w.qkv_values, 0),
+            (Projection::Key, true) => (&w.qkv_values, stacked(1)),
+            (Projection::Value, true) => (&w.qkv_values, stacked(2)),
+            (Projection::Proj, false) => (&w.proj_keys, 0),
+            (Projection::Proj, true) => (&w.proj_values, 0),
+            (Projection::Ffn, false) => (&w.ffn_keys, 0),
+            (Projection::Ffn, true) => (&w.ffn_values, 0),
         }
+    }
+
+    fn written(&mut self, bytes: usize) -> Result<()> {
+        self.unflushed += bytes;
+        if self.unflushed >= FLUSH_BYTES {
+            self.unflushed = 0;
+            self.ctx.flush_writes()?;
+        }
+        Ok(())
+    }
+
+    /// Builds activations, caches and bind groups once every weight has arrived.
+    pub async fn finish(mut self) -> Result<GpuBackend> {
+        if self.plan.is_none() || !self.gathering.is_empty() || self.final_norm[1].len() != self.cfg.hidden_size {
+            return Err(Error::Usage("the GPU upload ended before every tensor arrived".into()));
+        }
+        self.ctx.flush_writes()?;
+        let scope = self.scope.take();
+        let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype);
+        let backend = self.build();
+        if let Some(e) = match scope {
+            Some(scope) => scope.pop().await,
+            None => None,
+        } {
+            let hint = if needs.weights > 0 && backend.as_ref().is_ok_and(|b| b.dtype == WeightDtype::F32) {
+                "; f16 weights (--dtype f16) take half"
+            } else {
+                ""
+            };
+            return Err(Error::Gpu(format!("the device ran out of memory ({e}): this model needs {needs}{hint}")));
+        }
+        backend
+    }
+
+    fn build(self) -> Result<GpuBackend> {
+        let GpuLoader { ctx, cfg, vocab, dtype, embedding, layers: layer_weights, final_norm, .. } = self;
+        let d = cfg.hidden_size;
+        let t = PREFILL_CHUNK as u64;
+        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
+        let cache_bytes = cfg.max_positions as u64 * df;
+        let c = &*ctx;
         let weight_bytes = cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64;
 
         use wgpu::BufferUsages as U;
@@ -118,9 +206,8 @@ impl GpuBackend {
         };
         let table = rope::rope_table(cfg.max_positions, &rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base));
         let rope_table = c.storage_init("rope", &f32_bytes(&table));
-        let [final_w, final_b] = weights.final_norm()?;
-        let final_w = c.storage_init("final norm weight", &f32_bytes(&final_w));
-        let final_b = c.storage_init("final norm bias", &f32_bytes(&final_b));
+        let final_w = c.storage_init("final norm weight", &f32_bytes(&final_norm[0]));
+        let final_b = c.storage_init("final norm bias", &f32_bytes(&final_norm[1]));
 
         let kernels = Kernels {
             embed: embed::Embed::new(c, dtype),
@@ -173,6 +260,54 @@ impl GpuBackend {
     }
 }
 
+impl TensorSink for GpuLoader {
+    fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
+        self.plan = Some(TensorPlan::new(&self.cfg, self.vocab, tensors)?);
+        self.names = tensors.iter().map(|t| t.name.clone()).collect();
+        Ok(())
+    }
+
+    fn rows(&mut self, index: usize, row0: usize, values: &[f32]) -> Result<()> {
+        let Some(plan) = &self.plan else { return Err(Error::Usage("rows before the tensor list".into())) };
+        let role = plan.roles[index];
+        let d = self.cfg.hidden_size;
+        match role {
+            TensorRole::Embedding => {
+                // Rows past the vocabulary are padding no token reaches.
+                let rows = (values.len() / d).min(self.vocab.saturating_sub(row0));
+                self.embedding.write_rows(&self.ctx, row0, &values[..rows * d])?;
+            }
+            TensorRole::ParamTokens { layer, proj, values: false } => {
+                let (matrix, first) = self.target(layer, proj, false);
+                matrix.write_rows(&self.ctx, first + row0, values)?;
+            }
+            TensorRole::ParamTokens { layer, proj, values: true } => {
+                let n = proj.slots(&self.cfg);
+                let gathered = self.gathering.entry(index).or_default();
+                gathered.extend_from_slice(values);
+                if gathered.len() < n * d {
+                    return Ok(());
+                }
+                let v = self.gathering.remove(&index).unwrap_or_default();
+                let (matrix, first) = self.target(layer, proj, true);
+                // Row c of Vᵀ, a block of rows at a time.
+                let block_rows = ((1 << 18) / n).max(1);
+                let mut block = Vec::with_capacity(block_rows * n);
+                for c0 in (0..d).step_by(block_rows) {
+                    block.clear();
+                    for c in c0..(c0 + block_rows).min(d) {
+                        block.extend((0..n).map(|j| v[j * d + c]));
+                    }
+                    matrix.write_rows(&self.ctx, first + c0, &block)?;
+                }
+            }
+            TensorRole::FinalNormWeight => self.final_norm[0].extend_from_slice(values),
+            TensorRole::FinalNormBias => self.final_norm[1].extend_from_slice(values),
+        }
+        self.written(values.len() * self.dtype.bytes())
+    }
+}
+
 /// What a model takes on the device, for the error that says it does not fit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceMemory {
@@ -209,38 +344,5 @@ impl std::fmt::Display for DeviceMemory {
             mb(self.kv_cache),
             mb(self.activations)
         )
-    }
-}
-
-/// Where an upload takes the weights from: a model in memory, or its file tensor by tensor.
-pub(super) enum Weights<'a> {
-    Model(&'a Model),
-    File(ModelTensors<'a>),
-}
-
-impl Weights<'_> {
-    fn embedding(&mut self) -> Result<Cow<'_, [f32]>> {
-        Ok(match self {
-            Weights::Model(m) => m.embedding.to_f32(),
-            Weights::File(t) => Cow::Owned(t.embedding()?.0),
-        })
-    }
-
-    fn block(&mut self, layer: usize) -> Result<Cow<'_, Block>> {
-        Ok(match self {
-            Weights::Model(m) => Cow::Borrowed(&m.blocks[layer]),
-            Weights::File(t) => Cow::Owned(t.block(layer)?),
-        })
-    }
-
-    /// The final norm's weight and bias.
-    fn final_norm(&mut self) -> Result<[Cow<'_, [f32]>; 2]> {
-        Ok(match self {
-            Weights::Model(m) => [Cow::Borrowed(&m.final_norm_weight), Cow::Borrowed(&m.final_norm_bias)],
-            Weights::File(t) => {
-                let (w, b) = t.final_norm()?;
-                [Cow::Owned(w), Cow::Owned(b)]
-            }
-        })
     }
 }

@@ -55,6 +55,8 @@ pub(crate) struct Matrix {
     /// split a block.
     pub groups: usize,
     pub chunks: Vec<Chunk>,
+    label: String,
+    dtype: WeightDtype,
 }
 
 /// Where and how a matrix is stored: the dtype, and the largest buffer allowed for one chunk.
@@ -68,73 +70,76 @@ pub(crate) struct Store {
 /// workgroup at least, so a chunk of at most this many rows is always dispatchable.
 const MAX_CHUNK_ROWS: usize = 65_535 * 16;
 
-/// Uploads a `rows × cols` matrix whose row `r` `fill(r, out)` writes into `out` (length `cols`).
-/// Each chunk is written straight into its buffer's mapped memory, a block of rows at a time, so
-/// no second copy of the whole matrix ever exists in host (or wasm) memory.
-pub(crate) fn upload(
-    ctx: &GpuContext,
-    label: &str,
-    rows: usize,
-    cols: usize,
-    groups: usize,
-    store: Store,
-    mut fill: impl FnMut(usize, &mut [f32]),
-) -> Result<Matrix> {
-    let Store { dtype, max_chunk_bytes } = store;
-    let quads = cols.div_ceil(4);
-    let row_bytes = quads * dtype.quad_bytes();
-    let group_rows = if groups > 1 { rows / groups } else { 1 };
-    let fit = (max_chunk_bytes as usize / row_bytes).min(MAX_CHUNK_ROWS) / group_rows * group_rows;
-    if fit == 0 {
-        return Err(Error::Gpu(format!(
-            "{label}: a block of {group_rows} rows of {cols} values ({} bytes) exceeds the device's \
-             largest storage binding ({max_chunk_bytes} bytes)",
-            group_rows * row_bytes
-        )));
+impl Matrix {
+    /// A `rows × cols` matrix whose values are still to be written ([`Matrix::write_rows`]).
+    pub(crate) fn create(
+        ctx: &GpuContext,
+        label: &str,
+        rows: usize,
+        cols: usize,
+        groups: usize,
+        store: Store,
+    ) -> Result<Matrix> {
+        let Store { dtype, max_chunk_bytes } = store;
+        let row_bytes = row_bytes(cols, dtype);
+        let group_rows = if groups > 1 { rows / groups } else { 1 };
+        let fit = (max_chunk_bytes as usize / row_bytes).min(MAX_CHUNK_ROWS) / group_rows * group_rows;
+        if fit == 0 {
+            return Err(Error::Gpu(format!(
+                "{label}: a block of {group_rows} rows of {cols} values ({} bytes) exceeds the device's \
+                 largest storage binding ({max_chunk_bytes} bytes)",
+                group_rows * row_bytes
+            )));
+        }
+        let mut chunks = Vec::new();
+        let mut row0 = 0;
+        while row0 < rows {
+            let n = fit.min(rows - row0);
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: (n * row_bytes) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            chunks.push(Chunk { buffer, row0, rows: n });
+            row0 += n;
+        }
+        Ok(Matrix { rows, cols, groups, chunks, label: label.to_string(), dtype })
     }
-    let mut chunks = Vec::new();
-    let mut row_f32 = vec![0f32; quads * 4];
-    let mut row0 = 0;
-    while row0 < rows {
-        let n = fit.min(rows - row0);
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (n * row_bytes) as u64,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: true,
-        });
-        // Rows are encoded into a small block (about 1 MiB) and copied into that block's mapped
-        // range. Mapping block by block matters on the web, where a mapped range is a temporary
-        // copy in wasm memory: mapping the whole chunk would hold a second copy of the matrix.
-        let block_rows = ((1 << 20) / row_bytes).max(1);
-        let mut block = Vec::with_capacity(block_rows * row_bytes);
-        let mut r = 0;
-        while r < n {
-            let end = (r + block_rows).min(n);
+
+    /// Writes rows `row0..` from `values` (whole rows of `cols` values) in the device format,
+    /// through the queue: the host holds only the encoded block being written.
+    pub(crate) fn write_rows(&self, ctx: &GpuContext, row0: usize, values: &[f32]) -> Result<()> {
+        let n = values.len() / self.cols;
+        let row_bytes = row_bytes(self.cols, self.dtype);
+        let mut padded = vec![0f32; row_bytes / self.dtype.bytes()];
+        let mut block = Vec::new();
+        let mut r = row0;
+        for chunk in &self.chunks {
+            let end = (chunk.row0 + chunk.rows).min(row0 + n);
+            if r >= end || r < chunk.row0 {
+                continue;
+            }
             block.clear();
             for row in r..end {
-                row_f32.fill(0.0);
-                fill(row0 + row, &mut row_f32[..cols]);
-                if !encode_row(&row_f32, dtype, &mut block) {
+                padded[..self.cols].copy_from_slice(&values[(row - row0) * self.cols..][..self.cols]);
+                if !encode_row(&padded, self.dtype, &mut block) {
                     return Err(Error::Gpu(format!(
-                        "{label}: row {} holds a value beyond the f16 range (±65504); use f32 weights",
-                        row0 + row
+                        "{}: row {row} holds a value beyond the f16 range (±65504); use f32 weights",
+                        self.label
                     )));
                 }
             }
-            // Offsets are multiples of a row (8 or 16 bytes per 4 values): map-aligned.
-            let range = (r * row_bytes) as u64..(end * row_bytes) as u64;
-            buffer
-                .get_mapped_range_mut(range)
-                .map_err(|e| Error::Gpu(format!("{label}: cannot map a new buffer: {e}")))?
-                .copy_from_slice(&block);
+            ctx.queue.write_buffer(&chunk.buffer, ((r - chunk.row0) * row_bytes) as u64, &block);
             r = end;
         }
-        buffer.unmap();
-        chunks.push(Chunk { buffer, row0, rows: n });
-        row0 += n;
+        Ok(())
     }
-    Ok(Matrix { rows, cols, groups, chunks })
+}
+
+/// Bytes of one row on the device: whole quads of 4 values.
+fn row_bytes(cols: usize, dtype: WeightDtype) -> usize {
+    cols.div_ceil(4) * dtype.quad_bytes()
 }
 
 /// Appends one row in the device format; false if a value does not fit (f16 overflow).

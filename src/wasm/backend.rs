@@ -1,16 +1,14 @@
 //! Which backend an engine computes on: the load options, the CPU or WebGPU backend they choose,
 //! and the one interface (`Compute`) the engine drives either through.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::generation::Backend;
 #[cfg(feature = "gpu")]
-use crate::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
+use crate::gpu::GpuBackend;
 use crate::inspect::{self, InspectRequest, Inspection, ThetaSummary};
-use crate::model::{CpuDtype, Model, ModelTensors, Projection};
+use crate::model::Projection;
 use crate::sampling::SamplingParams;
 use crate::CpuBackend;
 use wasm_bindgen::prelude::*;
@@ -110,72 +108,6 @@ impl Compute {
             Compute::Gpu(b) => b.dictionary_async(layer, proj, slot).await,
         }
     }
-}
-
-/// The CPU backend: the whole model decoded into wasm memory in `dtype`, one tensor at a time (so
-/// the heap's high-water mark is the model plus one tensor in f32).
-fn cpu_backend(tensors: ModelTensors<'_>, dtype: DtypeChoice) -> Result<Compute> {
-    let dtype = match dtype {
-        DtypeChoice::F32 => CpuDtype::F32,
-        DtypeChoice::F16 => CpuDtype::F16,
-    };
-    // wasm32 addresses 4 GiB: refuse before decoding what cannot fit (the tokenizer and the
-    // page's own data need room too).
-    let bytes = tensors.parameters() as u64 * dtype.bytes() as u64;
-    if bytes > WASM_CPU_LIMIT {
-        return Err(Error::Usage(format!(
-            "the model's {} parameters take {:.1} GB as {} on the CPU backend, more than the {:.1} GB WebAssembly can \
-             hold; load it with f16 weights or on WebGPU",
-            tensors.parameters(),
-            bytes as f64 / 1e9,
-            dtype.as_str(),
-            WASM_CPU_LIMIT as f64 / 1e9
-        )));
-    }
-    Ok(Compute::Cpu(CpuBackend::new(Arc::new(Model::from_tensors_as(tensors, dtype)?))))
-}
-
-/// The largest model (in bytes of weights) the CPU backend takes in wasm32's 4 GiB address space.
-const WASM_CPU_LIMIT: u64 = 3 << 30;
-
-/// The backend `options` ask for, and why "auto" fell back to the CPU if it did. Both read the
-/// weights tensor by tensor; the GPU upload keeps one tensor in wasm memory at a time.
-#[cfg(feature = "gpu")]
-pub(super) async fn open_backend(
-    tensors: ModelTensors<'_>,
-    options: &LoadOptions,
-) -> Result<(Compute, Option<String>)> {
-    if options.backend == BackendChoice::Cpu {
-        return Ok((cpu_backend(tensors, options.dtype)?, None));
-    }
-    let context = match GpuContext::new().await {
-        Ok(context) => context,
-        Err(e) if options.backend == BackendChoice::Auto => {
-            return Ok((
-                cpu_backend(tensors, options.dtype)?,
-                Some(format!("WebGPU unavailable, running on the CPU: {e}")),
-            ));
-        }
-        Err(e) => return Err(e),
-    };
-    let dtype = match options.dtype {
-        DtypeChoice::F32 => WeightDtype::F32,
-        DtypeChoice::F16 => WeightDtype::F16,
-    };
-    let gpu = GpuBackend::from_file(context, tensors, &GpuOptions { dtype, ..GpuOptions::default() }).await?;
-    Ok((Compute::Gpu(Box::new(gpu)), None))
-}
-
-#[cfg(not(feature = "gpu"))]
-pub(super) async fn open_backend(
-    tensors: ModelTensors<'_>,
-    options: &LoadOptions,
-) -> Result<(Compute, Option<String>)> {
-    if options.backend == BackendChoice::Webgpu {
-        return Err(Error::Gpu("this build has no WebGPU backend (built without the `gpu` feature)".into()));
-    }
-    let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
-    Ok((cpu_backend(tensors, options.dtype)?, notice))
 }
 
 #[wasm_bindgen(typescript_custom_section)]

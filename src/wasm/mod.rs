@@ -22,15 +22,18 @@ use crate::generation::{Generator, StopReason};
 #[cfg(feature = "gpu")]
 use crate::gpu::GpuContext;
 use crate::inspect::{InspectRequest, Inspection};
-use crate::model::{ModelTensors, Projection};
+use crate::model::Projection;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
+use crate::weights::WeightsFile;
 
 mod backend;
 mod inspection;
+mod loader;
 mod weights;
 
-use backend::{open_backend, Compute, LoadOptions};
+use backend::Compute;
+pub use loader::ModelLoader;
 use weights::{JsWeights, WeightsInput};
 
 fn js_error(e: Error) -> JsError {
@@ -212,38 +215,14 @@ pub struct Token {
     pub text: String,
 }
 
-#[wasm_bindgen]
 impl Engine {
-    /// Builds an engine from a model's three files: `config.json` and `tokenizer.json` as bytes,
-    /// the weights (safetensors or the authors' pytorch_model.bin) as a `Uint8Array` or a
-    /// `WeightsReader`. The weights are read one tensor at a time and never copied whole into wasm
-    /// memory; on WebGPU each tensor goes straight to the device. `options`:
-    /// `{ backend?: "auto" | "webgpu" | "cpu", dtype?: "f32" | "f16" }`. With "auto" the engine uses
-    /// WebGPU when the browser offers an adapter the model fits, else the CPU, and says why in
-    /// `notice`. `onProgress(done, total)`, if given, is called as tensors are decoded.
-    pub async fn load(
-        config: Vec<u8>,
-        weights: WeightsInput,
-        tokenizer: Vec<u8>,
-        #[wasm_bindgen(unchecked_optional_param_type = "LoadOptions")] options: JsValue,
-        #[wasm_bindgen(js_name = onProgress, unchecked_optional_param_type = "(done: number, total: number) => void")]
-        on_progress: Option<js_sys::Function>,
-    ) -> std::result::Result<Engine, JsError> {
-        let options: LoadOptions = from_js(options, "load options").map_err(js_error)?;
-        let config = ModelConfig::from_json(&config).map_err(js_error)?;
-        let tokenizer = Tokenizer::from_bytes(&tokenizer).map_err(js_error)?;
-        let weights = JsWeights::new(weights.into()).map_err(js_error)?;
-        let mut progress = |done: usize, total: usize| {
-            if let Some(f) = &on_progress {
-                // A throwing callback must not abort the load: progress is advisory.
-                let _ = f.call2(&JsValue::NULL, &(done as f64).into(), &(total as f64).into());
-            }
-        };
-        let tensors = ModelTensors::open(config, tokenizer.vocab_size(), &weights, &mut progress).map_err(js_error)?;
-        let parameters = tensors.parameters();
-        let config = tensors.config().clone();
-        let max_positions = config.max_positions;
-        let (compute, notice) = open_backend(tensors, &options).await.map_err(js_error)?;
+    fn new(
+        compute: Compute,
+        tokenizer: Tokenizer,
+        config: ModelConfig,
+        parameters: usize,
+        notice: Option<String>,
+    ) -> Engine {
         let backend = match compute {
             Compute::Cpu(_) => "cpu",
             #[cfg(feature = "gpu")]
@@ -261,7 +240,7 @@ impl Engine {
         };
         let shared = Shared {
             vocab: tokenizer.vocab_size(),
-            max_positions,
+            max_positions: config.max_positions,
             tokenizer,
             compute: Cell::new(Some(compute)),
             run: RefCell::new(None),
@@ -269,7 +248,7 @@ impl Engine {
             stop: Cell::new(None),
             finished: RefCell::new(Vec::new()),
         };
-        Ok(Engine {
+        Engine {
             shared: Rc::new(shared),
             backend,
             adapter,
@@ -278,7 +257,58 @@ impl Engine {
             config,
             #[cfg(feature = "gpu")]
             gpu,
-        })
+        }
+    }
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Builds an engine from a model's three files: `config.json` and `tokenizer.json` as bytes,
+    /// the weights (safetensors or the authors' pytorch_model.bin) as a `Uint8Array` or a
+    /// `WeightsReader`. The weights are read front to back in 8 MiB pieces, each tensor decoded
+    /// into the backend's storage as it comes (on WebGPU straight to the device), so they are never
+    /// copied whole into wasm memory. `options`: `{ backend?: "auto" | "webgpu" | "cpu", dtype?:
+    /// "f32" | "f16" }`. With "auto" the engine uses WebGPU when the browser offers an adapter,
+    /// else the CPU, and says why in `notice`. `onProgress(done, total)`, if given, is called with
+    /// the bytes read so far.
+    pub async fn load(
+        config: Vec<u8>,
+        weights: WeightsInput,
+        tokenizer: Vec<u8>,
+        #[wasm_bindgen(unchecked_optional_param_type = "LoadOptions")] options: JsValue,
+        #[wasm_bindgen(js_name = onProgress, unchecked_optional_param_type = "(done: number, total: number) => void")]
+        on_progress: Option<js_sys::Function>,
+    ) -> std::result::Result<Engine, JsError> {
+        let weights = JsWeights::new(weights.into()).map_err(js_error)?;
+        let size = weights.size();
+        let mut loader = ModelLoader::open(&config, &tokenizer, options, Some(size as f64)).await.map_err(js_error)?;
+        let mut piece = vec![0u8; 8 << 20];
+        let mut at = 0;
+        while at < size {
+            let n = (size - at).min(piece.len() as u64) as usize;
+            weights.read_at(at, &mut piece[..n]).map_err(js_error)?;
+            loader.push_bytes(&piece[..n]).map_err(js_error)?;
+            at += n as u64;
+            if let Some(f) = &on_progress {
+                // A throwing callback must not abort the load: progress is advisory.
+                let _ = f.call2(&JsValue::NULL, &(at as f64).into(), &(size as f64).into());
+            }
+        }
+        loader.into_engine().await.map_err(js_error)
+    }
+
+    /// Starts loading a model whose weights will be pushed as they arrive (see `ModelLoader`):
+    /// `config.json` and `tokenizer.json` as bytes, the weights file's size when known (it lets
+    /// errors name it; `undefined` if not), and the load options. Opens the backend first, so a missing WebGPU adapter
+    /// shows before any weights are fetched.
+    #[wasm_bindgen(js_name = beginLoad)]
+    pub async fn begin_load(
+        config: Vec<u8>,
+        tokenizer: Vec<u8>,
+        size: Option<f64>,
+        #[wasm_bindgen(unchecked_optional_param_type = "LoadOptions")] options: JsValue,
+    ) -> std::result::Result<ModelLoader, JsError> {
+        ModelLoader::open(&config, &tokenizer, options, size).await.map_err(js_error)
     }
 
     /// "webgpu" or "cpu".

@@ -14,6 +14,7 @@ use std::ops::Range;
 
 pub mod pytorch;
 pub mod safetensors;
+pub mod stream;
 
 use crate::error::{Error, Result};
 use crate::model::Projection;

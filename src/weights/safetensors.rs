@@ -20,17 +20,48 @@ fn bad(message: impl Into<String>) -> Error {
 pub fn index(file: &dyn WeightsFile) -> Result<Vec<TensorEntry>> {
     let size = file.size();
     if size < 8 {
-        return Err(bad(format!("{size}-byte file is too short for a header")));
+        return Err(too_short(size));
     }
-    let n = u64::from_le_bytes(read_range(file, 0..8)?.try_into().unwrap_or_default());
-    if n > MAX_HEADER || n > size - 8 {
-        return Err(bad(format!("header of {n} bytes does not fit in the {size}-byte file")));
+    let n = header_len(read_range(file, 0..8)?.try_into().unwrap_or_default(), Some(size))?;
+    let entries = parse_header(&read_range(file, 8..8 + n)?)?;
+    let end = entries.last().map_or(8 + n, |e| e.range.end);
+    if end != size {
+        return Err(data_size(end, size));
     }
-    let header = read_range(file, 8..8 + n)?;
-    let mut de = serde_json::Deserializer::from_slice(&header);
+    Ok(entries)
+}
+
+pub(super) fn too_short(size: u64) -> Error {
+    bad(format!("{size}-byte file is too short for a header"))
+}
+
+/// The header length the first 8 bytes give, within the format's bound and the file's `size`
+/// when it is known (a stream may not know it).
+pub(super) fn header_len(first: [u8; 8], size: Option<u64>) -> Result<u64> {
+    let n = u64::from_le_bytes(first);
+    match size {
+        Some(size) if n > MAX_HEADER || n > size - 8 => Err(header_past_end(n, size)),
+        None if n > MAX_HEADER => Err(bad(format!("header of {n} bytes exceeds the format's {MAX_HEADER}-byte bound"))),
+        _ => Ok(n),
+    }
+}
+
+pub(super) fn header_past_end(n: u64, size: u64) -> Error {
+    bad(format!("header of {n} bytes does not fit in the {size}-byte file"))
+}
+
+/// The data must end exactly at the end of the file.
+pub(super) fn data_size(end: u64, size: u64) -> Error {
+    bad(format!("the tensors end at byte {end} but the file has {size} bytes (truncated or padded)"))
+}
+
+/// The tensors a JSON header lists, in file order, with absolute byte ranges (the header is
+/// `header.len()` bytes after the 8-byte length). Their data must be contiguous from the header on.
+pub(super) fn parse_header(header: &[u8]) -> Result<Vec<TensorEntry>> {
+    let mut de = serde_json::Deserializer::from_slice(header);
     let records = (&mut de).deserialize_map(HeaderVisitor).and_then(|r| de.end().map(|()| r));
     let records = records.map_err(|e| bad(format!("invalid header: {e}")))?;
-    let data_start = 8 + n;
+    let data_start = 8 + header.len() as u64;
     let mut entries: Vec<TensorEntry> = Vec::new();
     for (name, record) in records {
         if name == "__metadata__" {
@@ -67,9 +98,6 @@ pub fn index(file: &dyn WeightsFile) -> Result<Vec<TensorEntry>> {
             return Err(bad(format!("tensor {:?} starts at byte {} instead of {at}", e.name, e.range.start)));
         }
         at = e.range.end;
-    }
-    if at != size {
-        return Err(bad(format!("the tensors end at byte {at} but the file has {size} bytes (truncated or padded)")));
     }
     Ok(entries)
 }

@@ -129,4 +129,3 @@ impl Archive {
         Ok(Archive { pickle: pkl.range.clone(), storages })
     }
 }
-

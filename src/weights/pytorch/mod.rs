@@ -16,16 +16,17 @@
 //! `torch.{Float,Half,BFloat16}Storage`. Protocol 4 (`pickle_protocol=4`) adds FRAME,
 //! SHORT_BINUNICODE, MEMOIZE and STACK_GLOBAL, which are accepted too.
 
-mod pickle;
 mod archive;
+mod pickle;
+pub(crate) mod stream;
 #[cfg(test)]
 mod tests;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use crate::weights::{read_range, DType, WeightsFile};
-use pickle::{clip, TensorRef, Unpickler, Value};
 use archive::Archive;
+use pickle::{clip, TensorRef, Unpickler, Value};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PickledTensor {
@@ -98,6 +99,47 @@ fn read(file: &dyn WeightsFile, range: &Range<usize>) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------------------------------
 
 fn collect_tensors(root: Value, storages: &HashMap<String, Range<usize>>) -> Result<Vec<PickledTensor>> {
+    stored_tensors(root)?
+        .into_iter()
+        .map(|t| {
+            let entry = storages.get(&t.key).ok_or_else(|| PytorchError::MissingStorage(t.key.clone()))?;
+            t.check_entry(entry.len() as u64)?;
+            // In bounds of the entry (checked), which lies inside the file.
+            let data = entry.start + t.bytes.start..entry.start + t.bytes.end;
+            Ok(PickledTensor { name: t.name, dtype: t.dtype, shape: t.shape, data })
+        })
+        .collect()
+}
+
+/// A tensor as the pickle describes it: a contiguous run of bytes in storage `key`.
+#[derive(Debug, Clone, PartialEq)]
+struct StoredTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub key: String,
+    /// Byte range inside the storage.
+    pub bytes: Range<usize>,
+    /// The storage's size in bytes as the pickle declares it.
+    pub storage_bytes: usize,
+}
+
+impl StoredTensor {
+    /// Refuses a storage entry too short for what the pickle declares.
+    pub(crate) fn check_entry(&self, entry_len: u64) -> Result<()> {
+        if self.storage_bytes as u64 > entry_len {
+            return Err(PytorchError::StorageTooShort {
+                key: self.key.clone(),
+                declared: self.storage_bytes,
+                actual: usize::try_from(entry_len).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Every tensor of a state-dict pickle, in its order, refusing anything not plainly contiguous.
+fn stored_tensors(root: Value) -> Result<Vec<StoredTensor>> {
     let Value::Dict(map) = root else {
         return Err(PytorchError::NotStateDict(format!("the top-level object is a {}, not a dict", root.kind())));
     };
@@ -118,19 +160,15 @@ fn collect_tensors(root: Value, storages: &HashMap<String, Range<usize>>) -> Res
         if *dtypes.entry(key).or_insert(t.storage.dtype) != t.storage.dtype {
             return Err(PytorchError::StorageDtypeConflict(key.to_owned()));
         }
-        out.push(locate(name, t, storages)?);
+        out.push(describe(name, t)?);
     }
     Ok(out)
 }
 
-/// Computes the tensor's byte range in the file, refusing anything not plainly contiguous.
-fn locate(name: &str, t: &TensorRef, storages: &HashMap<String, Range<usize>>) -> Result<PickledTensor> {
+fn describe(name: &str, t: &TensorRef) -> Result<StoredTensor> {
     let overflow = || PytorchError::SizeOverflow { name: name.to_owned() };
     let dtype = t.storage.dtype;
     let elem = dtype.size();
-    let key = &*t.storage.key;
-    let entry = storages.get(key).ok_or_else(|| PytorchError::MissingStorage(key.to_owned()))?;
-
     let shape = t.shape.iter().map(|&d| usize::try_from(d).map_err(|_| overflow())).collect::<Result<Vec<usize>>>()?;
     let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
     let nbytes = numel.checked_mul(elem).ok_or_else(overflow)?;
@@ -148,16 +186,17 @@ fn locate(name: &str, t: &TensorRef, storages: &HashMap<String, Range<usize>>) -
     }
 
     let declared = usize::try_from(t.storage.numel).ok().and_then(|n| n.checked_mul(elem)).ok_or_else(overflow)?;
-    if declared > entry.len() {
-        return Err(PytorchError::StorageTooShort { key: key.to_owned(), declared, actual: entry.len() });
-    }
     let start = usize::try_from(t.offset).ok().and_then(|o| o.checked_mul(elem)).ok_or_else(overflow)?;
     let end = start.checked_add(nbytes).ok_or_else(overflow)?;
     if end > declared {
         return Err(PytorchError::OutOfBounds { name: name.to_owned(), start, end, storage_len: declared });
     }
-    // In bounds of the entry (checked above), which lies inside the file.
-    let file_start = entry.start + start;
-    Ok(PickledTensor { name: name.to_owned(), dtype, shape, data: file_start..file_start + nbytes })
+    Ok(StoredTensor {
+        name: name.to_owned(),
+        dtype,
+        shape,
+        key: t.storage.key.to_string(),
+        bytes: start..end,
+        storage_bytes: declared,
+    })
 }
-

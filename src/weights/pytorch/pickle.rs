@@ -447,7 +447,13 @@ impl<'a> Unpickler<'a> {
         }
     }
 
-    pub(super) fn run(mut self) -> Result<Value> {
+    pub(super) fn run(self) -> Result<Value> {
+        Ok(self.run_to_stop()?.0)
+    }
+
+    /// Runs to STOP; returns the value and how many bytes the pickle took (a stream's data.pkl
+    /// has no known length: it ends where its program does).
+    pub(super) fn run_to_stop(mut self) -> Result<(Value, usize)> {
         loop {
             self.op_at = self.pos;
             let op = self.u8()?;
@@ -619,7 +625,8 @@ impl<'a> Unpickler<'a> {
                     if !self.marks.is_empty() || self.stack.len() != 1 {
                         return self.bad("STOP with a MARK open or extra stack items");
                     }
-                    return self.pop();
+                    let value = self.pop()?;
+                    return Ok((value, self.pos));
                 }
                 _ => {
                     return Err(PytorchError::UnsupportedOpcode { opcode: op, offset: self.op_at });
@@ -628,4 +635,3 @@ impl<'a> Unpickler<'a> {
         }
     }
 }
-

@@ -1,5 +1,5 @@
-use super::*;
 use super::pickle::*;
+use super::*;
 use std::io::Cursor;
 
 fn read_state_dict(file: &[u8]) -> Result<Vec<PickledTensor>> {
@@ -189,8 +189,7 @@ fn real_protocol4_pickle() {
 fn real_module_state_dict_with_metadata_build() {
     let file = testdata!("module_f16.bin");
     let ts = read_state_dict(&file).unwrap();
-    let got: Vec<(&str, DType, &[usize])> =
-        ts.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice())).collect();
+    let got: Vec<(&str, DType, &[usize])> = ts.iter().map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice())).collect();
     assert_eq!(
         got,
         [
@@ -282,10 +281,7 @@ fn any_top_folder_name_and_no_byteorder() {
 
 fn forbidden(pkl: &[u8], module: &str, name: &str) {
     let err = read_state_dict(&archive(pkl, &[])).unwrap_err();
-    assert!(
-        matches!(&err, PytorchError::ForbiddenGlobal { module: m, name: n } if m == module && n == name),
-        "{err}"
-    );
+    assert!(matches!(&err, PytorchError::ForbiddenGlobal { module: m, name: n } if m == module && n == name), "{err}");
 }
 
 #[test]
@@ -406,10 +402,7 @@ fn storage_too_short_for_tensor() {
     // The pickle claims 100 floats but the entry holds 4.
     let pkl = one_tensor(100, 0, &[4], &[1]);
     let err = read_state_dict(&archive(&pkl, &[("0", &data)])).unwrap_err();
-    assert!(
-        matches!(&err, PytorchError::StorageTooShort { key, declared: 400, actual: 16 } if key == "0"),
-        "{err}"
-    );
+    assert!(matches!(&err, PytorchError::StorageTooShort { key, declared: 400, actual: 16 } if key == "0"), "{err}");
     // In bounds at the very end is fine.
     let pkl = one_tensor(4, 2, &[2], &[1]);
     let file = archive(&pkl, &[("0", &data)]);
@@ -420,8 +413,7 @@ fn storage_too_short_for_tensor() {
 #[test]
 fn strides_contiguity() {
     let data = f32_bytes(&[0.0; 6]);
-    let ok =
-        |size: &[i64], stride: &[i64]| read_state_dict(&archive(&one_tensor(6, 0, size, stride), &[("0", &data)]));
+    let ok = |size: &[i64], stride: &[i64]| read_state_dict(&archive(&one_tensor(6, 0, size, stride), &[("0", &data)]));
     assert!(ok(&[2, 3], &[3, 1]).is_ok());
     // Size-1 dims may have any stride (torch writes such strides for unsqueezed views).
     assert!(ok(&[2, 1, 3], &[3, 99, 1]).is_ok());
