@@ -27,7 +27,7 @@ export interface EngineOptions {
 }
 
 export interface Progress {
-  phase: 'download' | 'read' | 'decode';
+  phase: 'download' | 'read';
   file: string;
   loaded: number;
   total: number;

@@ -76,13 +76,15 @@ async function load(source, name) {
   $('load-text').textContent = `Loading ${name}…`;
   const options = { backend: $('backend').value, dtype: $('dtype').value };
   try {
+    const started = {};
     const info = await client.load(source, options, (p) => {
-      const verb = { download: 'Downloading', read: 'Reading', decode: 'Decoding' }[p.phase];
+      const verb = { download: 'Downloading', read: 'Reading' }[p.phase];
       bar.max = p.total || 1;
       bar.value = p.total ? p.loaded : 0;
-      const amount = p.phase === 'decode' ? `${p.loaded} / ${p.total} tensors`
-        : `${megabytes(p.loaded)}${p.total ? ` of ${megabytes(p.total)}` : ''}`;
-      $('load-text').textContent = `${verb} ${p.file}: ${amount}`;
+      started[p.file] ??= performance.now();
+      const seconds = (performance.now() - started[p.file]) / 1000;
+      const rate = seconds > 0.5 ? ` (${megabytes(p.loaded / seconds)}/s)` : '';
+      $('load-text').textContent = `${verb} ${p.file}: ${megabytes(p.loaded)}${p.total ? ` of ${megabytes(p.total)}` : ''}${rate}`;
     });
     loaded = true;
     current = { source, name };

@@ -13,15 +13,15 @@
 //   { type: 'inspectView', req, ids?, k, open?: { layer, proj } }
 //   (inspection without ids covers the running generation's tokens and lets it go on)
 // (worker -> page), every reply carrying the request's `req`:
-//   { type: 'progress', phase: 'download' | 'read' | 'decode', file, loaded, total }
-//   (local weights files are not read up front: 'decode' reads them a tensor at a time)
+//   { type: 'progress', phase: 'download' | 'read', file, loaded, total }
+//   (the weights are decoded as their bytes arrive, so there is no separate decoding phase)
 //   { type: 'started', promptTokens }      { type: 'token', id, text }
 //   { type: 'result', value }              { type: 'error', message }
 
 /**
  * @typedef {{ temperature?: number, top_k?: number, top_p?: number, repetition_penalty?: number,
  *             seed?: number, max_tokens?: number }} SamplingParams
- * @typedef {{ phase: 'download' | 'read' | 'decode', file: string, loaded: number, total: number }} Progress
+ * @typedef {{ phase: 'download' | 'read', file: string, loaded: number, total: number }} Progress
  * @typedef {'query' | 'key' | 'value' | 'proj' | 'ffn'} Projection
  * @typedef {{ backend: 'webgpu' | 'cpu', adapter?: string, notice?: string, parameters: number,
  *             vocabSize: number, maxPositions: number, bytes: number, wasmMemory: number,

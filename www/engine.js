@@ -1,7 +1,9 @@
 // Loads TokenFormer models into the wasm engine wherever there is `fetch`: a Web Worker (worker.js
 // runs this for TokenFormerClient), a page's main thread, or another bundler-built app. Model files
-// come from a folder or file URL, three URLs, local `File`s, or bytes; progress is reported as
-// { phase: 'download' | 'read' | 'decode', file, loaded, total }.
+// come from a folder or file URL, three URLs, local `File`s, or bytes. The weights stream: each
+// chunk of a download (or of a file read front to back) goes straight into the engine's loader,
+// which decodes it into the backend's storage, so neither JavaScript nor wasm ever holds the whole
+// file. Progress is reported as { phase: 'download' | 'read', file, loaded, total }.
 import init, { Engine } from '../pkg/tokenformer.js';
 
 export { Engine };
@@ -66,12 +68,13 @@ function dataUrlBytes(url) {
 const ATTEMPTS = 4;
 const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Downloads `url` whole, reporting progress. A connection that fails mid-body is retried from the
- *  byte where it stopped with a `Range` request (from the start if the server ignores ranges),
- *  up to ATTEMPTS times with growing pauses; HTTP errors are not retried. */
-async function download(url, file, onProgress) {
-  if (url.startsWith('data:')) return dataUrlBytes(url);
-  const chunks = [];
+/** Streams `url` into `push(chunk)` as it arrives, reporting progress; resolves to the byte count.
+ *  The body is read as soon as the response comes (a browser may drop received bytes of a
+ *  connection that fails before they are read). A connection that fails
+ *  mid-body is resumed from the byte where it stopped with a `Range` request (a server that ignores
+ *  ranges sends the whole file again, and the bytes already taken are skipped), up to ATTEMPTS
+ *  times with growing pauses; HTTP errors are not retried. */
+async function streamUrl(url, file, onProgress, push) {
   let loaded = 0;
   let total = 0;
   let failure = null;
@@ -85,16 +88,28 @@ async function download(url, file, onProgress) {
       continue;
     }
     if (!res.ok) throw Object.assign(new Error(`${file}: ${url} answered HTTP ${res.status}`), { status: res.status });
-    if (loaded > 0 && res.status !== 206) {
-      // The server sent the whole file again: start over.
-      chunks.length = 0;
-      loaded = 0;
-    }
     if (loaded === 0) total = Number(res.headers.get('content-length')) || 0;
+    // Bytes of this response already taken (the server ignored the range).
+    let skip = loaded > 0 && res.status !== 206 ? loaded : 0;
     try {
       onProgress({ phase: 'download', file, loaded, total });
-      await pump(res.body, chunks, (n) => onProgress({ phase: 'download', file, loaded: (loaded += n), total }));
+      const reader = res.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        let chunk = value;
+        if (skip > 0) {
+          const n = Math.min(skip, chunk.length);
+          skip -= n;
+          chunk = chunk.subarray(n);
+          if (!chunk.length) continue;
+        }
+        push(chunk);
+        loaded += chunk.length;
+        onProgress({ phase: 'download', file, loaded, total });
+      }
     } catch (e) {
+      if (e?.name === 'LoadError') throw e.cause;
       failure = e;
       continue;
     }
@@ -102,16 +117,24 @@ async function download(url, file, onProgress) {
       failure = new Error(`the connection closed at byte ${loaded} of ${total}`);
       continue;
     }
-    return concat(chunks, loaded);
+    return loaded;
   }
   const where = loaded ? ` at byte ${loaded}${total ? ` of ${total}` : ''}` : '';
   throw new Error(`${file}: cannot download ${url}${where} after ${ATTEMPTS} attempts (${failure?.message ?? 'network error'})`);
 }
 
+/** Downloads a small file (config, tokenizer) whole. */
+async function download(url, file, onProgress) {
+  if (url.startsWith('data:')) return dataUrlBytes(url);
+  const chunks = [];
+  const length = await streamUrl(url, file, onProgress, (c) => chunks.push(c));
+  return concat(chunks, length);
+}
+
 const WEIGHT_NAMES = ['model.safetensors', 'pytorch_model.bin'];
 
-/** The three files of a model folder URL (or of a weights file URL: its folder holds the others). */
-async function fromUrl(url, onProgress) {
+/** The folder of a model URL and, when the URL names a weights file, that file's URL. */
+function splitModelUrl(url) {
   const base = new URL(url, globalThis.location?.href);
   let weightsUrl = null;
   if (/\.(safetensors|bin)$/.test(base.pathname)) {
@@ -119,20 +142,20 @@ async function fromUrl(url, onProgress) {
   } else if (!base.pathname.endsWith('/')) {
     base.pathname += '/';
   }
-  const folder = new URL('.', base);
-  const [config, tokenizer] = await Promise.all([
-    download(new URL('config.json', folder).href, 'config.json', onProgress),
-    download(new URL('tokenizer.json', folder).href, 'tokenizer.json', onProgress),
-  ]);
-  if (weightsUrl) return { config, tokenizer, weights: await download(weightsUrl, weightsUrl.split('/').pop(), onProgress) };
-  for (const name of WEIGHT_NAMES) {
+  return { folder: new URL('.', base), weightsUrl };
+}
+
+/** The three files of a model folder URL (or of a weights file URL: its folder holds the others). */
+async function fromUrl(url, onProgress) {
+  const { config, tokenizer, weights } = await withWeightsSource({ kind: 'url', url }, onProgress);
+  for (const candidate of weights.urls) {
     try {
-      return { config, tokenizer, weights: await download(new URL(name, folder).href, name, onProgress) };
+      return { config, tokenizer, weights: await download(candidate, candidate.split('/').pop(), onProgress) };
     } catch (e) {
-      if (e.status !== 404) throw e;
+      if (e.status !== 404 || candidate === weights.urls.at(-1)) throw e;
     }
   }
-  throw new Error(`${folder.href} holds neither ${WEIGHT_NAMES.join(' nor ')}`);
+  throw new Error('unreachable');
 }
 
 /** A local file read in pieces, on demand, so the weights never need to be in memory whole
@@ -145,35 +168,112 @@ async function fileReader(file) {
   };
 }
 
-/** The three files among local `File`s (a picked or dropped folder may hold more). */
-async function fromFiles(files, onProgress) {
-  const byName = (test) => files.find((f) => test(f.name));
-  const config = byName((n) => n === 'config.json');
-  const tokenizer = byName((n) => n === 'tokenizer.json');
-  const weights = byName((n) => n.endsWith('.safetensors')) ?? byName((n) => n.endsWith('.bin'));
-  const missing = [!config && 'config.json', !tokenizer && 'tokenizer.json', !weights && 'model.safetensors or pytorch_model.bin'].filter(Boolean);
-  if (missing.length) {
-    throw new Error(`the ${files.length} chosen file(s) lack ${missing.join(', ')}: a model needs config.json, tokenizer.json and its weights`);
+/** The config and tokenizer of a model source (as bytes) and where its weights are, unread:
+ *  `{ urls }` (candidates, first that exists), `{ file }`, or `{ bytes }` (bytes or a reader). */
+async function withWeightsSource(source, onProgress) {
+  switch (source?.kind) {
+    case 'url': {
+      const { folder, weightsUrl } = splitModelUrl(source.url);
+      const [config, tokenizer] = await Promise.all([
+        download(new URL('config.json', folder).href, 'config.json', onProgress),
+        download(new URL('tokenizer.json', folder).href, 'tokenizer.json', onProgress),
+      ]);
+      const urls = weightsUrl ? [weightsUrl] : WEIGHT_NAMES.map((n) => new URL(n, folder).href);
+      return { config, tokenizer, weights: { urls, folder: folder.href } };
+    }
+    case 'urls': {
+      const [config, tokenizer] = await Promise.all(['config', 'tokenizer']
+        .map((part) => download(source[part], source[part].split('/').pop(), onProgress)));
+      return { config, tokenizer, weights: { urls: [source.weights] } };
+    }
+    case 'files': {
+      const files = [...source.files];
+      const byName = (test) => files.find((f) => test(f.name));
+      const config = byName((n) => n === 'config.json');
+      const tokenizer = byName((n) => n === 'tokenizer.json');
+      const weights = byName((n) => n.endsWith('.safetensors')) ?? byName((n) => n.endsWith('.bin'));
+      const missing = [!config && 'config.json', !tokenizer && 'tokenizer.json', !weights && 'model.safetensors or pytorch_model.bin'].filter(Boolean);
+      if (missing.length) {
+        throw new Error(`the ${files.length} chosen file(s) lack ${missing.join(', ')}: a model needs config.json, tokenizer.json and its weights`);
+      }
+      const read = (f) => readAll(f.stream(), f.size, (loaded, total) => onProgress({ phase: 'read', file: f.name, loaded, total }));
+      return { config: await read(config), tokenizer: await read(tokenizer), weights: { file: weights } };
+    }
+    case 'bytes': return { config: source.config, tokenizer: source.tokenizer, weights: { bytes: source.weights } };
+    default: throw new Error(`unknown model source ${JSON.stringify(source?.kind)}: use 'url', 'urls', 'files' or 'bytes'`);
   }
-  const read = (f) => readAll(f.stream(), f.size, (loaded, total) => onProgress({ phase: 'read', file: f.name, loaded, total }));
-  return { config: await read(config), tokenizer: await read(tokenizer), weights: await fileReader(weights) };
 }
 
 /** The three files of a model source: `{ kind: 'url', url }` (a folder, or a weights file whose
  *  folder holds the others), `{ kind: 'urls', config, tokenizer, weights }`, `{ kind: 'files',
- *  files }` or `{ kind: 'bytes', config, tokenizer, weights }`. */
+ *  files }` or `{ kind: 'bytes', config, tokenizer, weights }`. Reads the weights whole (or, for a
+ *  local file in a worker, as a reader): `createEngine` streams them instead. */
 export async function readModel(source, onProgress = () => {}) {
-  switch (source?.kind) {
-    case 'url': return fromUrl(source.url, onProgress);
-    case 'files': return fromFiles([...source.files], onProgress);
-    case 'bytes': return { config: source.config, tokenizer: source.tokenizer, weights: source.weights };
-    case 'urls': {
-      const [config, tokenizer, weights] = await Promise.all(['config', 'tokenizer', 'weights']
-        .map((part) => download(source[part], source[part].split('/').pop(), onProgress)));
-      return { config, tokenizer, weights };
-    }
-    default: throw new Error(`unknown model source ${JSON.stringify(source?.kind)}: use 'url', 'urls', 'files' or 'bytes'`);
+  if (source?.kind === 'url') return fromUrl(source.url, onProgress);
+  const { config, tokenizer, weights } = await withWeightsSource(source, onProgress);
+  if (weights.urls) return { config, tokenizer, weights: await download(weights.urls[0], weights.urls[0].split('/').pop(), onProgress) };
+  if (weights.file) return { config, tokenizer, weights: await fileReader(weights.file) };
+  return { config, tokenizer, weights: weights.bytes };
+}
+
+/** An error from the engine's loader, kept apart from network failures (which are retried). */
+class LoadError extends Error {
+  constructor(cause) {
+    super(cause?.message, { cause });
+    this.name = 'LoadError';
   }
+}
+
+const PIECE = 8 << 20;
+
+/** Streams a weights source into `open(size)`'s loader chunk by chunk. */
+async function streamWeights(weights, onProgress, open) {
+  let loader = null;
+  const begin = async (size) => { loader = await open(size); };
+  const push = (chunk) => {
+    try {
+      loader.push(chunk);
+    } catch (e) {
+      throw new LoadError(e);
+    }
+  };
+  if (weights.urls) {
+    // Opened first: the backend (and whether the model fits it) is known before any download.
+    await begin(undefined);
+    for (const url of weights.urls) {
+      try {
+        await streamUrl(url, url.split('/').pop(), onProgress, push);
+        return loader;
+      } catch (e) {
+        // A folder may hold either weights file: the first that exists is the model's.
+        if (e.status !== 404 || url === weights.urls.at(-1)) throw e;
+      }
+    }
+    throw new Error(`${weights.folder} holds neither ${WEIGHT_NAMES.join(' nor ')}`);
+  }
+  if (weights.file) {
+    const { file } = weights;
+    await begin(file.size);
+    let loaded = 0;
+    onProgress({ phase: 'read', file: file.name, loaded, total: file.size });
+    const reader = file.stream().getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      push(value);
+      onProgress({ phase: 'read', file: file.name, loaded: (loaded += value.length), total: file.size });
+    }
+    return loader;
+  }
+  const { bytes } = weights;
+  const size = bytes?.length ?? bytes?.size;
+  if (!Number.isInteger(size)) throw new Error('weights: expected a Uint8Array or a { size, read(offset, length) } reader');
+  await begin(size);
+  for (let at = 0; at < size; at += PIECE) {
+    const n = Math.min(PIECE, size - at);
+    push(bytes instanceof Uint8Array ? bytes.subarray(at, at + n) : bytes.read(at, n));
+  }
+  return loader;
 }
 
 /** The parameter-token counts of a grown model's first stage (the project's `growth` record in
@@ -206,17 +306,29 @@ async function adapterName() {
 export async function createEngine(source = DEFAULT_MODEL, options = {}, onProgress = () => {}) {
   const { wasm: wasmSource, ...load } = options ?? {};
   const wasm = await initWasm(wasmSource);
-  const files = await readModel(source, onProgress);
-  const bytes = files.config.length + files.tokenizer.length + (files.weights.length ?? files.weights.size);
-  const engine = await Engine.load(files.config, files.weights, files.tokenizer, load, (loaded, total) =>
-    onProgress({ phase: 'decode', file: 'weights', loaded, total }));
+  const { config, tokenizer, weights } = await withWeightsSource(source, onProgress);
+  let loader = null;
+  let engine;
+  let weightBytes = 0;
+  try {
+    loader = await streamWeights(weights, onProgress, async (size) => (loader = await Engine.beginLoad(config, tokenizer, size, load)));
+    weightBytes = loader.position;
+    const finishing = loader;
+    loader = null; // finish() takes it over, success or not
+    engine = await finishing.finish();
+  } catch (e) {
+    // Releases what a failed load allocated (GPU buffers, a half-built model).
+    loader?.free();
+    throw e instanceof LoadError ? e.cause : e;
+  }
+  const bytes = config.length + tokenizer.length + weightBytes;
   const info = {
     backend: engine.backend, adapter: engine.backend === 'webgpu' ? await adapterName() : null,
     notice: engine.notice, parameters: engine.parameters,
     vocabSize: engine.vocabSize, maxPositions: engine.maxPositions, bytes,
     layers: engine.layers, heads: engine.heads,
     slots: Object.fromEntries(['query', 'key', 'value', 'proj', 'ffn'].map((p) => [p, engine.slots(p)])),
-    growth: growthOf(files.config),
+    growth: growthOf(config),
     // wasm memory never shrinks: this is the peak of every load so far in this context.
     wasmMemory: wasm.memory.buffer.byteLength,
   };

@@ -265,7 +265,7 @@ impl Engine {
 impl Engine {
     /// Builds an engine from a model's three files: `config.json` and `tokenizer.json` as bytes,
     /// the weights (safetensors or the authors' pytorch_model.bin) as a `Uint8Array` or a
-    /// `WeightsReader`. The weights are read front to back in 8 MiB pieces, each tensor decoded
+    /// `WeightsReader`. The weights are read front to back in 1 MiB pieces, each tensor decoded
     /// into the backend's storage as it comes (on WebGPU straight to the device), so they are never
     /// copied whole into wasm memory. `options`: `{ backend?: "auto" | "webgpu" | "cpu", dtype?:
     /// "f32" | "f16" }`. With "auto" the engine uses WebGPU when the browser offers an adapter,
@@ -282,7 +282,7 @@ impl Engine {
         let weights = JsWeights::new(weights.into()).map_err(js_error)?;
         let size = weights.size();
         let mut loader = ModelLoader::open(&config, &tokenizer, options, Some(size as f64)).await.map_err(js_error)?;
-        let mut piece = vec![0u8; 8 << 20];
+        let mut piece = vec![0u8; 1 << 20];
         let mut at = 0;
         while at < size {
             let n = (size - at).min(piece.len() as u64) as usize;
