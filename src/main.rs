@@ -64,8 +64,19 @@ struct SyntheticArgs {
     tokenizer: PathBuf,
     /// Folder to write into.
     out_dir: PathBuf,
+    /// Weights precision of the project layout (the authors' layout is always f32).
     #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
     dtype: DtypeArg,
+    /// `project`: model.safetensors with readable names; `authors`: a float32 pytorch_model.bin
+    /// with the official names, laid out as torch.save writes it (what the hub serves).
+    #[arg(long, value_enum, default_value_t = Layout::Project)]
+    layout: Layout,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Layout {
+    Project,
+    Authors,
 }
 
 #[derive(Args)]
@@ -579,6 +590,11 @@ fn run_synthetic(args: SyntheticArgs) -> Result<()> {
     let vocab = Tokenizer::from_bytes(&tokenizer)?.vocab_size();
     if vocab > model.vocab_size {
         return Err(Error::VocabTooLarge { tokenizer: vocab, embedding: model.vocab_size });
+    }
+    if args.layout == Layout::Authors {
+        let bytes = tokenformer::convert::write_authors_folder(&model, &tokenizer, &args.out_dir)?;
+        eprintln!("wrote {} ({:.1} MB pytorch_model.bin)", args.out_dir.display(), bytes as f64 / 1e6);
+        return Ok(());
     }
     write_model_folder(&model, &tokenizer, args.dtype, &args.out_dir)
 }

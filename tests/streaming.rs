@@ -141,3 +141,26 @@ fn a_stream_cut_short_or_corrupted_is_refused() {
         assert!(err.contains("(truncated or padded)"), "{err}");
     }
 }
+
+#[test]
+fn the_authors_layout_writer_makes_files_both_readers_load() {
+    // A fixture model written as the hub serves it: same tensors through the stream and through
+    // the zip directory, and the same model.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gelu_l2_norm");
+    let (model, _) = ModelPaths::resolve(&dir, None, None).unwrap().load(&mut |_, _| {}).unwrap();
+    let out = std::env::temp_dir().join(format!("tokenformer-authors-{}", std::process::id()));
+    let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
+    let size = tokenformer::convert::write_authors_folder(&model, &tokenizer, &out).unwrap();
+    let bytes = std::fs::read(out.join("pytorch_model.bin")).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    let reference = whole(&bytes);
+    for piece in [1, 61, 4093] {
+        assert!(same_bits(&streamed(&bytes, piece, false).unwrap(), &reference), "{piece}-byte pieces");
+    }
+    let (written, _) = ModelPaths::resolve(&out, None, None).unwrap().load(&mut |_, _| {}).unwrap();
+    for ((name, shape, a), (_, shape_b, b)) in model.tensors().iter().zip(written.tensors().iter()) {
+        assert_eq!(shape, shape_b, "{name}");
+        assert!(a.iter().zip(b.iter()).all(|(p, q)| p.to_bits() == q.to_bits()), "{name}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}

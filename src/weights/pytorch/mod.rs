@@ -21,6 +21,7 @@ mod pickle;
 pub(crate) mod stream;
 #[cfg(test)]
 mod tests;
+pub mod write;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 

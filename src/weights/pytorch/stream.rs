@@ -284,9 +284,11 @@ impl ZipStream {
         router: &mut Option<Router>,
         sink: &mut dyn TensorSink,
     ) -> Result<usize> {
-        let take = match entry.size {
-            Some(size) => (size - entry.done).min(bytes.len() as u64) as usize,
-            None => bytes.len(),
+        let take = match (entry.size, &entry.kind) {
+            (Some(size), _) => (size - entry.done).min(bytes.len() as u64) as usize,
+            (None, Kind::Pickle) => bytes.len(),
+            // Enough to find the descriptor of an entry of at most MAX_SMALL_ENTRY bytes.
+            (None, _) => bytes.len().min((MAX_SMALL_ENTRY + 24 + 1).saturating_sub(self.buf.len())),
         };
         let data = &bytes[..take];
         if entry.buffered {
@@ -345,13 +347,12 @@ impl ZipStream {
                 Err(e) => Err(e.into()),
             };
         }
-        if self.buf.len() > MAX_SMALL_ENTRY {
-            return Err(bad(format!(
-                "entry {} gives no size, and no data descriptor follows within 1 MiB",
-                entry.name
-            )));
+        match descriptor_at(&self.buf, old.saturating_sub(23)) {
+            None if self.buf.len() > MAX_SMALL_ENTRY + 24 => {
+                Err(bad(format!("entry {} gives no size, and no data descriptor follows within 1 MiB", entry.name)))
+            }
+            end => Ok(end),
         }
-        Ok(descriptor_at(&self.buf, old.saturating_sub(23)))
     }
 
     /// The pickle has run: its tensors are the file's, announced to the sink.
