@@ -301,6 +301,33 @@ impl Engine {
     /// `config.json` and `tokenizer.json` as bytes, the weights file's size when known (it lets
     /// errors name it; `undefined` if not), and the load options. Opens the backend first, so a missing WebGPU adapter
     /// shows before any weights are fetched.
+    /// What a model of `config` (config.json's bytes) needs on a WebGPU device with `dtype`
+    /// ("f32" | "f16") weights, known before any weights are fetched: `{ weights, kvCache,
+    /// activations, total }` in bytes, for a tokenizer of `vocabSize` ids.
+    #[cfg(feature = "gpu")]
+    #[wasm_bindgen(js_name = planMemory)]
+    pub fn plan_memory(
+        config: &[u8],
+        #[wasm_bindgen(js_name = vocabSize)] vocab_size: usize,
+        dtype: &str,
+    ) -> std::result::Result<JsValue, JsError> {
+        let config = ModelConfig::from_json(config).map_err(js_error)?;
+        let dtype = match dtype {
+            "f32" => crate::gpu::WeightDtype::F32,
+            "f16" => crate::gpu::WeightDtype::F16,
+            _ => return Err(JsError::new(&format!("unknown dtype {dtype:?} (f32 or f16)"))),
+        };
+        let plan = crate::gpu::DeviceMemory::of(&config, vocab_size, dtype);
+        let field = |bytes: u64| JsValue::from(bytes as f64);
+        object(&[
+            ("weights", field(plan.weights)),
+            ("kvCache", field(plan.kv_cache)),
+            ("activations", field(plan.activations)),
+            ("total", field(plan.total())),
+        ])
+        .map_err(|_| JsError::new("cannot build the memory plan object"))
+    }
+
     #[wasm_bindgen(js_name = beginLoad)]
     pub async fn begin_load(
         config: Vec<u8>,

@@ -1,0 +1,90 @@
+// Measures loading a model folder in the authors' layout the way a user loads one from the hub:
+// served by `cargo xtask serve DIR` (streamed, Range, CORS) on another port, loaded through the
+// page's URL field on WebGPU (SwiftShader) with f16 weights, then one greedy token, checked against
+// the native CLI. Prints load time, download rate and the browser's peak resident memory during
+// the load next to what the GPU buffers take (SwiftShader keeps them in process memory). Not part
+// of the test suite:
+//   target/release/tokenformer synthetic --size 150m --layout authors --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m-authors
+//   node tests/browser/measure_load.mjs /tmp/tf150m-authors [--dtype=f16] [--tokens=1]
+// Memory: every 100 ms the resident set sizes (RSS, /proc) of all of this browser's processes are
+// summed; "during the load" is that sum's peak minus its value just before the load starts.
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve, launch, ROOT } from './harness.mjs';
+
+const args = process.argv.slice(2);
+const dir = args.find((a) => !a.startsWith('--'));
+if (!dir) throw new Error('usage: node tests/browser/measure_load.mjs MODEL_DIR [--dtype=f16] [--tokens=1]');
+const dtype = args.find((a) => a.startsWith('--dtype='))?.slice(8) ?? 'f16';
+const tokens = Number(args.find((a) => a.startsWith('--tokens='))?.slice(9) ?? 1);
+const prompt = 'The sea was';
+
+/** The summed RSS in bytes of every process whose command line names `marker`. */
+function rssOf(marker) {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
+      total += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
+    } catch { /* the process ended */ }
+  }
+  return total;
+}
+
+const gb = (b) => `${(b / 1e9).toFixed(2)} GB`;
+// The release CLI: a debug build would take minutes per token at the 1.5B shape.
+const native = JSON.parse(execFileSync(join(ROOT, 'target/release/tokenformer'),
+  ['generate', '--model', dir, '--prompt', prompt, '--max-tokens', String(tokens), '--temperature', '0', '--json'], { encoding: 'utf8' }));
+
+const port = 20000 + Math.floor(Math.random() * 20000);
+const hub = spawn(join(ROOT, 'target/debug/xtask'), ['serve', dir], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+await new Promise((resolve) => hub.stdout.once('data', resolve));
+const server = await serve();
+const browser = await launch({ webgpu: true });
+try {
+  const page = await browser.context.newPage();
+  await page.goto(`${server.url}/index.html`);
+  await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
+  const marker = 'tokenformer-chromium-';
+  const baseline = rssOf(marker);
+  let peak = baseline;
+  const sampler = setInterval(() => { peak = Math.max(peak, rssOf(marker)); }, 100);
+  const weightsFile = readdirSync(dir).find((f) => /\.(bin|safetensors)$/.test(f));
+  const plan = await page.evaluate(async ({ url, dtype }) => {
+    const { Engine, initWasm } = await import('/www/engine.js');
+    await initWasm();
+    const [config, tokenizer] = await Promise.all(['config.json', 'tokenizer.json'].map((f) => fetch(url + f).then((r) => r.json())));
+    const vocab = Object.keys(tokenizer.model.vocab).length + (tokenizer.added_tokens ?? []).filter((t) => !(t.content in tokenizer.model.vocab)).length;
+    return Engine.planMemory(new TextEncoder().encode(JSON.stringify(config)), vocab, dtype);
+  }, { url: `http://127.0.0.1:${port}/`, dtype });
+  await page.selectOption('#backend', 'webgpu');
+  await page.selectOption('#dtype', dtype);
+  await page.locator('input[name=source][value=url]').check();
+  await page.locator('#model-url').fill(`http://127.0.0.1:${port}/`);
+  await page.evaluate(() => { delete document.body.dataset.model; });
+  const start = Date.now();
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 3_600_000 });
+  const loadSeconds = (Date.now() - start) / 1000;
+  clearInterval(sampler);
+  const error = await page.evaluate(() => document.getElementById('notice').className === 'error' && document.getElementById('notice-text').textContent);
+  if (error) throw new Error(error);
+  await page.getByLabel('Temperature').fill('0');
+  await page.getByLabel('Max tokens').fill(String(tokens));
+  await page.getByLabel('Prompt').fill(prompt);
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await page.waitForFunction(() => document.getElementById('output').dataset.done, null, { timeout: 3_600_000 });
+  const ids = await page.evaluate(() => (document.getElementById('output').dataset.ids || '').split(',').filter(Boolean).map(Number));
+  const size = Number(execFileSync('stat', ['-c', '%s', join(dir, weightsFile)], { encoding: 'utf8' }));
+  const grew = peak - baseline;
+  console.log(`${dir} (${weightsFile}, ${gb(size)}), WebGPU ${dtype}:`);
+  console.log(`  loaded in ${loadSeconds.toFixed(1)} s (${(size / 1e6 / loadSeconds).toFixed(0)} MB/s)`);
+  console.log(`  GPU buffers (plan): ${gb(plan.total)} = weights ${gb(plan.weights)} + KV cache ${gb(plan.kvCache)} + activations ${gb(plan.activations)}`);
+  console.log(`  browser resident memory grew by ${gb(grew)} during the load (peak ${gb(peak)}); budget GPU buffers + 512 MiB = ${gb(plan.total + 2 ** 29)}: ${grew <= plan.total + 2 ** 29 ? 'within' : 'OVER'}`);
+  console.log(`  greedy ids ${JSON.stringify(ids)} vs native ${JSON.stringify(native.ids)}: ${JSON.stringify(ids) === JSON.stringify(native.ids) ? 'equal' : 'DIFFERENT'}`);
+} finally {
+  await browser.close();
+  server.close();
+  hub.kill();
+}
