@@ -74,7 +74,7 @@ async function load(source, name) {
   bar.hidden = false;
   bar.value = 0;
   $('load-text').textContent = `Loading ${name}…`;
-  const options = { backend: $('backend').value, dtype: $('dtype').value };
+  const options = { backend: $('backend').value, dtype: $('dtype').value, context: Number($('context').value) || undefined };
   try {
     const started = {};
     const info = await client.load(source, options, (p) => {

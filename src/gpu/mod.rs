@@ -49,11 +49,17 @@ pub struct GpuOptions {
     /// Largest weight buffer, in bytes; default the device's storage binding limit. Tests lower it
     /// to exercise the chunked path on small models.
     pub max_chunk_bytes: Option<u64>,
+    /// Positions the KV cache holds (default: the model's `max_position_embeddings`); a shorter
+    /// context takes less device memory.
+    pub context: Option<usize>,
+    /// Device bytes the model may take at most: a model whose plan needs more is refused before
+    /// any weights are read (WebGPU cannot tell how much memory a device has).
+    pub memory_budget: Option<u64>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { dtype: WeightDtype::F32, max_chunk_bytes: None }
+        GpuOptions { dtype: WeightDtype::F32, max_chunk_bytes: None, context: None, memory_budget: None }
     }
 }
 

@@ -66,7 +66,23 @@ pub struct GpuLoader {
 
 impl GpuLoader {
     /// Checks that a model of `cfg` fits the device's bindings and creates its weight matrices.
-    pub fn new(ctx: Arc<GpuContext>, cfg: ModelConfig, vocab: usize, options: &GpuOptions) -> Result<GpuLoader> {
+    pub fn new(ctx: Arc<GpuContext>, mut cfg: ModelConfig, vocab: usize, options: &GpuOptions) -> Result<GpuLoader> {
+        if let Some(context) = options.context {
+            if context == 0 {
+                return Err(Error::Usage("a context of 0 positions holds no token".into()));
+            }
+            cfg.max_positions = cfg.max_positions.min(context);
+        }
+        if let Some(budget) = options.memory_budget {
+            let needs = DeviceMemory::of(&cfg, vocab, options.dtype);
+            if needs.total() > budget {
+                return Err(Error::Gpu(format!(
+                    "this model needs {needs} on the device, more than its {:.1} MB budget; {}",
+                    budget as f64 / 1e6,
+                    DeviceMemory::alternatives(&cfg, vocab, options.dtype, budget)
+                )));
+            }
+        }
         let d = cfg.hidden_size;
         let hd = cfg.head_dim();
         if hd > attention::MAX_HEAD_DIM {
@@ -330,6 +346,35 @@ impl DeviceMemory {
 
     pub fn total(&self) -> u64 {
         self.weights + self.kv_cache + self.activations
+    }
+
+    /// What would fit `budget` instead: f16 weights, a shorter context, or neither.
+    pub fn alternatives(cfg: &ModelConfig, vocab: usize, dtype: WeightDtype, budget: u64) -> String {
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let with = |dtype: WeightDtype, context: usize| {
+            let cfg = ModelConfig { max_positions: cfg.max_positions.min(context), ..cfg.clone() };
+            DeviceMemory::of(&cfg, vocab, dtype).total()
+        };
+        let mut fits = Vec::new();
+        for d in [dtype, WeightDtype::F16] {
+            if let Some(&context) =
+                [cfg.max_positions, 1024, 512, 256].iter().find(|&&c| c <= cfg.max_positions && with(d, c) <= budget)
+            {
+                fits.push(format!(
+                    "{} weights with a {context}-position context ({})",
+                    d.as_str(),
+                    mb(with(d, context))
+                ));
+            }
+        }
+        fits.dedup();
+        match fits.first() {
+            Some(_) => format!("would fit: {}", fits.join(", or ")),
+            None => format!(
+                "even f16 weights with a 256-position context need {}: a smaller model would fit",
+                mb(with(WeightDtype::F16, 256))
+            ),
+        }
     }
 }
 

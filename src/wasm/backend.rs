@@ -38,6 +38,11 @@ pub(super) struct LoadOptions {
     /// Weight format on either backend (f16 halves memory; the CPU widens each weight exactly and
     /// accumulates in f32).
     pub(super) dtype: DtypeChoice,
+    /// Positions the WebGPU KV cache holds (default: the model's maximum).
+    pub(super) context: Option<usize>,
+    /// Device bytes a WebGPU model may take; more is refused before the weights are fetched.
+    #[serde(rename = "memoryBudget")]
+    pub(super) memory_budget: Option<u64>,
 }
 
 /// The backend an engine runs on.
@@ -48,6 +53,15 @@ pub(super) enum Compute {
 }
 
 impl Compute {
+    /// Positions the backend holds (a WebGPU KV cache may be shorter than the model allows).
+    pub(super) fn max_positions(&self) -> usize {
+        match self {
+            Compute::Cpu(b) => b.max_positions(),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.max_positions(),
+        }
+    }
+
     pub(super) fn reset(&mut self) {
         match self {
             Compute::Cpu(b) => b.reset(),
@@ -118,6 +132,11 @@ const OPTION_TYPES: &str = r#"
 export interface LoadOptions {
   backend?: "auto" | "webgpu" | "cpu";
   dtype?: "f32" | "f16";
+  /** Positions the WebGPU KV cache holds (default: the model's maximum). */
+  context?: number;
+  /** Device bytes a WebGPU model may take: a model that needs more is refused before its weights
+   *  are fetched, with what would fit (`Engine.planMemory` gives the numbers). */
+  memoryBudget?: number;
 }
 /** Sampling as in the CLI: temperature 0 is greedy; top_k 0 and top_p 1 are off. */
 export interface SamplingParams {

@@ -104,7 +104,9 @@ async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) ->
         DtypeChoice::F32 => WeightDtype::F32,
         DtypeChoice::F16 => WeightDtype::F16,
     };
-    let loader = GpuLoader::new(context, config.clone(), vocab, &GpuOptions { dtype, ..GpuOptions::default() })?;
+    let gpu_options =
+        GpuOptions { dtype, context: options.context, memory_budget: options.memory_budget, ..GpuOptions::default() };
+    let loader = GpuLoader::new(context, config.clone(), vocab, &gpu_options)?;
     Ok((LoadSink::Gpu(loader), None))
 }
 

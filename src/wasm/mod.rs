@@ -240,7 +240,7 @@ impl Engine {
         };
         let shared = Shared {
             vocab: tokenizer.vocab_size(),
-            max_positions: config.max_positions,
+            max_positions: compute.max_positions(),
             tokenizer,
             compute: Cell::new(Some(compute)),
             run: RefCell::new(None),

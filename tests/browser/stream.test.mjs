@@ -1,0 +1,108 @@
+// node --test: a released-size checkpoint loaded the way a user loads one from the hub. A
+// 150M-shaped model in the authors' layout (a float32 pytorch_model.bin of 608 MB, written by
+// `tokenformer synthetic --layout authors`) is served by `cargo xtask serve` (streamed, Range,
+// CORS) on another port, loaded through the page's URL field on WebGPU (SwiftShader) with f16
+// weights, and must give the native CLI's greedy token while the browser's resident memory grows
+// by no more than the GPU buffers + 512 MiB (SwiftShader keeps the buffers in process memory; the
+// RSS of every browser process is summed from /proc every 100 ms). A model over a forced memory
+// budget is refused before its weights are requested.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve, launch, ROOT } from './harness.mjs';
+import { BIN, openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
+
+const XTASK = join(ROOT, 'target', 'debug', 'xtask');
+
+/** The summed resident set size in bytes of every process whose command line names `marker`. */
+function rssOf(marker) {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
+      total += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
+    } catch { /* the process ended */ }
+  }
+  return total;
+}
+
+/** `cargo xtask serve DIR` on a free port, logging what it is asked for. */
+async function hub(dir) {
+  assert.ok(existsSync(XTASK), `${XTASK} is missing: cargo xtask builds it`);
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const child = spawn(XTASK, ['serve', dir], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve, reject) => { child.stdout.once('data', resolve); child.once('exit', reject); });
+  return { url: `http://127.0.0.1:${port}/`, close: () => child.kill() };
+}
+
+test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like server into WebGPU', { timeout: 900_000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tokenformer-150m-'));
+  execFileSync(BIN, ['synthetic', '--size', '150m', '--layout', 'authors', '--tokenizer', join(ROOT, 'models/gpt-neox-20b/tokenizer.json'), dir]);
+  const model = await hub(dir);
+  const server = await serve();
+  const browser = await launch({ webgpu: true });
+  try {
+    const { page, errors } = await openPage(browser.context, server);
+    await waitLoaded(page, 'tokenformer-moby');
+
+    await t.test('a model over the memory budget is refused before its weights are fetched', async () => {
+      const refused = await page.evaluate(async (url) => {
+        const { createEngine } = await import('/www/engine.js');
+        try {
+          await createEngine({ kind: 'url', url }, { backend: 'webgpu', dtype: 'f16', memoryBudget: 100e6 });
+          return null;
+        } catch (e) {
+          return e.message;
+        }
+      }, model.url);
+      assert.match(refused ?? 'loaded', /this model needs about \d+\.\d MB .* more than its 100\.0 MB budget; .*a smaller model would fit/);
+      const asked = (await page.evaluate(() => performance.getEntriesByType('resource').map((r) => r.name)))
+        .filter((n) => n.startsWith(model.url));
+      assert.ok(asked.some((n) => n.endsWith('config.json')), 'config.json was not fetched');
+      assert.ok(!asked.some((n) => /pytorch_model\.bin|model\.safetensors/.test(n)), 'the weights were requested');
+    });
+
+    await t.test('loads within the GPU buffers + 512 MiB and generates the CLI\'s greedy token', async () => {
+      const plan = await page.evaluate(async (url) => {
+        const { Engine, initWasm } = await import('/www/engine.js');
+        await initWasm();
+        const config = new Uint8Array(await (await fetch(url + 'config.json')).arrayBuffer());
+        return Engine.planMemory(config, 50277, 'f16');
+      }, model.url);
+      await page.selectOption('#backend', 'webgpu');
+      await page.selectOption('#dtype', 'f16');
+      await page.locator('input[name=source][value=url]').check();
+      await page.locator('#model-url').fill(model.url);
+      await page.evaluate(() => { delete document.body.dataset.model; });
+      const marker = 'tokenformer-chromium-';
+      const before = rssOf(marker);
+      let peak = before;
+      const sampler = setInterval(() => { peak = Math.max(peak, rssOf(marker)); }, 100);
+      await page.getByRole('button', { name: 'Load model' }).click();
+      try {
+        await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 600_000 });
+      } finally {
+        clearInterval(sampler);
+      }
+      const notice = await page.evaluate(() => document.getElementById('notice').className === 'error' && document.getElementById('notice-text').textContent);
+      assert.equal(notice, false);
+      const grew = peak - before;
+      const budget = plan.total + 2 ** 29;
+      t.diagnostic(`resident memory grew by ${(grew / 1e9).toFixed(2)} GB; GPU buffers ${(plan.total / 1e9).toFixed(2)} GB`);
+      assert.ok(grew <= budget, `grew by ${grew} bytes, more than the GPU buffers (${plan.total}) + 512 MiB`);
+      await setGreedy(page, 1);
+      const got = await generate(page, 'The sea was');
+      assert.deepEqual(got.ids, nativeGreedy('The sea was', 1, dir).ids);
+    });
+
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+    server.close();
+    model.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
