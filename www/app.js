@@ -2,6 +2,7 @@
 // other models from a URL or local files. All model work happens in the worker (client.js).
 import { TokenFormerClient } from './client.js';
 import './inspector.js';
+import { fillReleasedMenu, renderCache, resolveModel } from './models.js';
 
 const $ = (id) => document.getElementById(id);
 const DEFAULT_MODEL = new URL('../models/tokenformer-moby/', import.meta.url).href;
@@ -74,7 +75,11 @@ async function load(source, name) {
   bar.hidden = false;
   bar.value = 0;
   $('load-text').textContent = `Loading ${name}…`;
-  const options = { backend: $('backend').value, dtype: $('dtype').value, context: Number($('context').value) || undefined };
+  const options = {
+    backend: $('backend').value, dtype: $('dtype').value, context: Number($('context').value) || undefined,
+    // The built-in model is next to the page: only other URLs are kept between visits.
+    cache: source.url !== DEFAULT_MODEL,
+  };
   try {
     const started = {};
     const info = await client.load(source, options, (p) => {
@@ -91,7 +96,8 @@ async function load(source, name) {
     modelInfo = info;
     inspector.model = info;
     describe(info, name);
-    $('load-text').textContent = `Loaded ${name}.`;
+    $('load-text').textContent = `Loaded ${name}${info.cache === 'hit' ? ' from the cache' : info.cache === 'saved' ? ' (cached for the next visit)' : ''}.`;
+    refreshCache();
     document.body.dataset.model = name;
   } catch (e) {
     showNotice(`Could not load ${name}: ${e.message}`);
@@ -215,8 +221,8 @@ $('load').onclick = () => {
   const source = document.querySelector('input[name=source]:checked').value;
   if (source === 'default') load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');
   else if (source === 'url') {
-    const url = $('model-url').value.trim();
-    if (!url) showNotice('Enter the URL of a model folder (with config.json, tokenizer.json and the weights) or of a weights file.');
+    const url = resolveModel($('model-url').value);
+    if (!url) showNotice('Enter a hub id (owner/name), the URL of a model folder (with config.json, tokenizer.json and the weights) or of a weights file.');
     else load({ kind: 'url', url }, url);
   } else {
     const files = [...$('model-files').files, ...$('model-folder').files];
@@ -251,4 +257,23 @@ Promise.all(DEFAULT_FILES.map((f) => fetch(DEFAULT_MODEL + f, { method: 'HEAD' }
   .then((r) => Number(r.headers.get('content-length')) || 0)))
   .then((sizes) => { $('default-size').textContent = `(${megabytes(sizes.reduce((a, b) => a + b, 0))})`; })
   .catch(() => {});
-load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');
+function refreshCache() {
+  renderCache($('cache-list'), $('storage-estimate'), (url) => {
+    $('model-url').value = url;
+    document.querySelector('input[name=source][value=url]').checked = true;
+    load({ kind: 'url', url }, url);
+  }).catch(() => {});
+}
+fillReleasedMenu($('released'), $('model-url'), () => { document.querySelector('input[name=source][value=url]').checked = true; });
+refreshCache();
+
+// ?model=owner/name (a hub id) or ?model=URL loads that model instead of the built-in one.
+const asked = new URLSearchParams(location.search).get('model');
+if (asked) {
+  const url = resolveModel(asked);
+  $('model-url').value = url;
+  document.querySelector('input[name=source][value=url]').checked = true;
+  load({ kind: 'url', url }, url);
+} else {
+  load({ kind: 'url', url: DEFAULT_MODEL }, 'tokenformer-moby');
+}

@@ -5,8 +5,10 @@
 // which decodes it into the backend's storage, so neither JavaScript nor wasm ever holds the whole
 // file. Progress is reported as { phase: 'download' | 'read', file, loaded, total }.
 import init, { Engine } from '../pkg/tokenformer.js';
+import * as Cache from './cache.js';
 
 export { Engine };
+export { list as cachedModels, remove as removeCachedModel, estimate as storageEstimate } from './cache.js';
 
 /** The built-in model's three files, next to this module (bundlers copy them as assets). */
 export const DEFAULT_MODEL = Object.freeze({
@@ -104,7 +106,7 @@ async function streamUrl(url, file, onProgress, push) {
           chunk = chunk.subarray(n);
           if (!chunk.length) continue;
         }
-        push(chunk);
+        await push(chunk);
         loaded += chunk.length;
         onProgress({ phase: 'download', file, loaded, total });
       }
@@ -227,15 +229,16 @@ class LoadError extends Error {
 const PIECE = 8 << 20;
 
 /** Streams a weights source into `open(size)`'s loader chunk by chunk. */
-async function streamWeights(weights, onProgress, open) {
+async function streamWeights(weights, onProgress, open, tee) {
   let loader = null;
   const begin = async (size) => { loader = await open(size); };
-  const push = (chunk) => {
+  const push = async (chunk) => {
     try {
       loader.push(chunk);
     } catch (e) {
       throw new LoadError(e);
     }
+    await tee?.(chunk);
   };
   if (weights.urls) {
     // Opened first: the backend (and whether the model fits it) is known before any download.
@@ -243,7 +246,7 @@ async function streamWeights(weights, onProgress, open) {
     for (const url of weights.urls) {
       try {
         await streamUrl(url, url.split('/').pop(), onProgress, push);
-        return loader;
+        return { loader, name: url.split('/').pop() };
       } catch (e) {
         // A folder may hold either weights file: the first that exists is the model's.
         if (e.status !== 404 || url === weights.urls.at(-1)) throw e;
@@ -253,17 +256,18 @@ async function streamWeights(weights, onProgress, open) {
   }
   if (weights.file) {
     const { file } = weights;
+    const name = weights.name ?? file.name;
     await begin(file.size);
     let loaded = 0;
-    onProgress({ phase: 'read', file: file.name, loaded, total: file.size });
+    onProgress({ phase: 'read', file: name, loaded, total: file.size });
     const reader = file.stream().getReader();
     for (;;) {
       const { done, value } = await reader.read();
       if (done) break;
-      push(value);
-      onProgress({ phase: 'read', file: file.name, loaded: (loaded += value.length), total: file.size });
+      await push(value);
+      onProgress({ phase: 'read', file: name, loaded: (loaded += value.length), total: file.size });
     }
-    return loader;
+    return { loader, name };
   }
   const { bytes } = weights;
   const size = bytes?.length ?? bytes?.size;
@@ -271,9 +275,76 @@ async function streamWeights(weights, onProgress, open) {
   await begin(size);
   for (let at = 0; at < size; at += PIECE) {
     const n = Math.min(PIECE, size - at);
-    push(bytes instanceof Uint8Array ? bytes.subarray(at, at + n) : bytes.read(at, n));
+    await push(bytes instanceof Uint8Array ? bytes.subarray(at, at + n) : bytes.read(at, n));
   }
-  return loader;
+  return { loader, name: 'weights' };
+}
+
+/** Streams `weights` into a new loader and finishes it into an engine. `tee(chunk)` also gets every
+ *  chunk; `check(loader)` may refuse the bytes before the engine is built. On any error what the
+ *  load allocated (GPU buffers, a half-built model) is released. */
+async function loadStreamed(config, tokenizer, weights, load, onProgress, { tee, check } = {}) {
+  let loader = null;
+  try {
+    const streamed = await streamWeights(weights, onProgress, async (size) => (loader = await Engine.beginLoad(config, tokenizer, size, load)), tee);
+    const { position: size, checksum } = loader;
+    check?.(loader);
+    const finishing = loader;
+    loader = null; // finish() takes it over, success or not
+    return { engine: await finishing.finish(), size, checksum, name: streamed.name };
+  } catch (e) {
+    loader?.free();
+    throw e instanceof LoadError ? e.cause : e;
+  }
+}
+
+/** Loads a URL source from the cache when it holds a good copy: null on a miss; a damaged copy is
+ *  deleted (and said why in `notices`) so the caller downloads it again. */
+async function loadCached(key, load, onProgress, notices) {
+  const hit = await Cache.lookup(key);
+  if (!hit) return null;
+  try {
+    const loaded = await loadStreamed(hit.config, hit.tokenizer, { file: hit.file, name: hit.meta.weights }, load, onProgress, {
+      check: (loader) => {
+        if (loader.position !== hit.meta.size || loader.checksum !== hit.meta.checksum) {
+          throw new Error(`${loader.position} bytes with CRC-32 ${loader.checksum.toString(16)}, but ${hit.meta.size} bytes with ${hit.meta.checksum.toString(16)} were saved`);
+        }
+      },
+    });
+    return { ...loaded, config: hit.config, tokenizer: hit.tokenizer };
+  } catch (e) {
+    await Cache.remove(key);
+    notices.push(`the cached copy was damaged (${e.message}) and is downloaded again`);
+    return null;
+  }
+}
+
+/** Loads a source from the network (or local files), writing a URL source's files to the cache
+ *  as they stream when `key` is given; a full disk finishes the load uncached, with a notice. */
+async function loadFresh(source, key, load, onProgress, notices) {
+  const { config, tokenizer, weights } = await withWeightsSource(source, onProgress);
+  let entry = key ? await Cache.startEntry(key, config, tokenizer).catch(() => null) : null;
+  const uncached = async (e) => {
+    notices.push(`not cached: ${e?.name === 'QuotaExceededError' ? 'the browser\'s storage quota is full' : e?.message}`);
+    const failed = entry;
+    entry = null;
+    await failed.abort();
+  };
+  const tee = entry && (async (chunk) => {
+    try {
+      await entry?.write(chunk);
+    } catch (e) {
+      if (entry) await uncached(e);
+    }
+  });
+  try {
+    const loaded = await loadStreamed(config, tokenizer, weights, load, onProgress, { tee });
+    await entry?.finish({ weights: loaded.name, size: loaded.size, checksum: loaded.checksum }).catch(uncached);
+    return { ...loaded, config, tokenizer, cached: Boolean(entry) };
+  } catch (e) {
+    await entry?.abort();
+    throw e;
+  }
 }
 
 /** The parameter-token counts of a grown model's first stage (the project's `growth` record in
@@ -304,27 +375,20 @@ async function adapterName() {
  * `options`: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16', wasm?: URL | bytes }.
  */
 export async function createEngine(source = DEFAULT_MODEL, options = {}, onProgress = () => {}) {
-  const { wasm: wasmSource, ...load } = options ?? {};
+  const { wasm: wasmSource, cache = true, ...load } = options ?? {};
   const wasm = await initWasm(wasmSource);
-  const { config, tokenizer, weights } = await withWeightsSource(source, onProgress);
-  let loader = null;
-  let engine;
-  let weightBytes = 0;
-  try {
-    loader = await streamWeights(weights, onProgress, async (size) => (loader = await Engine.beginLoad(config, tokenizer, size, load)));
-    weightBytes = loader.position;
-    const finishing = loader;
-    loader = null; // finish() takes it over, success or not
-    engine = await finishing.finish();
-  } catch (e) {
-    // Releases what a failed load allocated (GPU buffers, a half-built model).
-    loader?.free();
-    throw e instanceof LoadError ? e.cause : e;
-  }
-  const bytes = config.length + tokenizer.length + weightBytes;
+  // Models loaded by URL are kept between visits (OPFS); the next load of that URL needs no network.
+  const key = cache && source?.kind === 'url' ? new URL(source.url, globalThis.location?.href).href : null;
+  const notices = [];
+  const fromCache = key ? await loadCached(key, load, onProgress, notices) : null;
+  const loaded = fromCache ?? await loadFresh(source, key, load, onProgress, notices);
+  const { engine, config, tokenizer } = loaded;
+  const bytes = config.length + tokenizer.length + loaded.size;
   const info = {
     backend: engine.backend, adapter: engine.backend === 'webgpu' ? await adapterName() : null,
-    notice: engine.notice, parameters: engine.parameters,
+    notice: [engine.notice, ...notices].filter(Boolean).join('; ') || null, parameters: engine.parameters,
+    // 'hit': loaded from the cache; 'saved': downloaded and cached; null: not cached.
+    cache: fromCache ? 'hit' : loaded.cached ? 'saved' : null,
     vocabSize: engine.vocabSize, maxPositions: engine.maxPositions, bytes,
     layers: engine.layers, heads: engine.heads,
     slots: Object.fromEntries(['query', 'key', 'value', 'proj', 'ffn'].map((p) => [p, engine.slots(p)])),

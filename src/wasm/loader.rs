@@ -192,6 +192,12 @@ impl ModelLoader {
         self.stream.position() as f64
     }
 
+    /// CRC-32 of the bytes pushed so far (what a cached copy of the file is checked against).
+    #[wasm_bindgen(getter)]
+    pub fn checksum(&self) -> u32 {
+        self.stream.checksum()
+    }
+
     /// The end of the file: checks that every tensor arrived and returns the engine.
     pub async fn finish(self) -> std::result::Result<Engine, JsError> {
         self.into_engine().await.map_err(js_error)

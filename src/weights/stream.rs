@@ -144,6 +144,8 @@ pub struct WeightStream {
     pos: u64,
     state: State,
     router: Option<Router>,
+    /// CRC-32 of every byte taken, so a copy (a cache entry) can be checked against the original.
+    crc: crc32fast::Hasher,
 }
 
 enum State {
@@ -156,7 +158,12 @@ enum State {
 
 impl WeightStream {
     pub fn new(size: Option<u64>) -> Self {
-        WeightStream { size, pos: 0, state: State::Detect(Vec::new()), router: None }
+        WeightStream { size, pos: 0, state: State::Detect(Vec::new()), router: None, crc: crc32fast::Hasher::new() }
+    }
+
+    /// CRC-32 of the bytes taken so far.
+    pub fn checksum(&self) -> u32 {
+        self.crc.clone().finalize()
     }
 
     /// Bytes taken so far.
@@ -166,6 +173,7 @@ impl WeightStream {
 
     /// The next bytes of the file.
     pub fn push(&mut self, bytes: &[u8], sink: &mut dyn TensorSink) -> Result<()> {
+        self.crc.update(bytes);
         let result = self.step(bytes, sink);
         if result.is_err() {
             self.state = State::Failed;

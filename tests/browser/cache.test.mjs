@@ -1,0 +1,115 @@
+// node --test: models loaded by URL are kept between visits (OPFS). A fixture in the authors'
+// layout is served by `cargo xtask serve` on another port, like a hub. After one load the page,
+// reloaded with that server stopped, loads the model from the cache; a corrupted cache entry is
+// refused, deleted and downloaded again (never run); deleting the entry from the page frees it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { serve, launch, ROOT } from './harness.mjs';
+import { openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
+
+const XTASK = join(ROOT, 'target', 'debug', 'xtask');
+const FIXTURE = join(ROOT, 'tests', 'fixtures', 'l2_norm_gelu');
+
+/** `cargo xtask serve DIR` on `port`. */
+async function hub(port) {
+  assert.ok(existsSync(XTASK), `${XTASK} is missing: cargo xtask builds it`);
+  const child = spawn(XTASK, ['serve', FIXTURE], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve, reject) => { child.stdout.once('data', resolve); child.once('exit', reject); });
+  return { close: () => new Promise((resolve) => { child.once('exit', resolve); child.kill(); }) };
+}
+
+/** Loads `url` through the page's URL field; resolves to the load line and the notice (if any). */
+async function loadUrl(page, url) {
+  await page.locator('input[name=source][value=url]').check();
+  await page.locator('#model-url').fill(url);
+  await page.evaluate(() => { delete document.body.dataset.model; document.getElementById('notice').hidden = true; });
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await page.waitForFunction(() => document.body.dataset.model || (document.getElementById('notice').className === 'error' && !document.getElementById('notice').hidden), null, { timeout: 120_000 });
+  return page.evaluate(() => ({
+    line: document.getElementById('load-text').textContent,
+    notice: document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent,
+    kind: document.getElementById('notice').className,
+  }));
+}
+
+/** The names in the cache's OPFS folder. */
+const cacheFolders = (page) => page.evaluate(async () => {
+  const names = [];
+  try {
+    const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('tokenformer-cache');
+    for await (const [name] of dir.entries()) names.push(name);
+  } catch { /* no cache folder */ }
+  return names;
+});
+
+test('a model loaded by URL is cached, checked, reloaded offline and deleted', { timeout: 600_000 }, async (t) => {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const url = `http://127.0.0.1:${port}/`;
+  const expected = nativeGreedy('The sea was', 6, FIXTURE).ids;
+  let model = await hub(port);
+  const server = await serve();
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, errors } = await openPage(browser.context, server);
+    await waitLoaded(page, 'tokenformer-moby');
+    await setGreedy(page, 6);
+
+    await t.test('the first load downloads and caches', async () => {
+      const { line, kind } = await loadUrl(page, url);
+      assert.notEqual(kind, 'error');
+      assert.match(line, /cached for the next visit/);
+      assert.deepEqual((await generate(page, 'The sea was')).ids, expected);
+      await page.locator('#cache-panel summary').click();
+      await page.waitForFunction(() => document.getElementById('cache-list').dataset.count === '1');
+      assert.match(await page.locator('#cache-list').textContent(), /pytorch_model\.bin/);
+    });
+
+    await t.test('with the server stopped, a reloaded page loads it from the cache', async () => {
+      await model.close();
+      await page.reload();
+      await waitLoaded(page, 'tokenformer-moby');
+      await setGreedy(page, 6);
+      const { line, kind, notice } = await loadUrl(page, url);
+      assert.notEqual(kind, 'error', notice);
+      assert.match(line, /from the cache/);
+      assert.deepEqual((await generate(page, 'The sea was')).ids, expected);
+    });
+
+    await t.test('a corrupted cache entry is refused and downloaded again', async () => {
+      await page.evaluate(async () => {
+        const dir = await (await navigator.storage.getDirectory()).getDirectoryHandle('tokenformer-cache');
+        for await (const [, entry] of dir.entries()) {
+          const handle = await entry.getFileHandle('weights');
+          const size = (await handle.getFile()).size;
+          const writable = await handle.createWritable({ keepExistingData: true });
+          await writable.write({ type: 'write', position: Math.floor(size / 2), data: new Uint8Array(64).fill(0x55) });
+          await writable.close();
+        }
+      });
+      model = await hub(port);
+      const { line, kind, notice } = await loadUrl(page, url);
+      assert.notEqual(kind, 'error', notice);
+      assert.match(notice ?? '', /cached copy was damaged .* downloaded again/);
+      assert.match(line, /cached for the next visit/);
+      assert.deepEqual((await generate(page, 'The sea was')).ids, expected);
+    });
+
+    await t.test('deleting it from the page frees the storage', async () => {
+      assert.equal((await cacheFolders(page)).length, 1);
+      await page.waitForFunction(() => document.getElementById('cache-list').dataset.count === '1');
+      await page.evaluate(() => { document.getElementById('cache-panel').open = true; });
+      await page.getByRole('button', { name: `Delete the cached copy of ${url}` }).click();
+      await page.waitForFunction(() => document.getElementById('cache-list').dataset.count === '0');
+      assert.deepEqual(await cacheFolders(page), []);
+    });
+
+    assert.deepEqual(errors.filter((e) => !/ERR_|Failed to load resource/.test(e)), []);
+  } finally {
+    await browser.close();
+    server.close();
+    await model.close();
+  }
+});
