@@ -20,8 +20,14 @@ export type ModelSource =
 export interface EngineOptions {
   /** 'auto' (default): WebGPU when the browser has an adapter, else the CPU. */
   backend?: 'auto' | 'webgpu' | 'cpu';
-  /** Weight format on either backend: 'f16' halves memory and bytes read (the CPU widens each weight exactly, accumulating in f32). */
-  dtype?: 'f32' | 'f16';
+  /** Weight format on either backend: 'f16' halves memory and bytes read (the CPU widens each weight exactly, accumulating in f32); 'auto' (default) is f16 for models over 100M parameters. */
+  dtype?: 'auto' | 'f32' | 'f16';
+  /** Positions the WebGPU KV cache holds (default: the model's maximum); shorter takes less GPU memory. */
+  context?: number;
+  /** Device bytes a WebGPU model may take: more is refused before the weights are fetched, saying what would fit. */
+  memoryBudget?: number;
+  /** Keep models loaded by URL between visits (Origin Private File System); default true. */
+  cache?: boolean;
   /** Where tokenformer_bg.wasm is, if not next to pkg/tokenformer.js: its URL, or its bytes (createEngine). */
   wasm?: InitInput;
 }
@@ -36,8 +42,10 @@ export interface Progress {
 export interface ModelInfo {
   backend: 'webgpu' | 'cpu';
   adapter: string | null;
-  /** Why 'auto' fell back to the CPU, if it did. */
-  notice: string | undefined;
+  /** Why 'auto' fell back to the CPU, or what happened to the cache, if anything. */
+  notice: string | null;
+  /** 'hit': loaded from the cache; 'saved': downloaded and cached for the next visit; null: not cached. */
+  cache: 'hit' | 'saved' | null;
   parameters: number;
   vocabSize: number;
   maxPositions: number;
@@ -100,5 +108,13 @@ export function readModel(source: ModelSource, onProgress?: (p: Progress) => voi
   config: Uint8Array; tokenizer: Uint8Array; weights: Uint8Array | { size: number; read(offset: number, length: number): Uint8Array };
 }>;
 
-/** Loads a model (the built-in one by default) in this context: a worker of your own or the page. */
+/** Models cached between visits: their URL, weights file name, size in bytes and when they were saved. */
+export function cachedModels(): Promise<{ url: string; weights: string; size: number; savedAt: string }[]>;
+/** Deletes the cached copy of the model loaded from `url`. */
+export function removeCachedModel(url: string): Promise<void>;
+/** What the browser grants this origin's storage, in bytes (null where unknown). */
+export function storageEstimate(): Promise<{ usage?: number; quota?: number } | null>;
+
+/** Loads a model (the built-in one by default) in this context: a worker of your own or the page.
+ *  The weights stream from their source into the engine, never held whole. */
 export function createEngine(source?: ModelSource, options?: EngineOptions, onProgress?: (p: Progress) => void): Promise<{ engine: Engine; info: ModelInfo }>;

@@ -26,9 +26,26 @@ pub(super) enum BackendChoice {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum DtypeChoice {
+    /// f16 for models of more than [`AUTO_F16_PARAMETERS`] parameters (the released ones), f32
+    /// for smaller ones.
     #[default]
+    Auto,
     F32,
     F16,
+}
+
+/// Above this many parameters "auto" stores weights as f16: half the memory and bandwidth.
+pub(super) const AUTO_F16_PARAMETERS: u64 = 100_000_000;
+
+impl DtypeChoice {
+    /// Whether a model of `config` with `vocab` ids stores its weights as f16.
+    pub(super) fn is_f16(self, config: &crate::config::ModelConfig, vocab: usize) -> bool {
+        match self {
+            DtypeChoice::F16 => true,
+            DtypeChoice::F32 => false,
+            DtypeChoice::Auto => config.weight_bytes_per_token(vocab, 1) as u64 > AUTO_F16_PARAMETERS,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,7 +148,8 @@ const OPTION_TYPES: &str = r#"
  *  widens each weight exactly and accumulates in f32). */
 export interface LoadOptions {
   backend?: "auto" | "webgpu" | "cpu";
-  dtype?: "f32" | "f16";
+  /** "auto" (the default): f16 for models over 100M parameters, f32 below. */
+  dtype?: "auto" | "f32" | "f16";
   /** Positions the WebGPU KV cache holds (default: the model's maximum). */
   context?: number;
   /** Device bytes a WebGPU model may take: a model that needs more is refused before its weights

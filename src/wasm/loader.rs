@@ -79,10 +79,7 @@ impl LoadSink {
 }
 
 fn cpu_sink(config: &ModelConfig, vocab: usize, dtype: DtypeChoice) -> LoadSink {
-    let dtype = match dtype {
-        DtypeChoice::F32 => CpuDtype::F32,
-        DtypeChoice::F16 => CpuDtype::F16,
-    };
+    let dtype = if dtype.is_f16(config, vocab) { CpuDtype::F16 } else { CpuDtype::F32 };
     LoadSink::Cpu { builder: ModelBuilder::new(config.clone(), vocab, dtype, None), dtype }
 }
 
@@ -100,10 +97,7 @@ async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) ->
         }
         Err(e) => return Err(e),
     };
-    let dtype = match options.dtype {
-        DtypeChoice::F32 => WeightDtype::F32,
-        DtypeChoice::F16 => WeightDtype::F16,
-    };
+    let dtype = if options.dtype.is_f16(config, vocab) { WeightDtype::F16 } else { WeightDtype::F32 };
     let gpu_options =
         GpuOptions { dtype, context: options.context, memory_budget: options.memory_budget, ..GpuOptions::default() };
     let loader = GpuLoader::new(context, config.clone(), vocab, &gpu_options)?;

@@ -4,22 +4,11 @@
 // refused, deleted and downloaded again (never run); deleting the entry from the page frees it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, launch, ROOT } from './harness.mjs';
+import { serve, launch, hubServer, ROOT } from './harness.mjs';
 import { openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
 
-const XTASK = join(ROOT, 'target', 'debug', 'xtask');
 const FIXTURE = join(ROOT, 'tests', 'fixtures', 'l2_norm_gelu');
-
-/** `cargo xtask serve DIR` on `port`. */
-async function hub(port) {
-  assert.ok(existsSync(XTASK), `${XTASK} is missing: cargo xtask builds it`);
-  const child = spawn(XTASK, ['serve', FIXTURE], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise((resolve, reject) => { child.stdout.once('data', resolve); child.once('exit', reject); });
-  return { close: () => new Promise((resolve) => { child.once('exit', resolve); child.kill(); }) };
-}
 
 /** Loads `url` through the page's URL field; resolves to the load line and the notice (if any). */
 async function loadUrl(page, url) {
@@ -46,10 +35,9 @@ const cacheFolders = (page) => page.evaluate(async () => {
 });
 
 test('a model loaded by URL is cached, checked, reloaded offline and deleted', { timeout: 600_000 }, async (t) => {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const url = `http://127.0.0.1:${port}/`;
   const expected = nativeGreedy('The sea was', 6, FIXTURE).ids;
-  let model = await hub(port);
+  let model = await hubServer(FIXTURE);
+  const { url, port } = model;
   const server = await serve();
   const browser = await launch({ webgpu: false });
   try {
@@ -89,7 +77,7 @@ test('a model loaded by URL is cached, checked, reloaded offline and deleted', {
           await writable.close();
         }
       });
-      model = await hub(port);
+      model = await hubServer(FIXTURE, port);
       const { line, kind, notice } = await loadUrl(page, url);
       assert.notEqual(kind, 'error', notice);
       assert.match(notice ?? '', /cached copy was damaged .* downloaded again/);

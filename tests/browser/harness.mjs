@@ -1,5 +1,7 @@
 // Serves the repository on 127.0.0.1 and drives the system Chromium with WebGPU (SwiftShader).
 import { createServer } from 'node:http';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { extname, join, normalize, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -91,3 +93,36 @@ export async function launch({ webgpu = true } = {}) {
   });
   return { context, close: async () => { await context.close(); await rm(profile, { recursive: true, force: true }); } };
 }
+
+/** `cargo xtask serve DIR` (streamed files, Range, CORS: a hub-like host) on `port` (default: a
+ *  random free-ish one); `url` ends with '/'. */
+export async function hubServer(dir, port = 20000 + Math.floor(Math.random() * 20000)) {
+  const xtask = join(ROOT, 'target', 'debug', 'xtask');
+  if (!existsSync(xtask)) throw new Error(`${xtask} is missing: cargo xtask builds it`);
+  const child = spawn(xtask, ['serve', dir], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve, reject) => { child.stdout.once('data', resolve); child.once('exit', reject); });
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    port,
+    close: () => new Promise((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', resolve);
+      child.kill();
+    }),
+  };
+}
+
+/** The summed resident set size in bytes of every process whose command line names `marker`
+ *  (a browser's processes: `BROWSER_MARKER`, its profile folder's prefix). */
+export function rssOf(marker) {
+  let total = 0;
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
+      total += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
+    } catch { /* the process ended */ }
+  }
+  return total;
+}
+
+export const BROWSER_MARKER = 'tokenformer-chromium-';

@@ -8,10 +8,10 @@
 //   node tests/browser/measure_load.mjs /tmp/tf150m-authors [--dtype=f16] [--tokens=1]
 // Memory: every 100 ms the resident set sizes (RSS, /proc) of all of this browser's processes are
 // summed; "during the load" is that sum's peak minus its value just before the load starts.
-import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, launch, ROOT } from './harness.mjs';
+import { serve, launch, hubServer, rssOf, BROWSER_MARKER, ROOT } from './harness.mjs';
 
 const args = process.argv.slice(2);
 const dir = args.find((a) => !a.startsWith('--'));
@@ -20,36 +20,21 @@ const dtype = args.find((a) => a.startsWith('--dtype='))?.slice(8) ?? 'f16';
 const tokens = Number(args.find((a) => a.startsWith('--tokens='))?.slice(9) ?? 1);
 const prompt = 'The sea was';
 
-/** The summed RSS in bytes of every process whose command line names `marker`. */
-function rssOf(marker) {
-  let total = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
-      total += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
-    } catch { /* the process ended */ }
-  }
-  return total;
-}
-
 const gb = (b) => `${(b / 1e9).toFixed(2)} GB`;
 // The release CLI: a debug build would take minutes per token at the 1.5B shape.
 const native = JSON.parse(execFileSync(join(ROOT, 'target/release/tokenformer'),
   ['generate', '--model', dir, '--prompt', prompt, '--max-tokens', String(tokens), '--temperature', '0', '--json'], { encoding: 'utf8' }));
 
-const port = 20000 + Math.floor(Math.random() * 20000);
-const hub = spawn(join(ROOT, 'target/debug/xtask'), ['serve', dir], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
-await new Promise((resolve) => hub.stdout.once('data', resolve));
+const hub = await hubServer(dir);
 const server = await serve();
 const browser = await launch({ webgpu: true });
 try {
   const page = await browser.context.newPage();
   await page.goto(`${server.url}/index.html`);
   await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
-  const marker = 'tokenformer-chromium-';
-  const baseline = rssOf(marker);
+  const baseline = rssOf(BROWSER_MARKER);
   let peak = baseline;
-  const sampler = setInterval(() => { peak = Math.max(peak, rssOf(marker)); }, 100);
+  const sampler = setInterval(() => { peak = Math.max(peak, rssOf(BROWSER_MARKER)); }, 100);
   const weightsFile = readdirSync(dir).find((f) => /\.(bin|safetensors)$/.test(f));
   const plan = await page.evaluate(async ({ url, dtype }) => {
     const { Engine, initWasm } = await import('/www/engine.js');
@@ -57,11 +42,11 @@ try {
     const [config, tokenizer] = await Promise.all(['config.json', 'tokenizer.json'].map((f) => fetch(url + f).then((r) => r.json())));
     const vocab = Object.keys(tokenizer.model.vocab).length + (tokenizer.added_tokens ?? []).filter((t) => !(t.content in tokenizer.model.vocab)).length;
     return Engine.planMemory(new TextEncoder().encode(JSON.stringify(config)), vocab, dtype);
-  }, { url: `http://127.0.0.1:${port}/`, dtype });
+  }, { url: hub.url, dtype });
   await page.selectOption('#backend', 'webgpu');
   await page.selectOption('#dtype', dtype);
   await page.locator('input[name=source][value=url]').check();
-  await page.locator('#model-url').fill(`http://127.0.0.1:${port}/`);
+  await page.locator('#model-url').fill(hub.url);
   await page.evaluate(() => { delete document.body.dataset.model; });
   const start = Date.now();
   await page.getByRole('button', { name: 'Load model' }).click();
@@ -86,5 +71,5 @@ try {
 } finally {
   await browser.close();
   server.close();
-  hub.kill();
+  await hub.close();
 }

@@ -8,40 +8,17 @@
 // budget is refused before its weights are requested.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { serve, launch, ROOT } from './harness.mjs';
+import { serve, launch, hubServer, rssOf, BROWSER_MARKER, ROOT } from './harness.mjs';
 import { BIN, openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
-
-const XTASK = join(ROOT, 'target', 'debug', 'xtask');
-
-/** The summed resident set size in bytes of every process whose command line names `marker`. */
-function rssOf(marker) {
-  let total = 0;
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
-      total += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
-    } catch { /* the process ended */ }
-  }
-  return total;
-}
-
-/** `cargo xtask serve DIR` on a free port, logging what it is asked for. */
-async function hub(dir) {
-  assert.ok(existsSync(XTASK), `${XTASK} is missing: cargo xtask builds it`);
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const child = spawn(XTASK, ['serve', dir], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise((resolve, reject) => { child.stdout.once('data', resolve); child.once('exit', reject); });
-  return { url: `http://127.0.0.1:${port}/`, close: () => child.kill() };
-}
 
 test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like server into WebGPU', { timeout: 900_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tokenformer-150m-'));
   execFileSync(BIN, ['synthetic', '--size', '150m', '--layout', 'authors', '--tokenizer', join(ROOT, 'models/gpt-neox-20b/tokenizer.json'), dir]);
-  const model = await hub(dir);
+  const model = await hubServer(dir);
   const server = await serve();
   const browser = await launch({ webgpu: true });
   try {
@@ -77,10 +54,9 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       await page.locator('input[name=source][value=url]').check();
       await page.locator('#model-url').fill(model.url);
       await page.evaluate(() => { delete document.body.dataset.model; });
-      const marker = 'tokenformer-chromium-';
-      const before = rssOf(marker);
+      const before = rssOf(BROWSER_MARKER);
       let peak = before;
-      const sampler = setInterval(() => { peak = Math.max(peak, rssOf(marker)); }, 100);
+      const sampler = setInterval(() => { peak = Math.max(peak, rssOf(BROWSER_MARKER)); }, 100);
       await page.getByRole('button', { name: 'Load model' }).click();
       try {
         await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 600_000 });
@@ -102,7 +78,7 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
   } finally {
     await browser.close();
     server.close();
-    model.close();
+    await model.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });

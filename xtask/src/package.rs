@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// (source folder under the repository, files) copied to the same folder in the package.
 const FILES: [(&str, &[&str]); 4] = [
     ("npm", &["package.json", "index.js", "index.d.ts", "node.js", "node.d.ts", "inspector.d.ts", "README.md"]),
-    ("www", &["client.js", "engine.js", "worker.js", "inspector.js", "inspector.css"]),
+    ("www", &["client.js", "engine.js", "cache.js", "worker.js", "inspector.js", "inspector.css"]),
     ("pkg", &["tokenformer.js", "tokenformer.d.ts", "tokenformer_bg.wasm"]),
     ("models/tokenformer-moby", &["config.json", "tokenizer.json", "model.safetensors", "README.md"]),
 ];
