@@ -1,9 +1,10 @@
 // Models cached between visits in the Origin Private File System (OPFS), keyed by the URL they
-// were loaded from. An entry is a folder holding config.json, tokenizer.json, the weights file as
-// downloaded, and meta.json ({ url, weights, size, etag, checksum, savedAt }), written last: an
-// entry without it (a load cut short, a quota error) is never used. The weights' CRC-32 (computed
-// by the engine's loader as the bytes stream) is checked again on every load from the cache, so a
-// truncated or corrupted entry is refused, deleted, and downloaded again: never run.
+// were loaded from. An entry is a folder holding config.json, tokenizer.json, `weights` (a
+// safetensors copy in the dtype the backend used, written by the engine's loader as the download
+// streams: the 1.5B checkpoint's 6.35 GB of f32 is kept as 3.2 GB of f16), and meta.json ({ url,
+// source, dtype, size, checksum, savedAt }), written last: an entry without it (a load cut short, a
+// quota error) is never used. The copy's size and CRC-32 are checked again on every load from the
+// cache, so a truncated or corrupted entry is refused, deleted and downloaded again: never run.
 
 const ROOT = 'tokenformer-cache';
 
@@ -49,8 +50,8 @@ export async function lookup(url) {
   }
 }
 
-/** Starts an entry for `url`; null when there is no OPFS. `write(chunk)` appends weights bytes
- *  (in order), `finish(meta)` completes the entry, `abort()` deletes it. */
+/** Starts an entry for `url`; null when there is no OPFS. `write(position, bytes)` writes weights
+ *  bytes at a position, `finish(meta)` completes the entry, `abort()` deletes it. */
 export async function startEntry(url, config, tokenizer) {
   const dir = await root(true);
   if (!dir) return null;
@@ -61,7 +62,7 @@ export async function startEntry(url, config, tokenizer) {
   await writeFile(entry, 'tokenizer.json', tokenizer);
   const weights = await (await entry.getFileHandle('weights', { create: true })).createWritable();
   return {
-    write: (chunk) => weights.write(chunk),
+    write: (position, data) => weights.write({ type: 'write', position, data }),
     finish: async (meta) => {
       await weights.close();
       await writeFile(entry, 'meta.json', JSON.stringify({ ...meta, url, savedAt: new Date().toISOString() }));
@@ -79,7 +80,7 @@ export async function remove(url) {
   await dir?.removeEntry(keyOf(url), { recursive: true }).catch(() => {});
 }
 
-/** Every complete entry: [{ url, weights, size, savedAt }], newest first. */
+/** Every complete entry: [{ url, source, dtype, size, savedAt }], newest first. */
 export async function list() {
   const dir = await root(false);
   if (!dir) return [];
@@ -87,8 +88,8 @@ export async function list() {
   for await (const [, entry] of dir.entries()) {
     if (entry.kind !== 'directory') continue;
     try {
-      const { url, weights, size, savedAt } = JSON.parse(new TextDecoder().decode(await readBytes(entry, 'meta.json')));
-      out.push({ url, weights, size, savedAt });
+      const { url, source, dtype, size, savedAt } = JSON.parse(new TextDecoder().decode(await readBytes(entry, 'meta.json')));
+      out.push({ url, source, dtype, size, savedAt });
     } catch { /* incomplete: not listed */ }
   }
   return out.sort((a, b) => b.savedAt.localeCompare(a.savedAt));

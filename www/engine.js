@@ -229,7 +229,7 @@ class LoadError extends Error {
 const PIECE = 8 << 20;
 
 /** Streams a weights source into `open(size)`'s loader chunk by chunk. */
-async function streamWeights(weights, onProgress, open, tee) {
+async function streamWeights(weights, onProgress, open, after) {
   let loader = null;
   const begin = async (size) => { loader = await open(size); };
   const push = async (chunk) => {
@@ -238,7 +238,7 @@ async function streamWeights(weights, onProgress, open, tee) {
     } catch (e) {
       throw new LoadError(e);
     }
-    await tee?.(chunk);
+    await after?.(loader);
   };
   if (weights.urls) {
     // Opened first: the backend (and whether the model fits it) is known before any download.
@@ -280,47 +280,62 @@ async function streamWeights(weights, onProgress, open, tee) {
   return { loader, name: 'weights' };
 }
 
-/** Streams `weights` into a new loader and finishes it into an engine. `tee(chunk)` also gets every
- *  chunk; `check(loader)` may refuse the bytes before the engine is built. On any error what the
- *  load allocated (GPU buffers, a half-built model) is released. */
-async function loadStreamed(config, tokenizer, weights, load, onProgress, { tee, check } = {}) {
+/** Streams `weights` into a new loader and finishes it into an engine. `opened(loader)` runs once
+ *  the loader exists (it may refuse it), `after(loader)` after every chunk; `check(loader)` may
+ *  refuse the bytes before the engine is built. On any error what the load allocated (GPU buffers,
+ *  a half-built model) is released. */
+async function loadStreamed(config, tokenizer, weights, load, onProgress, { opened, after, check } = {}) {
   let loader = null;
   try {
-    const streamed = await streamWeights(weights, onProgress, async (size) => (loader = await Engine.beginLoad(config, tokenizer, size, load)), tee);
-    const { position: size, checksum } = loader;
+    const open = async (size) => {
+      loader = await Engine.beginLoad(config, tokenizer, size, load);
+      opened?.(loader);
+      return loader;
+    };
+    const streamed = await streamWeights(weights, onProgress, open, after);
+    const { position: size, checksum, dtype } = loader;
+    const copy = { size: loader.copySize, checksum: loader.copyChecksum, dtype };
     check?.(loader);
     const finishing = loader;
     loader = null; // finish() takes it over, success or not
-    return { engine: await finishing.finish(), size, checksum, name: streamed.name };
+    return { engine: await finishing.finish(), size, checksum, copy, name: streamed.name };
   } catch (e) {
     loader?.free();
     throw e instanceof LoadError ? e.cause : e;
   }
 }
 
-/** Loads a URL source from the cache when it holds a good copy: null on a miss; a damaged copy is
- *  deleted (and said why in `notices`) so the caller downloads it again. */
+/** The cache holds a copy in another dtype than this load asks for: a miss, not damage. */
+class OtherDtype extends Error {}
+
+/** Loads a URL source from the cache when it holds a good copy in the dtype this load uses: null on
+ *  a miss; a damaged copy is deleted (and said why in `notices`) so the caller downloads it again. */
 async function loadCached(key, load, onProgress, notices) {
   const hit = await Cache.lookup(key);
   if (!hit) return null;
   try {
-    const loaded = await loadStreamed(hit.config, hit.tokenizer, { file: hit.file, name: hit.meta.weights }, load, onProgress, {
+    const loaded = await loadStreamed(hit.config, hit.tokenizer, { file: hit.file, name: `${hit.meta.source} (cached)` }, load, onProgress, {
+      opened: (loader) => {
+        if (loader.dtype !== hit.meta.dtype) throw new OtherDtype();
+      },
       check: (loader) => {
         if (loader.position !== hit.meta.size || loader.checksum !== hit.meta.checksum) {
           throw new Error(`${loader.position} bytes with CRC-32 ${loader.checksum.toString(16)}, but ${hit.meta.size} bytes with ${hit.meta.checksum.toString(16)} were saved`);
         }
       },
     });
-    return { ...loaded, config: hit.config, tokenizer: hit.tokenizer };
+    return { ...loaded, size: hit.meta.size, config: hit.config, tokenizer: hit.tokenizer };
   } catch (e) {
+    if (e instanceof OtherDtype) return null;
     await Cache.remove(key);
     notices.push(`the cached copy was damaged (${e.message}) and is downloaded again`);
     return null;
   }
 }
 
-/** Loads a source from the network (or local files), writing a URL source's files to the cache
- *  as they stream when `key` is given; a full disk finishes the load uncached, with a notice. */
+/** Loads a source from the network (or local files), writing a URL source's weights to the cache
+ *  as they stream (a copy in the backend's dtype) when `key` is given; a full disk finishes the
+ *  load uncached, with a notice. */
 async function loadFresh(source, key, load, onProgress, notices) {
   const { config, tokenizer, weights } = await withWeightsSource(source, onProgress);
   let entry = key ? await Cache.startEntry(key, config, tokenizer).catch(() => null) : null;
@@ -328,18 +343,23 @@ async function loadFresh(source, key, load, onProgress, notices) {
     notices.push(`not cached: ${e?.name === 'QuotaExceededError' ? 'the browser\'s storage quota is full' : e?.message}`);
     const failed = entry;
     entry = null;
-    await failed.abort();
+    await failed?.abort();
   };
-  const tee = entry && (async (chunk) => {
+  const after = entry && (async (loader) => {
+    const writes = loader.takeCopy();
     try {
-      await entry?.write(chunk);
+      for (let i = 0; entry && i < writes.length; i += 2) await entry.write(writes[i], writes[i + 1]);
     } catch (e) {
-      if (entry) await uncached(e);
+      await uncached(e);
     }
   });
   try {
-    const loaded = await loadStreamed(config, tokenizer, weights, load, onProgress, { tee });
-    await entry?.finish({ weights: loaded.name, size: loaded.size, checksum: loaded.checksum }).catch(uncached);
+    const loaded = await loadStreamed(config, tokenizer, weights, load, onProgress, {
+      opened: (loader) => { if (entry) loader.keepCopy(); },
+      after,
+    });
+    const { copy } = loaded;
+    await entry?.finish({ source: loaded.name, dtype: copy.dtype, size: copy.size, checksum: copy.checksum }).catch(uncached);
     return { ...loaded, config, tokenizer, cached: Boolean(entry) };
   } catch (e) {
     await entry?.abort();

@@ -41,7 +41,7 @@ export async function renderCache(listElement, estimateElement, onLoad) {
   listElement.replaceChildren(...entries.map((e) => {
     const item = document.createElement('li');
     const label = document.createElement('span');
-    label.textContent = `${e.url} (${e.weights}, ${size(e.size)})`;
+    label.textContent = `${e.url} (${e.source}, kept as ${e.dtype}: ${size(e.size)})`;
     const open = document.createElement('button');
     open.type = 'button';
     open.textContent = 'Load';

@@ -141,6 +141,11 @@ impl GpuLoader {
         })
     }
 
+    /// How the matrices are stored.
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
+    }
+
     /// The matrix a parameter-token tensor goes to, and its first row there (q, k and v share
     /// one matrix each for keys and values).
     fn target(&self, layer: usize, proj: Projection, values: bool) -> (&Matrix, usize) {

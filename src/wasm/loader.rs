@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, GpuLoader, GpuOptions, WeightDtype};
 use crate::model::{CpuDtype, ModelBuilder};
 use crate::tokenizer::Tokenizer;
+use crate::weights::copy::SafetensorsCopy;
 use crate::weights::stream::{TensorInfo, TensorSink, WeightStream};
 use crate::CpuBackend;
 
@@ -69,6 +70,15 @@ impl TensorSink for LoadSink {
 }
 
 impl LoadSink {
+    /// Whether the backend stores its matrices as f16.
+    fn f16(&self) -> bool {
+        match self {
+            LoadSink::Cpu { dtype, .. } => *dtype == CpuDtype::F16,
+            #[cfg(feature = "gpu")]
+            LoadSink::Gpu(loader) => loader.dtype() == WeightDtype::F16,
+        }
+    }
+
     async fn into_compute(self) -> Result<Compute> {
         Ok(match self {
             LoadSink::Cpu { builder, .. } => Compute::Cpu(CpuBackend::new(std::sync::Arc::new(builder.finish()?))),
@@ -113,20 +123,30 @@ async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) ->
     Ok((cpu_sink(config, vocab, options.dtype), notice))
 }
 
-/// A sink that also counts the model's parameters (what `Engine.parameters` reports).
+/// A sink that also counts the model's parameters (what `Engine.parameters` reports) and, when
+/// asked, writes a safetensors copy in the backend's dtype (what the page caches).
 struct Counted {
     sink: LoadSink,
     parameters: u64,
+    copy: Option<SafetensorsCopy>,
 }
 
 impl TensorSink for Counted {
     fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
         self.parameters = parameters(tensors);
-        self.sink.begin(tensors)
+        self.sink.begin(tensors)?;
+        match &mut self.copy {
+            Some(copy) => copy.begin(tensors),
+            None => Ok(()),
+        }
     }
 
     fn rows(&mut self, index: usize, row0: usize, values: &[f32]) -> Result<()> {
-        self.sink.rows(index, row0, values)
+        self.sink.rows(index, row0, values)?;
+        match &mut self.copy {
+            Some(copy) => copy.rows(index, row0, values),
+            None => Ok(()),
+        }
     }
 }
 
@@ -156,7 +176,7 @@ impl ModelLoader {
             None => None,
         };
         let (sink, notice) = open_sink(&config, tokenizer.vocab_size(), &options).await?;
-        let sink = Counted { sink, parameters: 0 };
+        let sink = Counted { sink, parameters: 0, copy: None };
         Ok(ModelLoader { stream: WeightStream::new(size), sink, tokenizer, config, notice })
     }
 
@@ -184,6 +204,41 @@ impl ModelLoader {
     #[wasm_bindgen(getter)]
     pub fn position(&self) -> f64 {
         self.stream.position() as f64
+    }
+
+    /// "f16" or "f32": how the backend stores the matrices (what "auto" chose).
+    #[wasm_bindgen(getter)]
+    pub fn dtype(&self) -> String {
+        if self.sink.sink.f16() { "f16" } else { "f32" }.to_string()
+    }
+
+    /// Also writes a safetensors copy of the weights in the backend's dtype (call before the first
+    /// push): `takeCopy()` after each push gives its writes.
+    #[wasm_bindgen(js_name = keepCopy)]
+    pub fn keep_copy(&mut self) {
+        self.sink.copy = Some(SafetensorsCopy::new(self.sink.sink.f16()));
+    }
+
+    /// The copy's writes since the last call: `[position, bytes, position, bytes, ...]`.
+    #[wasm_bindgen(js_name = takeCopy)]
+    pub fn take_copy(&mut self) -> js_sys::Array {
+        let out = js_sys::Array::new();
+        for (at, bytes) in self.sink.copy.as_mut().map(SafetensorsCopy::take).unwrap_or_default() {
+            out.push(&JsValue::from(at as f64));
+            out.push(&js_sys::Uint8Array::from(&bytes[..]));
+        }
+        out
+    }
+
+    /// The copy's size in bytes and CRC-32 (complete once every byte was pushed).
+    #[wasm_bindgen(js_name = copySize, getter)]
+    pub fn copy_size(&self) -> f64 {
+        self.sink.copy.as_ref().map_or(0, SafetensorsCopy::size) as f64
+    }
+
+    #[wasm_bindgen(js_name = copyChecksum, getter)]
+    pub fn copy_checksum(&self) -> u32 {
+        self.sink.copy.as_ref().map_or(0, SafetensorsCopy::checksum)
     }
 
     /// CRC-32 of the bytes pushed so far (what a cached copy of the file is checked against).

@@ -12,6 +12,7 @@
 
 use std::ops::Range;
 
+pub mod copy;
 pub mod pytorch;
 pub mod safetensors;
 pub mod stream;

@@ -62,11 +62,26 @@ try {
   await page.waitForFunction(() => document.getElementById('output').dataset.done, null, { timeout: 3_600_000 });
   const ids = await page.evaluate(() => (document.getElementById('output').dataset.ids || '').split(',').filter(Boolean).map(Number));
   const size = Number(execFileSync('stat', ['-c', '%s', join(dir, weightsFile)], { encoding: 'utf8' }));
+  // The second visit: the page reloaded, the same URL, from the cache.
+  const cached = await page.evaluate(async () => (await import('/www/cache.js')).list());
+  await page.reload();
+  await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
+  await page.selectOption('#backend', 'webgpu');
+  await page.selectOption('#dtype', dtype);
+  await page.locator('input[name=source][value=url]').check();
+  await page.locator('#model-url').fill(hub.url);
+  await page.evaluate(() => { delete document.body.dataset.model; });
+  const again = Date.now();
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 3_600_000 });
+  const cachedSeconds = (Date.now() - again) / 1000;
+  const line = await page.locator('#load-text').textContent();
   const grew = peak - baseline;
   console.log(`${dir} (${weightsFile}, ${gb(size)}), WebGPU ${dtype}:`);
   console.log(`  loaded in ${loadSeconds.toFixed(1)} s (${(size / 1e6 / loadSeconds).toFixed(0)} MB/s)`);
   console.log(`  GPU buffers (plan): ${gb(plan.total)} = weights ${gb(plan.weights)} + KV cache ${gb(plan.kvCache)} + activations ${gb(plan.activations)}`);
   console.log(`  browser resident memory grew by ${gb(grew)} during the load (peak ${gb(peak)}); budget GPU buffers + 512 MiB = ${gb(plan.total + 2 ** 29)}: ${grew <= plan.total + 2 ** 29 ? 'within' : 'OVER'}`);
+  console.log(`  cache: ${cached.map((c) => `${c.source} kept as ${c.dtype}, ${gb(c.size)}`).join('; ')}; second visit: ${line} in ${cachedSeconds.toFixed(1)} s`);
   console.log(`  greedy ids ${JSON.stringify(ids)} vs native ${JSON.stringify(native.ids)}: ${JSON.stringify(ids) === JSON.stringify(native.ids) ? 'equal' : 'DIFFERENT'}`);
 } finally {
   await browser.close();

@@ -72,6 +72,12 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       await setGreedy(page, 1);
       const got = await generate(page, 'The sea was');
       assert.deepEqual(got.ids, nativeGreedy('The sea was', 1, dir).ids);
+      // Cached for the next visit as the f16 copy the GPU uses: about half the f32 file.
+      assert.match(await page.locator('#load-text').textContent(), /cached for the next visit/);
+      const cached = await page.evaluate(async () => (await import('/www/cache.js')).list());
+      assert.equal(cached.length, 1);
+      assert.equal(cached[0].dtype, 'f16');
+      assert.ok(cached[0].size < 0.55 * 607.6e6, `cached ${cached[0].size} bytes`);
     });
 
     assert.deepEqual(errors, []);
