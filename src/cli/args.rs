@@ -1,0 +1,247 @@
+//! The command line: every command and its options (clap).
+
+use crate::*;
+
+#[derive(Parser)]
+#[command(name = "tokenformer", version, about = "TokenFormer inference: generate, score, evaluate, convert")]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+    /// Threads for the CPU backend's products (default: every core).
+    #[arg(long, global = true)]
+    pub(crate) threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Command {
+    /// Generate text after a prompt, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Print the logits of every input position as JSON.
+    Logits(LogitsArgs),
+    /// Convert a model (authors' folder or any weights file) into config.json + model.safetensors + tokenizer.json.
+    Convert(ConvertArgs),
+    /// Perplexity of a text file, with a sliding window.
+    Eval(EvalArgs),
+    /// Prefill and decode throughput against the machine's measured bandwidth.
+    Bench(BenchArgs),
+    /// Show one Pattention layer's weights over its parameter tokens (Theta) for every prompt token.
+    Inspect(InspectArgs),
+    /// A parameter token's dictionary: the vocabulary tokens its value vector scores highest
+    /// through the tied embedding.
+    Dictionary(DictionaryArgs),
+    /// Write a random model of an official size (config.json + model.safetensors + tokenizer.json),
+    /// for measurements: the same weights `bench --synthetic` uses.
+    Synthetic(SyntheticArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct SyntheticArgs {
+    /// One of 150m, 450m, 900m, 1.5b.
+    #[arg(long)]
+    pub(crate) size: String,
+    /// The tokenizer.json to ship with it (the official models use GPT-NeoX's).
+    #[arg(long)]
+    pub(crate) tokenizer: PathBuf,
+    /// Folder to write into.
+    pub(crate) out_dir: PathBuf,
+    /// Weights precision of the project layout (the authors' layout is always f32).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
+    pub(crate) dtype: DtypeArg,
+    /// `project`: model.safetensors with readable names; `authors`: a float32 pytorch_model.bin
+    /// with the official names, laid out as torch.save writes it (what the hub serves).
+    #[arg(long, value_enum, default_value_t = Layout::Project)]
+    pub(crate) layout: Layout,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Layout {
+    Project,
+    Authors,
+}
+
+#[derive(Args)]
+pub(crate) struct DictionaryArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Block index, 0-based.
+    #[arg(long)]
+    pub(crate) layer: usize,
+    /// Pattention layer: query, key, value, proj or ffn.
+    #[arg(long)]
+    pub(crate) proj: String,
+    /// Parameter token (slot), 0-based.
+    #[arg(long)]
+    pub(crate) slot: usize,
+    /// How many vocabulary tokens to print.
+    #[arg(long, default_value_t = 12)]
+    pub(crate) top_k: usize,
+    /// Print {"layer", "proj", "slot", "top": [[id, score, text], ...]} as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ModelArgs {
+    /// Model folder (config.json + model.safetensors or pytorch_model.bin + tokenizer.json) or a weights
+    /// file. Without it, the built-in default model (models/tokenformer-moby) is used.
+    #[arg(long)]
+    pub(crate) model: Option<PathBuf>,
+    /// config.json to use instead of the one next to the weights.
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    /// tokenizer.json to use instead of the one next to the weights.
+    #[arg(long)]
+    pub(crate) tokenizer: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
+    /// Weight storage: f32, or f16 (half the memory and bytes read per token; the CPU widens each
+    /// weight exactly and accumulates in f32).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub(crate) dtype: DtypeArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BackendKind {
+    Cpu,
+    /// WebGPU through wgpu (Vulkan, Metal or DX12).
+    Gpu,
+}
+
+#[derive(Args)]
+pub(crate) struct GenerateArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) prompt: PromptArgs,
+    #[arg(long, default_value_t = 64)]
+    pub(crate) max_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub(crate) temperature: f32,
+    /// 0 disables the cut.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) repetition_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub(crate) seed: u32,
+    /// Print one JSON object {"ids": [...], "text": "..."} instead of streaming.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A prompt given as text or as token ids (exactly one of them).
+#[derive(Args)]
+pub(crate) struct PromptArgs {
+    /// Prompt text.
+    #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+    pub(crate) prompt: Option<String>,
+    /// Prompt as token ids, e.g. 1,2,3.
+    #[arg(long)]
+    pub(crate) ids: Option<String>,
+}
+
+impl PromptArgs {
+    pub(crate) fn ids(&self, tokenizer: &Tokenizer) -> Result<Vec<u32>> {
+        match (&self.prompt, &self.ids) {
+            (Some(text), _) => tokenizer.encode(text),
+            (None, Some(ids)) => parse_ids(ids),
+            (None, None) => Err(Error::Usage("give --prompt or --ids".into())),
+        }
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) prompt: PromptArgs,
+    /// Block index, 0-based.
+    #[arg(long)]
+    pub(crate) layer: usize,
+    /// Pattention layer: query, key, value, proj or ffn.
+    #[arg(long, required_unless_present = "attention", conflicts_with = "attention")]
+    pub(crate) proj: Option<String>,
+    /// The block's attention probabilities per head instead of a Pattention layer.
+    #[arg(long)]
+    pub(crate) attention: bool,
+    /// Only the K largest weights of each token, as [slot, value] pairs (largest first); on the
+    /// GPU they are selected on the device and only they are read back.
+    #[arg(long, conflicts_with = "attention")]
+    pub(crate) top_k: Option<usize>,
+    /// Print {"layer", "proj", "weights": [row per token]} (or "top" with --top-k; with --attention
+    /// {"layer", "attention": [per head [row per token]]}) as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct LogitsArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Token ids, e.g. 1,2,3.
+    #[arg(long)]
+    pub(crate) ids: String,
+}
+
+#[derive(Args)]
+pub(crate) struct ConvertArgs {
+    /// Model folder or weights file.
+    pub(crate) input: PathBuf,
+    /// Folder to write config.json, model.safetensors and tokenizer.json into.
+    pub(crate) out_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub(crate) dtype: DtypeArg,
+    #[arg(long)]
+    pub(crate) config: Option<PathBuf>,
+    #[arg(long)]
+    pub(crate) tokenizer: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum DtypeArg {
+    F32,
+    F16,
+}
+
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// UTF-8 text file to score.
+    #[arg(long)]
+    pub(crate) text: PathBuf,
+    /// Tokens per window (default: max_position_embeddings).
+    #[arg(long)]
+    pub(crate) window: Option<usize>,
+    /// Window step (default: half the window).
+    #[arg(long)]
+    pub(crate) stride: Option<usize>,
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct BenchArgs {
+    /// Model folder or weights file (default: the built-in model).
+    #[arg(long, conflicts_with = "synthetic")]
+    pub(crate) model: Option<PathBuf>,
+    /// A random model of an official size: 150m, 450m, 900m or 1.5b.
+    #[arg(long)]
+    pub(crate) synthetic: Option<String>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub(crate) backend: BackendKind,
+    /// Weight storage: f32, or f16 (half the memory and bytes read per token; the CPU widens each
+    /// weight exactly and accumulates in f32).
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    pub(crate) dtype: DtypeArg,
+    #[arg(long, default_value_t = 64)]
+    pub(crate) prompt_len: usize,
+    #[arg(long, default_value_t = 32)]
+    pub(crate) gen: usize,
+    #[arg(long)]
+    pub(crate) json: bool,
+}
