@@ -2,9 +2,10 @@
 // were loaded from. An entry is a folder holding config.json, tokenizer.json, `weights` (a
 // safetensors copy in the dtype the backend used, written by the engine's loader as the download
 // streams: the 1.5B checkpoint's 6.35 GB of f32 is kept as 3.2 GB of f16), and meta.json ({ url,
-// source, dtype, size, checksum, savedAt }), written last: an entry without it (a load cut short, a
-// quota error) is never used. The copy's size and CRC-32 are checked again on every load from the
-// cache, so a truncated or corrupted entry is refused, deleted and downloaded again: never run.
+// source, sourceUrl, sourceSize, etag, dtype, size, checksum, savedAt }), written last: an entry
+// without it (a load cut short, a quota error) is never used. The copy's size and CRC-32 are
+// checked again on every load from the cache, so a truncated or corrupted entry is refused,
+// deleted and downloaded again: never run.
 
 const ROOT = 'tokenformer-cache';
 

@@ -75,8 +75,8 @@ const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  *  connection that fails before they are read). A connection that fails
  *  mid-body is resumed from the byte where it stopped with a `Range` request (a server that ignores
  *  ranges sends the whole file again, and the bytes already taken are skipped), up to ATTEMPTS
- *  times with growing pauses; HTTP errors are not retried. */
-async function streamUrl(url, file, onProgress, push) {
+ *  times with growing pauses; HTTP errors are not retried. `version.etag` gets the file's ETag. */
+async function streamUrl(url, file, onProgress, push, version = {}) {
   let loaded = 0;
   let total = 0;
   let failure = null;
@@ -90,7 +90,10 @@ async function streamUrl(url, file, onProgress, push) {
       continue;
     }
     if (!res.ok) throw Object.assign(new Error(`${file}: ${url} answered HTTP ${res.status}`), { status: res.status });
-    if (loaded === 0) total = Number(res.headers.get('content-length')) || 0;
+    if (loaded === 0) {
+      total = Number(res.headers.get('content-length')) || 0;
+      version.etag = res.headers.get('etag');
+    }
     // Bytes of this response already taken (the server ignored the range).
     let skip = loaded > 0 && res.status !== 206 ? loaded : 0;
     try {
@@ -245,8 +248,9 @@ async function streamWeights(weights, onProgress, open, after) {
     await begin(undefined);
     for (const url of weights.urls) {
       try {
-        await streamUrl(url, url.split('/').pop(), onProgress, push);
-        return { loader, name: url.split('/').pop() };
+        const version = {};
+        await streamUrl(url, url.split('/').pop(), onProgress, push, version);
+        return { loader, name: url.split('/').pop(), url, etag: version.etag };
       } catch (e) {
         // A folder may hold either weights file: the first that exists is the model's.
         if (e.status !== 404 || url === weights.urls.at(-1)) throw e;
@@ -298,7 +302,7 @@ async function loadStreamed(config, tokenizer, weights, load, onProgress, { open
     check?.(loader);
     const finishing = loader;
     loader = null; // finish() takes it over, success or not
-    return { engine: await finishing.finish(), size, checksum, copy, name: streamed.name };
+    return { engine: await finishing.finish(), size, checksum, copy, name: streamed.name, url: streamed.url, etag: streamed.etag };
   } catch (e) {
     loader?.free();
     throw e instanceof LoadError ? e.cause : e;
@@ -308,11 +312,31 @@ async function loadStreamed(config, tokenizer, weights, load, onProgress, { open
 /** The cache holds a copy in another dtype than this load asks for: a miss, not damage. */
 class OtherDtype extends Error {}
 
-/** Loads a URL source from the cache when it holds a good copy in the dtype this load uses: null on
- *  a miss; a damaged copy is deleted (and said why in `notices`) so the caller downloads it again. */
+/** Whether the file a cache entry was made from has changed on its server (another ETag or size). A
+ *  server that cannot be reached (offline) or does not say leaves the entry good. */
+async function outdated(meta) {
+  if (!meta.sourceUrl) return false;
+  try {
+    const res = await fetch(meta.sourceUrl, { method: 'HEAD', signal: AbortSignal.timeout(5000) });
+    if (!res.ok) return false;
+    const etag = res.headers.get('etag');
+    const size = Number(res.headers.get('content-length')) || null;
+    return Boolean((etag && meta.etag && etag !== meta.etag) || (size && meta.sourceSize && size !== meta.sourceSize));
+  } catch {
+    return false;
+  }
+}
+
+/** Loads a URL source from the cache when it holds a good, current copy in the dtype this load
+ *  uses: null on a miss; a damaged copy is deleted (and said why in `notices`) so the caller
+ *  downloads it again, and so is one whose source changed. */
 async function loadCached(key, load, onProgress, notices) {
   const hit = await Cache.lookup(key);
   if (!hit) return null;
+  if (await outdated(hit.meta)) {
+    notices.push('the model changed on its server since it was cached, so it is downloaded again');
+    return null;
+  }
   try {
     const loaded = await loadStreamed(hit.config, hit.tokenizer, { file: hit.file, name: `${hit.meta.source} (cached)` }, load, onProgress, {
       opened: (loader) => {
@@ -359,7 +383,10 @@ async function loadFresh(source, key, load, onProgress, notices) {
       after,
     });
     const { copy } = loaded;
-    await entry?.finish({ source: loaded.name, dtype: copy.dtype, size: copy.size, checksum: copy.checksum }).catch(uncached);
+    await entry?.finish({
+      source: loaded.name, sourceUrl: loaded.url, sourceSize: loaded.size, etag: loaded.etag,
+      dtype: copy.dtype, size: copy.size, checksum: copy.checksum,
+    }).catch(uncached);
     return { ...loaded, config, tokenizer, cached: Boolean(entry) };
   } catch (e) {
     await entry?.abort();

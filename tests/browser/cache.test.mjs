@@ -1,14 +1,20 @@
 // node --test: models loaded by URL are kept between visits (OPFS). A fixture in the authors'
 // layout is served by `cargo xtask serve` on another port, like a hub. After one load the page,
 // reloaded with that server stopped, loads the model from the cache; a corrupted cache entry is
-// refused, deleted and downloaded again (never run); deleting the entry from the page frees it.
+// refused, deleted and downloaded again (never run), and so is one whose file changed on the server
+// (another ETag); `?model=URL` loads it on opening the page; deleting the entry frees it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, launch, hubServer, ROOT } from './harness.mjs';
 import { openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
 
 const FIXTURE = join(ROOT, 'tests', 'fixtures', 'l2_norm_gelu');
+// Served from a copy, so the test can change the file under the server.
+const SERVED = mkdtempSync(join(tmpdir(), 'tokenformer-cache-test-'));
+cpSync(FIXTURE, SERVED, { recursive: true });
 
 /** Loads `url` through the page's URL field; resolves to the load line and the notice (if any). */
 async function loadUrl(page, url) {
@@ -36,7 +42,7 @@ const cacheFolders = (page) => page.evaluate(async () => {
 
 test('a model loaded by URL is cached, checked, reloaded offline and deleted', { timeout: 600_000 }, async (t) => {
   const expected = nativeGreedy('The sea was', 6, FIXTURE).ids;
-  let model = await hubServer(FIXTURE);
+  let model = await hubServer(SERVED);
   const { url, port } = model;
   const server = await serve();
   const browser = await launch({ webgpu: false });
@@ -77,12 +83,32 @@ test('a model loaded by URL is cached, checked, reloaded offline and deleted', {
           await writable.close();
         }
       });
-      model = await hubServer(FIXTURE, port);
+      model = await hubServer(SERVED, port);
       const { line, kind, notice } = await loadUrl(page, url);
       assert.notEqual(kind, 'error', notice);
       assert.match(notice ?? '', /cached copy was damaged .* downloaded again/);
       assert.match(line, /cached for the next visit/);
       assert.deepEqual((await generate(page, 'The sea was')).ids, expected);
+    });
+
+    await t.test('a model that changed on its server is downloaded again', async () => {
+      // A new modification time gives the file another ETag.
+      const later = new Date(Date.now() + 60_000);
+      utimesSync(join(SERVED, 'pytorch_model.bin'), later, later);
+      const { line, kind, notice } = await loadUrl(page, url);
+      assert.notEqual(kind, 'error', notice);
+      assert.match(notice ?? '', /changed on its server/);
+      assert.match(line, /cached for the next visit/);
+      const again = await loadUrl(page, url);
+      assert.match(again.line, /from the cache/);
+    });
+
+    await t.test('?model=URL in the page\'s address loads that model (here from the cache)', async () => {
+      const other = await browser.context.newPage();
+      await other.goto(`${server.url}/index.html?model=${encodeURIComponent(url)}`);
+      await other.waitForFunction((u) => document.body.dataset.model === u, url, { timeout: 120_000 });
+      assert.match(await other.locator('#load-text').textContent(), /from the cache/);
+      await other.close();
     });
 
     await t.test('deleting it from the page frees the storage', async () => {
@@ -99,5 +125,6 @@ test('a model loaded by URL is cached, checked, reloaded offline and deleted', {
     await browser.close();
     server.close();
     await model.close();
+    rmSync(SERVED, { recursive: true, force: true });
   }
 });
