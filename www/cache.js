@@ -58,10 +58,17 @@ export async function startEntry(url, config, tokenizer) {
   if (!dir) return null;
   const key = keyOf(url);
   await dir.removeEntry(key, { recursive: true }).catch(() => {});
-  const entry = await dir.getDirectoryHandle(key, { create: true });
-  await writeFile(entry, 'config.json', config);
-  await writeFile(entry, 'tokenizer.json', tokenizer);
-  const weights = await (await entry.getFileHandle('weights', { create: true })).createWritable();
+  let entry;
+  let weights;
+  try {
+    entry = await dir.getDirectoryHandle(key, { create: true });
+    await writeFile(entry, 'config.json', config);
+    await writeFile(entry, 'tokenizer.json', tokenizer);
+    weights = await (await entry.getFileHandle('weights', { create: true })).createWritable();
+  } catch (e) {
+    await dir.removeEntry(key, { recursive: true }).catch(() => {});
+    throw e;
+  }
   return {
     write: (position, data) => weights.write({ type: 'write', position, data }),
     finish: async (meta) => {

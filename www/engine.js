@@ -362,9 +362,10 @@ async function loadCached(key, load, onProgress, notices) {
  *  load uncached, with a notice. */
 async function loadFresh(source, key, load, onProgress, notices) {
   const { config, tokenizer, weights } = await withWeightsSource(source, onProgress);
-  let entry = key ? await Cache.startEntry(key, config, tokenizer).catch(() => null) : null;
+  const why = (e) => `not cached: ${e?.name === 'QuotaExceededError' ? 'the browser\'s storage quota is full' : e?.message}`;
+  let entry = key ? await Cache.startEntry(key, config, tokenizer).catch((e) => { notices.push(why(e)); return null; }) : null;
   const uncached = async (e) => {
-    notices.push(`not cached: ${e?.name === 'QuotaExceededError' ? 'the browser\'s storage quota is full' : e?.message}`);
+    notices.push(why(e));
     const failed = entry;
     entry = null;
     await failed?.abort();

@@ -2,7 +2,8 @@
 // layout is served by `cargo xtask serve` on another port, like a hub. After one load the page,
 // reloaded with that server stopped, loads the model from the cache; a corrupted cache entry is
 // refused, deleted and downloaded again (never run), and so is one whose file changed on the server
-// (another ETag); `?model=URL` loads it on opening the page; deleting the entry frees it.
+// (another ETag); `?model=URL` loads it on opening the page; deleting the entry frees it; with the
+// quota full the model loads uncached, with a notice.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
@@ -118,6 +119,22 @@ test('a model loaded by URL is cached, checked, reloaded offline and deleted', {
       await page.getByRole('button', { name: `Delete the cached copy of ${url}` }).click();
       await page.waitForFunction(() => document.getElementById('cache-list').dataset.count === '0');
       assert.deepEqual(await cacheFolders(page), []);
+    });
+
+    await t.test('with the storage quota full, the model loads uncached and says so', async () => {
+      const cdp = await browser.context.newCDPSession(page);
+      // Room for config.json and tokenizer.json, not for the weights: the copy fails mid-download.
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.url, quotaSize: 20_000 });
+      try {
+        const { line, kind, notice } = await loadUrl(page, url);
+        assert.notEqual(kind, 'error', notice);
+        assert.match(notice ?? '', /not cached: .*quota/);
+        assert.doesNotMatch(line, /cached/);
+        assert.deepEqual((await generate(page, 'The sea was')).ids, expected);
+        assert.deepEqual(await cacheFolders(page), []);
+      } finally {
+        await cdp.send('Storage.overrideQuotaForOrigin', { origin: server.url });
+      }
     });
 
     assert.deepEqual(errors.filter((e) => !/ERR_|Failed to load resource/.test(e)), []);
