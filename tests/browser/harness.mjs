@@ -105,7 +105,7 @@ export async function hubServer(dir, port = 20000 + Math.floor(Math.random() * 2
     url: `http://127.0.0.1:${port}/`,
     port,
     close: () => new Promise((resolve) => {
-      if (child.exitCode !== null) return resolve();
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
       child.once('exit', resolve);
       child.kill();
     }),

@@ -5,7 +5,9 @@
 // weights, and must give the native CLI's greedy token while the browser's resident memory grows
 // by no more than the GPU buffers + 512 MiB (SwiftShader keeps the buffers in process memory; the
 // RSS of every browser process is summed from /proc every 100 ms). A model over a forced memory
-// budget is refused before its weights are requested.
+// budget is refused before its weights are requested. With the server stopped, the reloaded page
+// loads the model from its cache (the f16 copy, half the file). Corrupting and deleting a cache
+// entry are tested on a small model in cache.test.mjs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -78,6 +80,22 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       assert.equal(cached.length, 1);
       assert.equal(cached[0].dtype, 'f16');
       assert.ok(cached[0].size < 0.55 * 607.6e6, `cached ${cached[0].size} bytes`);
+    });
+
+    await t.test('with the server stopped, the reloaded page loads it from the cache', async () => {
+      await model.close();
+      await page.reload();
+      await waitLoaded(page, 'tokenformer-moby');
+      await page.selectOption('#backend', 'webgpu');
+      await page.selectOption('#dtype', 'f16');
+      await page.locator('input[name=source][value=url]').check();
+      await page.locator('#model-url').fill(model.url);
+      await page.evaluate(() => { delete document.body.dataset.model; });
+      await page.getByRole('button', { name: 'Load model' }).click();
+      await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 600_000 });
+      assert.match(await page.locator('#load-text').textContent(), /from the cache/);
+      await setGreedy(page, 1);
+      assert.deepEqual((await generate(page, 'The sea was')).ids, nativeGreedy('The sea was', 1, dir).ids);
     });
 
     assert.deepEqual(errors, []);
