@@ -370,10 +370,28 @@ async function loadFresh(source, key, load, onProgress, notices) {
     entry = null;
     await failed?.abort();
   };
+  // The copy's writes, joined while they are contiguous (most are) into blocks of up to 8 MiB:
+  // each OPFS write is awaited, so a few large ones cost far less than many small ones.
+  let block = null;
+  const flush = async () => {
+    if (!block || !entry) return;
+    const { position, parts, length } = block;
+    block = null;
+    await entry.write(position, concat(parts, length));
+  };
   const after = entry && (async (loader) => {
     const writes = loader.takeCopy();
     try {
-      for (let i = 0; entry && i < writes.length; i += 2) await entry.write(writes[i], writes[i + 1]);
+      for (let i = 0; entry && i < writes.length; i += 2) {
+        const [position, bytes] = [writes[i], writes[i + 1]];
+        if (!block || position !== block.position + block.length) {
+          await flush();
+          block = { position, parts: [], length: 0 };
+        }
+        block.parts.push(bytes);
+        block.length += bytes.length;
+        if (block.length >= 8 << 20) await flush();
+      }
     } catch (e) {
       await uncached(e);
     }
@@ -384,6 +402,7 @@ async function loadFresh(source, key, load, onProgress, notices) {
       after,
     });
     const { copy } = loaded;
+    await flush().catch(uncached);
     await entry?.finish({
       source: loaded.name, sourceUrl: loaded.url, sourceSize: loaded.size, etag: loaded.etag,
       dtype: copy.dtype, size: copy.size, checksum: copy.checksum,
