@@ -30,7 +30,7 @@ pub fn write_authors_folder(model: &Model, tokenizer: &[u8], out_dir: &std::path
     let layers = model.config.num_layers;
     let roles = TensorRole::all(layers);
     let names: Vec<(String, Vec<usize>)> =
-        roles.iter().map(|&r| (r.name(Naming::Authors, layers), model.tensor(r).0)).collect();
+        roles.iter().map(|&r| (r.name(Naming::Authors, layers), model.shape(r))).collect();
     let path = out_dir.join("pytorch_model.bin");
     let file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
     let mut out = std::io::BufWriter::with_capacity(8 << 20, file);

@@ -33,7 +33,7 @@ impl GpuBackend {
             .map(|&role| TensorInfo {
                 name: role.name(crate::weights::Naming::Project, model.config.num_layers),
                 dtype: DType::F32,
-                shape: model.tensor(role).0,
+                shape: model.shape(role),
             })
             .collect();
         loader.begin(&infos)?;
@@ -56,7 +56,6 @@ pub struct GpuLoader {
     layers: Vec<LayerWeights>,
     final_norm: [Vec<f32>; 2],
     plan: Option<TensorPlan>,
-    names: Vec<String>,
     /// Value tensors being gathered, by tensor index.
     gathering: HashMap<usize, Vec<f32>>,
     unflushed: usize,
@@ -134,7 +133,6 @@ impl GpuLoader {
             layers,
             final_norm: [Vec::new(), Vec::new()],
             plan: None,
-            names: Vec::new(),
             gathering: HashMap::new(),
             unflushed: 0,
             scope,
@@ -183,16 +181,12 @@ impl GpuLoader {
         self.ctx.flush_writes()?;
         let scope = self.scope.take();
         let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype);
+        let hint = if self.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
         let backend = self.build();
         if let Some(e) = match scope {
             Some(scope) => scope.pop().await,
             None => None,
         } {
-            let hint = if needs.weights > 0 && backend.as_ref().is_ok_and(|b| b.dtype == WeightDtype::F32) {
-                "; f16 weights (--dtype f16) take half"
-            } else {
-                ""
-            };
             return Err(Error::Gpu(format!("the device ran out of memory ({e}): this model needs {needs}{hint}")));
         }
         backend
@@ -284,7 +278,6 @@ impl GpuLoader {
 impl TensorSink for GpuLoader {
     fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
         self.plan = Some(TensorPlan::new(&self.cfg, self.vocab, tensors)?);
-        self.names = tensors.iter().map(|t| t.name.clone()).collect();
         Ok(())
     }
 

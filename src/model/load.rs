@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use half::f16;
-
 use super::{Block, CpuDtype, Model, Pattention, Projection, WeightData};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -19,8 +17,6 @@ pub struct TensorPlan {
     pub roles: Vec<TensorRole>,
     /// Rows of the embedding (at least the vocabulary; extra rows are padding).
     pub embedding_rows: usize,
-    /// Values in all the model's tensors (embedding padding rows included).
-    pub parameters: usize,
 }
 
 impl TensorPlan {
@@ -62,8 +58,7 @@ impl TensorPlan {
                 }
             }
         }
-        let parameters = tensors.iter().map(|t| t.shape.iter().product::<usize>()).sum();
-        Ok(TensorPlan { roles, embedding_rows, parameters })
+        Ok(TensorPlan { roles, embedding_rows })
     }
 }
 
@@ -183,21 +178,7 @@ impl TensorSink for ModelBuilder<'_> {
     }
 
     fn rows(&mut self, index: usize, _row0: usize, values: &[f32]) -> Result<()> {
-        let name = &self.names[index];
-        match &mut self.data[index] {
-            WeightData::F32(v) => v.extend_from_slice(values),
-            WeightData::F16(v) => {
-                let start = v.len();
-                v.extend(values.iter().map(|&x| f16::from_f32(x)));
-                if let Some(i) = v[start..].iter().position(|h| h.is_infinite()) {
-                    return Err(Error::Usage(format!(
-                        "{name} holds {} at index {}, beyond f16's range: load it with dtype f32",
-                        values[i],
-                        start + i
-                    )));
-                }
-            }
-        }
+        self.data[index].extend_from_f32(values, &self.names[index])?;
         let rows = values.len() / self.cols[index];
         self.missing[index] -= rows;
         if self.missing[index] == 0 {

@@ -126,19 +126,34 @@ impl WeightData {
         }
     }
 
-    /// The same values in `dtype`; `name` says which tensor in an error. f16 rounds to nearest
-    /// even, as the GPU upload does; a value beyond f16's range (±65504) is refused, not made ∞.
+    /// Appends `values` in the stored dtype; `name` says which tensor in an error. f16 rounds to
+    /// nearest even, as the GPU upload does; a value beyond f16's range (±65504) is refused, not
+    /// made ∞.
+    pub fn extend_from_f32(&mut self, values: &[f32], name: &str) -> Result<()> {
+        match self {
+            Self::F32(v) => v.extend_from_slice(values),
+            Self::F16(v) => {
+                let start = v.len();
+                v.extend(values.iter().map(|&x| f16::from_f32(x)));
+                if let Some(i) = v[start..].iter().position(|h| h.is_infinite()) {
+                    return Err(Error::Usage(format!(
+                        "{name} holds {} at index {}, beyond f16's range: load it with dtype f32",
+                        values[i],
+                        start + i
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The same values in `dtype` (see [`WeightData::extend_from_f32`]).
     pub fn into_dtype(self, dtype: CpuDtype, name: &str) -> Result<Self> {
         match (self, dtype) {
             (Self::F32(v), CpuDtype::F16) => {
-                let halves: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
-                if let Some(i) = halves.iter().position(|h| h.is_infinite()) {
-                    return Err(Error::Usage(format!(
-                        "{name} holds {} at index {i}, beyond f16's range: load it with dtype f32",
-                        v[i]
-                    )));
-                }
-                Ok(Self::F16(halves))
+                let mut halves = Self::F16(Vec::with_capacity(v.len()));
+                halves.extend_from_f32(&v, name)?;
+                Ok(halves)
             }
             (Self::F16(v), CpuDtype::F32) => Ok(Self::F32(v.iter().map(|h| h.to_f32()).collect())),
             (same, _) => Ok(same),
@@ -236,16 +251,25 @@ impl Model {
 
     /// One tensor's shape and values as f32 (borrowed when stored as f32).
     pub fn tensor(&self, role: TensorRole) -> (Vec<usize>, Cow<'_, [f32]>) {
-        let d = self.config.hidden_size;
-        match role {
-            TensorRole::Embedding => (vec![self.embedding_rows, d], self.embedding.to_f32()),
+        let data = match role {
+            TensorRole::Embedding => self.embedding.to_f32(),
             TensorRole::ParamTokens { layer, proj, values } => {
                 let p = self.blocks[layer].get(proj);
-                let data = if values { &p.value_param_tokens } else { &p.key_param_tokens };
-                (vec![p.n, d], data.to_f32())
+                if values { &p.value_param_tokens } else { &p.key_param_tokens }.to_f32()
             }
-            TensorRole::FinalNormWeight => (vec![d], Cow::Borrowed(&self.final_norm_weight[..])),
-            TensorRole::FinalNormBias => (vec![d], Cow::Borrowed(&self.final_norm_bias[..])),
+            TensorRole::FinalNormWeight => Cow::Borrowed(&self.final_norm_weight[..]),
+            TensorRole::FinalNormBias => Cow::Borrowed(&self.final_norm_bias[..]),
+        };
+        (self.shape(role), data)
+    }
+
+    /// One tensor's shape, without touching its values.
+    pub fn shape(&self, role: TensorRole) -> Vec<usize> {
+        let d = self.config.hidden_size;
+        match role {
+            TensorRole::Embedding => vec![self.embedding_rows, d],
+            TensorRole::ParamTokens { layer, proj, .. } => vec![self.blocks[layer].get(proj).n, d],
+            TensorRole::FinalNormWeight | TensorRole::FinalNormBias => vec![d],
         }
     }
 }

@@ -35,6 +35,15 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
         }
     }
+
+    /// Appends the little-endian values in `bytes` to `out` as f32 (f16 and bf16 widen exactly).
+    pub fn decode(self, bytes: &[u8], out: &mut Vec<f32>) {
+        match self {
+            DType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+            DType::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
+            DType::BF16 => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+        }
+    }
 }
 
 /// Random access to a weights file that need not be in memory: a byte slice or memory map
@@ -104,15 +113,7 @@ impl TensorEntry {
         while at < self.range.end {
             let end = (at + BLOCK).min(self.range.end);
             let bytes = read_range(file, at..end)?;
-            match self.dtype {
-                DType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-                DType::F16 => {
-                    out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()))
-                }
-                DType::BF16 => {
-                    out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()))
-                }
-            }
+            self.dtype.decode(&bytes, &mut out);
             at = end;
         }
         Ok(out)

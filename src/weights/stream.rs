@@ -121,11 +121,7 @@ fn deliver(
         return Err(Error::Usage(format!("tensor {} received more rows than its shape holds", a.name)));
     }
     decoded.clear();
-    match a.dtype {
-        DType::F32 => decoded.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        DType::F16 => decoded.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        DType::BF16 => decoded.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-    }
+    a.dtype.decode(bytes, decoded);
     // No TokenFormer tensor may hold NaN or infinity: refused as it arrives, in either format.
     if decoded.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite { name: a.name.clone() });

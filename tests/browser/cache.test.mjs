@@ -10,26 +10,12 @@ import { cpSync, mkdtempSync, rmSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, launch, hubServer, ROOT } from './harness.mjs';
-import { openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
+import { openPage, waitLoaded, setGreedy, generate, nativeGreedy, loadUrl } from './pages.mjs';
 
 const FIXTURE = join(ROOT, 'tests', 'fixtures', 'l2_norm_gelu');
 // Served from a copy, so the test can change the file under the server.
 const SERVED = mkdtempSync(join(tmpdir(), 'tokenformer-cache-test-'));
 cpSync(FIXTURE, SERVED, { recursive: true });
-
-/** Loads `url` through the page's URL field; resolves to the load line and the notice (if any). */
-async function loadUrl(page, url) {
-  await page.locator('input[name=source][value=url]').check();
-  await page.locator('#model-url').fill(url);
-  await page.evaluate(() => { delete document.body.dataset.model; document.getElementById('notice').hidden = true; });
-  await page.getByRole('button', { name: 'Load model' }).click();
-  await page.waitForFunction(() => document.body.dataset.model || (document.getElementById('notice').className === 'error' && !document.getElementById('notice').hidden), null, { timeout: 120_000 });
-  return page.evaluate(() => ({
-    line: document.getElementById('load-text').textContent,
-    notice: document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent,
-    kind: document.getElementById('notice').className,
-  }));
-}
 
 /** The names in the cache's OPFS folder. */
 const cacheFolders = (page) => page.evaluate(async () => {

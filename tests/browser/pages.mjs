@@ -45,6 +45,26 @@ export async function waitLoaded(page, name) {
   await page.waitForFunction((n) => document.body.dataset.model === n, name, { timeout: 120_000 });
 }
 
+/** Loads `url` through the page's URL field, with `backend` and `dtype` chosen when given;
+ *  `beforeClick` runs just before Load is clicked (to start a measurement). Resolves, once the
+ *  model loaded or an error shows, to the load line, the notice (null when hidden) and its kind. */
+export async function loadUrl(page, url, { backend, dtype, timeout = 120_000, beforeClick } = {}) {
+  if (backend) await page.selectOption('#backend', backend);
+  if (dtype) await page.selectOption('#dtype', dtype);
+  await page.locator('input[name=source][value=url]').check();
+  await page.locator('#model-url').fill(url);
+  await page.evaluate(() => { delete document.body.dataset.model; document.getElementById('notice').hidden = true; });
+  beforeClick?.();
+  await page.getByRole('button', { name: 'Load model' }).click();
+  await page.waitForFunction(() => document.body.dataset.model
+    || (document.getElementById('notice').className === 'error' && !document.getElementById('notice').hidden), null, { timeout });
+  return page.evaluate(() => ({
+    line: document.getElementById('load-text').textContent,
+    notice: document.getElementById('notice').hidden ? null : document.getElementById('notice-text').textContent,
+    kind: document.getElementById('notice').className,
+  }));
+}
+
 export async function setGreedy(page, maxTokens) {
   await page.getByLabel('Temperature').fill('0');
   await page.getByLabel('Repetition penalty').fill('1');

@@ -15,7 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve, launch, hubServer, rssOf, BROWSER_MARKER, ROOT } from './harness.mjs';
-import { BIN, openPage, waitLoaded, setGreedy, generate, nativeGreedy } from './pages.mjs';
+import { BIN, openPage, waitLoaded, setGreedy, generate, nativeGreedy, loadUrl } from './pages.mjs';
 
 test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like server into WebGPU', { timeout: 900_000 }, async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'tokenformer-150m-'));
@@ -51,22 +51,20 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
         const config = new Uint8Array(await (await fetch(url + 'config.json')).arrayBuffer());
         return Engine.planMemory(config, 50277, 'f16');
       }, model.url);
-      await page.selectOption('#backend', 'webgpu');
-      await page.selectOption('#dtype', 'f16');
-      await page.locator('input[name=source][value=url]').check();
-      await page.locator('#model-url').fill(model.url);
-      await page.evaluate(() => { delete document.body.dataset.model; });
-      const before = rssOf(BROWSER_MARKER);
-      let peak = before;
-      const sampler = setInterval(() => { peak = Math.max(peak, rssOf(BROWSER_MARKER)); }, 100);
-      await page.getByRole('button', { name: 'Load model' }).click();
+      let before = 0;
+      let peak = 0;
+      let sampler = null;
+      const start = () => {
+        before = peak = rssOf(BROWSER_MARKER);
+        sampler = setInterval(() => { peak = Math.max(peak, rssOf(BROWSER_MARKER)); }, 100);
+      };
+      let loaded;
       try {
-        await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 600_000 });
+        loaded = await loadUrl(page, model.url, { backend: 'webgpu', dtype: 'f16', timeout: 600_000, beforeClick: start });
       } finally {
         clearInterval(sampler);
       }
-      const notice = await page.evaluate(() => document.getElementById('notice').className === 'error' && document.getElementById('notice-text').textContent);
-      assert.equal(notice, false);
+      assert.notEqual(loaded.kind, 'error', loaded.notice);
       const grew = peak - before;
       const budget = plan.total + 2 ** 29;
       t.diagnostic(`resident memory grew by ${(grew / 1e9).toFixed(2)} GB; GPU buffers ${(plan.total / 1e9).toFixed(2)} GB`);
@@ -75,7 +73,7 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       const got = await generate(page, 'The sea was');
       assert.deepEqual(got.ids, nativeGreedy('The sea was', 1, dir).ids);
       // Cached for the next visit as the f16 copy the GPU uses: about half the f32 file.
-      assert.match(await page.locator('#load-text').textContent(), /cached for the next visit/);
+      assert.match(loaded.line, /cached for the next visit/);
       const cached = await page.evaluate(async () => (await import('/www/cache.js')).list());
       assert.equal(cached.length, 1);
       assert.equal(cached[0].dtype, 'f16');
@@ -86,14 +84,8 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       await model.close();
       await page.reload();
       await waitLoaded(page, 'tokenformer-moby');
-      await page.selectOption('#backend', 'webgpu');
-      await page.selectOption('#dtype', 'f16');
-      await page.locator('input[name=source][value=url]').check();
-      await page.locator('#model-url').fill(model.url);
-      await page.evaluate(() => { delete document.body.dataset.model; });
-      await page.getByRole('button', { name: 'Load model' }).click();
-      await page.waitForFunction(() => document.body.dataset.model || document.getElementById('notice').className === 'error', null, { timeout: 600_000 });
-      assert.match(await page.locator('#load-text').textContent(), /from the cache/);
+      const { line } = await loadUrl(page, model.url, { backend: 'webgpu', dtype: 'f16', timeout: 600_000 });
+      assert.match(line, /from the cache/);
       await setGreedy(page, 1);
       assert.deepEqual((await generate(page, 'The sea was')).ids, nativeGreedy('The sea was', 1, dir).ids);
     });
