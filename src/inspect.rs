@@ -189,7 +189,7 @@ pub fn dictionary(model: &Model, layer: usize, proj: Projection, slot: usize) ->
     let mut value = vec![0f32; d_out];
     p.value_param_tokens.read_into(slot * d_out, &mut value);
     let mut scores = vec![0f32; model.vocab_size];
-    crate::cpu::kernels::matmul_bt_weights(&value, &model.embedding, 1, d_out, model.vocab_size, &mut scores);
+    crate::cpu::products::matmul_bt_weights(&value, &model.embedding, 1, d_out, model.vocab_size, &mut scores);
     Ok(scores)
 }
 

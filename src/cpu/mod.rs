@@ -3,6 +3,7 @@
 
 pub mod kernels;
 pub mod parallel;
+pub mod products;
 
 use std::sync::Arc;
 
@@ -11,9 +12,8 @@ use crate::error::Result;
 use crate::generation::{check_ids, check_tokens, Backend};
 use crate::inspect::{InspectRequest, Inspection, Recorder};
 use crate::model::{Model, Pattention, Projection};
-use kernels::{
-    apply_rope, layer_norm, layer_norm_affine, matmul_bt_weights, matmul_weights, normalize_scores, rope_inv_freq,
-};
+use kernels::{apply_rope, layer_norm, layer_norm_affine, normalize_scores, rope_inv_freq};
+use products::{matmul_bt_weights, matmul_weights};
 
 pub struct CpuBackend {
     model: Arc<Model>,

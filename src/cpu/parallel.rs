@@ -14,6 +14,18 @@ pub fn for_each<T>(items: Vec<T>, work: impl Fn(usize, T)) {
     items.into_iter().enumerate().for_each(|(i, item)| work(i, item));
 }
 
+/// `work(i)` for i in 0..count, in parallel where there are threads; the results in order.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn map<R: Send>(count: usize, work: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
+    use rayon::prelude::*;
+    (0..count).into_par_iter().map(work).collect()
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn map<R>(count: usize, work: impl Fn(usize) -> R) -> Vec<R> {
+    (0..count).map(work).collect()
+}
+
 /// The threads work is split over.
 pub fn threads() -> usize {
     #[cfg(not(target_arch = "wasm32"))]

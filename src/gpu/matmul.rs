@@ -116,7 +116,7 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::kernels::matmul_bt;
+    use crate::cpu::products::matmul_bt;
     use crate::gpu::testing::{assert_close, random, read_f32, test_context};
     use crate::gpu::weights::{Matrix, Store};
 

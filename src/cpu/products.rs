@@ -1,0 +1,753 @@
+//! The matrix products of Pattention and the head, for one token (decode) or many (prefill):
+//! - `matmul_bt`, rows against rows (`a · bᵀ`: scores against the parameter keys, logits against
+//!   the embedding), and
+//! - `matmul`, weighted sums of rows (`a · b`: Theta times the parameter values).
+//!
+//! Both read the weights where they lie, with no packed copy, in register tiles of a few tokens by
+//! a few weight rows (or columns): prefill then takes each weight from cache once per tile of
+//! tokens, and decode streams several weight rows at once. f16 weights are widened exactly as they
+//! are loaded.
+//!
+//! Each output is summed in one fixed order whatever the tile, the token count or the thread
+//! split (row dots: 16 lanes along k, then a tree over the lanes; weighted sums: along k in order), so
+//! the thread count never changes a result. The loops are compiled for the best vector unit the
+//! CPU has, chosen at run time on x86-64 (AVX-512 or AVX2, with FMA), and for simd128 in wasm.
+//! With FMA a multiply-add rounds once, so x86-64 CPUs with and without FMA differ in the last bits
+//! (both are checked against the reference within the same tolerance).
+
+use std::array::from_fn;
+
+use half::f16;
+
+use super::kernels::widen;
+use super::parallel;
+use crate::model::WeightData;
+
+/// Lanes of the row-dot accumulators: one AVX-512 register, two AVX2 ones, four SSE or simd128 ones.
+const LANES: usize = 16;
+
+/// A stored weight type: f32, or f16 widened exactly on load.
+pub trait Weight: Copy + Send + Sync + 'static {
+    /// `src[0..16]` as one vector of the unit `S`.
+    fn lanes<S: Simd>(src: &[Self]) -> S::V;
+    /// `src[0]` as f32.
+    fn scalar(src: &[Self]) -> f32;
+    /// The weights themselves when they are f32.
+    fn as_f32(src: &[Self]) -> Option<&[f32]>;
+    /// `src` widened into `dst` (same length).
+    fn widen_into(src: &[Self], dst: &mut [f32]);
+}
+
+impl Weight for f32 {
+    #[inline(always)]
+    fn lanes<S: Simd>(src: &[f32]) -> S::V {
+        S::load(src)
+    }
+
+    #[inline(always)]
+    fn scalar(src: &[f32]) -> f32 {
+        src[0]
+    }
+
+    fn as_f32(src: &[f32]) -> Option<&[f32]> {
+        Some(src)
+    }
+
+    #[inline(always)]
+    fn widen_into(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Weight for f16 {
+    #[inline(always)]
+    fn lanes<S: Simd>(src: &[f16]) -> S::V {
+        S::load_half(src)
+    }
+
+    #[inline(always)]
+    fn scalar(src: &[f16]) -> f32 {
+        widen(src[0])
+    }
+
+    fn as_f32(_: &[f16]) -> Option<&[f32]> {
+        None
+    }
+
+    #[inline(always)]
+    fn widen_into(src: &[f16], dst: &mut [f32]) {
+        dst.iter_mut().zip(src).for_each(|(d, &h)| *d = widen(h));
+    }
+}
+
+/// 16 f32 lanes on one vector unit. Loads read the first 16 elements of a slice (callers check the
+/// length); `madd` is `a · b + c`, rounded once where the unit has FMA.
+pub trait Simd {
+    type V: Copy;
+    fn zero() -> Self::V;
+    fn splat(x: f32) -> Self::V;
+    fn load(src: &[f32]) -> Self::V;
+    fn load_half(src: &[f16]) -> Self::V;
+    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    fn store(v: Self::V, dst: &mut [f32]);
+    fn to_array(v: Self::V) -> [f32; LANES];
+    /// The 16 lanes summed as a tree (lane i with lane i + 8, then + 4, + 2, + 1): short
+    /// dependency chains, and the same order on every unit.
+    #[inline(always)]
+    fn sum(v: Self::V) -> f32 {
+        let mut lanes = Self::to_array(v);
+        for width in [8, 4, 2, 1] {
+            for i in 0..width {
+                lanes[i] += lanes[i + width];
+            }
+        }
+        lanes[0]
+    }
+    /// `a · b + c` for one element, rounded as `madd` rounds.
+    fn madd_scalar(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Plain arrays that LLVM vectorises for the target's own features (SSE2 on x86-64, simd128 in
+/// wasm), without FMA.
+pub struct Portable;
+
+impl Simd for Portable {
+    type V = [f32; LANES];
+
+    #[inline(always)]
+    fn zero() -> Self::V {
+        [0.0; LANES]
+    }
+
+    #[inline(always)]
+    fn splat(x: f32) -> Self::V {
+        [x; LANES]
+    }
+
+    #[inline(always)]
+    fn load(src: &[f32]) -> Self::V {
+        let src = &src[..LANES];
+        from_fn(|i| src[i])
+    }
+
+    #[inline(always)]
+    fn load_half(src: &[f16]) -> Self::V {
+        let src = &src[..LANES];
+        from_fn(|i| widen(src[i]))
+    }
+
+    #[inline(always)]
+    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        from_fn(|i| a[i] * b[i] + c[i])
+    }
+
+    #[inline(always)]
+    fn store(v: Self::V, dst: &mut [f32]) {
+        dst[..LANES].copy_from_slice(&v);
+    }
+
+    #[inline(always)]
+    fn to_array(v: Self::V) -> [f32; LANES] {
+        v
+    }
+
+    #[inline(always)]
+    fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// `c[m×n] = a[m×k] · b[n×k]ᵀ`: every row of `a` against every row of `b`.
+pub fn matmul_bt<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
+    let unit = Unit::detect();
+    // Pieces of b's rows; each computes its columns of c for every token.
+    let len = parallel::chunk_len(n, 4, 16, 64);
+    split_columns(c, m, n, len, |first, out| {
+        let cols = out.len() / m;
+        unit.row_dots(&a[..m * k], m, &b[first * k..(first + cols) * k], out);
+    });
+}
+
+/// `c[m×n] = a[m×k] · b[k×n]`: for each token, the rows of `b` weighted by its row of `a`.
+pub fn matmul<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
+    let unit = Unit::detect();
+    // Pieces of b's columns: one long run of every row of b per thread.
+    let len = parallel::chunk_len(n, 1, 16, 64);
+    split_columns(c, m, n, len, |first, out| unit.row_sums(&a[..m * k], m, &b[..k * n], n, first, out));
+}
+
+/// [`matmul_bt`] with `b` in the dtype the model stores.
+pub fn matmul_bt_weights(a: &[f32], b: &WeightData, m: usize, k: usize, n: usize, c: &mut [f32]) {
+    match b {
+        WeightData::F32(b) => matmul_bt(a, b, m, k, n, c),
+        WeightData::F16(b) => matmul_bt(a, b, m, k, n, c),
+    }
+}
+
+/// [`matmul`] with `b` in the dtype the model stores.
+pub fn matmul_weights(a: &[f32], b: &WeightData, m: usize, k: usize, n: usize, c: &mut [f32]) {
+    match b {
+        WeightData::F32(b) => matmul(a, b, m, k, n, c),
+        WeightData::F16(b) => matmul(a, b, m, k, n, c),
+    }
+}
+
+/// Runs `work(first, out)` over pieces of `len` columns of `c` [m×n] in parallel; `out` is the
+/// piece's [m × cols] block. One token's columns are contiguous and are written in place; for
+/// several tokens each piece fills its own block, copied into `c` afterwards.
+fn split_columns(c: &mut [f32], m: usize, n: usize, len: usize, work: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if m == 1 {
+        parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| work(piece * len, out));
+        return;
+    }
+    let blocks = parallel::map(n.div_ceil(len), |piece| {
+        let first = piece * len;
+        let mut out = vec![0f32; m * len.min(n - first)];
+        work(first, &mut out);
+        out
+    });
+    for (piece, block) in blocks.iter().enumerate() {
+        let cols = block.len() / m;
+        for (row, part) in c.chunks_exact_mut(n).zip(block.chunks_exact(cols)) {
+            row[piece * len..piece * len + cols].copy_from_slice(part);
+        }
+    }
+}
+
+/// The vector unit the loops are compiled for.
+#[derive(Clone, Copy)]
+enum Unit {
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// SSE2 on x86-64, simd128 in wasm (the target's own features), no FMA.
+    Baseline,
+}
+
+impl Unit {
+    fn detect() -> Unit {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("fma") {
+                return Unit::Avx512;
+            }
+            if has!("avx2") && has!("fma") && has!("f16c") {
+                return Unit::Avx2;
+            }
+        }
+        Unit::Baseline
+    }
+
+    /// `out[i×cols + j] = a_i · b_j` for the `cols` rows of `b` (each `a.len() / m` long).
+    /// Tiles: tokens × weight rows, sized to the unit's registers; one token streams 4 rows at once.
+    fn row_dots<W: Weight>(self, a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
+        match self {
+            // SAFETY (both arms): detect() found these features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Unit::Avx512 => unsafe { x86::row_dots_avx512(a, m, b, out) },
+            #[cfg(target_arch = "x86_64")]
+            Unit::Avx2 => unsafe { x86::row_dots_avx2(a, m, b, out) },
+            Unit::Baseline => row_dots::<W, Portable, 1, 1>(a, m, b, out),
+        }
+    }
+
+    /// `out[i×cols + j] = Σ_r a[i][r] · b[r][first + j]` for b [k×n].
+    fn row_sums<W: Weight>(self, a: &[f32], m: usize, b: &[W], n: usize, first: usize, out: &mut [f32]) {
+        match self {
+            // SAFETY (both arms): detect() found these features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Unit::Avx512 => unsafe { x86::row_sums_avx512(a, m, b, n, first, out) },
+            #[cfg(target_arch = "x86_64")]
+            Unit::Avx2 => unsafe { x86::row_sums_avx2(a, m, b, n, first, out) },
+            Unit::Baseline if m == 1 => row_sums::<W, Portable, 1, 1>(a, m, b, n, first, out),
+            Unit::Baseline => row_sums::<W, Portable, 2, 1>(a, m, b, n, first, out),
+        }
+    }
+}
+
+/// [`Unit::row_dots`] with tiles of `MR` tokens × `NR` weight rows (and 1 × 1 for the edges).
+/// Several tokens reuse each weight many times, so f16 weights are widened once, up front.
+#[inline(always)]
+fn row_dots<W: Weight, S: Simd, const MR: usize, const NR: usize>(a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
+    if m > 1 && W::as_f32(b).is_none() {
+        let mut wide = vec![0f32; b.len()];
+        W::widen_into(b, &mut wide);
+        return row_dots::<f32, S, MR, NR>(a, m, &wide, out);
+    }
+    let k = a.len() / m;
+    let cols = b.len() / k;
+    let a_row = |i: usize| &a[i * k..(i + 1) * k];
+    let b_row = |j: usize| &b[j * k..(j + 1) * k];
+    let mut j = 0;
+    while j < cols {
+        let nr = if cols - j >= NR { NR } else { 1 };
+        let mut i = 0;
+        while i < m {
+            let mr = if m - i >= MR { MR } else { 1 };
+            let mut put = |r: usize, s: usize, v: f32| out[(i + r) * cols + j + s] = v;
+            match (mr == MR, nr == NR) {
+                (true, true) => {
+                    each(dot_tile::<W, S, MR, NR>(from_fn(|r| a_row(i + r)), from_fn(|s| b_row(j + s))), &mut put)
+                }
+                (true, false) => each(dot_tile::<W, S, MR, 1>(from_fn(|r| a_row(i + r)), [b_row(j)]), &mut put),
+                (false, true) => each(dot_tile::<W, S, 1, NR>([a_row(i)], from_fn(|s| b_row(j + s))), &mut put),
+                (false, false) => each(dot_tile::<W, S, 1, 1>([a_row(i)], [b_row(j)]), &mut put),
+            }
+            i += mr;
+        }
+        j += nr;
+    }
+}
+
+/// Calls `put(r, s, tile[r][s])` for every element of a tile.
+#[inline(always)]
+fn each<const R: usize, const S: usize>(tile: [[f32; S]; R], put: &mut impl FnMut(usize, usize, f32)) {
+    for (r, row) in tile.iter().enumerate() {
+        for (s, &v) in row.iter().enumerate() {
+            put(r, s, v);
+        }
+    }
+}
+
+/// `MR × NR` dot products at once: each token's chunk of 16 and each weight row's chunk are loaded
+/// once for the whole tile. Each product sums 16 lanes along k, then the lanes (`Simd::sum`), then
+/// the last `k % 16` terms.
+#[inline(always)]
+fn dot_tile<W: Weight, S: Simd, const MR: usize, const NR: usize>(a: [&[f32]; MR], b: [&[W]; NR]) -> [[f32; NR]; MR] {
+    let k = a[0].len();
+    assert!(a.iter().all(|row| row.len() == k) && b.iter().all(|row| row.len() == k));
+    let whole = k - k % LANES;
+    let mut acc = [[S::zero(); NR]; MR];
+    let mut kk = 0;
+    while kk < whole {
+        // SAFETY: every row is k long (asserted) and kk + LANES <= whole <= k. Unchecked, so no
+        // bounds-check exit holds the accumulators in memory.
+        let wide: [S::V; NR] = from_fn(|s| W::lanes::<S>(unsafe { b[s].get_unchecked(kk..kk + LANES) }));
+        for r in 0..MR {
+            let x = S::load(unsafe { a[r].get_unchecked(kk..kk + LANES) });
+            for s in 0..NR {
+                acc[r][s] = S::madd(x, wide[s], acc[r][s]);
+            }
+        }
+        kk += LANES;
+    }
+    let mut out = [[0f32; NR]; MR];
+    for r in 0..MR {
+        for s in 0..NR {
+            let mut tail = 0f32;
+            for t in whole..k {
+                tail = S::madd_scalar(a[r][t], W::scalar(&b[s][t..]), tail);
+            }
+            out[r][s] = S::sum(acc[r][s]) + tail;
+        }
+    }
+    out
+}
+
+/// [`Unit::row_sums`] with tiles of `MR` tokens × `NV` vectors of 16 columns (one vector, then
+/// single columns, at the edges), over blocks of rows of `b`. One token takes 8 rows at a time
+/// straight from `b` (8 streams, each read in long runs). Several tokens copy 128 rows of their
+/// columns at a time into a contiguous f32 block (read row by row, widened once), which then stays
+/// in cache for every tile of tokens. Each output sums along k in order.
+#[inline(always)]
+fn row_sums<W: Weight, S: Simd, const MR: usize, const NV: usize>(
+    a: &[f32],
+    m: usize,
+    b: &[W],
+    n: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    let (k, cols) = (a.len() / m, out.len() / m);
+    out.fill(0.0);
+    if m == 1 {
+        for r0 in (0..k).step_by(8) {
+            let rows = r0..(r0 + 8).min(k);
+            sum_block::<W, S, MR, NV>(Tile { a, k, i: 0, b, n, col: first, b_row0: 0, out, cols, c: 0, rows });
+        }
+        return;
+    }
+    let mut block = vec![0f32; 128 * cols];
+    for r0 in (0..k).step_by(128) {
+        let rows = r0..(r0 + 128).min(k);
+        for (dst, row) in block.chunks_exact_mut(cols).zip(rows.clone()) {
+            W::widen_into(&b[row * n + first..row * n + first + cols], dst);
+        }
+        let t = Tile { a, k, i: 0, b: &block[..], n: cols, col: 0, b_row0: r0, out: &mut *out, cols, c: 0, rows };
+        sum_block::<f32, S, MR, NV>(t);
+    }
+}
+
+/// Every tile of one block of rows (`t.rows`): all columns, all tokens.
+#[inline(always)]
+fn sum_block<W: Weight, S: Simd, const MR: usize, const NV: usize>(t: Tile<'_, W>) {
+    let (m, col0) = (t.a.len() / t.k, t.col);
+    let mut c = 0;
+    while c < t.cols {
+        let width = if t.cols - c >= NV * LANES {
+            NV * LANES
+        } else if t.cols - c >= LANES {
+            LANES
+        } else {
+            1
+        };
+        let mut i = 0;
+        while i < m {
+            let mr = if m - i >= MR { MR } else { 1 };
+            let tile = Tile { i, col: col0 + c, c, out: &mut *t.out, rows: t.rows.clone(), ..t };
+            match (mr == MR, width / LANES) {
+                (true, 0) => sum_column::<W, S, MR>(tile),
+                (false, 0) => sum_column::<W, S, 1>(tile),
+                (true, 1) => sum_tile::<W, S, MR, 1>(tile),
+                (false, 1) => sum_tile::<W, S, 1, 1>(tile),
+                (true, _) => sum_tile::<W, S, MR, NV>(tile),
+                (false, _) => sum_tile::<W, S, 1, NV>(tile),
+            }
+            i += mr;
+        }
+        c += width;
+    }
+}
+
+/// Where one weighted-sum tile lies: tokens from `i` in `a` [m×k]; columns from `col` in `b`
+/// [rows × n], whose first row is row `b_row0` of the weights; the same columns from `c` in `out`
+/// [m×cols]; the rows of the weights it adds now.
+struct Tile<'a, W> {
+    a: &'a [f32],
+    k: usize,
+    i: usize,
+    b: &'a [W],
+    n: usize,
+    col: usize,
+    b_row0: usize,
+    out: &'a mut [f32],
+    cols: usize,
+    c: usize,
+    rows: std::ops::Range<usize>,
+}
+
+impl<W> Tile<'_, W> {
+    /// Where token `r` of the tile starts in `out`.
+    fn at(&self, r: usize) -> usize {
+        (self.i + r) * self.cols + self.c
+    }
+}
+
+/// Adds `Σ_{row} a[i][row] · b[row][col..col + 16·NV]` to the tile's outputs, kept in registers
+/// across the rows.
+#[inline(always)]
+fn sum_tile<W: Weight, S: Simd, const MR: usize, const NV: usize>(t: Tile<'_, W>) {
+    let mut acc: [[S::V; NV]; MR] = from_fn(|r| from_fn(|v| S::load(&t.out[t.at(r) + v * LANES..])));
+    assert!(t.rows.end <= t.k && (t.rows.end - 1 - t.b_row0) * t.n + t.col + NV * LANES <= t.b.len());
+    for row in t.rows.clone() {
+        let base = (row - t.b_row0) * t.n + t.col;
+        // SAFETY: the last row's columns end inside b (asserted above).
+        let wide: [S::V; NV] = from_fn(|v| W::lanes::<S>(unsafe { t.b.get_unchecked(base + v * LANES..) }));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = S::splat(t.a[(t.i + r) * t.k + row]);
+            for v in 0..NV {
+                acc[v] = S::madd(x, wide[v], acc[v]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let at = t.at(r);
+        for (v, &acc) in acc.iter().enumerate() {
+            S::store(acc, &mut t.out[at + v * LANES..]);
+        }
+    }
+}
+
+/// One column of the tile's tokens: the edge of a piece narrower than 16.
+#[inline(always)]
+fn sum_column<W: Weight, S: Simd, const MR: usize>(t: Tile<'_, W>) {
+    for r in 0..MR {
+        let at = t.at(r);
+        let mut acc = t.out[at];
+        for row in t.rows.clone() {
+            acc = S::madd_scalar(t.a[(t.i + r) * t.k + row], W::scalar(&t.b[(row - t.b_row0) * t.n + t.col..]), acc);
+        }
+        t.out[at] = acc;
+    }
+}
+
+/// The same generic loops, compiled with the x86-64 extensions enabled, and their vectors.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{row_dots, row_sums, Simd, Weight, LANES};
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn row_dots_avx512<W: Weight>(a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
+        match m {
+            1 => row_dots::<W, Avx512, 1, 4>(a, m, b, out),
+            _ => row_dots::<W, Avx512, 4, 6>(a, m, b, out),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn row_dots_avx2<W: Weight>(a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
+        match m {
+            1 => row_dots::<W, Avx2, 1, 4>(a, m, b, out),
+            _ => row_dots::<W, Avx2, 2, 2>(a, m, b, out),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn row_sums_avx512<W: Weight>(a: &[f32], m: usize, b: &[W], n: usize, first: usize, out: &mut [f32]) {
+        match m {
+            1 => row_sums::<W, Avx512, 1, 4>(a, m, b, n, first, out),
+            _ => row_sums::<W, Avx512, 8, 3>(a, m, b, n, first, out),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn row_sums_avx2<W: Weight>(a: &[f32], m: usize, b: &[W], n: usize, first: usize, out: &mut [f32]) {
+        match m {
+            1 => row_sums::<W, Avx2, 1, 2>(a, m, b, n, first, out),
+            _ => row_sums::<W, Avx2, 4, 1>(a, m, b, n, first, out),
+        }
+    }
+
+    /// One 512-bit register. Only used inside `row_*_avx512`, which the CPU was checked to run.
+    pub struct Avx512;
+
+    impl Simd for Avx512 {
+        type V = __m512;
+
+        #[inline(always)]
+        fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+
+        #[inline(always)]
+        fn splat(x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+
+        #[inline(always)]
+        fn load(src: &[f32]) -> __m512 {
+            debug_assert!(src.len() >= LANES);
+            // SAFETY: callers pass at least 16 elements.
+            unsafe { _mm512_loadu_ps(src.as_ptr()) }
+        }
+
+        #[inline(always)]
+        fn load_half(src: &[f16]) -> __m512 {
+            debug_assert!(src.len() >= LANES);
+            // SAFETY: as load; vcvtph2ps widens every half exactly.
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().cast())) }
+        }
+
+        #[inline(always)]
+        fn madd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+
+        #[inline(always)]
+        fn store(v: __m512, dst: &mut [f32]) {
+            assert!(dst.len() >= LANES);
+            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
+        }
+
+        #[inline(always)]
+        fn to_array(v: __m512) -> [f32; LANES] {
+            // SAFETY: both are 64 bytes of f32.
+            unsafe { std::mem::transmute(v) }
+        }
+
+        #[inline(always)]
+        fn sum(v: __m512) -> f32 {
+            // SAFETY: register shuffles only. Lane i + 8 onto lane i, then + 4, + 2, + 1.
+            unsafe {
+                let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+                Avx2::sum([_mm512_castps512_ps256(v), high])
+            }
+        }
+
+        #[inline(always)]
+        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+    }
+
+    /// Two 256-bit registers. Only used inside `row_*_avx2`, which the CPU was checked to run.
+    pub struct Avx2;
+
+    impl Simd for Avx2 {
+        type V = [__m256; 2];
+
+        #[inline(always)]
+        fn zero() -> Self::V {
+            unsafe { [_mm256_setzero_ps(); 2] }
+        }
+
+        #[inline(always)]
+        fn splat(x: f32) -> Self::V {
+            unsafe { [_mm256_set1_ps(x); 2] }
+        }
+
+        #[inline(always)]
+        fn load(src: &[f32]) -> Self::V {
+            debug_assert!(src.len() >= LANES);
+            // SAFETY: callers pass at least 16 elements.
+            unsafe { [_mm256_loadu_ps(src.as_ptr()), _mm256_loadu_ps(src.as_ptr().add(8))] }
+        }
+
+        #[inline(always)]
+        fn load_half(src: &[f16]) -> Self::V {
+            debug_assert!(src.len() >= LANES);
+            // SAFETY: as load; vcvtph2ps widens every half exactly.
+            unsafe {
+                let p = src.as_ptr().cast::<__m128i>();
+                [_mm256_cvtph_ps(_mm_loadu_si128(p)), _mm256_cvtph_ps(_mm_loadu_si128(p.add(1)))]
+            }
+        }
+
+        #[inline(always)]
+        fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+            unsafe { [_mm256_fmadd_ps(a[0], b[0], c[0]), _mm256_fmadd_ps(a[1], b[1], c[1])] }
+        }
+
+        #[inline(always)]
+        fn store(v: Self::V, dst: &mut [f32]) {
+            assert!(dst.len() >= LANES);
+            unsafe {
+                _mm256_storeu_ps(dst.as_mut_ptr(), v[0]);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(8), v[1]);
+            }
+        }
+
+        #[inline(always)]
+        fn to_array(v: Self::V) -> [f32; LANES] {
+            // SAFETY: both are 64 bytes of f32.
+            unsafe { std::mem::transmute(v) }
+        }
+
+        #[inline(always)]
+        fn sum(v: Self::V) -> f32 {
+            // SAFETY: register shuffles only. Lane i + 8 onto lane i, then + 4, + 2, + 1.
+            unsafe {
+                let eight = _mm256_add_ps(v[0], v[1]);
+                let four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
+                let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
+                _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
+            }
+        }
+
+        #[inline(always)]
+        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
+            a.mul_add(b, c)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+        (0..len as u32)
+            .map(|i| (crate::sampling::pcg_hash(seed ^ i.wrapping_mul(2654435761)) as f32 / u32::MAX as f32) - 0.5)
+            .collect()
+    }
+
+    fn naive_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|t| a[i * k + t] as f64 * b[j * k + t] as f64).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    fn transpose(b: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut bt = vec![0f32; k * n];
+        for j in 0..n {
+            for t in 0..k {
+                bt[t * n + j] = b[j * k + t];
+            }
+        }
+        bt
+    }
+
+    /// Sizes that hit every tile edge: single tokens, token counts around the tile heights, rows
+    /// of b around the tile widths, k with and without a tail past the 16 lanes.
+    const SIZES: [(usize, usize, usize); 9] = [
+        (1, 37, 29),
+        (3, 37, 29),
+        (5, 17, 1),
+        (1, 1, 1),
+        (7, 83, 72),
+        (13, 64, 300),
+        (1, 300, 70),
+        (6, 529, 71),
+        (2, 16, 1),
+    ];
+
+    #[test]
+    fn products_match_the_f64_sum_on_awkward_sizes() {
+        for (m, k, n) in SIZES {
+            let a = pseudo_random(m * k, 1);
+            let b = pseudo_random(n * k, 2);
+            let want = naive_bt(&a, &b, m, k, n);
+            let mut c = vec![0f32; m * n];
+            matmul_bt(&a, &b, m, k, n, &mut c);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-5, "bt {m}x{k}x{n}: {x} vs {y}");
+            }
+            let mut c = vec![0f32; m * n];
+            matmul(&a, &transpose(&b, n, k), m, k, n, &mut c);
+            for (x, y) in c.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-5, "plain {m}x{k}x{n}: {x} vs {y}");
+            }
+        }
+    }
+
+    /// A token's outputs do not depend on how many other tokens share its tiles: every token of a
+    /// batch gets the numbers it gets alone, bit for bit.
+    #[test]
+    fn each_token_gets_the_same_numbers_alone_or_in_a_batch() {
+        for (m, k, n) in SIZES {
+            let a = pseudo_random(m * k, 3);
+            let b = pseudo_random(n * k, 4);
+            let bt = transpose(&b, n, k);
+            let (mut batch, mut batch_plain) = (vec![0f32; m * n], vec![0f32; m * n]);
+            matmul_bt(&a, &b, m, k, n, &mut batch);
+            matmul(&a, &bt, m, k, n, &mut batch_plain);
+            for i in 0..m {
+                let (mut one, mut one_plain) = (vec![0f32; n], vec![0f32; n]);
+                matmul_bt(&a[i * k..(i + 1) * k], &b, 1, k, n, &mut one);
+                matmul(&a[i * k..(i + 1) * k], &bt, 1, k, n, &mut one_plain);
+                assert_eq!(one, batch[i * n..(i + 1) * n], "bt {m}x{k}x{n} token {i}");
+                assert_eq!(one_plain, batch_plain[i * n..(i + 1) * n], "plain {m}x{k}x{n} token {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_products_equal_f32_products_on_the_widened_weights() {
+        for (m, k, n) in SIZES {
+            let a = pseudo_random(m * k, 4);
+            let halves: Vec<f16> = pseudo_random(n * k, 5).iter().map(|&v| f16::from_f32(v)).collect();
+            let wide: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+            let (mut c16, mut c32) = (vec![0f32; m * n], vec![0f32; m * n]);
+            matmul_bt(&a, &halves, m, k, n, &mut c16);
+            matmul_bt(&a, &wide, m, k, n, &mut c32);
+            assert_eq!(c16, c32, "bt {m}x{k}x{n}");
+            let a = pseudo_random(m * n, 6);
+            let (mut c16, mut c32) = (vec![0f32; m * k], vec![0f32; m * k]);
+            matmul(&a, &halves, m, n, k, &mut c16);
+            matmul(&a, &wide, m, n, k, &mut c32);
+            assert_eq!(c16, c32, "plain {m}x{n}x{k}");
+        }
+    }
+}
