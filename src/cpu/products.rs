@@ -84,6 +84,9 @@ impl Weight for f16 {
 /// length); `madd` is `a · b + c`, rounded once where the unit has FMA.
 pub trait Simd {
     type V: Copy;
+    /// Whether f16 weights are better widened into an f32 buffer first, with a plain loop, than
+    /// 16 at a time as they are loaded (true where widening takes several instructions a lane).
+    const WIDEN_AHEAD: bool;
     fn zero() -> Self::V;
     fn splat(x: f32) -> Self::V;
     fn load(src: &[f32]) -> Self::V;
@@ -113,6 +116,7 @@ pub struct Portable;
 
 impl Simd for Portable {
     type V = [f32; LANES];
+    const WIDEN_AHEAD: bool = true;
 
     #[inline(always)]
     fn zero() -> Self::V {
@@ -159,8 +163,11 @@ impl Simd for Portable {
 
 /// `c[m×n] = a[m×k] · b[n×k]ᵀ`: every row of `a` against every row of `b`.
 pub fn matmul_bt<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
+    matmul_bt_on(Unit::detect(), a, b, (m, k, n), c)
+}
+
+fn matmul_bt_on<W: Weight>(unit: Unit, a: &[f32], b: &[W], (m, k, n): (usize, usize, usize), c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    let unit = Unit::detect();
     // Pieces of b's rows; each computes its columns of c for every token.
     let len = parallel::chunk_len(n, 4, 16, 64);
     split_columns(c, m, n, len, |first, out| {
@@ -171,8 +178,11 @@ pub fn matmul_bt<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c:
 
 /// `c[m×n] = a[m×k] · b[k×n]`: for each token, the rows of `b` weighted by its row of `a`.
 pub fn matmul<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
+    matmul_on(Unit::detect(), a, b, (m, k, n), c)
+}
+
+fn matmul_on<W: Weight>(unit: Unit, a: &[f32], b: &[W], (m, k, n): (usize, usize, usize), c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n);
-    let unit = Unit::detect();
     // Pieces of b's columns: one long run of every row of b per thread.
     let len = parallel::chunk_len(n, 1, 16, 64);
     split_columns(c, m, n, len, |first, out| unit.row_sums(&a[..m * k], m, &b[..k * n], n, first, out));
@@ -217,7 +227,7 @@ fn split_columns(c: &mut [f32], m: usize, n: usize, len: usize, work: impl Fn(us
 }
 
 /// The vector unit the loops are compiled for.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Unit {
     #[cfg(target_arch = "x86_64")]
     Avx512,
@@ -251,6 +261,7 @@ impl Unit {
             Unit::Avx512 => unsafe { x86::row_dots_avx512(a, m, b, out) },
             #[cfg(target_arch = "x86_64")]
             Unit::Avx2 => unsafe { x86::row_dots_avx2(a, m, b, out) },
+            Unit::Baseline if m == 1 => row_dots::<W, Portable, 1, 3>(a, m, b, out),
             Unit::Baseline => row_dots::<W, Portable, 1, 1>(a, m, b, out),
         }
     }
@@ -263,20 +274,28 @@ impl Unit {
             Unit::Avx512 => unsafe { x86::row_sums_avx512(a, m, b, n, first, out) },
             #[cfg(target_arch = "x86_64")]
             Unit::Avx2 => unsafe { x86::row_sums_avx2(a, m, b, n, first, out) },
-            Unit::Baseline if m == 1 => row_sums::<W, Portable, 1, 1>(a, m, b, n, first, out),
+            Unit::Baseline if m == 1 => row_sums::<W, Portable, 1, 3>(a, m, b, n, first, out),
             Unit::Baseline => row_sums::<W, Portable, 2, 1>(a, m, b, n, first, out),
         }
     }
 }
 
 /// [`Unit::row_dots`] with tiles of `MR` tokens × `NR` weight rows (and 1 × 1 for the edges).
-/// Several tokens reuse each weight many times, so f16 weights are widened once, up front.
+/// f16 weights are widened ahead into f32 when several tokens reuse each weight (the whole piece),
+/// or where the unit widens slowly (64 rows at a time, so they stay in cache).
 #[inline(always)]
 fn row_dots<W: Weight, S: Simd, const MR: usize, const NR: usize>(a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
-    if m > 1 && W::as_f32(b).is_none() {
-        let mut wide = vec![0f32; b.len()];
-        W::widen_into(b, &mut wide);
-        return row_dots::<f32, S, MR, NR>(a, m, &wide, out);
+    if W::as_f32(b).is_none() && (m > 1 || S::WIDEN_AHEAD) {
+        let k = a.len() / m;
+        let rows = if m > 1 { b.len() / k } else { 8 };
+        let mut wide = vec![0f32; rows * k];
+        // One token's outputs are contiguous, so a group of rows fills its own part of `out`.
+        for (b, out) in b.chunks(rows * k).zip(out.chunks_mut(rows * m)) {
+            let wide = &mut wide[..b.len()];
+            W::widen_into(b, wide);
+            row_dots::<f32, S, MR, NR>(a, m, wide, out);
+        }
+        return;
     }
     let k = a.len() / m;
     let cols = b.len() / k;
@@ -352,7 +371,8 @@ fn dot_tile<W: Weight, S: Simd, const MR: usize, const NR: usize>(a: [&[f32]; MR
 /// single columns, at the edges), over blocks of rows of `b`. One token takes 8 rows at a time
 /// straight from `b` (8 streams, each read in long runs). Several tokens copy 128 rows of their
 /// columns at a time into a contiguous f32 block (read row by row, widened once), which then stays
-/// in cache for every tile of tokens. Each output sums along k in order.
+/// in cache for every tile of tokens; so does one token with f16 weights on a unit that widens
+/// slowly, 8 rows at a time. Each output sums along k in order.
 #[inline(always)]
 fn row_sums<W: Weight, S: Simd, const MR: usize, const NV: usize>(
     a: &[f32],
@@ -364,16 +384,17 @@ fn row_sums<W: Weight, S: Simd, const MR: usize, const NV: usize>(
 ) {
     let (k, cols) = (a.len() / m, out.len() / m);
     out.fill(0.0);
-    if m == 1 {
+    if m == 1 && (W::as_f32(b).is_some() || !S::WIDEN_AHEAD) {
         for r0 in (0..k).step_by(8) {
             let rows = r0..(r0 + 8).min(k);
             sum_block::<W, S, MR, NV>(Tile { a, k, i: 0, b, n, col: first, b_row0: 0, out, cols, c: 0, rows });
         }
         return;
     }
-    let mut block = vec![0f32; 128 * cols];
-    for r0 in (0..k).step_by(128) {
-        let rows = r0..(r0 + 128).min(k);
+    let block_rows = if m == 1 { 8 } else { 128 };
+    let mut block = vec![0f32; block_rows * cols];
+    for r0 in (0..k).step_by(block_rows) {
+        let rows = r0..(r0 + block_rows).min(k);
         for (dst, row) in block.chunks_exact_mut(cols).zip(rows.clone()) {
             W::widen_into(&b[row * n + first..row * n + first + cols], dst);
         }
@@ -521,6 +542,7 @@ mod x86 {
 
     impl Simd for Avx512 {
         type V = __m512;
+        const WIDEN_AHEAD: bool = false;
 
         #[inline(always)]
         fn zero() -> __m512 {
@@ -583,6 +605,7 @@ mod x86 {
 
     impl Simd for Avx2 {
         type V = [__m256; 2];
+        const WIDEN_AHEAD: bool = false;
 
         #[inline(always)]
         fn zero() -> Self::V {
@@ -680,8 +703,10 @@ mod tests {
     }
 
     /// Sizes that hit every tile edge: single tokens, token counts around the tile heights, rows
-    /// of b around the tile widths, k with and without a tail past the 16 lanes.
-    const SIZES: [(usize, usize, usize); 9] = [
+    /// of b around the tile widths and past the 64-row widening groups, k with and without a tail
+    /// past the 16 lanes and past the 128-row blocks.
+    const SIZES: [(usize, usize, usize); 10] = [
+        (1, 40, 200),
         (1, 37, 29),
         (3, 37, 29),
         (5, 17, 1),
@@ -693,21 +718,26 @@ mod tests {
         (2, 16, 1),
     ];
 
+    /// The units this CPU runs: the portable loops (wasm's), and the one detected.
+    fn units() -> [Unit; 2] {
+        [Unit::Baseline, Unit::detect()]
+    }
+
     #[test]
     fn products_match_the_f64_sum_on_awkward_sizes() {
-        for (m, k, n) in SIZES {
+        for ((m, k, n), unit) in SIZES.into_iter().flat_map(|size| units().map(|unit| (size, unit))) {
             let a = pseudo_random(m * k, 1);
             let b = pseudo_random(n * k, 2);
             let want = naive_bt(&a, &b, m, k, n);
             let mut c = vec![0f32; m * n];
-            matmul_bt(&a, &b, m, k, n, &mut c);
+            matmul_bt_on(unit, &a, &b, (m, k, n), &mut c);
             for (x, y) in c.iter().zip(&want) {
-                assert!((x - y).abs() < 1e-5, "bt {m}x{k}x{n}: {x} vs {y}");
+                assert!((x - y).abs() < 1e-5, "{unit:?} bt {m}x{k}x{n}: {x} vs {y}");
             }
             let mut c = vec![0f32; m * n];
-            matmul(&a, &transpose(&b, n, k), m, k, n, &mut c);
+            matmul_on(unit, &a, &transpose(&b, n, k), (m, k, n), &mut c);
             for (x, y) in c.iter().zip(&want) {
-                assert!((x - y).abs() < 1e-5, "plain {m}x{k}x{n}: {x} vs {y}");
+                assert!((x - y).abs() < 1e-5, "{unit:?} plain {m}x{k}x{n}: {x} vs {y}");
             }
         }
     }
@@ -716,38 +746,38 @@ mod tests {
     /// batch gets the numbers it gets alone, bit for bit.
     #[test]
     fn each_token_gets_the_same_numbers_alone_or_in_a_batch() {
-        for (m, k, n) in SIZES {
+        for ((m, k, n), unit) in SIZES.into_iter().flat_map(|size| units().map(|unit| (size, unit))) {
             let a = pseudo_random(m * k, 3);
             let b = pseudo_random(n * k, 4);
             let bt = transpose(&b, n, k);
             let (mut batch, mut batch_plain) = (vec![0f32; m * n], vec![0f32; m * n]);
-            matmul_bt(&a, &b, m, k, n, &mut batch);
-            matmul(&a, &bt, m, k, n, &mut batch_plain);
+            matmul_bt_on(unit, &a, &b, (m, k, n), &mut batch);
+            matmul_on(unit, &a, &bt, (m, k, n), &mut batch_plain);
             for i in 0..m {
                 let (mut one, mut one_plain) = (vec![0f32; n], vec![0f32; n]);
-                matmul_bt(&a[i * k..(i + 1) * k], &b, 1, k, n, &mut one);
-                matmul(&a[i * k..(i + 1) * k], &bt, 1, k, n, &mut one_plain);
-                assert_eq!(one, batch[i * n..(i + 1) * n], "bt {m}x{k}x{n} token {i}");
-                assert_eq!(one_plain, batch_plain[i * n..(i + 1) * n], "plain {m}x{k}x{n} token {i}");
+                matmul_bt_on(unit, &a[i * k..(i + 1) * k], &b, (1, k, n), &mut one);
+                matmul_on(unit, &a[i * k..(i + 1) * k], &bt, (1, k, n), &mut one_plain);
+                assert_eq!(one, batch[i * n..(i + 1) * n], "{unit:?} bt {m}x{k}x{n} token {i}");
+                assert_eq!(one_plain, batch_plain[i * n..(i + 1) * n], "{unit:?} plain {m}x{k}x{n} token {i}");
             }
         }
     }
 
     #[test]
     fn f16_products_equal_f32_products_on_the_widened_weights() {
-        for (m, k, n) in SIZES {
+        for ((m, k, n), unit) in SIZES.into_iter().flat_map(|size| units().map(|unit| (size, unit))) {
             let a = pseudo_random(m * k, 4);
             let halves: Vec<f16> = pseudo_random(n * k, 5).iter().map(|&v| f16::from_f32(v)).collect();
             let wide: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
             let (mut c16, mut c32) = (vec![0f32; m * n], vec![0f32; m * n]);
-            matmul_bt(&a, &halves, m, k, n, &mut c16);
-            matmul_bt(&a, &wide, m, k, n, &mut c32);
-            assert_eq!(c16, c32, "bt {m}x{k}x{n}");
+            matmul_bt_on(unit, &a, &halves, (m, k, n), &mut c16);
+            matmul_bt_on(unit, &a, &wide, (m, k, n), &mut c32);
+            assert_eq!(c16, c32, "{unit:?} bt {m}x{k}x{n}");
             let a = pseudo_random(m * n, 6);
             let (mut c16, mut c32) = (vec![0f32; m * k], vec![0f32; m * k]);
-            matmul(&a, &halves, m, n, k, &mut c16);
-            matmul(&a, &wide, m, n, k, &mut c32);
-            assert_eq!(c16, c32, "plain {m}x{n}x{k}");
+            matmul_on(unit, &a, &halves, (m, n, k), &mut c16);
+            matmul_on(unit, &a, &wide, (m, n, k), &mut c32);
+            assert_eq!(c16, c32, "{unit:?} plain {m}x{n}x{k}");
         }
     }
 }
