@@ -253,10 +253,11 @@ pub fn rope_inv_freq(rotary_dims: usize, base: f64) -> Vec<f64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+    /// Values in [-0.5, 0.5), the same for the same seed (also used by the products' tests).
+    pub(crate) fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
         (0..len as u32)
             .map(|i| (crate::sampling::pcg_hash(seed ^ i.wrapping_mul(2654435761)) as f32 / u32::MAX as f32) - 0.5)
             .collect()

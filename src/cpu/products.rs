@@ -675,12 +675,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
-        (0..len as u32)
-            .map(|i| (crate::sampling::pcg_hash(seed ^ i.wrapping_mul(2654435761)) as f32 / u32::MAX as f32) - 0.5)
-            .collect()
-    }
+    use crate::cpu::kernels::tests::pseudo_random;
 
     fn naive_bt(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
         let mut c = vec![0f32; m * n];
