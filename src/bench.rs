@@ -29,6 +29,23 @@ pub struct BenchReport {
     pub dispatches_per_token: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submissions_per_token: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatches_per_block: Option<u32>,
+    /// Per kind of dispatch of a decoded token: dispatches and workgroups each (GPU only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dispatch_kinds: Vec<DispatchReport>,
+    /// CPU time recording and submitting a decoded token's commands (GPU only); the rest of the
+    /// time per token is the GPU's work and the read-back of the id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encode_ms_per_token: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DispatchReport {
+    pub kind: String,
+    pub dispatches: u32,
+    pub min_workgroups: u32,
+    pub max_workgroups: u32,
 }
 
 /// Times a greedy prefill of `prompt_len` pseudo-random tokens and `gen` decode steps. Decode steps

@@ -92,7 +92,7 @@ fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
     let (model, tokenizer) = load_model(args)?;
     let backend: Box<dyn Backend> = match args.backend {
         BackendKind::Cpu => Box::new(cpu_backend(model, args.dtype)?),
-        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype)?),
+        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype, None)?),
     };
     Ok((backend, tokenizer))
 }
@@ -107,14 +107,15 @@ fn cpu_backend(model: Model, dtype: DtypeArg) -> Result<CpuBackend> {
 }
 
 /// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
-fn gpu_backend(model: &Model, dtype: DtypeArg) -> Result<GpuBackend> {
+fn gpu_backend(model: &Model, dtype: DtypeArg, min_workgroups: Option<usize>) -> Result<GpuBackend> {
     let dtype = match dtype {
         DtypeArg::F32 => WeightDtype::F32,
         DtypeArg::F16 => WeightDtype::F16,
     };
     let spinner = ProgressBar::new_spinner().with_message("uploading weights to the GPU");
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    let backend = pollster::block_on(GpuBackend::open(model, &GpuOptions { dtype, ..Default::default() }));
+    let options = GpuOptions { dtype, min_workgroups, ..Default::default() };
+    let backend = pollster::block_on(GpuBackend::open(model, &options));
     spinner.finish_and_clear();
     backend
 }
@@ -235,13 +236,14 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None)
         }
         BackendKind::Gpu => {
-            let mut gpu = gpu_backend(&model, args.dtype)?;
+            let mut gpu = gpu_backend(&model, args.dtype, args.min_workgroups)?;
             drop(model);
             let times = timing(&mut gpu)?;
             let limit = tokenformer::bench::gpu_copy_bandwidth_gb_s(gpu.context())?;
             let label = format!("gpu {} ({} weights)", gpu.context().adapter_name(), gpu.dtype().as_str());
             let bytes = gpu.weight_bytes_per_token() as usize;
-            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(gpu.last_pass()))
+            let stats = (gpu.last_pass(), gpu.last_encode_ns());
+            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(stats))
         }
     };
     let decode_tps = args.gen as f64 / decode;
@@ -259,8 +261,24 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         limit_gb_per_s: limit,
         limit_measured_by: measured_by.into(),
         ratio: achieved / limit,
-        dispatches_per_token: stats.map(|s| s.dispatches),
-        submissions_per_token: stats.map(|s| s.submissions),
+        dispatches_per_token: stats.as_ref().map(|(s, _)| s.dispatches),
+        submissions_per_token: stats.as_ref().map(|(s, _)| s.submissions),
+        dispatches_per_block: stats.as_ref().map(|(s, _)| s.per_block),
+        dispatch_kinds: stats
+            .as_ref()
+            .map(|(s, _)| {
+                s.kinds
+                    .iter()
+                    .map(|k| tokenformer::bench::DispatchReport {
+                        kind: k.name.to_string(),
+                        dispatches: k.dispatches,
+                        min_workgroups: k.min_workgroups,
+                        max_workgroups: k.max_workgroups,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        encode_ms_per_token: stats.as_ref().map(|&(_, ns)| ns as f64 / 1e6),
     };
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -278,8 +296,23 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             r.achieved_gb_per_s
         );
         println!("  limit    {:>9.2} GB/s ({}), ratio {:.2}", r.limit_gb_per_s, r.limit_measured_by, r.ratio);
-        if let (Some(d), Some(s)) = (r.dispatches_per_token, r.submissions_per_token) {
-            println!("  per token {d} dispatches, {s} submission(s)");
+        if let (Some(d), Some(s), Some(b)) = (r.dispatches_per_token, r.submissions_per_token, r.dispatches_per_block) {
+            println!("  per token {d} dispatches ({b} per block), {s} submission(s)");
+        }
+        if let Some(e) = r.encode_ms_per_token {
+            let total = 1e3 / r.decode_tokens_per_s;
+            println!(
+                "  time     {total:>9.2} ms per token: {e:.2} ms CPU encoding, {:.2} ms GPU and read-back",
+                total - e
+            );
+        }
+        for k in &r.dispatch_kinds {
+            let groups = if k.min_workgroups == k.max_workgroups {
+                k.min_workgroups.to_string()
+            } else {
+                format!("{}-{}", k.min_workgroups, k.max_workgroups)
+            };
+            println!("    {:<12} {:>4} dispatches of {groups} workgroups", k.kind, k.dispatches);
         }
     }
     Ok(())

@@ -112,6 +112,30 @@ fn greedy_and_seeded_sampling_give_the_cpu_tokens() {
 }
 
 #[test]
+fn a_real_gpus_launch_shapes_give_the_same_tokens() {
+    // lavapipe is a CPU adapter, so by default it launches the fewest workgroups; here the decode
+    // products launch at least MIN_WORKGROUPS each (splitting slots and rows), as on a GPU.
+    let options = GpuOptions { min_workgroups: Some(tokenformer::gpu::MIN_WORKGROUPS), ..Default::default() };
+    for variant in VARIANTS {
+        let exp = expected(variant);
+        let (model, tokenizer) = load(variant);
+        let mut g = gpu(&model, &options);
+        for case in &exp.cases {
+            let run = |g: &mut GpuBackend, params: &SamplingParams| {
+                generate(g, &case.ids, params, tokenizer.eos_id(), |_| ControlFlow::Continue(())).unwrap().ids
+            };
+            assert_eq!(run(&mut g, &SamplingParams::greedy(32)), case.greedy, "{variant} greedy");
+            for s in &case.sampled {
+                assert_eq!(run(&mut g, &s.params), s.ids, "{variant} sampled {:?}", s.params);
+            }
+        }
+        let kinds = g.last_pass().kinds;
+        let products = kinds.iter().filter(|k| k.name.ends_with("scores") || k.name.ends_with("values"));
+        assert_eq!(products.count(), 6, "{variant}: {kinds:?}");
+    }
+}
+
+#[test]
 fn one_decoded_token_is_one_submission() {
     let (model, _) = load("l2_norm_gelu");
     let layers = model.config.num_layers as u32;
@@ -120,8 +144,19 @@ fn one_decoded_token_is_one_submission() {
     g.next_token(&[6], &[3, 4, 5, 6], &SamplingParams { temperature: 0.9, seed: 1, ..Default::default() }, 0).unwrap();
     let stats = g.last_pass();
     assert_eq!(stats.submissions, 1);
-    // Embedding, 13 per block, final norm, head, sampler: one each with unsplit weights.
-    assert_eq!(stats.dispatches, 1 + 13 * layers + 3);
+    // Embedding, 7 per block (fused Pattentions, layer norms and RoPE folded in), head (with the
+    // final norm), sampler.
+    assert_eq!(stats.per_block, 7);
+    assert_eq!(stats.dispatches, 1 + 7 * layers + 2);
+    let kinds: Vec<(&str, u32)> = stats.kinds.iter().map(|k| (k.name, k.dispatches)).collect();
+    let per_layer = ["qkv scores", "qkv values", "attention", "proj scores", "proj values", "ffn scores", "ffn values"];
+    let mut want = vec![("embed", 1)];
+    want.extend(per_layer.map(|k| (k, layers)));
+    want.extend([("head", 1), ("sampler", 1)]);
+    assert_eq!(kinds, want);
+    // A prompt takes the general path: 13 dispatches per block.
+    g.forward(&[7, 8], false).unwrap();
+    assert_eq!(g.last_pass().per_block, 13);
 }
 
 #[test]

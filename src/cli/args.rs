@@ -242,6 +242,10 @@ pub(crate) struct BenchArgs {
     pub(crate) prompt_len: usize,
     #[arg(long, default_value_t = 32)]
     pub(crate) gen: usize,
+    /// GPU only: workgroups each decode product launches at least (default 96 on a GPU, 1 on a CPU
+    /// adapter such as lavapipe); 96 shows a real GPU's launch shapes on lavapipe.
+    #[arg(long)]
+    pub(crate) min_workgroups: Option<usize>,
     #[arg(long)]
     pub(crate) json: bool,
 }

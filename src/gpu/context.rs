@@ -142,10 +142,12 @@ pub(crate) enum Access {
 pub(crate) struct Kernel {
     pipeline: wgpu::ComputePipeline,
     layout: wgpu::BindGroupLayout,
+    /// What its dispatches are counted as in [`PassStats`](super::PassStats).
+    label: &'static str,
 }
 
 impl Kernel {
-    pub fn new(ctx: &GpuContext, label: &str, source: &str, bindings: &[Access]) -> Kernel {
+    pub fn new(ctx: &GpuContext, label: &'static str, source: &str, bindings: &[Access]) -> Kernel {
         let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
             .iter()
             .enumerate()
@@ -167,11 +169,11 @@ impl Kernel {
     }
 
     /// A second pipeline over the same bind group layout, so bind groups serve both.
-    pub fn sibling(&self, ctx: &GpuContext, label: &str, source: &str) -> Kernel {
+    pub fn sibling(&self, ctx: &GpuContext, label: &'static str, source: &str) -> Kernel {
         Self::with_layout(ctx, label, source, self.layout.clone())
     }
 
-    fn with_layout(ctx: &GpuContext, label: &str, source: &str, layout: wgpu::BindGroupLayout) -> Kernel {
+    fn with_layout(ctx: &GpuContext, label: &'static str, source: &str, layout: wgpu::BindGroupLayout) -> Kernel {
         let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -189,7 +191,7 @@ impl Kernel {
             compilation_options: Default::default(),
             cache: None,
         });
-        Kernel { pipeline, layout }
+        Kernel { pipeline, layout, label }
     }
 
     /// Binds whole buffers to bindings 0, 1, … of group 0.
@@ -246,17 +248,30 @@ pub(crate) struct Encoder<'a> {
     pass: Option<wgpu::ComputePass<'static>>,
     /// Parameter bytes per page.
     bytes: Vec<Vec<u8>>,
-    pub dispatches: u32,
+    /// (kind, workgroups) of every dispatch, in order.
+    pub recorded: Vec<(&'static str, u32)>,
 }
 
 impl<'a> Encoder<'a> {
     pub fn new(ctx: &'a GpuContext, params: &'a mut ParamPages) -> Encoder<'a> {
         let encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        Encoder { ctx, params, encoder, pass: None, bytes: vec![Vec::new()], dispatches: 0 }
+        Encoder { ctx, params, encoder, pass: None, bytes: vec![Vec::new()], recorded: Vec::new() }
     }
 
     /// Records `kernel` over `groups` workgroups with `params` as its uniform block.
     pub fn dispatch(&mut self, kernel: &Kernel, bind: &wgpu::BindGroup, params: &[u32], groups: [u32; 3]) {
+        self.dispatch_as(kernel.label, kernel, bind, params, groups);
+    }
+
+    /// [`Encoder::dispatch`], counted as `kind` (one kernel serves several products).
+    pub fn dispatch_as(
+        &mut self,
+        kind: &'static str,
+        kernel: &Kernel,
+        bind: &wgpu::BindGroup,
+        params: &[u32],
+        groups: [u32; 3],
+    ) {
         debug_assert!(params.len() * 4 <= PARAM_BLOCK as usize);
         let stride = self.ctx.param_stride() as usize;
         if self.bytes.last().is_some_and(|b| b.len() + stride > PARAM_PAGE as usize) {
@@ -277,7 +292,7 @@ impl<'a> Encoder<'a> {
         pass.set_bind_group(0, bind, &[]);
         pass.set_bind_group(1, params_bind, &[offset]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        self.dispatches += 1;
+        self.recorded.push((kind, groups.iter().product()));
     }
 
     pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, bytes: u64) {

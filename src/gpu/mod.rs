@@ -8,6 +8,8 @@
 mod attention;
 pub mod context;
 mod copy;
+mod decode;
+mod decode_attention;
 mod embed;
 mod inspect;
 mod layer_norm;
@@ -16,8 +18,10 @@ mod plan;
 mod pnorm;
 mod rope;
 mod sampler;
+mod scores;
 #[cfg(test)]
 mod testing;
+mod values;
 pub mod weights;
 
 use std::sync::Arc;
@@ -25,6 +29,7 @@ use std::sync::Arc;
 pub use context::GpuContext;
 pub use copy::CopyProbe;
 pub use plan::{DeviceMemory, GpuLoader};
+pub use scores::MIN_WORKGROUPS;
 pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
@@ -55,19 +60,60 @@ pub struct GpuOptions {
     /// Device bytes the model may take at most: a model whose plan needs more is refused before
     /// any weights are read (WebGPU cannot tell how much memory a device has).
     pub memory_budget: Option<u64>,
+    /// Workgroups each decode product launches at least (where it has the rows): default
+    /// [`MIN_WORKGROUPS`] on a GPU, 1 on a CPU adapter such as lavapipe, which runs them in turn.
+    pub min_workgroups: Option<usize>,
 }
 
 impl Default for GpuOptions {
     fn default() -> Self {
-        GpuOptions { dtype: WeightDtype::F32, max_chunk_bytes: None, context: None, memory_budget: None }
+        GpuOptions {
+            dtype: WeightDtype::F32,
+            max_chunk_bytes: None,
+            context: None,
+            memory_budget: None,
+            min_workgroups: None,
+        }
     }
 }
 
 /// Work recorded for the last submitted forward pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PassStats {
     pub dispatches: u32,
     pub submissions: u32,
+    /// Dispatches of one block (every block records the same).
+    pub per_block: u32,
+    /// Per kind of dispatch, in the order first recorded.
+    pub kinds: Vec<DispatchKind>,
+}
+
+/// The dispatches of one kind in a pass and the workgroups they launched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchKind {
+    pub name: &'static str,
+    pub dispatches: u32,
+    pub min_workgroups: u32,
+    pub max_workgroups: u32,
+}
+
+impl PassStats {
+    fn of(recorded: &[(&'static str, u32)], per_block: u32) -> PassStats {
+        let mut kinds: Vec<DispatchKind> = Vec::new();
+        for &(name, groups) in recorded {
+            match kinds.iter_mut().find(|k| k.name == name) {
+                Some(k) => {
+                    k.dispatches += 1;
+                    k.min_workgroups = k.min_workgroups.min(groups);
+                    k.max_workgroups = k.max_workgroups.max(groups);
+                }
+                None => {
+                    kinds.push(DispatchKind { name, dispatches: 1, min_workgroups: groups, max_workgroups: groups })
+                }
+            }
+        }
+        PassStats { dispatches: recorded.len() as u32, submissions: 1, per_block, kinds }
+    }
 }
 
 struct Kernels {
@@ -140,10 +186,14 @@ pub struct GpuBackend {
     pnorm: wgpu::BindGroup,
     layers: Vec<LayerBinds>,
     head: LinearBinding,
+    /// The one-token path, when the model fits its kernels.
+    decode: Option<decode::Decode>,
     sampler: wgpu::BindGroup,
     params: ParamPages,
     len: usize,
     last: PassStats,
+    /// CPU time recording and submitting the last pass (natively; the browser has no clock here).
+    encode_ns: u64,
     weight_bytes: u64,
     /// Built on the first inspection: ordinary generation never compiles its kernels.
     inspector: Option<Inspector>,
@@ -185,7 +235,12 @@ impl GpuBackend {
 
     /// Dispatches and submissions of the last forward pass (a decoded token when it was one token).
     pub fn last_pass(&self) -> PassStats {
-        self.last
+        self.last.clone()
+    }
+
+    /// CPU time recording and submitting the last pass, in nanoseconds (0 in the browser).
+    pub fn last_encode_ns(&self) -> u64 {
+        self.encode_ns
     }
 
     pub fn max_positions(&self) -> usize {
@@ -208,15 +263,21 @@ impl GpuBackend {
 
     /// Records the forward pass of `t` tokens (already in the ids buffer) at the next positions,
     /// ending with the final norm and head for the last `rows` of them (none: only the KV cache).
-    /// `plan`, when given, records Theta maps and attention probabilities along the way.
-    fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize, plan: Option<&CapturePlan>) {
+    /// `plan`, when given, records Theta maps and attention probabilities along the way. Returns
+    /// the dispatches of one block.
+    fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize, plan: Option<&CapturePlan>) -> u32 {
         let cfg = &self.cfg;
         let k = &self.kernels;
+        if let (1, None, Some(decode)) = (t, plan, &self.decode) {
+            return decode.encode(enc, &k.embed, cfg, self.len, rows > 0);
+        }
+        let mut per_block = 0;
         let (d, start, f) = (cfg.hidden_size, self.len, cfg.norm_activation);
         let (nq, np, nf) = (cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots);
         let scores = &self.buffers.scores;
         k.embed.encode(enc, &self.embed, t);
         for (l, layer) in self.layers.iter().enumerate() {
+            let before = enc.recorded.len();
             k.norm.encode(enc, &self.norm, t, 0, d, false);
             k.linear.encode(enc, &layer.qkv_scores, &LinearArgs::plain(t, d, 3 * nq));
             k.pnorm.encode(enc, &self.pnorm, 3 * t, nq, f);
@@ -244,11 +305,13 @@ impl GpuBackend {
                 plan.theta(enc, scores, l, Projection::Ffn, &ThetaLayout { n: nf, lda: nf, offset: 0 }, t, start);
             }
             k.linear.encode(enc, &layer.ffn_values, &residual(nf));
+            per_block = (enc.recorded.len() - before) as u32;
         }
         if rows > 0 {
             k.norm.encode(enc, &self.final_norm, rows, t - rows, d, true);
             k.linear.encode(enc, &self.head, &LinearArgs::plain(rows, d, self.vocab));
         }
+        per_block
     }
 
     /// Runs `ids` at the next positions (see [`Backend::forward`]).
@@ -315,16 +378,21 @@ impl GpuBackend {
         plan: Option<&CapturePlan>,
         finish: impl FnOnce(&mut Encoder, &GpuBackend),
     ) {
+        #[cfg(not(target_arch = "wasm32"))]
+        let clock = std::time::Instant::now();
         self.ctx.queue.write_buffer(&self.buffers.ids, 0, &u32_bytes(ids));
         let mut pages = std::mem::take(&mut self.params);
         let mut enc = Encoder::new(&self.ctx, &mut pages);
-        self.encode_forward(&mut enc, ids.len(), rows, plan);
+        let per_block = self.encode_forward(&mut enc, ids.len(), rows, plan);
         finish(&mut enc, self);
-        let dispatches = enc.dispatches;
+        self.last = PassStats::of(&enc.recorded, per_block);
         enc.submit();
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            self.encode_ns = clock.elapsed().as_nanos() as u64;
+        }
         self.params = pages;
         self.len += ids.len();
-        self.last = PassStats { dispatches, submissions: 1 };
     }
 }
 

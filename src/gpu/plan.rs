@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::context::{f32_bytes, ParamPages};
 use super::matmul::Linear;
 use super::weights::{Matrix, Store};
-use super::{attention, embed, layer_norm, pnorm, rope, sampler};
+use super::{attention, decode, embed, layer_norm, pnorm, rope, sampler};
 use super::{
     Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, PassStats, WeightDtype,
     PREFILL_CHUNK,
@@ -61,6 +61,7 @@ pub struct GpuLoader {
     unflushed: usize,
     /// Catches running out of device memory anywhere in the upload.
     scope: Option<wgpu::ErrorScopeGuard>,
+    min_workgroups: usize,
 }
 
 impl GpuLoader {
@@ -103,6 +104,10 @@ impl GpuLoader {
                 )));
             }
         }
+        let min_workgroups = options.min_workgroups.unwrap_or(match ctx.info.device_type {
+            wgpu::DeviceType::Cpu => 1,
+            _ => super::MIN_WORKGROUPS,
+        });
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let dtype = options.dtype;
         let store =
@@ -136,6 +141,7 @@ impl GpuLoader {
             gathering: HashMap::new(),
             unflushed: 0,
             scope,
+            min_workgroups,
         })
     }
 
@@ -193,7 +199,8 @@ impl GpuLoader {
     }
 
     fn build(self) -> Result<GpuBackend> {
-        let GpuLoader { ctx, cfg, vocab, dtype, embedding, layers: layer_weights, final_norm, .. } = self;
+        let GpuLoader { ctx, cfg, vocab, dtype, embedding, layers: layer_weights, final_norm, min_workgroups, .. } =
+            self;
         let d = cfg.hidden_size;
         let t = PREFILL_CHUNK as u64;
         let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
@@ -237,31 +244,44 @@ impl GpuLoader {
         let k = &kernels;
         // Bind groups hold their buffers: the weights need no other owner.
         let mut layers = Vec::with_capacity(cfg.num_layers);
-        for w in &layer_weights {
-            let (kc, vc) = (c.storage("k cache", cache_bytes), c.storage("v cache", cache_bytes));
+        let caches: Vec<[wgpu::Buffer; 2]> = (0..cfg.num_layers)
+            .map(|_| [c.storage("k cache", cache_bytes), c.storage("v cache", cache_bytes)])
+            .collect();
+        for (w, [kc, vc]) in layer_weights.iter().zip(&caches) {
             layers.push(LayerBinds {
                 k_cache: kc.clone(),
                 qkv_scores: k.linear.bind(c, &w.qkv_keys, &b.a, &b.scores),
                 qkv_values: k.linear.bind(c, &w.qkv_values, &b.scores, &b.qkv),
-                rope: k.rope.bind(c, &b.qkv, &rope_table, &b.q, &kc, &vc),
-                attention: k.attention.bind(c, &b.q, &kc, &vc, &b.o),
+                rope: k.rope.bind(c, &b.qkv, &rope_table, &b.q, kc, vc),
+                attention: k.attention.bind(c, &b.q, kc, vc, &b.o),
                 proj_scores: k.linear.bind(c, &w.proj_keys, &b.o, &b.scores),
                 proj_values: k.linear.bind(c, &w.proj_values, &b.scores, &b.x),
                 ffn_scores: k.linear.bind(c, &w.ffn_keys, &b.a, &b.scores),
                 ffn_values: k.linear.bind(c, &w.ffn_values, &b.scores, &b.x),
             });
         }
+        let shared = decode::Shared {
+            ids: &b.ids,
+            scores: &b.scores,
+            logits: &b.logits,
+            final_norm: [&final_w, &final_b],
+            rope_table: &rope_table,
+            caches: caches.iter().map(|[kc, vc]| [kc, vc]).collect(),
+        };
+        let decode = decode::Decode::new(c, &cfg, dtype, &k.embed, &embedding, &layer_weights, &shared, min_workgroups);
         let backend = GpuBackend {
             embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
             norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.a),
             final_norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.h),
             pnorm: k.pnorm.bind(c, &b.scores),
             head: k.linear.bind(c, &embedding, &b.h, &b.logits),
+            decode,
             sampler: k.sampler.bind(c, &b.logits, &b.context, &b.probs, &b.token),
             layers,
             params: ParamPages::default(),
             len: 0,
             last: PassStats::default(),
+            encode_ns: 0,
             weight_bytes,
             inspector: None,
             buffers,

@@ -1,0 +1,67 @@
+// The workgroup shape of the decode products (scores.wgsl, values.wgsl): 256 threads, `rows` weight
+// rows per workgroup (a power of two from 4 to 64) in groups of 4, each group's `tpr` threads
+// reading neighbouring quads of its rows (thread lid = group * tpr + lane): one quad of the input
+// serves 4 rows. Then a reduction over each group's lanes in workgroup memory.
+// Also the statistics a Pattention's normalisation needs, combined across rows and workgroups.
+
+const WG: u32 = 256u;
+var<workgroup> red: array<vec4<f32>, 256>;
+var<workgroup> stat_red: array<vec2<f32>, 256>;
+
+// Sums the tpr lanes of every group of rows: group r's totals are left in red[r * tpr]. Each step adds up to 16
+// lanes at once (stride apart, so neighbouring threads read neighbouring words), which takes one or
+// two barriers instead of a binary tree's eight: barriers are what software Vulkan pays most for.
+fn reduce_rows(v: vec4<f32>, lid: u32, tpr: u32) {
+    red[lid] = v;
+    workgroupBarrier();
+    let lane = lid % tpr;
+    for (var s = tpr; s > 1u; s /= 16u) {
+        let stride = max(s / 16u, 1u);
+        if lane < stride {
+            var sum = red[lid];
+            for (var m = 1u; m < s / stride; m++) {
+                sum += red[lid + m * stride];
+            }
+            red[lid] = sum;
+        }
+        workgroupBarrier();
+    }
+}
+
+// The sum over the whole workgroup, returned to every thread.
+fn workgroup_sum(v: f32, lid: u32) -> f32 {
+    reduce_rows(vec4<f32>(v, 0.0, 0.0, 0.0), lid, WG);
+    let total = red[0].x;
+    workgroupBarrier();
+    return total;
+}
+
+// Statistics: (Σ of squares, unused) for the L2 norms, (max, Σ exp(s - max)) for softmax.
+fn stat_identity(softmax: bool) -> vec2<f32> {
+    return select(vec2<f32>(0.0), vec2<f32>(-3.0e38, 0.0), softmax);
+}
+
+fn stat_combine(a: vec2<f32>, b: vec2<f32>, softmax: bool) -> vec2<f32> {
+    if !softmax {
+        return a + b;
+    }
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// Combines the first `len` (a power of two) entries of stat_red, 16 at a time as reduce_rows does;
+// the result is in stat_red[0].
+fn reduce_stats(lid: u32, len: u32, softmax: bool) {
+    workgroupBarrier();
+    for (var s = len; s > 1u; s /= 16u) {
+        let stride = max(s / 16u, 1u);
+        if lid < stride {
+            var st = stat_red[lid];
+            for (var m = 1u; m < s / stride; m++) {
+                st = stat_combine(st, stat_red[lid + m * stride], softmax);
+            }
+            stat_red[lid] = st;
+        }
+        workgroupBarrier();
+    }
+}

@@ -1,0 +1,157 @@
+// The first half of a fused Pattention for one decoded token (and the head's logits):
+// out[out_offset + g * n + j] = act · w[g * n + j] for the rows j of one workgroup, where act, the
+// input row, is built in workgroup memory by the prologue (mode):
+//   0: layer norm (no weight or bias) of the residual stream, the sum of `parts` partial rows
+//      (values.wgsl splits its sums; the split partials are added here instead of in a dispatch);
+//   1: the same with the final norm's weight and bias;
+//   2: attention's output, combined from its `parts` splits per head (decode_attention.wgsl).
+// The epilogue writes this workgroup's share of the statistics Theta = f(S) needs, which
+// values.wgsl reduces and applies while it loads the scores (stat):
+//   0: none (the head); 1: Σ s² (l2_norm_gelu); 2: s := gelu(s), Σ gelu(s)² (gelu_l2_norm);
+//   3: (max s, Σ exp(s - max)) (softmax).
+// A dtype prelude supplies binding 1 and wq(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+
+struct Params {
+    mode: u32,
+    d: u32,
+    k_quads: u32,
+    n: u32,
+    parts: u32,
+    hd: u32,
+    rows: u32,
+    stat: u32,
+    out_offset: u32,
+    eps: f32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read> norm_weight: array<f32>;
+@group(0) @binding(5) var<storage, read> norm_bias: array<f32>;
+
+// Hidden sizes up to 4 * 512 (checked when the backend is built).
+var<workgroup> act: array<vec4<f32>, 512>;
+
+// Element c of the residual stream: partial rows are d rounded up to quads apart.
+fn residual(c: u32) -> f32 {
+    var x = 0.0;
+    for (var s = 0u; s < p.parts; s++) {
+        x += input[s * 4u * p.k_quads + c];
+    }
+    return x;
+}
+
+// Element c of attention's output: the splits' running sums weighted by exp(their max - the max).
+fn attention_output(c: u32) -> f32 {
+    let h = c / p.hd;
+    let acc_base = (p.d / p.hd) * p.parts * 2u;
+    var m = -3.0e38;
+    for (var s = 0u; s < p.parts; s++) {
+        m = max(m, input[(h * p.parts + s) * 2u]);
+    }
+    var l = 0.0;
+    var o = 0.0;
+    for (var s = 0u; s < p.parts; s++) {
+        let at = h * p.parts + s;
+        let w = exp(input[at * 2u] - m);
+        l += input[at * 2u + 1u] * w;
+        o += input[acc_base + at * p.hd + c % p.hd] * w;
+    }
+    return o / l;
+}
+
+fn load_input(lid: u32) {
+    let valid = vec4<u32>(0u, 1u, 2u, 3u);
+    if p.mode == 2u {
+        for (var q = lid; q < p.k_quads; q += WG) {
+            var v = vec4<f32>(0.0);
+            for (var i = 0u; i < 4u; i++) {
+                if 4u * q + i < p.d {
+                    v[i] = attention_output(4u * q + i);
+                }
+            }
+            act[q] = v;
+        }
+        return;
+    }
+    var sum = 0.0;
+    for (var q = lid; q < p.k_quads; q += WG) {
+        var v = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+            if 4u * q + i < p.d {
+                v[i] = residual(4u * q + i);
+            }
+        }
+        act[q] = v;
+        sum += v.x + v.y + v.z + v.w;
+    }
+    let mean = workgroup_sum(sum, lid) / f32(p.d);
+    var var_sum = 0.0;
+    for (var q = lid; q < p.k_quads; q += WG) {
+        let e = select(vec4<f32>(0.0), act[q] - mean, 4u * q + valid < vec4<u32>(p.d));
+        var_sum += dot(e, e);
+    }
+    let inv_std = inverseSqrt(workgroup_sum(var_sum, lid) / f32(p.d) + p.eps);
+    for (var q = lid; q < p.k_quads; q += WG) {
+        let inside = 4u * q + valid < vec4<u32>(p.d);
+        var v = (act[q] - mean) * inv_std;
+        if p.mode == 1u {
+            for (var i = 0u; i < 4u; i++) {
+                if inside[i] {
+                    v[i] = v[i] * norm_weight[4u * q + i] + norm_bias[4u * q + i];
+                }
+            }
+        }
+        act[q] = select(vec4<f32>(0.0), v, inside);
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    load_input(lid);
+    workgroupBarrier();
+    let tpr = WG * 4u / p.rows;
+    let g = wg.y;
+    let j0 = wg.x * p.rows + lid / tpr * 4u;
+    var acc = vec4<f32>(0.0);
+    if j0 < p.n {
+        // Rows past n repeat the last one (loads stay in bounds); their sums are not stored.
+        let r0 = (g * p.n + j0) * p.k_quads;
+        let r1 = (g * p.n + min(j0 + 1u, p.n - 1u)) * p.k_quads;
+        let r2 = (g * p.n + min(j0 + 2u, p.n - 1u)) * p.k_quads;
+        let r3 = (g * p.n + min(j0 + 3u, p.n - 1u)) * p.k_quads;
+        for (var q = lid % tpr; q < p.k_quads; q += tpr) {
+            let a = act[q];
+            acc += vec4<f32>(dot(wq(r0 + q), a), dot(wq(r1 + q), a), dot(wq(r2 + q), a), dot(wq(r3 + q), a));
+        }
+    }
+    reduce_rows(acc, lid, tpr);
+    let softmax = p.stat == 3u;
+    var st = stat_identity(softmax);
+    let row = wg.x * p.rows + lid;
+    if lid < p.rows && row < p.n {
+        var s = red[lid / 4u * tpr][lid % 4u];
+        if p.stat == 1u {
+            st = vec2<f32>(s * s, 0.0);
+        } else if p.stat == 2u {
+            s = gelu(s);
+            st = vec2<f32>(s * s, 0.0);
+        } else if softmax {
+            st = vec2<f32>(s, 1.0);
+        }
+        out[p.out_offset + g * p.n + row] = s;
+    }
+    if p.stat != 0u {
+        stat_red[lid] = st;
+        reduce_stats(lid, p.rows, softmax);
+        if lid == 0u {
+            stats[g * groups.x + wg.x] = stat_red[0];
+        }
+    }
+}

@@ -1,0 +1,102 @@
+// The second half of a fused Pattention for one decoded token: Theta · V over one split of the
+// slots, for the rows of one workgroup. The prologue reduces the statistics the scores kernel left
+// per workgroup (scores.wgsl) and turns this split's scores into Theta in workgroup memory, so
+// Theta is never written out:
+//   norm 0: l2_norm_gelu, Theta = gelu(s * sqrt(n) / ||s||);
+//   norm 1: gelu_l2_norm, Theta = g * sqrt(n) / ||g|| (the scores kernel stored g = gelu(s));
+//   norm 2: softmax, Theta = n * exp(s - max) / Σ exp(s - max).
+// Values are stored transposed (row c of Vᵀ: every slot's value for output dim c), so each output
+// is a row dot like the scores. Splits write separate partial rows, `stride` floats apart:
+// out[(split * groups + g) * stride + c]; the next kernel adds them (scores.wgsl, attention). With
+// residual_parts > 0, split 0 also adds the residual stream (those partial rows of `residual`), so
+// the output partials sum to the new residual stream.
+// A dtype prelude supplies binding 1 and wq(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+
+struct Params {
+    n: u32,
+    k_quads: u32,
+    d_out: u32,
+    rows: u32,
+    split_quads: u32,
+    stat_blocks: u32,
+    norm: u32,
+    residual_parts: u32,
+    stride: u32,
+}
+
+@group(1) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> scores: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read> stats: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+
+// Slots per split up to 4 * 512.
+var<workgroup> theta: array<vec4<f32>, 512>;
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let g = wg.z;
+    let split = wg.y;
+    let softmax = p.norm == 2u;
+    var st = stat_identity(softmax);
+    for (var b = lid; b < p.stat_blocks; b += WG) {
+        st = stat_combine(st, stats[g * p.stat_blocks + b], softmax);
+    }
+    stat_red[lid] = st;
+    reduce_stats(lid, WG, softmax);
+    let total = stat_red[0];
+    let n = f32(p.n);
+    // No epsilon, as in the authors' code; a zero row (0/0 there) becomes an all-zero Theta, like
+    // the CPU reference.
+    let norm = sqrt(total.x);
+    let scale = select(0.0, sqrt(n) / norm, norm > 0.0);
+    let q0 = split * p.split_quads;
+    let len = min(p.split_quads, p.k_quads - q0);
+    for (var q = lid; q < len; q += WG) {
+        var v = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+            let slot = 4u * (q0 + q) + i;
+            if slot < p.n {
+                let s = scores[g * p.n + slot];
+                if p.norm == 0u {
+                    v[i] = gelu(s * scale);
+                } else if p.norm == 1u {
+                    v[i] = s * scale;
+                } else {
+                    v[i] = exp(s - total.x) * (n / total.y);
+                }
+            }
+        }
+        theta[q] = v;
+    }
+    workgroupBarrier();
+    let tpr = WG * 4u / p.rows;
+    let j0 = wg.x * p.rows + lid / tpr * 4u;
+    var acc = vec4<f32>(0.0);
+    if j0 < p.d_out {
+        // Rows past d_out repeat the last one (loads stay in bounds); their sums are not stored.
+        let r0 = (g * p.d_out + j0) * p.k_quads + q0;
+        let r1 = (g * p.d_out + min(j0 + 1u, p.d_out - 1u)) * p.k_quads + q0;
+        let r2 = (g * p.d_out + min(j0 + 2u, p.d_out - 1u)) * p.k_quads + q0;
+        let r3 = (g * p.d_out + min(j0 + 3u, p.d_out - 1u)) * p.k_quads + q0;
+        for (var q = lid % tpr; q < len; q += tpr) {
+            let t = theta[q];
+            acc += vec4<f32>(dot(wq(r0 + q), t), dot(wq(r1 + q), t), dot(wq(r2 + q), t), dot(wq(r3 + q), t));
+        }
+    }
+    reduce_rows(acc, lid, tpr);
+    let row = wg.x * p.rows + lid;
+    if lid < p.rows && row < p.d_out {
+        var v = red[lid / 4u * tpr][lid % 4u];
+        if split == 0u {
+            for (var s = 0u; s < p.residual_parts; s++) {
+                v += residual[s * p.stride + row];
+            }
+        }
+        out[(split * groups.z + g) * p.stride + row] = v;
+    }
+}

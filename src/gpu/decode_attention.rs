@@ -1,0 +1,144 @@
+//! Attention of one decoded token, split along the context (flash-decoding), with RoPE and the
+//! KV-cache append folded in (`shaders/decode_attention.wgsl`); the proj scores kernel combines the
+//! splits as it loads its input.
+
+use super::context::{Access, Encoder, GpuContext, Kernel};
+
+/// Most splits per head: the combining kernel reads heads × splits × (head dim + 2) values.
+pub(crate) const MAX_SPLITS: usize = 8;
+/// Fewest positions a split covers.
+const MIN_CHUNK: usize = 64;
+
+pub(crate) struct DecodeAttention {
+    kernel: Kernel,
+}
+
+/// Positions per split and splits for a context of `visible` positions: every split non-empty.
+pub(crate) fn split(visible: usize) -> (usize, usize) {
+    let chunk = visible.div_ceil(MAX_SPLITS).max(MIN_CHUNK);
+    (chunk, visible.div_ceil(chunk))
+}
+
+/// Floats of the partial results: (max, sum) and head_dim running sums per head and split.
+pub(crate) fn partial_floats(d: usize, heads: usize) -> usize {
+    heads * MAX_SPLITS * (2 + d / heads)
+}
+
+impl DecodeAttention {
+    pub fn new(ctx: &GpuContext) -> DecodeAttention {
+        use Access::{Read, ReadWrite};
+        let source = include_str!("../../shaders/decode_attention.wgsl");
+        DecodeAttention {
+            kernel: Kernel::new(ctx, "attention", source, &[Read, Read, ReadWrite, ReadWrite, ReadWrite]),
+        }
+    }
+
+    /// Binds the q|k|v partial rows, the RoPE table, the caches and the partial results.
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        qkv: &wgpu::Buffer,
+        table: &wgpu::Buffer,
+        caches: [&wgpu::Buffer; 2],
+        out: &wgpu::Buffer,
+    ) -> wgpu::BindGroup {
+        self.kernel.bind(ctx, &[qkv, table, caches[0], caches[1], out])
+    }
+
+    /// Records attention of the token at `pos` over positions 0..=pos; q, k and v are the sum of
+    /// `qkv_parts` partial rows. Returns the splits per head.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encode(
+        &self,
+        enc: &mut Encoder,
+        bind: &wgpu::BindGroup,
+        pos: usize,
+        d: usize,
+        heads: usize,
+        half: usize,
+        qkv_parts: usize,
+    ) -> usize {
+        let hd = d / heads;
+        let (chunk, splits) = split(pos + 1);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut params = [pos, d, hd, half, splits, chunk, qkv_parts, d.div_ceil(4) * 4, 0].map(|v| v as u32);
+        params[8] = scale.to_bits();
+        enc.dispatch(&self.kernel, bind, &params, [heads as u32, splits as u32, 1]);
+        splits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::{apply_rope, axpy, dot, rope_inv_freq, softmax_scaled};
+    use crate::gpu::context::{f32_bytes, ParamPages};
+    use crate::gpu::rope::rope_table;
+    use crate::gpu::testing::{assert_close, random, read_f32, test_context};
+
+    #[test]
+    fn matches_the_cpu_with_rope_and_the_cache_append() {
+        let ctx = test_context();
+        let attention = DecodeAttention::new(&ctx);
+        let mut pages = ParamPages::default();
+        // One split and several (past MIN_CHUNK × MAX_SPLITS the chunks grow); head dims above 64.
+        for (heads, hd, pos, parts) in
+            [(3usize, 18usize, 0usize, 1usize), (2, 20, 70, 3), (4, 24, 200, 2), (2, 200, 1100, 1)]
+        {
+            let d = heads * hd;
+            let stride = d.div_ceil(4) * 4;
+            let max_pos = pos + 3;
+            let inv_freq = rope_inv_freq((hd as f64 * 0.25) as usize, 10000.0);
+            let table = ctx.storage_init("rope", &f32_bytes(&rope_table(max_pos, &inv_freq)));
+            let rows = random(parts * 3 * stride, 71);
+            let sum = |which: usize| -> Vec<f32> {
+                (0..d).map(|c| (0..parts).map(|s| rows[(s * 3 + which) * stride + c]).sum()).collect()
+            };
+            let kc: Vec<f32> = random(max_pos * d, 72).iter().map(|v| v * 4.0).collect();
+            let vc = random(max_pos * d, 73);
+            let (qkv, k_buf, v_buf) = (
+                ctx.storage_init("qkv", &f32_bytes(&rows)),
+                ctx.storage_init("k", &f32_bytes(&kc)),
+                ctx.storage_init("v", &f32_bytes(&vc)),
+            );
+            let out = ctx.storage("out", (partial_floats(d, heads) * 4) as u64);
+            let bind = attention.bind(&ctx, &qkv, &table, [&k_buf, &v_buf], &out);
+            let mut enc = Encoder::new(&ctx, &mut pages);
+            let splits = attention.encode(&mut enc, &bind, pos, d, heads, inv_freq.len(), parts);
+            enc.submit();
+            let partial = read_f32(&ctx, &out, partial_floats(d, heads));
+            let (mut q, mut k, v) = (sum(0), sum(1), sum(2));
+            for h in 0..heads {
+                apply_rope(&mut q[h * hd..(h + 1) * hd], pos, &inv_freq);
+                apply_rope(&mut k[h * hd..(h + 1) * hd], pos, &inv_freq);
+            }
+            let (got_k, got_v) = (read_f32(&ctx, &k_buf, max_pos * d), read_f32(&ctx, &v_buf, max_pos * d));
+            assert_close(&got_k[pos * d..(pos + 1) * d], &k, 1e-6, "appended k");
+            assert_close(&got_v[pos * d..(pos + 1) * d], &v, 1e-6, "appended v");
+            assert_eq!(&got_k[..pos * d], &kc[..pos * d], "earlier keys untouched");
+            let (mut kc, mut vc) = (kc, vc);
+            kc[pos * d..(pos + 1) * d].copy_from_slice(&k);
+            vc[pos * d..(pos + 1) * d].copy_from_slice(&v);
+            let scale = 1.0 / (hd as f32).sqrt();
+            let acc_base = heads * splits * 2;
+            for h in 0..heads {
+                let qh = &q[h * hd..][..hd];
+                let mut probs: Vec<f32> = (0..=pos).map(|j| dot(qh, &kc[j * d + h * hd..][..hd]) * scale).collect();
+                softmax_scaled(&mut probs, 1.0);
+                let mut want = vec![0f32; hd];
+                for (j, &p) in probs.iter().enumerate() {
+                    axpy(&mut want, p, &vc[j * d + h * hd..][..hd]);
+                }
+                // The combination the next kernel makes (scores.wgsl, mode 2).
+                let at = |s: usize| h * splits + s;
+                let m = (0..splits).map(|s| partial[at(s) * 2]).fold(f32::MIN, f32::max);
+                let w: Vec<f32> = (0..splits).map(|s| (partial[at(s) * 2] - m).exp()).collect();
+                let l: f32 = (0..splits).map(|s| partial[at(s) * 2 + 1] * w[s]).sum();
+                let got: Vec<f32> = (0..hd)
+                    .map(|c| (0..splits).map(|s| partial[acc_base + at(s) * hd + c] * w[s]).sum::<f32>() / l)
+                    .collect();
+                assert_close(&got, &want, 2e-5, &format!("heads {heads} hd {hd} pos {pos} splits {splits} head {h}"));
+            }
+        }
+    }
+}

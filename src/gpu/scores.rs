@@ -1,0 +1,201 @@
+//! The first half of a fused Pattention for one decoded token, and the head: an input row against
+//! every row of a matrix, the input built in the kernel's prologue (the layer norm of the residual
+//! stream, or attention's output combined from its splits) and the statistics the normalisation
+//! needs left per workgroup by its epilogue (`shaders/scores.wgsl`; [`super::values`] applies them).
+
+use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::weights::{Matrix, WeightDtype};
+use crate::config::NormActivation;
+
+/// Largest hidden size the decode kernels stage in workgroup memory (4 × 512 values).
+pub(crate) const MAX_HIDDEN: usize = 2048;
+/// Workgroups every decode product launches at least on a GPU, where it has that many rows:
+/// enough to spread over a real GPU's compute units. A CPU adapter (lavapipe, SwiftShader) runs
+/// workgroups one after another on its threads and pays for each one's prologue, so there the
+/// products take the fewest workgroups instead ([`GpuOptions::min_workgroups`](super::GpuOptions)).
+pub const MIN_WORKGROUPS: usize = 96;
+/// Rows per workgroup: 256 threads in groups of 4 rows, 4 to 64 threads per group.
+const MIN_ROWS: usize = 4;
+const MAX_ROWS: usize = 64;
+
+/// What the input row is.
+#[derive(Clone, Copy)]
+pub(crate) enum ScoresInput {
+    /// Layer norm of the residual stream, held as `parts` partial rows.
+    Residual { parts: usize },
+    /// The same with the final norm's weight and bias.
+    FinalNorm { parts: usize },
+    /// Attention's output, from `splits` splits per head of `head_dim` values.
+    Attention { splits: usize, head_dim: usize },
+}
+
+pub(crate) struct Scores {
+    kernel: Kernel,
+    eps: f32,
+    min_workgroups: usize,
+}
+
+/// A matrix bound to its input, output and statistics buffers, one bind group per chunk.
+pub(crate) struct ScoresBinding {
+    chunks: Vec<(wgpu::BindGroup, usize, usize)>,
+    cols: usize,
+    groups: usize,
+    group_rows: usize,
+}
+
+/// Rows per workgroup for `rows` rows in each of `groups` groups: the most (a power of two from 4
+/// to 64) that still launches `min_workgroups` workgroups.
+pub(crate) fn rows_per_workgroup(rows: usize, groups: usize, min_workgroups: usize) -> usize {
+    let mut r = MAX_ROWS;
+    while r > MIN_ROWS && groups * rows.div_ceil(r) < min_workgroups {
+        r /= 2;
+    }
+    r
+}
+
+/// The code of the statistic the epilogue writes (see the shader).
+fn stat_code(norm: Option<NormActivation>) -> u32 {
+    match norm {
+        None => 0,
+        Some(NormActivation::L2NormGelu) => 1,
+        Some(NormActivation::GeluL2Norm) => 2,
+        Some(NormActivation::Softmax) => 3,
+    }
+}
+
+/// WGSL of a decode product: the dtype prelude, the shared row reductions and GELU, the body.
+pub(crate) fn decode_source(dtype: WeightDtype, body: &str) -> String {
+    let lib = [include_str!("../../shaders/lib/rows.wgsl"), include_str!("../../shaders/lib/gelu.wgsl")];
+    format!("{}\n{}\n{}\n{body}", dtype.prelude(), lib[0], lib[1])
+}
+
+impl Scores {
+    pub fn new(ctx: &GpuContext, dtype: WeightDtype, eps: f64, min_workgroups: usize) -> Scores {
+        use Access::{Read, ReadWrite};
+        let source = decode_source(dtype, include_str!("../../shaders/scores.wgsl"));
+        let kernel = Kernel::new(ctx, "scores", &source, &[Read, Read, ReadWrite, ReadWrite, Read, Read]);
+        Scores { kernel, eps: eps as f32, min_workgroups }
+    }
+
+    /// Binds `w`, whose rows are `groups` stacked Pattentions (q, k, v: each has its own
+    /// statistics), with its input, output and statistics; `norm` holds the final norm's weight
+    /// and bias (read only for [`ScoresInput::FinalNorm`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        w: &Matrix,
+        groups: usize,
+        input: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        norm: [&wgpu::Buffer; 2],
+    ) -> ScoresBinding {
+        let chunks = w
+            .chunks
+            .iter()
+            .map(|ch| (self.kernel.bind(ctx, &[input, &ch.buffer, out, stats, norm[0], norm[1]]), ch.row0, ch.rows))
+            .collect();
+        ScoresBinding { chunks, cols: w.cols, groups, group_rows: w.rows / groups }
+    }
+
+    /// Workgroups per group of the binding's matrix (where its statistics go), if it has one chunk.
+    pub fn blocks(&self, b: &ScoresBinding) -> usize {
+        b.group_rows.div_ceil(rows_per_workgroup(b.group_rows, b.groups, self.min_workgroups))
+    }
+
+    /// Records the product, counted as `kind`; `norm` selects the statistic (none for the head).
+    /// A grouped matrix is one chunk (the decode path is used only then), so the statistics of
+    /// group g, block b land at `g * blocks + b`.
+    pub fn encode(
+        &self,
+        enc: &mut Encoder,
+        kind: &'static str,
+        b: &ScoresBinding,
+        input: ScoresInput,
+        norm: Option<NormActivation>,
+    ) {
+        let (mode, parts, head_dim) = match input {
+            ScoresInput::Residual { parts } => (0, parts, 1),
+            ScoresInput::FinalNorm { parts } => (1, parts, 1),
+            ScoresInput::Attention { splits, head_dim } => (2, splits, head_dim),
+        };
+        for (bind, row0, rows) in &b.chunks {
+            let (n, groups) = if b.groups > 1 { (b.group_rows, b.groups) } else { (*rows, 1) };
+            let r = rows_per_workgroup(n, groups, self.min_workgroups);
+            let params = [
+                mode,
+                b.cols as u32,
+                b.cols.div_ceil(4) as u32,
+                n as u32,
+                parts as u32,
+                head_dim as u32,
+                r as u32,
+                stat_code(norm),
+                *row0 as u32,
+                self.eps.to_bits(),
+            ];
+            enc.dispatch_as(kind, &self.kernel, bind, &params, [n.div_ceil(r) as u32, groups as u32, 1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::layer_norm_affine;
+    use crate::cpu::products::matmul_bt;
+    use crate::gpu::context::{f32_bytes, ParamPages};
+    use crate::gpu::testing::{assert_close, random, read_f32, test_context};
+    use crate::gpu::weights::Store;
+
+    /// The head: the final norm (weight and bias) of a residual stream in partial rows, against a
+    /// matrix split into chunks, each chunk writing its own rows of the logits.
+    #[test]
+    fn the_head_matches_the_cpu_across_chunks() {
+        let ctx = test_context();
+        let mut pages = ParamPages::default();
+        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+            let (d, vocab, parts): (usize, usize, usize) = (70, 301, 3);
+            let dq = d.div_ceil(4) * 4;
+            let rows = random(parts * dq, 81);
+            let x: Vec<f32> = (0..d).map(|c| (0..parts).map(|s| rows[s * dq + c]).sum()).collect();
+            let (weight, bias) = (random(d, 82), random(d, 83));
+            let table = random(vocab * d, 84);
+            let store = Store { dtype, max_chunk_bytes: 100 * dq as u64 * dtype.bytes() as u64 };
+            let m = Matrix::create(&ctx, "embedding", vocab, d, 1, store).unwrap();
+            m.write_rows(&ctx, 0, &table).unwrap();
+            assert!(m.chunks.len() > 1);
+            let input = ctx.storage_init("residual", &f32_bytes(&rows));
+            let (w, b) = (ctx.storage_init("w", &f32_bytes(&weight)), ctx.storage_init("b", &f32_bytes(&bias)));
+            let logits = ctx.storage("logits", vocab as u64 * 4);
+            let stats = ctx.storage("stats", 16);
+            let scores = Scores::new(&ctx, dtype, 1e-5, MIN_WORKGROUPS);
+            let bind = scores.bind(&ctx, &m, 1, &input, &logits, &stats, [&w, &b]);
+            let mut enc = Encoder::new(&ctx, &mut pages);
+            scores.encode(&mut enc, "head", &bind, ScoresInput::FinalNorm { parts }, None);
+            assert_eq!(enc.recorded.len(), m.chunks.len());
+            enc.submit();
+            let mut a = x.clone();
+            layer_norm_affine(&mut a, &weight, &bias, 1e-5);
+            let rounded: Vec<f32> = match dtype {
+                WeightDtype::F32 => table.clone(),
+                WeightDtype::F16 => table.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+            };
+            let mut want = vec![0f32; vocab];
+            matmul_bt(&a, &rounded, 1, d, vocab, &mut want);
+            assert_close(&read_f32(&ctx, &logits, vocab), &want, 2e-5, &format!("{dtype:?}"));
+        }
+    }
+
+    #[test]
+    fn released_shapes_launch_the_workgroup_target() {
+        // (rows per group, groups): q|k|v, proj, FFN at 150M and 1.5B.
+        for (rows, groups) in [(768, 3), (768, 1), (3072, 1), (1536, 3), (1536, 1), (6144, 1)] {
+            let r = rows_per_workgroup(rows, groups, MIN_WORKGROUPS);
+            assert!(groups * rows.div_ceil(r) >= MIN_WORKGROUPS, "{rows} x {groups}: {r} rows per workgroup");
+            assert!(r.is_power_of_two() && (MIN_ROWS..=MAX_ROWS).contains(&r));
+            assert_eq!(rows_per_workgroup(rows, groups, 1), MAX_ROWS);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The second half of a fused Pattention for one decoded token: Theta · V, where Theta is made from
+//! the scores and the statistics [`super::scores`] left while the values kernel loads them, and the
+//! slots are split across workgroups so that even a 768-row product launches enough of them
+//! (`shaders/values.wgsl`). Splits write partial rows that the next kernel adds.
+
+use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::scores::{decode_source, rows_per_workgroup};
+use super::weights::{Matrix, WeightDtype};
+use crate::config::NormActivation;
+
+/// Most splits of the slots, hence most partial rows a consumer adds.
+pub(crate) const MAX_SPLITS: usize = 8;
+/// Slots one split holds in workgroup memory (4 × 512).
+const SPLIT_SLOTS: usize = 2048;
+/// Fewest output rows per workgroup: every workgroup computes Theta for its slots, so splitting
+/// the slots, rather than taking fewer rows, makes up the workgroup count.
+const MIN_ROWS: usize = 32;
+
+pub(crate) struct Values {
+    kernel: Kernel,
+    min_workgroups: usize,
+}
+
+/// A transposed value matrix (one chunk) bound to its scores, output, statistics and residual.
+pub(crate) struct ValuesBinding {
+    bind: wgpu::BindGroup,
+    slots: usize,
+    d_out: usize,
+    groups: usize,
+}
+
+/// How one product is split: workgroups of `rows` output rows, the slots in `splits` parts of
+/// `split_quads` quads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Split {
+    pub rows: usize,
+    pub splits: usize,
+    pub split_quads: usize,
+}
+
+impl Split {
+    /// The split of `groups` products of `d_out` rows over `slots` slots: as few splits as reach
+    /// `min_workgroups`, at most [`MAX_SPLITS`], each within workgroup memory.
+    pub fn of(d_out: usize, slots: usize, groups: usize, min_workgroups: usize) -> Split {
+        let quads = slots.div_ceil(4);
+        let rows = rows_per_workgroup(d_out, groups, min_workgroups).max(MIN_ROWS);
+        let blocks = groups * d_out.div_ceil(rows);
+        let wanted = min_workgroups.div_ceil(blocks).clamp(1, MAX_SPLITS);
+        let split_quads = quads.div_ceil(wanted.max(slots.div_ceil(SPLIT_SLOTS))).max(1);
+        Split { rows, splits: quads.div_ceil(split_quads), split_quads }
+    }
+}
+
+/// Whether a product over `slots` slots fits the splits.
+pub(crate) fn fits(slots: usize) -> bool {
+    slots <= MAX_SPLITS * SPLIT_SLOTS
+}
+
+impl Values {
+    pub fn new(ctx: &GpuContext, dtype: WeightDtype, min_workgroups: usize) -> Values {
+        use Access::{Read, ReadWrite};
+        let source = decode_source(dtype, include_str!("../../shaders/values.wgsl"));
+        Values { kernel: Kernel::new(ctx, "values", &source, &[Read, Read, ReadWrite, Read, Read]), min_workgroups }
+    }
+
+    /// Binds `w` (Vᵀ: rows are output dims, one chunk) with the scores it reads, the partial rows
+    /// it writes, the scores' statistics and the residual stream it adds (if any).
+    pub fn bind(
+        &self,
+        ctx: &GpuContext,
+        w: &Matrix,
+        scores: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        stats: &wgpu::Buffer,
+        residual: &wgpu::Buffer,
+    ) -> ValuesBinding {
+        let bind = self.kernel.bind(ctx, &[scores, &w.chunks[0].buffer, out, stats, residual]);
+        ValuesBinding { bind, slots: w.cols, d_out: w.rows / w.groups, groups: w.groups }
+    }
+
+    /// Records the product, counted as `kind`: the statistics are `stat_blocks` per group; split 0
+    /// adds `residual_parts` partial rows of the residual stream. Returns the splits written.
+    pub fn encode(
+        &self,
+        enc: &mut Encoder,
+        kind: &'static str,
+        b: &ValuesBinding,
+        norm: NormActivation,
+        stat_blocks: usize,
+        residual_parts: usize,
+    ) -> usize {
+        let split = Split::of(b.d_out, b.slots, b.groups, self.min_workgroups);
+        let norm = match norm {
+            NormActivation::L2NormGelu => 0,
+            NormActivation::GeluL2Norm => 1,
+            NormActivation::Softmax => 2,
+        };
+        let params = [
+            b.slots as u32,
+            b.slots.div_ceil(4) as u32,
+            b.d_out as u32,
+            split.rows as u32,
+            split.split_quads as u32,
+            stat_blocks as u32,
+            norm,
+            residual_parts as u32,
+            (b.d_out.div_ceil(4) * 4) as u32,
+        ];
+        let grid = [b.d_out.div_ceil(split.rows) as u32, split.splits as u32, b.groups as u32];
+        enc.dispatch_as(kind, &self.kernel, &b.bind, &params, grid);
+        split.splits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::kernels::{layer_norm, normalize_scores};
+    use crate::gpu::context::{f32_bytes, ParamPages};
+    use crate::gpu::scores::{Scores, ScoresInput, MIN_WORKGROUPS};
+    use crate::gpu::testing::{random, read_f32, test_context};
+    use crate::gpu::weights::Store;
+
+    /// A whole Pattention with the residual add, fused (scores then values) on the device, against
+    /// the CPU's layer norm, scores, normalisation and product; the residual stream arrives as
+    /// several partial rows and leaves as the value kernel's splits.
+    #[test]
+    fn fused_pattention_matches_the_cpu() {
+        let ctx = test_context();
+        let mut pages = ParamPages::default();
+        for f in [NormActivation::L2NormGelu, NormActivation::GeluL2Norm, NormActivation::Softmax] {
+            // Hidden sizes not a multiple of 4; slots from a few to several splits' worth.
+            for (d, n, parts) in [(40usize, 61usize, 1usize), (72, 37, 3), (130, 3072 + 5, 2), (768, 768, 4)] {
+                let dq = d.div_ceil(4) * 4;
+                let partial_rows: Vec<f32> = random(parts * dq, 61).iter().map(|v| v * 4.0).collect();
+                let mut x = vec![0f32; d];
+                for p in 0..parts {
+                    x.iter_mut().zip(&partial_rows[p * dq..]).for_each(|(x, v)| *x += v);
+                }
+                let keys = random(n * d, 62);
+                let values_t = random(d * n, 63);
+                let store = Store { dtype: WeightDtype::F32, max_chunk_bytes: 1 << 30 };
+                let k = Matrix::create(&ctx, "keys", n, d, 1, store).unwrap();
+                k.write_rows(&ctx, 0, &keys).unwrap();
+                let v = Matrix::create(&ctx, "values", d, n, 1, store).unwrap();
+                v.write_rows(&ctx, 0, &values_t).unwrap();
+                // Partial rows past `parts` hold garbage the kernels must not read.
+                let mut resid = partial_rows.clone();
+                resid.extend(vec![1e6; dq]);
+                let resid = ctx.storage_init("residual", &f32_bytes(&resid));
+                let scores = ctx.storage("scores", n as u64 * 4);
+                let stats = ctx.storage("stats", 4096);
+                let out = ctx.storage("out", (MAX_SPLITS * dq * 4) as u64);
+                let unused = ctx.storage("unused", 16);
+                let sk = Scores::new(&ctx, WeightDtype::F32, 1e-5, MIN_WORKGROUPS);
+                let vk = Values::new(&ctx, WeightDtype::F32, MIN_WORKGROUPS);
+                let sb = sk.bind(&ctx, &k, 1, &resid, &scores, &stats, [&unused, &unused]);
+                let vb = vk.bind(&ctx, &v, &scores, &out, &stats, &resid);
+                let mut enc = Encoder::new(&ctx, &mut pages);
+                sk.encode(&mut enc, "scores", &sb, ScoresInput::Residual { parts }, Some(f));
+                let splits = vk.encode(&mut enc, "values", &vb, f, sk.blocks(&sb), parts);
+                enc.submit();
+                let got_rows = read_f32(&ctx, &out, splits * dq);
+                let mut got = vec![0f32; d];
+                for s in 0..splits {
+                    got.iter_mut().zip(&got_rows[s * dq..]).for_each(|(g, v)| *g += v);
+                }
+                let mut a = x.clone();
+                layer_norm(&mut a, 1e-5);
+                let mut theta: Vec<f32> =
+                    keys.chunks_exact(d).map(|row| row.iter().zip(&a).map(|(w, a)| w * a).sum()).collect();
+                normalize_scores(&mut theta, f);
+                // Softmax Theta reaches n times a probability: an output can be a small difference
+                // of large terms, so the bound is relative to the terms' magnitudes.
+                for c in 0..d {
+                    let terms = values_t[c * n..][..n].iter().zip(&theta).map(|(w, t)| (w * t) as f64);
+                    let want = x[c] as f64 + terms.clone().sum::<f64>();
+                    let scale = x[c].abs() as f64 + terms.map(f64::abs).sum::<f64>();
+                    let err = (got[c] as f64 - want).abs();
+                    assert!(
+                        err <= 2e-6 * scale.max(1.0),
+                        "{f:?} d {d} n {n} parts {parts}: [{c}] {} vs {want}",
+                        got[c]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn splits_reach_the_workgroup_target_and_fit_workgroup_memory() {
+        // The 150M and 1.5B shapes: (d, slots, groups).
+        for (d, slots, groups) in [(768, 768, 3), (768, 768, 1), (768, 3072, 1), (1536, 6144, 1), (1536, 1536, 3)] {
+            let s = Split::of(d, slots, groups, MIN_WORKGROUPS);
+            assert!(groups * d.div_ceil(s.rows) * s.splits >= MIN_WORKGROUPS, "{d} {slots}: {s:?}");
+            assert!(s.rows >= MIN_ROWS);
+            assert!(s.split_quads * 4 <= SPLIT_SLOTS && s.splits <= MAX_SPLITS, "{s:?}");
+            assert!(
+                s.split_quads * s.splits >= slots.div_ceil(4) && s.split_quads * (s.splits - 1) < slots.div_ceil(4)
+            );
+        }
+    }
+}
