@@ -10,7 +10,9 @@ pub(crate) struct PNorm {
 
 impl PNorm {
     pub fn new(ctx: &GpuContext) -> PNorm {
-        PNorm { kernel: Kernel::new(ctx, "pnorm", include_str!("../../shaders/pnorm.wgsl"), &[Access::ReadWrite]) }
+        let source =
+            format!("{}\n{}", include_str!("../../shaders/lib/gelu.wgsl"), include_str!("../../shaders/pnorm.wgsl"));
+        PNorm { kernel: Kernel::new(ctx, "pnorm", &source, &[Access::ReadWrite]) }
     }
 
     pub fn bind(&self, ctx: &GpuContext, scores: &wgpu::Buffer) -> wgpu::BindGroup {
