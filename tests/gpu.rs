@@ -136,6 +136,39 @@ fn a_real_gpus_launch_shapes_give_the_same_tokens() {
 }
 
 #[test]
+fn a_step_submitted_ahead_is_used_or_discarded_without_a_trace() {
+    // After a sampled token the GPU backend has already submitted the next step (fed that token on
+    // the device); any other call than the one it anticipated must see a cache without it.
+    let (model, _) = load("l2_norm_gelu");
+    let mut g = gpu(&model, &GpuOptions::default());
+    let mut c = cpu(model);
+    let params = SamplingParams { temperature: 0.8, seed: 3, max_tokens: 8, ..Default::default() };
+    for b in [&mut g as &mut dyn Backend, &mut c] {
+        b.reset();
+        b.forward(&[3, 4, 5], false).unwrap();
+    }
+    let first = g.next_token(&[6], &[3, 4, 5, 6], &params, 0).unwrap();
+    assert_eq!(first, c.next_token(&[6], &[3, 4, 5, 6], &params, 0).unwrap());
+    assert_eq!(g.position(), 4, "the step ahead is not counted");
+    // Fed something else than the sampled id: the step ahead is discarded.
+    let other = (first + 1) % 300;
+    let err = max_abs_diff(
+        g.forward(&[other], true).unwrap().into_iter().map(f64::from),
+        c.forward(&[other], true).unwrap().into_iter().map(f64::from),
+    );
+    assert!(err < LOGITS_TOLERANCE, "after a discarded step: {err:e}");
+    // The anticipated call takes the step ahead; the tokens stay the CPU's, step after step.
+    let mut context = vec![3, 4, 5, 6, other];
+    let mut feed = other;
+    for step in 1..6 {
+        let want = c.next_token(&[feed], &context, &params, step).unwrap();
+        assert_eq!(g.next_token(&[feed], &context, &params, step).unwrap(), want, "step {step}");
+        context.push(want);
+        feed = want;
+    }
+}
+
+#[test]
 fn one_decoded_token_is_one_submission() {
     let (model, _) = load("l2_norm_gelu");
     let layers = model.config.num_layers as u32;

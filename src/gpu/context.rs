@@ -305,14 +305,14 @@ impl<'a> Encoder<'a> {
     }
 
     /// Writes the parameter pages, then submits the commands: the queue orders the writes first.
-    pub fn submit(mut self) {
+    pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;
         for (page, bytes) in self.bytes.iter().enumerate() {
             if !bytes.is_empty() {
                 self.ctx.queue.write_buffer(&self.params.pages[page].0, 0, bytes);
             }
         }
-        self.ctx.queue.submit([self.encoder.finish()]);
+        self.ctx.queue.submit([self.encoder.finish()])
     }
 }
 
@@ -321,15 +321,21 @@ pub(crate) fn groups_for(n: usize, per_group: usize) -> u32 {
     n.div_ceil(per_group) as u32
 }
 
-/// Reads the first `bytes` of a MAP_READ buffer once the work submitted so far has finished.
-/// Natively this blocks in `poll`; in the browser the future resolves from the event loop.
-pub(crate) async fn read_back(ctx: &GpuContext, buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+/// Reads the first `bytes` of a MAP_READ buffer once `after` (default: the work submitted so far)
+/// has finished. Natively this blocks in `poll`; in the browser the future resolves from the event
+/// loop.
+pub(crate) async fn read_back(
+    ctx: &GpuContext,
+    buffer: &wgpu::Buffer,
+    bytes: u64,
+    after: Option<wgpu::SubmissionIndex>,
+) -> Result<Vec<u8>> {
     let slice = buffer.slice(..bytes);
     let (send, receive) = oneshot();
     slice.map_async(wgpu::MapMode::Read, send);
     #[cfg(not(target_arch = "wasm32"))]
     ctx.device
-        .poll(wgpu::PollType::wait_indefinitely())
+        .poll(wgpu::PollType::Wait { submission_index: after, timeout: None })
         .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
     if let Err(e) = receive.await {
         ctx.check_alive()?;
@@ -353,7 +359,7 @@ pub(crate) async fn read_storage(ctx: &GpuContext, parts: &[(&wgpu::Buffer, u64)
         at += bytes;
     }
     ctx.queue.submit([encoder.finish()]);
-    let all = read_back(ctx, &staging, total).await?;
+    let all = read_back(ctx, &staging, total, None).await?;
     let mut rest = all.as_slice();
     Ok(parts
         .iter()

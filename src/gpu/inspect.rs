@@ -302,7 +302,7 @@ impl GpuBackend {
         enc.copy(&b.logits, 0, &b.logits_read, bytes);
         enc.submit();
         self.params = pages;
-        Ok(bytes_to_f32(&read_back(&self.ctx, &b.logits_read, bytes).await?))
+        Ok(bytes_to_f32(&read_back(&self.ctx, &b.logits_read, bytes, None).await?))
     }
 
     /// Capture buffers for `request` on `ids`: whole maps, or summaries keeping `top_k` per row.
@@ -341,9 +341,9 @@ impl GpuBackend {
 
     /// Runs the prompt from position 0 with `plan` recording, a chunk per submission.
     fn run_plan(&mut self, ids: &[u32], plan: &CapturePlan) {
-        self.len = 0;
+        self.reset();
         for chunk in ids.chunks(PREFILL_CHUNK) {
-            self.submit_chunk(chunk, 0, Some(plan), |_, _| {});
+            self.submit_chunk(Some(chunk), 0, Some(plan), |_, _| {});
         }
     }
 }

@@ -157,7 +157,19 @@ struct Buffers {
     context: wgpu::Buffer,
     probs: wgpu::Buffer,
     token: wgpu::Buffer,
-    token_read: wgpu::Buffer,
+    /// Two read-back slots for the sampled id: a step submitted ahead copies to the other one.
+    token_read: [wgpu::Buffer; 2],
+}
+
+/// A decode step submitted before its input id was read back: it embeds the id the sampler left
+/// in the ids buffer. It holds position `len - 1` until the next request confirms it.
+struct Ahead {
+    /// The id it was fed: the one the previous request returned.
+    after: u32,
+    step: u32,
+    params: SamplingParams,
+    slot: usize,
+    submission: wgpu::SubmissionIndex,
 }
 
 struct LayerBinds {
@@ -194,6 +206,8 @@ pub struct GpuBackend {
     last: PassStats,
     /// CPU time recording and submitting the last pass (natively; the browser has no clock here).
     encode_ns: u64,
+    /// The decode step in flight ahead of the caller, if any.
+    ahead: Option<Ahead>,
     weight_bytes: u64,
     /// Built on the first inspection: ordinary generation never compiles its kernels.
     inspector: Option<Inspector>,
@@ -254,6 +268,15 @@ impl GpuBackend {
     /// Empties the KV cache: positions past `len` are overwritten before attention reads them.
     pub fn reset(&mut self) {
         self.len = 0;
+        self.ahead = None;
+    }
+
+    /// Forgets a step submitted ahead that the caller did not ask for: its position is free again
+    /// (its cache entry is overwritten before anything reads it).
+    fn discard_ahead(&mut self) {
+        if self.ahead.take().is_some() {
+            self.len -= 1;
+        }
     }
 
     /// Weight bytes one decoded token reads in the device format.
@@ -316,6 +339,7 @@ impl GpuBackend {
 
     /// Runs `ids` at the next positions (see [`Backend::forward`]).
     pub async fn forward_async(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
+        self.discard_ahead();
         check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
         self.ctx.check_alive()?;
         let mut out = Vec::with_capacity(if all_logits { ids.len() } else { 1 } * self.vocab);
@@ -324,20 +348,24 @@ impl GpuBackend {
             let read = all_logits || i + 1 == chunks;
             let rows = if all_logits { chunk.len() } else { read as usize };
             let bytes = (rows * self.vocab * 4) as u64;
-            self.submit_chunk(chunk, rows, None, |enc, s| {
+            self.submit_chunk(Some(chunk), rows, None, |enc, s| {
                 if read {
                     enc.copy(&s.buffers.logits, 0, &s.buffers.logits_read, bytes);
                 }
             });
             if read {
-                out.extend(bytes_to_f32(&read_back(&self.ctx, &self.buffers.logits_read, bytes).await?));
+                out.extend(bytes_to_f32(&read_back(&self.ctx, &self.buffers.logits_read, bytes, None).await?));
             }
         }
         Ok(out)
     }
 
     /// Feeds `ids` and samples the next token on the device (see [`Backend::next_token`]): only
-    /// the token id comes back.
+    /// the token id comes back. Decoding is pipelined: once a token is sampled the next step is
+    /// submitted at once, fed by the sampled id on the device, before that id is read back; the
+    /// next call (fed that id, the next step, the same parameters) only reads its result, having
+    /// already submitted the one after. A different call discards the step. Not with a repetition
+    /// penalty, whose context list the CPU writes.
     pub async fn next_token_async(
         &mut self,
         ids: &[u32],
@@ -345,11 +373,19 @@ impl GpuBackend {
         params: &SamplingParams,
         step: u32,
     ) -> Result<u32> {
+        if let Some(ahead) = self.ahead.take() {
+            if ids == [ahead.after] && step == ahead.step && *params == ahead.params {
+                self.ctx.check_alive()?;
+                return self.read_and_submit_ahead(ahead.slot, ahead.submission, params, step).await;
+            }
+            self.ahead = Some(ahead);
+            self.discard_ahead();
+        }
         check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
         self.ctx.check_alive()?;
         let (head, tail) = ids.split_at(ids.len() - 1 - (ids.len() - 1) % PREFILL_CHUNK);
         for chunk in head.chunks(PREFILL_CHUNK) {
-            self.submit_chunk(chunk, 0, None, |_, _| {});
+            self.submit_chunk(Some(chunk), 0, None, |_, _| {});
         }
         let penalised = if params.repetition_penalty != 1.0 { sampler::distinct(context) } else { Vec::new() };
         if penalised.len() > self.cfg.max_positions {
@@ -361,38 +397,77 @@ impl GpuBackend {
         if !penalised.is_empty() {
             self.ctx.queue.write_buffer(&self.buffers.context, 0, &u32_bytes(&penalised));
         }
-        self.submit_chunk(tail, 1, None, |enc, s| {
-            s.kernels.sampler.encode(enc, &s.sampler, s.vocab, penalised.len(), params, step);
-            enc.copy(&s.buffers.token, 0, &s.buffers.token_read, 4);
-        });
-        let bytes = read_back(&self.ctx, &self.buffers.token_read, 4).await?;
-        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        let submission = self.submit_sampled(Some(tail), penalised.len(), params, step, 0);
+        self.read_and_submit_ahead(0, submission, params, step).await
     }
 
-    /// Encodes and submits one chunk of at most PREFILL_CHUNK tokens, with logits for its last
-    /// `rows`; `finish` appends work (sampling, read-back copies) to the same submission.
+    /// Submits the step after `step` (unless the generation cannot go on) and reads the id sampled
+    /// in `slot` by `submission`.
+    async fn read_and_submit_ahead(
+        &mut self,
+        slot: usize,
+        submission: wgpu::SubmissionIndex,
+        params: &SamplingParams,
+        step: u32,
+    ) -> Result<u32> {
+        let next = step + 1;
+        let go_on = params.repetition_penalty == 1.0
+            && (next as usize) < params.max_tokens
+            && self.len < self.cfg.max_positions;
+        let ahead = go_on.then(|| (1 - slot, self.submit_sampled(None, 0, params, next, 1 - slot)));
+        let bytes = read_back(&self.ctx, &self.buffers.token_read[slot], 4, Some(submission)).await?;
+        let id = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+        self.ahead =
+            ahead.map(|(slot, submission)| Ahead { after: id, step: next, params: params.clone(), slot, submission });
+        Ok(id)
+    }
+
+    /// Submits `ids` (None: the one id the last sampler left on the device) with the sampler, whose
+    /// id goes to read-back `slot` and to the ids buffer, ready to feed the step after.
+    fn submit_sampled(
+        &mut self,
+        ids: Option<&[u32]>,
+        penalised: usize,
+        params: &SamplingParams,
+        step: u32,
+        slot: usize,
+    ) -> wgpu::SubmissionIndex {
+        self.submit_chunk(ids, 1, None, |enc, s| {
+            s.kernels.sampler.encode(enc, &s.sampler, s.vocab, penalised, params, step);
+            enc.copy(&s.buffers.token, 0, &s.buffers.token_read[slot], 4);
+            enc.copy(&s.buffers.token, 0, &s.buffers.ids, 4);
+        })
+    }
+
+    /// Encodes and submits one chunk of at most PREFILL_CHUNK tokens (None: the one id already in
+    /// the ids buffer), with logits for its last `rows`; `finish` appends work (sampling, read-back
+    /// copies) to the same submission.
     fn submit_chunk(
         &mut self,
-        ids: &[u32],
+        ids: Option<&[u32]>,
         rows: usize,
         plan: Option<&CapturePlan>,
         finish: impl FnOnce(&mut Encoder, &GpuBackend),
-    ) {
+    ) -> wgpu::SubmissionIndex {
         #[cfg(not(target_arch = "wasm32"))]
         let clock = std::time::Instant::now();
-        self.ctx.queue.write_buffer(&self.buffers.ids, 0, &u32_bytes(ids));
+        if let Some(ids) = ids {
+            self.ctx.queue.write_buffer(&self.buffers.ids, 0, &u32_bytes(ids));
+        }
+        let t = ids.map_or(1, <[u32]>::len);
         let mut pages = std::mem::take(&mut self.params);
         let mut enc = Encoder::new(&self.ctx, &mut pages);
-        let per_block = self.encode_forward(&mut enc, ids.len(), rows, plan);
+        let per_block = self.encode_forward(&mut enc, t, rows, plan);
         finish(&mut enc, self);
         self.last = PassStats::of(&enc.recorded, per_block);
-        enc.submit();
+        let submission = enc.submit();
         #[cfg(not(target_arch = "wasm32"))]
         {
             self.encode_ns = clock.elapsed().as_nanos() as u64;
         }
         self.params = pages;
-        self.len += ids.len();
+        self.len += t;
+        submission
     }
 }
 
@@ -407,7 +482,8 @@ impl Backend for GpuBackend {
     }
 
     fn position(&self) -> usize {
-        self.len
+        // A step submitted ahead is not the caller's until it asks for it.
+        self.len - self.ahead.is_some() as usize
     }
 
     fn reset(&mut self) {

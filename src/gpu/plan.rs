@@ -224,7 +224,7 @@ impl GpuLoader {
             context: c.storage("context", cfg.max_positions as u64 * 4),
             probs: c.storage("probs", vf),
             token: c.storage("token", 4),
-            token_read: c.buffer("token read", 4, U::MAP_READ | U::COPY_DST),
+            token_read: [0, 1].map(|_| c.buffer("token read", 4, U::MAP_READ | U::COPY_DST)),
         };
         let table = rope::rope_table(cfg.max_positions, &rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base));
         let rope_table = c.storage_init("rope", &f32_bytes(&table));
@@ -282,6 +282,7 @@ impl GpuLoader {
             len: 0,
             last: PassStats::default(),
             encode_ns: 0,
+            ahead: None,
             weight_bytes,
             inspector: None,
             buffers,

@@ -81,7 +81,7 @@ mod tests {
         sampler.encode(&mut enc, &bind, logits.len(), ids.len(), params, step);
         enc.copy(&token, 0, &read, 4);
         enc.submit();
-        let bytes = pollster::block_on(read_back(&ctx, &read, 4)).unwrap();
+        let bytes = pollster::block_on(read_back(&ctx, &read, 4, None)).unwrap();
         u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 

@@ -27,7 +27,7 @@ pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<f32>
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
     ctx.queue.submit([enc.finish()]);
-    bytes_to_f32(&pollster::block_on(read_back(ctx, &staging, bytes)).unwrap())
+    bytes_to_f32(&pollster::block_on(read_back(ctx, &staging, bytes, None)).unwrap())
 }
 
 /// |got - want| <= tol * max(1, |want|) everywhere.
