@@ -330,6 +330,9 @@ pub(crate) async fn read_back(
     bytes: u64,
     after: Option<wgpu::SubmissionIndex>,
 ) -> Result<Vec<u8>> {
+    // The browser resolves the mapping itself once the buffer's work is done.
+    #[cfg(target_arch = "wasm32")]
+    let _ = after;
     let slice = buffer.slice(..bytes);
     let (send, receive) = oneshot();
     slice.map_async(wgpu::MapMode::Read, send);
