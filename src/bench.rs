@@ -34,8 +34,8 @@ pub struct BenchReport {
     /// Per kind of dispatch of a decoded token: dispatches and workgroups each (GPU only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dispatch_kinds: Vec<DispatchReport>,
-    /// CPU time recording and submitting a decoded token's commands (GPU only); the rest of the
-    /// time per token is the GPU's work and the read-back of the id.
+    /// CPU time recording a decoded token's commands (GPU only); the rest of the time per token is
+    /// the GPU's work, the submission and the read-back of the id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encode_ms_per_token: Option<f64>,
 }

@@ -302,7 +302,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         if let Some(e) = r.encode_ms_per_token {
             let total = 1e3 / r.decode_tokens_per_s;
             println!(
-                "  time     {total:>9.2} ms per token: {e:.2} ms CPU encoding, {:.2} ms GPU and read-back",
+                "  time     {total:>9.2} ms per token: {e:.2} ms recording commands (CPU), {:.2} ms the rest (GPU, submission, read-back)",
                 total - e
             );
         }

@@ -204,7 +204,7 @@ pub struct GpuBackend {
     params: ParamPages,
     len: usize,
     last: PassStats,
-    /// CPU time recording and submitting the last pass (natively; the browser has no clock here).
+    /// CPU time recording the last pass (natively; the browser has no clock here).
     encode_ns: u64,
     /// The decode step in flight ahead of the caller, if any.
     ahead: Option<Ahead>,
@@ -252,7 +252,7 @@ impl GpuBackend {
         self.last.clone()
     }
 
-    /// CPU time recording and submitting the last pass, in nanoseconds (0 in the browser).
+    /// CPU time recording the last pass's commands, in nanoseconds (0 in the browser).
     pub fn last_encode_ns(&self) -> u64 {
         self.encode_ns
     }
@@ -460,11 +460,12 @@ impl GpuBackend {
         let per_block = self.encode_forward(&mut enc, t, rows, plan);
         finish(&mut enc, self);
         self.last = PassStats::of(&enc.recorded, per_block);
-        let submission = enc.submit();
+        // Recording only: a software Vulkan queue may block in submit until the GPU is free.
         #[cfg(not(target_arch = "wasm32"))]
         {
             self.encode_ns = clock.elapsed().as_nanos() as u64;
         }
+        let submission = enc.submit();
         self.params = pages;
         self.len += t;
         submission
