@@ -116,27 +116,25 @@ fn main(
 ) {
     load_input(lid);
     workgroupBarrier();
-    let tpr = WG * 4u / p.rows;
-    let g = wg.y;
-    let j0 = wg.x * p.rows + lid / tpr * 4u;
-    var acc = vec4<f32>(0.0);
+    let tpr = WG * 8u / p.rows;
+    let j0 = wg.x * p.rows + lid / tpr * 8u;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
     if j0 < p.n {
-        // Rows past n repeat the last one (loads stay in bounds); their sums are not stored.
-        let r0 = (g * p.n + j0) * p.k_quads;
-        let r1 = (g * p.n + min(j0 + 1u, p.n - 1u)) * p.k_quads;
-        let r2 = (g * p.n + min(j0 + 2u, p.n - 1u)) * p.k_quads;
-        let r3 = (g * p.n + min(j0 + 3u, p.n - 1u)) * p.k_quads;
+        let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
         for (var q = lid % tpr; q < p.k_quads; q += tpr) {
             let a = act[q];
-            acc += vec4<f32>(dot(wq(r0 + q), a), dot(wq(r1 + q), a), dot(wq(r2 + q), a), dot(wq(r3 + q), a));
+            lo += vec4<f32>(dot(wq(r[0] + q), a), dot(wq(r[1] + q), a), dot(wq(r[2] + q), a), dot(wq(r[3] + q), a));
+            hi += vec4<f32>(dot(wq(r[4] + q), a), dot(wq(r[5] + q), a), dot(wq(r[6] + q), a), dot(wq(r[7] + q), a));
         }
     }
-    reduce_rows(acc, lid, tpr);
+    let total = reduce_8_rows(lo, hi, lid, tpr, p.rows);
+    let g = wg.y;
     let softmax = p.stat == 3u;
     var st = stat_identity(softmax);
     let row = wg.x * p.rows + lid;
     if lid < p.rows && row < p.n {
-        var s = red[lid / 4u * tpr][lid % 4u];
+        var s = total;
         if p.stat == 1u {
             st = vec2<f32>(s * s, 0.0);
         } else if p.stat == 2u {

@@ -74,24 +74,23 @@ fn main(
         theta[q] = v;
     }
     workgroupBarrier();
-    let tpr = WG * 4u / p.rows;
-    let j0 = wg.x * p.rows + lid / tpr * 4u;
-    var acc = vec4<f32>(0.0);
+    let tpr = WG * 8u / p.rows;
+    let j0 = wg.x * p.rows + lid / tpr * 8u;
+    var lo = vec4<f32>(0.0);
+    var hi = vec4<f32>(0.0);
     if j0 < p.d_out {
-        // Rows past d_out repeat the last one (loads stay in bounds); their sums are not stored.
-        let r0 = (g * p.d_out + j0) * p.k_quads + q0;
-        let r1 = (g * p.d_out + min(j0 + 1u, p.d_out - 1u)) * p.k_quads + q0;
-        let r2 = (g * p.d_out + min(j0 + 2u, p.d_out - 1u)) * p.k_quads + q0;
-        let r3 = (g * p.d_out + min(j0 + 3u, p.d_out - 1u)) * p.k_quads + q0;
+        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
         for (var q = lid % tpr; q < len; q += tpr) {
             let t = theta[q];
-            acc += vec4<f32>(dot(wq(r0 + q), t), dot(wq(r1 + q), t), dot(wq(r2 + q), t), dot(wq(r3 + q), t));
+            let w = q0 + q;
+            lo += vec4<f32>(dot(wq(r[0] + w), t), dot(wq(r[1] + w), t), dot(wq(r[2] + w), t), dot(wq(r[3] + w), t));
+            hi += vec4<f32>(dot(wq(r[4] + w), t), dot(wq(r[5] + w), t), dot(wq(r[6] + w), t), dot(wq(r[7] + w), t));
         }
     }
-    reduce_rows(acc, lid, tpr);
+    let sum = reduce_8_rows(lo, hi, lid, tpr, p.rows);
     let row = wg.x * p.rows + lid;
     if lid < p.rows && row < p.d_out {
-        var v = red[lid / 4u * tpr][lid % 4u];
+        var v = sum;
         if split == 0u {
             for (var s = 0u; s < p.residual_parts; s++) {
                 v += residual[s * p.stride + row];

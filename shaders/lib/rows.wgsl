@@ -1,7 +1,8 @@
 // The workgroup shape of the decode products (scores.wgsl, values.wgsl): 256 threads, `rows` weight
-// rows per workgroup (a power of two from 4 to 64) in groups of 4, each group's `tpr` threads
-// reading neighbouring quads of its rows (thread lid = group * tpr + lane): one quad of the input
-// serves 4 rows. Then a reduction over each group's lanes in workgroup memory.
+// rows per workgroup (a power of two from 8 to 64) in groups of 8, each group's `tpr` threads
+// reading neighbouring quads of its rows (thread lid = group * tpr + lane): one quad of the input,
+// loaded from workgroup memory, serves 8 rows (software Vulkan pays for every such load). Then a
+// reduction over each group's lanes in workgroup memory.
 // Also the statistics a Pattention's normalisation needs, combined across rows and workgroups.
 
 const WG: u32 = 256u;
@@ -26,6 +27,32 @@ fn reduce_rows(v: vec4<f32>, lid: u32, tpr: u32) {
         }
         workgroupBarrier();
     }
+}
+
+// Offsets (in quads) of the 8 rows from j0 of a matrix of n rows starting at row `first`: rows past
+// n repeat the last one, so loads stay in bounds (their sums are not stored).
+fn row_offsets(first: u32, j0: u32, n: u32, k_quads: u32) -> array<u32, 8> {
+    var r: array<u32, 8>;
+    for (var i = 0u; i < 8u; i++) {
+        r[i] = (first + min(j0 + i, n - 1u)) * k_quads;
+    }
+    return r;
+}
+
+// Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8); thread lid < rows gets
+// the total of the workgroup's row lid.
+fn reduce_8_rows(lo: vec4<f32>, hi: vec4<f32>, lid: u32, tpr: u32, rows: u32) -> f32 {
+    reduce_rows(lo, lid, tpr);
+    var mine = 0.0;
+    if lid < rows && lid % 8u < 4u {
+        mine = red[lid / 8u * tpr][lid % 8u];
+    }
+    workgroupBarrier();
+    reduce_rows(hi, lid, tpr);
+    if lid < rows && lid % 8u >= 4u {
+        mine = red[lid / 8u * tpr][lid % 8u - 4u];
+    }
+    return mine;
 }
 
 // The sum over the whole workgroup, returned to every thread.

@@ -14,8 +14,8 @@ pub(crate) const MAX_HIDDEN: usize = 2048;
 /// workgroups one after another on its threads and pays for each one's prologue, so there the
 /// products take the fewest workgroups instead ([`GpuOptions::min_workgroups`](super::GpuOptions)).
 pub const MIN_WORKGROUPS: usize = 96;
-/// Rows per workgroup: 256 threads in groups of 4 rows, 4 to 64 threads per group.
-const MIN_ROWS: usize = 4;
+/// Rows per workgroup: 256 threads in groups of 8 rows, 32 to 256 threads per group.
+const MIN_ROWS: usize = 8;
 const MAX_ROWS: usize = 64;
 
 /// What the input row is.
@@ -43,7 +43,7 @@ pub(crate) struct ScoresBinding {
     group_rows: usize,
 }
 
-/// Rows per workgroup for `rows` rows in each of `groups` groups: the most (a power of two from 4
+/// Rows per workgroup for `rows` rows in each of `groups` groups: the most (a power of two from 8
 /// to 64) that still launches `min_workgroups` workgroups.
 pub(crate) fn rows_per_workgroup(rows: usize, groups: usize, min_workgroups: usize) -> usize {
     let mut r = MAX_ROWS;
