@@ -64,28 +64,23 @@ fn attention_output(c: u32) -> f32 {
 
 fn load_input(lid: u32) {
     let valid = vec4<u32>(0u, 1u, 2u, 3u);
-    if p.mode == 2u {
-        for (var q = lid; q < p.k_quads; q += WG) {
-            var v = vec4<f32>(0.0);
-            for (var i = 0u; i < 4u; i++) {
-                if 4u * q + i < p.d {
-                    v[i] = attention_output(4u * q + i);
-                }
-            }
-            act[q] = v;
-        }
-        return;
-    }
     var sum = 0.0;
     for (var q = lid; q < p.k_quads; q += WG) {
         var v = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
-            if 4u * q + i < p.d {
-                v[i] = residual(4u * q + i);
+            let c = 4u * q + i;
+            if c < p.d && p.mode == 2u {
+                v[i] = attention_output(c);
+            } else if c < p.d {
+                v[i] = residual(c);
             }
         }
         act[q] = v;
         sum += v.x + v.y + v.z + v.w;
+    }
+    // Attention's output goes into the product as it is.
+    if p.mode == 2u {
+        return;
     }
     let mean = workgroup_sum(sum, lid) / f32(p.d);
     var var_sum = 0.0;

@@ -203,7 +203,9 @@ pub struct GpuBackend {
     sampler: wgpu::BindGroup,
     params: ParamPages,
     len: usize,
-    last: PassStats,
+    /// The last pass's dispatches as recorded (kind, workgroups) and its dispatches per block; the
+    /// statistics are made from them only when asked for, not on every token.
+    last: (Vec<(&'static str, u32)>, u32),
     /// CPU time recording the last pass (natively; the browser has no clock here).
     encode_ns: u64,
     /// The decode step in flight ahead of the caller, if any.
@@ -249,7 +251,7 @@ impl GpuBackend {
 
     /// Dispatches and submissions of the last forward pass (a decoded token when it was one token).
     pub fn last_pass(&self) -> PassStats {
-        self.last.clone()
+        PassStats::of(&self.last.0, self.last.1)
     }
 
     /// CPU time recording the last pass's commands, in nanoseconds (0 in the browser).
@@ -373,13 +375,14 @@ impl GpuBackend {
         params: &SamplingParams,
         step: u32,
     ) -> Result<u32> {
-        if let Some(ahead) = self.ahead.take() {
-            if ids == [ahead.after] && step == ahead.step && *params == ahead.params {
+        match self.ahead.take() {
+            Some(a) if ids == [a.after] && step == a.step && *params == a.params => {
                 self.ctx.check_alive()?;
-                return self.read_and_submit_ahead(ahead.slot, ahead.submission, params, step).await;
+                return self.read_and_submit_ahead(a.slot, a.submission, params, step).await;
             }
-            self.ahead = Some(ahead);
-            self.discard_ahead();
+            // Not the call it anticipated: its position is free again.
+            Some(_) => self.len -= 1,
+            None => {}
         }
         check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
         self.ctx.check_alive()?;
@@ -459,7 +462,7 @@ impl GpuBackend {
         let mut enc = Encoder::new(&self.ctx, &mut pages);
         let per_block = self.encode_forward(&mut enc, t, rows, plan);
         finish(&mut enc, self);
-        self.last = PassStats::of(&enc.recorded, per_block);
+        self.last = (std::mem::take(&mut enc.recorded), per_block);
         // Recording only: a software Vulkan queue may block in submit until the GPU is free.
         #[cfg(not(target_arch = "wasm32"))]
         {

@@ -10,8 +10,7 @@ use super::matmul::Linear;
 use super::weights::{Matrix, Store};
 use super::{attention, decode, embed, layer_norm, pnorm, rope, sampler};
 use super::{
-    Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, PassStats, WeightDtype,
-    PREFILL_CHUNK,
+    Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, WeightDtype, PREFILL_CHUNK,
 };
 use crate::config::ModelConfig;
 use crate::cpu::kernels::rope_inv_freq;
@@ -280,7 +279,7 @@ impl GpuLoader {
             layers,
             params: ParamPages::default(),
             len: 0,
-            last: PassStats::default(),
+            last: (Vec::new(), 0),
             encode_ns: 0,
             ahead: None,
             weight_bytes,
