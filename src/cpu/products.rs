@@ -26,6 +26,11 @@ use crate::model::WeightData;
 /// Lanes of the row-dot accumulators: one AVX-512 register, two AVX2 ones, four SSE or simd128 ones.
 const LANES: usize = 16;
 
+/// Weights packed per panel of a multi-token weighted sum: at most 32 KiB, an L1 data cache.
+const PANEL: usize = 8192;
+/// Weights packed per block of rows of a multi-token weighted sum: 256 KiB, in L2.
+const BLOCK: usize = 65536;
+
 /// A stored weight type: f32, or f16 widened exactly on load.
 pub trait Weight: Copy + Send + Sync + 'static {
     /// `src[0..16]` as one vector of the unit `S`.
@@ -387,31 +392,66 @@ fn row_sums<W: Weight, S: Simd, const MR: usize, const NV: usize>(
     if m == 1 && (W::as_f32(b).is_some() || !S::WIDEN_AHEAD) {
         for r0 in (0..k).step_by(8) {
             let rows = r0..(r0 + 8).min(k);
-            sum_block::<W, S, MR, NV>(Tile { a, k, i: 0, b, n, col: first, b_row0: 0, out, cols, c: 0, rows });
+            sum_block::<W, S, MR, NV>(Tile { a, k, i: 0, b, n, col: first, b_row0: 0, out, cols, c: 0, rows }, cols);
         }
         return;
     }
-    let block_rows = if m == 1 { 8 } else { 128 };
-    let mut block = vec![0f32; block_rows * cols];
+    // Blocks of rows of the piece, read row by row in long runs and packed panel by panel (a
+    // panel: the block's rows of one tile's columns, contiguous, widened once), so each panel
+    // stays in L1 while every tile of tokens uses it. One token: 8 rows, one panel.
+    let (block_rows, width) = match m {
+        1 => (8, cols),
+        _ => ((BLOCK / cols).clamp(16, PANEL / (NV * LANES)), NV * LANES),
+    };
+    let panels = || (0..cols).step_by(width).map(|c0| (c0, width.min(cols - c0)));
+    let mut block = vec![0f32; block_rows * cols.next_multiple_of(width)];
     for r0 in (0..k).step_by(block_rows) {
         let rows = r0..(r0 + block_rows).min(k);
-        for (dst, row) in block.chunks_exact_mut(cols).zip(rows.clone()) {
-            W::widen_into(&b[row * n + first..row * n + first + cols], dst);
+        for (i, row) in rows.clone().enumerate() {
+            let src = &b[row * n + first..row * n + first + cols];
+            for (p, (c0, w)) in panels().enumerate() {
+                pack::<W, S>(&src[c0..c0 + w], &mut block[p * block_rows * width + i * w..][..w]);
+            }
         }
-        let t = Tile { a, k, i: 0, b: &block[..], n: cols, col: 0, b_row0: r0, out: &mut *out, cols, c: 0, rows };
-        sum_block::<f32, S, MR, NV>(t);
+        for (p, (c0, w)) in panels().enumerate() {
+            let panel = &block[p * block_rows * width..][..rows.len() * w];
+            let t = Tile {
+                a,
+                k,
+                i: 0,
+                b: panel,
+                n: w,
+                col: 0,
+                b_row0: r0,
+                out: &mut *out,
+                cols,
+                c: c0,
+                rows: rows.clone(),
+            };
+            sum_block::<f32, S, MR, NV>(t, w);
+        }
     }
+}
+
+/// `src` widened into `dst` 16 at a time on the unit (inline, no call per short row).
+#[inline(always)]
+fn pack<W: Weight, S: Simd>(src: &[W], dst: &mut [f32]) {
+    let whole = src.len() - src.len() % LANES;
+    for j in (0..whole).step_by(LANES) {
+        S::store(W::lanes::<S>(&src[j..]), &mut dst[j..]);
+    }
+    W::widen_into(&src[whole..], &mut dst[whole..src.len()]);
 }
 
 /// Every tile of one block of rows (`t.rows`): all columns, all tokens.
 #[inline(always)]
-fn sum_block<W: Weight, S: Simd, const MR: usize, const NV: usize>(t: Tile<'_, W>) {
-    let (m, col0) = (t.a.len() / t.k, t.col);
+fn sum_block<W: Weight, S: Simd, const MR: usize, const NV: usize>(t: Tile<'_, W>, columns: usize) {
+    let m = t.a.len() / t.k;
     let mut c = 0;
-    while c < t.cols {
-        let width = if t.cols - c >= NV * LANES {
+    while c < columns {
+        let width = if columns - c >= NV * LANES {
             NV * LANES
-        } else if t.cols - c >= LANES {
+        } else if columns - c >= LANES {
             LANES
         } else {
             1
@@ -419,7 +459,7 @@ fn sum_block<W: Weight, S: Simd, const MR: usize, const NV: usize>(t: Tile<'_, W
         let mut i = 0;
         while i < m {
             let mr = if m - i >= MR { MR } else { 1 };
-            let tile = Tile { i, col: col0 + c, c, out: &mut *t.out, rows: t.rows.clone(), ..t };
+            let tile = Tile { i, col: t.col + c, c: t.c + c, out: &mut *t.out, rows: t.rows.clone(), ..t };
             match (mr == MR, width / LANES) {
                 (true, 0) => sum_column::<W, S, MR>(tile),
                 (false, 0) => sum_column::<W, S, 1>(tile),
@@ -463,16 +503,24 @@ impl<W> Tile<'_, W> {
 #[inline(always)]
 fn sum_tile<W: Weight, S: Simd, const MR: usize, const NV: usize>(t: Tile<'_, W>) {
     let mut acc: [[S::V; NV]; MR] = from_fn(|r| from_fn(|v| S::load(&t.out[t.at(r) + v * LANES..])));
-    assert!(t.rows.end <= t.k && (t.rows.end - 1 - t.b_row0) * t.n + t.col + NV * LANES <= t.b.len());
-    for row in t.rows.clone() {
-        let base = (row - t.b_row0) * t.n + t.col;
-        // SAFETY: the last row's columns end inside b (asserted above).
-        let wide: [S::V; NV] = from_fn(|v| W::lanes::<S>(unsafe { t.b.get_unchecked(base + v * LANES..) }));
-        for (r, acc) in acc.iter_mut().enumerate() {
-            let x = S::splat(t.a[(t.i + r) * t.k + row]);
-            for v in 0..NV {
-                acc[v] = S::madd(x, wide[v], acc[v]);
+    let (rows, last) = (t.rows.len(), t.i + MR - 1);
+    assert!(t.rows.end <= t.k && last * t.k + t.rows.end <= t.a.len());
+    assert!((t.rows.end - 1 - t.b_row0) * t.n + t.col + NV * LANES <= t.b.len());
+    // Pointers walked row by row, so the loop is loads and multiply-adds only.
+    let a: [*const f32; MR] = from_fn(|r| t.a[(t.i + r) * t.k + t.rows.start..].as_ptr());
+    let mut b = t.b[(t.rows.start - t.b_row0) * t.n + t.col..].as_ptr();
+    for step in 0..rows {
+        // SAFETY: row `rows.start + step` of every token and its 16·NV columns of b lie inside
+        // the slices (asserted above).
+        unsafe {
+            let wide: [S::V; NV] = from_fn(|v| W::lanes::<S>(std::slice::from_raw_parts(b.add(v * LANES), LANES)));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = S::splat(*a[r].add(step));
+                for v in 0..NV {
+                    acc[v] = S::madd(x, wide[v], acc[v]);
+                }
             }
+            b = b.wrapping_add(t.n);
         }
     }
     for (r, acc) in acc.iter().enumerate() {
@@ -517,7 +565,7 @@ mod x86 {
     pub unsafe fn row_dots_avx2<W: Weight>(a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
         match m {
             1 => row_dots::<W, Avx2, 1, 4>(a, m, b, out),
-            _ => row_dots::<W, Avx2, 2, 2>(a, m, b, out),
+            _ => row_dots::<W, Avx2, 2, 3>(a, m, b, out),
         }
     }
 
