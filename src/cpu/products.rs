@@ -440,7 +440,10 @@ fn pack<W: Weight, S: Simd>(src: &[W], dst: &mut [f32]) {
     for j in (0..whole).step_by(LANES) {
         S::store(W::lanes::<S>(&src[j..]), &mut dst[j..]);
     }
-    W::widen_into(&src[whole..], &mut dst[whole..src.len()]);
+    // (Only when there is a tail: an empty copy is still a call.)
+    if whole < src.len() {
+        W::widen_into(&src[whole..], &mut dst[whole..src.len()]);
+    }
 }
 
 /// Every tile of one block of rows (`t.rows`): all columns, all tokens.
