@@ -374,10 +374,10 @@ fn dot_tile<W: Weight, S: Simd, const MR: usize, const NR: usize>(a: [&[f32]; MR
 
 /// [`Unit::row_sums`] with tiles of `MR` tokens × `NV` vectors of 16 columns (one vector, then
 /// single columns, at the edges), over blocks of rows of `b`. One token takes 8 rows at a time
-/// straight from `b` (8 streams, each read in long runs). Several tokens copy 128 rows of their
-/// columns at a time into a contiguous f32 block (read row by row, widened once), which then stays
-/// in cache for every tile of tokens; so does one token with f16 weights on a unit that widens
-/// slowly, 8 rows at a time. Each output sums along k in order.
+/// straight from `b` (8 streams, each read in long runs). Several tokens pack a block of rows of
+/// their columns (an L2's worth, read row by row, widened once) into panels of the tile's width,
+/// each of which then stays in L1 for every tile of tokens; one token with f16 weights on a unit
+/// that widens slowly packs 8 rows at a time. Each output sums along k in order.
 #[inline(always)]
 fn row_sums<W: Weight, S: Simd, const MR: usize, const NV: usize>(
     a: &[f32],
