@@ -1,33 +1,18 @@
-// The next token, sampled on the device exactly as src/sampling.rs specifies:
-// repetition penalty, greedy argmax (lowest id among ties), or: candidates in the order
-// (logit descending, id ascending), top-k cut, p_i = exp((l_i - l_max) / T), top-p cut (shortest
-// prefix whose mass reaches top_p), then the first kept id whose running mass exceeds
-// uniform(seed, step) * kept mass, uniform() being the same pcg_hash counter draw.
+// The next token, sampled on the device exactly as src/sampling.rs specifies: repetition penalty,
+// greedy argmax (lowest id among ties), or: candidates in the order (logit descending, id
+// ascending), top-k cut, p_i = exp((l_i - l_max) / T), top-p cut (shortest prefix whose mass
+// reaches top_p), then the first kept id whose running mass exceeds uniform(seed, step) * kept
+// mass, uniform() being the same pcg_hash counter draw.
 //
-// One workgroup does it all without sorting: a cut or the draw is a "walk" that finds the element
-// of the order where a running weight (a count, or probability mass) first reaches a goal. It
-// narrows a 32-bit order key 4 bits at a time (16 bins per pass, summed per thread in a fixed
-// order and reduced as a tree, so results are deterministic), then resolves ties of equal logits
-// by id the same way. WGSL has no f64: masses are f32 where the CPU sums in f64, so a draw that
-// falls within ~1e-6 (relative) of a boundary between two tokens could pick the neighbour.
-
-struct Params {
-    vocab: u32,
-    n_context: u32,
-    temperature: f32,
-    top_k: u32,
-    top_p: f32,
-    penalty: f32,
-    seed: u32,
-    step: u32,
-}
-
-@group(1) @binding(0) var<uniform> p: Params;
-@group(0) @binding(0) var<storage, read_write> logits: array<f32>;
-// Distinct ids of the context (prompt and generated so far), for the repetition penalty.
-@group(0) @binding(1) var<storage, read> context: array<u32>;
-@group(0) @binding(2) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(3) var<storage, read_write> token: array<u32>;
+// sampler_chunks.wgsl has applied the penalty, found each chunk's largest logit and, for top-k
+// sampling, listed each chunk's top_k ids; this one workgroup finishes without sorting: a cut or
+// the draw is a "walk" over the candidates that finds the element of the order where a running
+// weight (a count, or probability mass) first reaches a goal. It narrows a 32-bit order key 4 bits
+// at a time (16 bins per pass, summed per thread in a fixed order and reduced as a tree, so results
+// are deterministic), then resolves ties of equal logits by id the same way. WGSL has no f64:
+// masses are f32 where the CPU sums in f64, so a draw that falls within ~1e-6 (relative) of a
+// boundary between two tokens could pick the neighbour. The pick is added to the penalised ids,
+// so a step submitted ahead on the device penalises it. lib/sampling.wgsl is prepended.
 
 const WG: u32 = 128u;
 const BINS: u32 = 16u;
@@ -38,6 +23,18 @@ var<workgroup> chosen_prefix: u32;
 var<workgroup> chosen_before: f32;
 var<workgroup> chosen_m: u32;
 
+// The candidates: each chunk's list, or every id (u32::MAX marks a place past the vocabulary).
+fn candidate_count() -> u32 {
+    return select(p.vocab, p.chunks * p.per_chunk, p.per_chunk > 0u);
+}
+
+fn candidate(j: u32) -> u32 {
+    if p.per_chunk > 0u {
+        return candidates[j];
+    }
+    return j;
+}
+
 fn pcg_hash(x: u32) -> u32 {
     let state = x * 747796405u + 2891336453u;
     let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
@@ -46,13 +43,6 @@ fn pcg_hash(x: u32) -> u32 {
 
 fn uniform_draw(seed: u32, step: u32) -> f32 {
     return f32(pcg_hash(pcg_hash(seed) ^ step) >> 8u) / 16777216.0;
-}
-
-// Ascending in the sampler's order: larger logits first, f32::total_cmp semantics (+0 before -0).
-fn order_key(v: f32) -> u32 {
-    let b = bitcast<u32>(v);
-    let ascending = select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-    return ~ascending;
 }
 
 fn prob(i: u32, l_max: f32) -> f32 {
@@ -148,6 +138,7 @@ fn pick_bin(lid: u32, prefix: u32, shift: u32, before: f32, goal: f32, strict: b
 // The element of `lim`'s set at which the running weight (in the sampler's order) first reaches
 // `goal`. Returns it as a set limit (key, id): the element itself is the id.
 fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_max: f32) -> vec2<u32> {
+    let n = candidate_count();
     // 1. The key, 4 bits per pass_i from the top.
     var prefix = 0u;
     var before = 0.0;
@@ -155,7 +146,11 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
         let shift = 28u - 4u * pass_i;
         let fixed = select(0xFFFFFFFFu << (32u - 4u * pass_i), 0u, pass_i == 0u);
         var acc = array<f32, 16>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for (var i = lid; i < p.vocab; i += WG) {
+        for (var j = lid; j < n; j += WG) {
+            let i = candidate(j);
+            if i >= p.vocab {
+                continue;
+            }
             let key = order_key(logits[i]);
             if (key & fixed) == prefix && in_set(key, i, lim) {
                 acc[(key >> shift) & 15u] += weight(i, use_probs);
@@ -169,7 +164,11 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
     // 2. How many elements share that key (equal logits), and how many of them, in id order, the
     //    running weight needs: the CPU adds them one at a time, and so does thread 0 here.
     var ties = 0u;
-    for (var i = lid; i < p.vocab; i += WG) {
+    for (var j = lid; j < n; j += WG) {
+        let i = candidate(j);
+        if i >= p.vocab {
+            continue;
+        }
         let key = order_key(logits[i]);
         if key == prefix && in_set(key, i, lim) {
             ties += 1u;
@@ -203,7 +202,11 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
         let shift = 4u * (id_passes - 1u - pass_i);
         let fixed = select(0xFFFFFFFFu << (shift + 4u), 0u, shift + 4u >= 32u);
         var acc = array<f32, 16>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-        for (var i = lid; i < p.vocab; i += WG) {
+        for (var j = lid; j < n; j += WG) {
+            let i = candidate(j);
+            if i >= p.vocab {
+                continue;
+            }
             let key = order_key(logits[i]);
             if key == prefix && in_set(key, i, lim) && (i & fixed) == id_prefix {
                 acc[(i >> shift) & 15u] += 1.0;
@@ -219,58 +222,51 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
 
 @compute @workgroup_size(128)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    if p.penalty != 1.0 {
-        for (var i = lid; i < p.n_context; i += WG) {
-            let id = context[i];
-            if id < p.vocab {
-                let v = logits[id];
-                logits[id] = select(v * p.penalty, v / p.penalty, v > 0.0);
-            }
-        }
-        storageBarrier();
-    }
-    // Argmax, lowest id among equal values.
-    var best = logits[0];
-    var best_i = 0u;
-    for (var i = lid; i < p.vocab; i += WG) {
-        let v = logits[i];
-        if v > best || (v == best && i < best_i) {
+    // Argmax over the chunks' maxima, lowest id among equal values.
+    var best = bitcast<f32>(chunk_max[0].x);
+    var best_i = chunk_max[0].y;
+    for (var c = lid; c < p.chunks; c += WG) {
+        let v = bitcast<f32>(chunk_max[c].x);
+        if beats(v, chunk_max[c].y, best, best_i) {
             best = v;
-            best_i = i;
+            best_i = chunk_max[c].y;
         }
     }
     red_f[lid] = best;
     red_u[lid] = best_i;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            let v = red_f[lid + s];
-            let i = red_u[lid + s];
-            if v > red_f[lid] || (v == red_f[lid] && i < red_u[lid]) {
-                red_f[lid] = v;
-                red_u[lid] = i;
-            }
+        if lid < s && beats(red_f[lid + s], red_u[lid + s], red_f[lid], red_u[lid]) {
+            red_f[lid] = red_f[lid + s];
+            red_u[lid] = red_u[lid + s];
         }
         workgroupBarrier();
     }
     let l_max = workgroupUniformLoad(&red_f[0]);
-    let argmax = workgroupUniformLoad(&red_u[0]);
-    if p.temperature <= 0.0 {
-        if lid == 0u {
-            token[0] = argmax;
-        }
-        return;
+    var pick = workgroupUniformLoad(&red_u[0]);
+    if p.temperature > 0.0 {
+        pick = sample(lid, l_max);
     }
+    if lid == 0u {
+        token[0] = pick;
+        if p.penalty != 1.0 {
+            penalised[pick / 32u] |= 1u << (pick % 32u);
+        }
+    }
+}
 
+fn sample(lid: u32, l_max: f32) -> u32 {
+    let n = candidate_count();
     var lim = vec2<u32>(0xFFFFFFFFu, 0xFFFFFFFFu);
     if p.top_k > 0u && p.top_k < p.vocab {
         lim = walk(lid, lim, false, f32(p.top_k), false, l_max);
     }
     var z = 0.0;
-    for (var i = lid; i < p.vocab; i += WG) {
-        let w = prob(i, l_max);
-        probs[i] = w;
-        if in_set(order_key(logits[i]), i, lim) {
+    for (var j = lid; j < n; j += WG) {
+        let i = candidate(j);
+        if i < p.vocab && in_set(order_key(logits[i]), i, lim) {
+            let w = prob(i, l_max);
+            probs[i] = w;
             z += w;
         }
     }
@@ -280,14 +276,12 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         lim = walk(lid, lim, true, p.top_p * z, false, l_max);
     }
     var kept = 0.0;
-    for (var i = lid; i < p.vocab; i += WG) {
-        if in_set(order_key(logits[i]), i, lim) {
+    for (var j = lid; j < n; j += WG) {
+        let i = candidate(j);
+        if i < p.vocab && in_set(order_key(logits[i]), i, lim) {
             kept += probs[i];
         }
     }
     kept = sum_f(kept, lid);
-    let pick = walk(lid, lim, true, uniform_draw(p.seed, p.step) * kept, true, l_max);
-    if lid == 0u {
-        token[0] = pick.y;
-    }
+    return walk(lid, lim, true, uniform_draw(p.seed, p.step) * kept, true, l_max).y;
 }

@@ -14,6 +14,8 @@ pub struct BenchReport {
     pub model: String,
     pub prompt_len: usize,
     pub generated: usize,
+    /// How decoded tokens were chosen: "greedy", or the sampling parameters.
+    pub sampling: String,
     pub time_to_first_token_ms: f64,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
@@ -48,22 +50,28 @@ pub struct DispatchReport {
     pub max_workgroups: u32,
 }
 
-/// Times a greedy prefill of `prompt_len` pseudo-random tokens and `gen` decode steps. Decode steps
-/// go through `next_token`, so a backend that samples on the device returns only the token id.
+/// Times a prefill of `prompt_len` pseudo-random tokens and `gen` decode steps sampled with
+/// `params` (the context the repetition penalty sees grows as a generation's does). Decode steps go
+/// through `next_token`, so a backend that samples on the device returns only the token id.
 /// Returns (time to first token s, prefill s, decode s).
-pub fn time_generation(backend: &mut dyn Backend, prompt_len: usize, gen: usize) -> Result<(f64, f64, f64)> {
+pub fn time_generation(
+    backend: &mut dyn Backend,
+    prompt_len: usize,
+    gen: usize,
+    params: &SamplingParams,
+) -> Result<(f64, f64, f64)> {
     let vocab = backend.vocab_size() as u32;
-    let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| pcg_hash(i) % vocab).collect();
+    let mut context: Vec<u32> = (0..prompt_len as u32).map(|i| pcg_hash(i) % vocab).collect();
     backend.reset();
     let start = Instant::now();
-    let logits = backend.forward(&prompt, false)?;
+    let logits = backend.forward(&context, false)?;
     let prefill = start.elapsed().as_secs_f64();
     let mut next = argmax(&logits);
     let ttft = start.elapsed().as_secs_f64();
-    let greedy = SamplingParams::greedy(gen);
     let decode_start = Instant::now();
     for step in 0..gen {
-        next = backend.next_token(&[next], &[], &greedy, step as u32)?;
+        context.push(next);
+        next = backend.next_token(&[next], &context, params, step as u32)?;
     }
     Ok((ttft, prefill, decode_start.elapsed().as_secs_f64()))
 }

@@ -92,7 +92,7 @@ fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
     let (model, tokenizer) = load_model(args)?;
     let backend: Box<dyn Backend> = match args.backend {
         BackendKind::Cpu => Box::new(cpu_backend(model, args.dtype)?),
-        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype, None)?),
+        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype, GpuOptions::default())?),
     };
     Ok((backend, tokenizer))
 }
@@ -107,14 +107,15 @@ fn cpu_backend(model: Model, dtype: DtypeArg) -> Result<CpuBackend> {
 }
 
 /// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
-fn gpu_backend(model: &Model, dtype: DtypeArg, min_workgroups: Option<usize>) -> Result<GpuBackend> {
+/// `shapes` overrides the kernel shapes chosen for the adapter (`GpuOptions`).
+fn gpu_backend(model: &Model, dtype: DtypeArg, shapes: GpuOptions) -> Result<GpuBackend> {
     let dtype = match dtype {
         DtypeArg::F32 => WeightDtype::F32,
         DtypeArg::F16 => WeightDtype::F16,
     };
     let spinner = ProgressBar::new_spinner().with_message("uploading weights to the GPU");
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    let options = GpuOptions { dtype, min_workgroups, ..Default::default() };
+    let options = GpuOptions { dtype, ..shapes };
     let backend = pollster::block_on(GpuBackend::open(model, &options));
     spinner.finish_and_clear();
     backend
@@ -221,7 +222,20 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?)?.0, path.display().to_string()),
         (None, None) => (default_model::load()?.0, default_model::NAME.to_string()),
     };
-    let timing = |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen);
+    let params = if args.sample {
+        SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+            repetition_penalty: 1.2,
+            seed: 1,
+            max_tokens: args.gen,
+        }
+    } else {
+        SamplingParams::greedy(args.gen)
+    };
+    let timing =
+        |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen, &params);
     let (label, bytes_per_token, (ttft, prefill, decode), limit, measured_by, stats) = match args.backend {
         BackendKind::Cpu => {
             let mut cpu = cpu_backend(model, args.dtype)?;
@@ -236,7 +250,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None)
         }
         BackendKind::Gpu => {
-            let mut gpu = gpu_backend(&model, args.dtype, args.min_workgroups)?;
+            let mut gpu = gpu_backend(&model, args.dtype, args.gpu_shapes())?;
             drop(model);
             let times = timing(&mut gpu)?;
             let limit = tokenformer::bench::gpu_copy_bandwidth_gb_s(gpu.context())?;
@@ -253,6 +267,14 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         model: name,
         prompt_len: args.prompt_len,
         generated: args.gen,
+        sampling: if args.sample {
+            format!(
+                "temperature {}, top-k {}, top-p {}, repetition penalty {}",
+                params.temperature, params.top_k, params.top_p, params.repetition_penalty
+            )
+        } else {
+            "greedy".into()
+        },
         time_to_first_token_ms: ttft * 1e3,
         prefill_tokens_per_s: args.prompt_len as f64 / prefill,
         decode_tokens_per_s: decode_tps,
@@ -289,7 +311,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             "  prefill  {:>9.1} tokens/s ({} tokens), time to first token {:.0} ms",
             r.prefill_tokens_per_s, r.prompt_len, r.time_to_first_token_ms
         );
-        println!("  decode   {:>9.2} tokens/s ({} tokens)", r.decode_tokens_per_s, r.generated);
+        println!("  decode   {:>9.2} tokens/s ({} tokens, {})", r.decode_tokens_per_s, r.generated, r.sampling);
         println!(
             "  weights  {:>9.1} MB read per token -> {:.2} GB/s",
             r.weight_bytes_per_token as f64 / 1e6,

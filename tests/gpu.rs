@@ -43,14 +43,22 @@ fn logits_match_the_cpu_at_every_position() {
     for variant in VARIANTS {
         let exp = expected(variant);
         let (model, _) = load(variant);
-        let mut g = gpu(&model, &GpuOptions::default());
+        // Prefill in registers (lavapipe's default) and in workgroup-memory tiles (a GPU's).
+        let mut gpus = [false, true].map(|t| gpu(&model, &GpuOptions { tiled_prefill: Some(t), ..Default::default() }));
         let mut c = cpu(model);
         for case in &exp.cases {
-            let got = logits(&mut g, &case.ids);
-            let err = max_abs_diff(got.iter().copied(), logits(&mut c, &case.ids));
-            assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |GPU - CPU| {err:e}", case.ids);
-            let err = max_abs_diff(got, case.logits.iter().flatten().copied());
-            assert!(err < LOGITS_TOLERANCE, "{variant} {:?}: max |GPU - reference| {err:e}", case.ids);
+            let want = logits(&mut c, &case.ids);
+            for (g, tiled) in gpus.iter_mut().zip([false, true]) {
+                let got = logits(g, &case.ids);
+                let err = max_abs_diff(got.iter().copied(), want.iter().copied());
+                assert!(err < LOGITS_TOLERANCE, "{variant} tiled {tiled} {:?}: max |GPU - CPU| {err:e}", case.ids);
+                let err = max_abs_diff(got, case.logits.iter().flatten().copied());
+                assert!(
+                    err < LOGITS_TOLERANCE,
+                    "{variant} tiled {tiled} {:?}: max |GPU - reference| {err:e}",
+                    case.ids
+                );
+            }
         }
     }
 }
@@ -113,9 +121,14 @@ fn greedy_and_seeded_sampling_give_the_cpu_tokens() {
 
 #[test]
 fn a_real_gpus_launch_shapes_give_the_same_tokens() {
-    // lavapipe is a CPU adapter, so by default it launches the fewest workgroups; here the decode
-    // products launch at least MIN_WORKGROUPS each (splitting slots and rows), as on a GPU.
-    let options = GpuOptions { min_workgroups: Some(tokenformer::gpu::MIN_WORKGROUPS), ..Default::default() };
+    // lavapipe is a CPU adapter, so by default it launches the fewest workgroups and prefills in
+    // registers; here the decode products launch at least MIN_WORKGROUPS each (splitting slots and
+    // rows) and prefill runs in workgroup-memory tiles, as on a GPU.
+    let options = GpuOptions {
+        min_workgroups: Some(tokenformer::gpu::MIN_WORKGROUPS),
+        tiled_prefill: Some(true),
+        ..Default::default()
+    };
     for variant in VARIANTS {
         let exp = expected(variant);
         let (model, tokenizer) = load(variant);
@@ -169,6 +182,36 @@ fn a_step_submitted_ahead_is_used_or_discarded_without_a_trace() {
 }
 
 #[test]
+fn with_a_repetition_penalty_steps_are_still_decoded_ahead() {
+    // The sampler marks its pick as penalised on the device, so the step ahead needs nothing from
+    // the CPU; a call with another context discards it.
+    let (model, _) = load("l2_norm_gelu");
+    let mut g = gpu(&model, &GpuOptions::default());
+    let mut c = cpu(model);
+    let params = SamplingParams {
+        temperature: 0.9,
+        top_k: 20,
+        repetition_penalty: 1.6,
+        seed: 4,
+        max_tokens: 16,
+        ..Default::default()
+    };
+    let mut context = vec![3, 4, 5, 3];
+    let mut feed = context.clone();
+    for step in 0..10 {
+        // From step 6 the context also holds an id the step ahead did not penalise.
+        if step == 6 {
+            context.push(11);
+        }
+        let want = c.next_token(&feed, &context, &params, step).unwrap();
+        assert_eq!(g.next_token(&feed, &context, &params, step).unwrap(), want, "step {step}");
+        assert!(g.decoding_ahead(), "step {step} submitted the next one");
+        context.push(want);
+        feed = vec![want];
+    }
+}
+
+#[test]
 fn one_decoded_token_is_one_submission() {
     let (model, _) = load("l2_norm_gelu");
     let layers = model.config.num_layers as u32;
@@ -178,14 +221,14 @@ fn one_decoded_token_is_one_submission() {
     let stats = g.last_pass();
     assert_eq!(stats.submissions, 1);
     // Embedding, 7 per block (fused Pattentions, layer norms and RoPE folded in), head (with the
-    // final norm), sampler.
+    // final norm), the sampler's two passes.
     assert_eq!(stats.per_block, 7);
-    assert_eq!(stats.dispatches, 1 + 7 * layers + 2);
+    assert_eq!(stats.dispatches, 1 + 7 * layers + 3);
     let kinds: Vec<(&str, u32)> = stats.kinds.iter().map(|k| (k.name, k.dispatches)).collect();
     let per_layer = ["qkv scores", "qkv values", "attention", "proj scores", "proj values", "ffn scores", "ffn values"];
     let mut want = vec![("embed", 1)];
     want.extend(per_layer.map(|k| (k, layers)));
-    want.extend([("head", 1), ("sampler", 1)]);
+    want.extend([("head", 1), ("sampler chunks", 1), ("sampler", 1)]);
     assert_eq!(kinds, want);
     // A prompt takes the general path: 13 dispatches per block.
     g.forward(&[7, 8], false).unwrap();

@@ -85,7 +85,7 @@ pub(crate) fn run_dictionary(args: DictionaryArgs) -> Result<()> {
             tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?
         }
         BackendKind::Gpu => pollster::block_on(
-            gpu_backend(&model, args.model.dtype, None)?.dictionary_async(args.layer, proj, args.slot),
+            gpu_backend(&model, args.model.dtype, GpuOptions::default())?.dictionary_async(args.layer, proj, args.slot),
         )?,
     };
     let top: Vec<(usize, f32, String)> = top_k(&scores, args.top_k)
@@ -119,7 +119,7 @@ impl Inspector {
     fn new(model: Model, backend: BackendKind, dtype: DtypeArg) -> Result<Inspector> {
         Ok(match backend {
             BackendKind::Cpu => Inspector::Cpu(cpu_backend(model, dtype)?),
-            BackendKind::Gpu => Inspector::Gpu(Box::new(gpu_backend(&model, dtype, None)?)),
+            BackendKind::Gpu => Inspector::Gpu(Box::new(gpu_backend(&model, dtype, GpuOptions::default())?)),
         })
     }
 

@@ -1,5 +1,6 @@
 //! Products with a weight matrix, `c[m, j] (+)= a[m, :] · w[j, :]`: a matrix-vector kernel for
-//! decoding (one activation row) and a register-blocked matrix kernel for prefill. Both serve every product of
+//! decoding (one activation row) and, for prefill, a kernel tiled in workgroup memory (GPUs) or a
+//! register-blocked one without barriers (CPU adapters). They serve every product of
 //! the model: Pattention scores (w = keys), weighted values (w = values stored transposed), and the
 //! tied head (w = embedding). Stacked matrices (q, k, v) are grouped: group g reads its activations
 //! `a_group_stride` further along and writes `c_group_stride` further along. With `accumulate` the
@@ -10,12 +11,14 @@ use super::weights::{Matrix, WeightDtype};
 
 /// Weight rows per matvec workgroup; weight rows and tokens per matmul workgroup (see the shaders).
 const MATVEC_ROWS: usize = 64;
-const MATMUL_COLS: usize = 8 * 64;
-const MATMUL_ROWS: usize = 8;
+const REGISTERS_TILE: [usize; 2] = [8 * 64, 8];
+const TILED_TILE: [usize; 2] = [64, 32];
 
 pub(crate) struct Linear {
     matvec: Kernel,
     matmul: Kernel,
+    /// Weight rows and tokens per workgroup of `matmul`.
+    tile: [usize; 2],
 }
 
 /// A matrix bound to its input and output buffers, one bind group per chunk.
@@ -52,7 +55,8 @@ impl LinearArgs {
 }
 
 impl Linear {
-    pub fn new(ctx: &GpuContext, dtype: WeightDtype) -> Linear {
+    /// `tiled`: prefill in workgroup-memory tiles (for GPUs) rather than in registers.
+    pub fn new(ctx: &GpuContext, dtype: WeightDtype, tiled: bool) -> Linear {
         let source =
             |body: &str| format!("{}\n{}\n{body}", dtype.prelude(), include_str!("../../shaders/linear_common.wgsl"));
         let matvec = Kernel::new(
@@ -61,8 +65,13 @@ impl Linear {
             &source(include_str!("../../shaders/matvec.wgsl")),
             &[Access::Read, Access::Read, Access::ReadWrite],
         );
-        let matmul = matvec.sibling(ctx, "matmul", &source(include_str!("../../shaders/matmul.wgsl")));
-        Linear { matvec, matmul }
+        let (body, tile) = if tiled {
+            (include_str!("../../shaders/matmul_tiled.wgsl"), TILED_TILE)
+        } else {
+            (include_str!("../../shaders/matmul.wgsl"), REGISTERS_TILE)
+        };
+        let matmul = matvec.sibling(ctx, "matmul", &source(body));
+        Linear { matvec, matmul, tile }
     }
 
     pub fn bind(&self, ctx: &GpuContext, w: &Matrix, a: &wgpu::Buffer, c: &wgpu::Buffer) -> LinearBinding {
@@ -106,7 +115,7 @@ impl Linear {
             if args.m == 1 {
                 enc.dispatch(&self.matvec, bind, &params, [groups_for(n, MATVEC_ROWS), 1, groups as u32]);
             } else {
-                let grid = [groups_for(n, MATMUL_COLS), groups_for(args.m, MATMUL_ROWS), groups as u32];
+                let grid = [groups_for(n, self.tile[0]), groups_for(args.m, self.tile[1]), groups as u32];
                 enc.dispatch(&self.matmul, bind, &params, grid);
             }
         }
@@ -132,11 +141,12 @@ mod tests {
         c0: &[f32],
         args: &LinearArgs,
         max_chunk_bytes: u64,
+        tiled: bool,
     ) -> Vec<f32> {
         let ctx = test_context();
         let m = Matrix::create(&ctx, "w", rows, k, groups, Store { dtype, max_chunk_bytes }).unwrap();
         m.write_rows(&ctx, 0, &w[..rows * k]).unwrap();
-        let linear = Linear::new(&ctx, dtype);
+        let linear = Linear::new(&ctx, dtype, tiled);
         let a_buf = ctx.storage_init("a", &crate::gpu::context::f32_bytes(a));
         let c_buf = ctx.storage_init("c", &crate::gpu::context::f32_bytes(c0));
         let bind = linear.bind(&ctx, &m, &a_buf, &c_buf);
@@ -153,9 +163,10 @@ mod tests {
 
     #[test]
     fn plain_products_match_the_cpu_on_awkward_sizes() {
-        for dtype in [WeightDtype::F32, WeightDtype::F16] {
-            // m = 1 takes the matvec kernel, m > 1 the register-blocked one; k not a multiple of 4 or 16.
-            for (m, k, n) in [(1, 37, 29), (1, 72, 83), (3, 37, 29), (70, 83, 130), (5, 3, 1)] {
+        for (dtype, tiled) in [WeightDtype::F32, WeightDtype::F16].into_iter().flat_map(|d| [(d, false), (d, true)]) {
+            // m = 1 takes the matvec kernel, m > 1 the tiled or the register-blocked one; k not a
+            // multiple of 4 or of a tile's step, m and n past several tiles.
+            for (m, k, n) in [(1, 37, 29), (1, 72, 83), (3, 37, 29), (70, 83, 130), (5, 3, 1), (40, 257, 70)] {
                 let a = random(m * k, 1);
                 let w = random(n * k, 2);
                 let want_w = if dtype == WeightDtype::F16 { round_f16(&w) } else { w.clone() };
@@ -163,8 +174,10 @@ mod tests {
                 matmul_bt(&a, &want_w, m, k, n, &mut want);
                 // A chunk limit of 7 rows splits w into several buffers.
                 for chunk_bytes in [1 << 30, 7 * k.div_ceil(4) as u64 * 16] {
-                    let got = run(dtype, &w, n, k, 1, &a, &vec![0.0; m * n], &LinearArgs::plain(m, k, n), chunk_bytes);
-                    assert_close(&got, &want, 2e-5, &format!("{dtype:?} {m}x{k}x{n} chunks {chunk_bytes}"));
+                    let args = LinearArgs::plain(m, k, n);
+                    let got = run(dtype, &w, n, k, 1, &a, &vec![0.0; m * n], &args, chunk_bytes, tiled);
+                    let what = format!("{dtype:?} tiled {tiled} {m}x{k}x{n} chunks {chunk_bytes}");
+                    assert_close(&got, &want, 2e-5, &what);
                 }
             }
         }
@@ -199,9 +212,11 @@ mod tests {
                 limit: groups * group_rows,
             };
             // Chunks of one group each, then all in one.
-            for chunk_bytes in [group_rows as u64 * 32, 1 << 30] {
-                let got = run(WeightDtype::F32, &w, groups * group_rows, k, groups, &a, &c0, &args, chunk_bytes);
-                assert_close(&got, &want, 1e-5, &format!("grouped m={m} chunk {chunk_bytes}"));
+            for (chunk_bytes, tiled) in
+                [group_rows as u64 * 32, 1 << 30].into_iter().flat_map(|c| [(c, false), (c, true)])
+            {
+                let got = run(WeightDtype::F32, &w, groups * group_rows, k, groups, &a, &c0, &args, chunk_bytes, tiled);
+                assert_close(&got, &want, 1e-5, &format!("grouped m={m} chunk {chunk_bytes} tiled {tiled}"));
             }
         }
         // The head computes only the first `limit` rows: the rest of c keeps its value.
@@ -209,12 +224,14 @@ mod tests {
         let a = random(m * k, 6);
         let w = random(n * k, 7);
         let args = LinearArgs { ldc: n, limit, ..LinearArgs::plain(m, k, n) };
-        let got = run(WeightDtype::F32, &w, n, k, 1, &a, &vec![9.0; m * n], &args, 10 * 32);
         let mut want = vec![0f32; m * n];
         matmul_bt(&a, &w, m, k, n, &mut want);
-        for i in 0..m {
-            assert_close(&got[i * n..i * n + limit], &want[i * n..i * n + limit], 1e-5, "limited head");
-            assert!(got[i * n + limit..(i + 1) * n].iter().all(|&v| v == 9.0));
+        for tiled in [false, true] {
+            let got = run(WeightDtype::F32, &w, n, k, 1, &a, &vec![9.0; m * n], &args, 10 * 32, tiled);
+            for i in 0..m {
+                assert_close(&got[i * n..i * n + limit], &want[i * n..i * n + limit], 1e-5, "limited head");
+                assert!(got[i * n + limit..(i + 1) * n].iter().all(|&v| v == 9.0));
+            }
         }
     }
 }

@@ -33,7 +33,7 @@ pub use scores::MIN_WORKGROUPS;
 pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
@@ -63,6 +63,9 @@ pub struct GpuOptions {
     /// Workgroups each decode product launches at least (where it has the rows): default
     /// [`MIN_WORKGROUPS`] on a GPU, 1 on a CPU adapter such as lavapipe, which runs them in turn.
     pub min_workgroups: Option<usize>,
+    /// Prefill products tiled in workgroup memory (default on a GPU) or blocked in registers
+    /// without barriers (default on a CPU adapter, which pays for every barrier).
+    pub tiled_prefill: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -73,6 +76,7 @@ impl Default for GpuOptions {
             context: None,
             memory_budget: None,
             min_workgroups: None,
+            tiled_prefill: None,
         }
     }
 }
@@ -153,9 +157,6 @@ struct Buffers {
     h: wgpu::Buffer,
     logits: wgpu::Buffer,
     logits_read: wgpu::Buffer,
-    /// Distinct context ids for the repetition penalty, and the sampler's probabilities.
-    context: wgpu::Buffer,
-    probs: wgpu::Buffer,
     token: wgpu::Buffer,
     /// Two read-back slots for the sampled id: a step submitted ahead copies to the other one.
     token_read: [wgpu::Buffer; 2],
@@ -166,10 +167,19 @@ struct Buffers {
 struct Ahead {
     /// The id it was fed: the one the previous request returned.
     after: u32,
+    /// With a repetition penalty, the context it was sampled with: the previous one and `after`.
+    context: Vec<u32>,
     step: u32,
     params: SamplingParams,
     slot: usize,
     submission: wgpu::SubmissionIndex,
+}
+
+impl Ahead {
+    /// Whether its sampler penalised the ids of `context` (any context without a penalty).
+    fn penalises(&self, context: &[u32]) -> bool {
+        self.params.repetition_penalty == 1.0 || context == self.context
+    }
 }
 
 struct LayerBinds {
@@ -200,7 +210,7 @@ pub struct GpuBackend {
     head: LinearBinding,
     /// The one-token path, when the model fits its kernels.
     decode: Option<decode::Decode>,
-    sampler: wgpu::BindGroup,
+    sampler: sampler::SamplerBinding,
     params: ParamPages,
     len: usize,
     /// The last pass's dispatches as recorded (kind, workgroups) and its dispatches per block; the
@@ -279,6 +289,11 @@ impl GpuBackend {
         if self.ahead.take().is_some() {
             self.len -= 1;
         }
+    }
+
+    /// Whether a decode step is in flight ahead of the caller (see [`GpuBackend::next_token_async`]).
+    pub fn decoding_ahead(&self) -> bool {
+        self.ahead.is_some()
     }
 
     /// Weight bytes one decoded token reads in the device format.
@@ -365,9 +380,9 @@ impl GpuBackend {
     /// Feeds `ids` and samples the next token on the device (see [`Backend::next_token`]): only
     /// the token id comes back. Decoding is pipelined: once a token is sampled the next step is
     /// submitted at once, fed by the sampled id on the device, before that id is read back; the
-    /// next call (fed that id, the next step, the same parameters) only reads its result, having
-    /// already submitted the one after. A different call discards the step. Not with a repetition
-    /// penalty, whose context list the CPU writes.
+    /// next call (fed that id, the next step, the same parameters, the context grown by that id)
+    /// only reads its result, having already submitted the one after. A different call discards
+    /// the step.
     pub async fn next_token_async(
         &mut self,
         ids: &[u32],
@@ -376,9 +391,9 @@ impl GpuBackend {
         step: u32,
     ) -> Result<u32> {
         match self.ahead.take() {
-            Some(a) if ids == [a.after] && step == a.step && *params == a.params => {
+            Some(a) if ids == [a.after] && step == a.step && *params == a.params && a.penalises(context) => {
                 self.ctx.check_alive()?;
-                return self.read_and_submit_ahead(a.slot, a.submission, params, step).await;
+                return self.read_and_submit_ahead(a.slot, a.submission, context, params, step).await;
             }
             // Not the call it anticipated: its position is free again.
             Some(_) => self.len -= 1,
@@ -390,38 +405,33 @@ impl GpuBackend {
         for chunk in head.chunks(PREFILL_CHUNK) {
             self.submit_chunk(Some(chunk), 0, None, |_, _| {});
         }
-        let penalised = if params.repetition_penalty != 1.0 { sampler::distinct(context) } else { Vec::new() };
-        if penalised.len() > self.cfg.max_positions {
-            return Err(Error::Usage(format!(
-                "the context holds {} distinct ids, more than the model's positions",
-                penalised.len()
-            )));
+        if params.repetition_penalty != 1.0 {
+            self.sampler.write_penalised(&self.ctx, context);
         }
-        if !penalised.is_empty() {
-            self.ctx.queue.write_buffer(&self.buffers.context, 0, &u32_bytes(&penalised));
-        }
-        let submission = self.submit_sampled(Some(tail), penalised.len(), params, step, 0);
-        self.read_and_submit_ahead(0, submission, params, step).await
+        let submission = self.submit_sampled(Some(tail), params, step, 0);
+        self.read_and_submit_ahead(0, submission, context, params, step).await
     }
 
     /// Submits the step after `step` (unless the generation cannot go on) and reads the id sampled
-    /// in `slot` by `submission`.
+    /// in `slot` by `submission`, the step's context being `context`.
     async fn read_and_submit_ahead(
         &mut self,
         slot: usize,
         submission: wgpu::SubmissionIndex,
+        context: &[u32],
         params: &SamplingParams,
         step: u32,
     ) -> Result<u32> {
         let next = step + 1;
-        let go_on = params.repetition_penalty == 1.0
-            && (next as usize) < params.max_tokens
-            && self.len < self.cfg.max_positions;
-        let ahead = go_on.then(|| (1 - slot, self.submit_sampled(None, 0, params, next, 1 - slot)));
+        let go_on = (next as usize) < params.max_tokens && self.len < self.cfg.max_positions;
+        let ahead = go_on.then(|| (1 - slot, self.submit_sampled(None, params, next, 1 - slot)));
         let bytes = read_back(&self.ctx, &self.buffers.token_read[slot], 4, Some(submission)).await?;
         let id = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        self.ahead =
-            ahead.map(|(slot, submission)| Ahead { after: id, step: next, params: params.clone(), slot, submission });
+        self.ahead = ahead.map(|(slot, submission)| {
+            let penalty = params.repetition_penalty != 1.0;
+            let context = if penalty { [context, &[id]].concat() } else { Vec::new() };
+            Ahead { after: id, context, step: next, params: params.clone(), slot, submission }
+        });
         Ok(id)
     }
 
@@ -430,13 +440,12 @@ impl GpuBackend {
     fn submit_sampled(
         &mut self,
         ids: Option<&[u32]>,
-        penalised: usize,
         params: &SamplingParams,
         step: u32,
         slot: usize,
     ) -> wgpu::SubmissionIndex {
         self.submit_chunk(ids, 1, None, |enc, s| {
-            s.kernels.sampler.encode(enc, &s.sampler, s.vocab, penalised, params, step);
+            s.kernels.sampler.encode(enc, &s.sampler, params, step);
             enc.copy(&s.buffers.token, 0, &s.buffers.token_read[slot], 4);
             enc.copy(&s.buffers.token, 0, &s.buffers.ids, 4);
         })

@@ -61,6 +61,7 @@ pub struct GpuLoader {
     /// Catches running out of device memory anywhere in the upload.
     scope: Option<wgpu::ErrorScopeGuard>,
     min_workgroups: usize,
+    tiled_prefill: bool,
 }
 
 impl GpuLoader {
@@ -103,10 +104,10 @@ impl GpuLoader {
                 )));
             }
         }
-        let min_workgroups = options.min_workgroups.unwrap_or(match ctx.info.device_type {
-            wgpu::DeviceType::Cpu => 1,
-            _ => super::MIN_WORKGROUPS,
-        });
+        // A CPU adapter runs workgroups one after another and pays for every barrier.
+        let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
+        let min_workgroups = options.min_workgroups.unwrap_or(if cpu_adapter { 1 } else { super::MIN_WORKGROUPS });
+        let tiled_prefill = options.tiled_prefill.unwrap_or(!cpu_adapter);
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let dtype = options.dtype;
         let store =
@@ -141,6 +142,7 @@ impl GpuLoader {
             unflushed: 0,
             scope,
             min_workgroups,
+            tiled_prefill,
         })
     }
 
@@ -198,8 +200,18 @@ impl GpuLoader {
     }
 
     fn build(self) -> Result<GpuBackend> {
-        let GpuLoader { ctx, cfg, vocab, dtype, embedding, layers: layer_weights, final_norm, min_workgroups, .. } =
-            self;
+        let GpuLoader {
+            ctx,
+            cfg,
+            vocab,
+            dtype,
+            embedding,
+            layers: layer_weights,
+            final_norm,
+            min_workgroups,
+            tiled_prefill,
+            ..
+        } = self;
         let d = cfg.hidden_size;
         let t = PREFILL_CHUNK as u64;
         let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
@@ -220,8 +232,6 @@ impl GpuLoader {
             h: c.storage("h", t * df),
             logits: c.storage("logits", t * vf),
             logits_read: c.buffer("logits read", t * vf, U::MAP_READ | U::COPY_DST),
-            context: c.storage("context", cfg.max_positions as u64 * 4),
-            probs: c.storage("probs", vf),
             token: c.storage("token", 4),
             token_read: [0, 1].map(|_| c.buffer("token read", 4, U::MAP_READ | U::COPY_DST)),
         };
@@ -233,7 +243,7 @@ impl GpuLoader {
         let kernels = Kernels {
             embed: embed::Embed::new(c, dtype),
             norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
-            linear: Linear::new(c, dtype),
+            linear: Linear::new(c, dtype, tiled_prefill),
             pnorm: pnorm::PNorm::new(c),
             rope: rope::Rope::new(c),
             attention: attention::Attention::new(c),
@@ -275,7 +285,7 @@ impl GpuLoader {
             pnorm: k.pnorm.bind(c, &b.scores),
             head: k.linear.bind(c, &embedding, &b.h, &b.logits),
             decode,
-            sampler: k.sampler.bind(c, &b.logits, &b.context, &b.probs, &b.token),
+            sampler: k.sampler.bind(c, &b.logits, vocab, &b.token),
             layers,
             params: ParamPages::default(),
             len: 0,

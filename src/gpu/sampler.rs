@@ -1,84 +1,104 @@
 //! The next token, chosen on the device: repetition penalty, argmax, and the full seeded sampler
-//! of `crate::sampling` (top-k, temperature, top-p, pcg_hash draw) in one single-workgroup dispatch.
+//! of `crate::sampling` (top-k, temperature, top-p, pcg_hash draw). A first pass over many
+//! workgroups (one per chunk of the vocabulary) applies the penalty, finds each chunk's maximum and,
+//! for top-k sampling, each chunk's top k; one workgroup then finishes over those candidates.
 
-use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::context::{u32_bytes, Access, Encoder, GpuContext, Kernel};
 use crate::sampling::SamplingParams;
 
+/// Ids per workgroup of the first pass (CHUNK in the shaders).
+const CHUNK: usize = 1024;
+
 pub(crate) struct Sampler {
-    kernel: Kernel,
+    chunks: Kernel,
+    merge: Kernel,
+}
+
+/// The sampler bound to a row of logits, with its scratch buffers.
+pub(crate) struct SamplerBinding {
+    bind: wgpu::BindGroup,
+    /// One bit per id of the vocabulary: set for the ids the repetition penalty applies to. The
+    /// sampler sets its pick's bit, so a step decoded ahead on the device penalises it.
+    penalised: wgpu::Buffer,
+    vocab: usize,
 }
 
 impl Sampler {
     pub fn new(ctx: &GpuContext) -> Sampler {
-        let access = [Access::ReadWrite, Access::Read, Access::ReadWrite, Access::ReadWrite];
-        Sampler { kernel: Kernel::new(ctx, "sampler", include_str!("../../shaders/sampler.wgsl"), &access) }
+        let lib = include_str!("../../shaders/lib/sampling.wgsl");
+        let source = |body: &str| format!("{lib}\n{body}");
+        let chunks = Kernel::new(
+            ctx,
+            "sampler chunks",
+            &source(include_str!("../../shaders/sampler_chunks.wgsl")),
+            &[Access::ReadWrite; 6],
+        );
+        let merge = chunks.sibling(ctx, "sampler", &source(include_str!("../../shaders/sampler.wgsl")));
+        Sampler { chunks, merge }
     }
 
-    /// Binds the logits row (modified in place by the penalty), the distinct context ids, a
-    /// scratch row of probabilities, and the one-word output.
-    pub fn bind(
-        &self,
-        ctx: &GpuContext,
-        logits: &wgpu::Buffer,
-        context: &wgpu::Buffer,
-        probs: &wgpu::Buffer,
-        token: &wgpu::Buffer,
-    ) -> wgpu::BindGroup {
-        self.kernel.bind(ctx, &[logits, context, probs, token])
+    /// Binds the first `vocab` logits (modified in place by the penalty) and the one-word output.
+    pub fn bind(&self, ctx: &GpuContext, logits: &wgpu::Buffer, vocab: usize, token: &wgpu::Buffer) -> SamplerBinding {
+        let chunks = vocab.div_ceil(CHUNK) as u64;
+        let penalised = ctx.storage("penalised ids", vocab.div_ceil(32) as u64 * 4);
+        let probs = ctx.storage("probabilities", vocab as u64 * 4);
+        let candidates = ctx.storage("sampler candidates", chunks * CHUNK as u64 * 4);
+        let chunk_max = ctx.storage("chunk maxima", chunks * 8);
+        let bind = self.chunks.bind(ctx, &[logits, &penalised, &probs, token, &candidates, &chunk_max]);
+        SamplerBinding { bind, penalised, vocab }
     }
 
-    /// Samples from the first `vocab` logits; `n_context` distinct ids are in the context buffer.
-    pub fn encode(
-        &self,
-        enc: &mut Encoder,
-        bind: &wgpu::BindGroup,
-        vocab: usize,
-        n_context: usize,
-        params: &SamplingParams,
-        step: u32,
-    ) {
+    /// Samples from the logits; the penalised ids are those last written by
+    /// [`SamplerBinding::write_penalised`] and picked since.
+    pub fn encode(&self, enc: &mut Encoder, b: &SamplerBinding, params: &SamplingParams, step: u32) {
+        let chunks = b.vocab.div_ceil(CHUNK);
+        // Each chunk's top k hold the global top k; past a chunk's size every id is a candidate.
+        let per_chunk = if params.temperature > 0.0 && params.top_k < b.vocab.min(CHUNK) { params.top_k } else { 0 };
         let words = [
-            vocab as u32,
-            n_context as u32,
+            b.vocab as u32,
             params.temperature.to_bits(),
             params.top_k.min(u32::MAX as usize) as u32,
             params.top_p.to_bits(),
             params.repetition_penalty.to_bits(),
             params.seed,
             step,
+            per_chunk as u32,
+            chunks as u32,
         ];
-        enc.dispatch(&self.kernel, bind, &words, [1, 1, 1]);
+        enc.dispatch(&self.chunks, &b.bind, &words, [chunks as u32, 1, 1]);
+        enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
     }
 }
 
-/// The context's distinct ids: the penalty applies once per id however often it occurs.
-pub(crate) fn distinct(context: &[u32]) -> Vec<u32> {
-    let mut ids = context.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
+impl SamplerBinding {
+    /// Marks the context's ids (prompt and generated so far) as the ones the penalty applies to.
+    pub fn write_penalised(&self, ctx: &GpuContext, context: &[u32]) {
+        let mut bits = vec![0u32; self.vocab.div_ceil(32)];
+        for &id in context.iter().filter(|&&id| (id as usize) < self.vocab) {
+            bits[id as usize / 32] |= 1 << (id % 32);
+        }
+        ctx.queue.write_buffer(&self.penalised, 0, &u32_bytes(&bits));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::context::{f32_bytes, read_back, u32_bytes, ParamPages};
+    use crate::gpu::context::{f32_bytes, read_back, ParamPages};
     use crate::gpu::testing::{random, test_context};
     use crate::sampling::sample;
 
     /// Runs the sampler on one row of logits.
     fn gpu_sample(sampler: &Sampler, logits: &[f32], context: &[u32], params: &SamplingParams, step: u32) -> u32 {
         let ctx = test_context();
-        let ids = distinct(context);
         let logits_buf = ctx.storage_init("logits", &f32_bytes(logits));
-        let context_buf = ctx.storage_init("context", &u32_bytes(&ids));
-        let probs = ctx.storage("probs", (logits.len() * 4) as u64);
         let token = ctx.storage("token", 4);
         let read = ctx.buffer("read", 4, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
-        let bind = sampler.bind(&ctx, &logits_buf, &context_buf, &probs, &token);
+        let binding = sampler.bind(&ctx, &logits_buf, logits.len(), &token);
+        binding.write_penalised(&ctx, context);
         let mut pages = ParamPages::default();
         let mut enc = Encoder::new(&ctx, &mut pages);
-        sampler.encode(&mut enc, &bind, logits.len(), ids.len(), params, step);
+        sampler.encode(&mut enc, &binding, params, step);
         enc.copy(&token, 0, &read, 4);
         enc.submit();
         let bytes = pollster::block_on(read_back(&ctx, &read, 4, None)).unwrap();
@@ -103,6 +123,15 @@ mod tests {
         let context = [17, 400, 17, 5];
         assert_eq!(gpu_sample(&sampler, &logits, &context, &penalised, 0), sample(&logits, &context, &penalised, 0));
         assert_eq!(gpu_sample(&sampler, &logits, &context, &penalised, 0), 999);
+        // Across the first pass's chunks of 1024 ids: the lowest id of the largest value wins,
+        // wherever the chunks' maxima lie.
+        let mut logits = random(3000, 62);
+        logits[2500] = 5.0;
+        assert_eq!(gpu_sample(&sampler, &logits, &[], &greedy, 0), 2500);
+        logits[1500] = 5.0;
+        assert_eq!(gpu_sample(&sampler, &logits, &[], &greedy, 0), 1500);
+        assert_eq!(gpu_sample(&sampler, &[-1.0; 3000], &[], &greedy, 0), 0);
+        assert_eq!(gpu_sample(&sampler, &[f32::NEG_INFINITY; 2100], &[], &greedy, 0), 0);
     }
 
     #[test]
@@ -136,15 +165,18 @@ mod tests {
     #[test]
     fn ties_are_ordered_by_id_for_top_k_and_the_draw() {
         let sampler = Sampler::new(&test_context());
-        // Many equal logits: the top-k boundary and the draw both fall inside runs of ties.
-        let logits: Vec<f32> = (0..300).map(|i| [1.0f32, 0.5, 0.5, -0.0, 0.0][i % 5]).collect();
-        for p in [params(1.0, 70, 1.0, 1.0, 9), params(1.0, 0, 0.5, 1.0, 10), params(0.3, 3, 0.99, 1.0, 11)] {
-            for step in 0..20 {
-                assert_eq!(
-                    gpu_sample(&sampler, &logits, &[], &p, step),
-                    sample(&logits, &[], &p, step),
-                    "{p:?} step {step}"
-                );
+        // Many equal logits: the top-k boundary and the draw both fall inside runs of ties, within
+        // one chunk of the first pass and across several (3000 ids).
+        for vocab in [300, 3000] {
+            let logits: Vec<f32> = (0..vocab).map(|i| [1.0f32, 0.5, 0.5, -0.0, 0.0][i % 5]).collect();
+            for p in [params(1.0, 70, 1.0, 1.0, 9), params(1.0, 0, 0.5, 1.0, 10), params(0.3, 3, 0.99, 1.0, 11)] {
+                for step in 0..20 {
+                    assert_eq!(
+                        gpu_sample(&sampler, &logits, &[], &p, step),
+                        sample(&logits, &[], &p, step),
+                        "vocab {vocab} {p:?} step {step}"
+                    );
+                }
             }
         }
     }

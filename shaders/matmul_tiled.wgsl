@@ -1,0 +1,77 @@
+// Matrix products for prefill on a GPU, c[m, j] (+)= a[m, :] · w[j, :], in tiles of 32 tokens × 64
+// weight rows per 128-thread workgroup: each step stages 32 columns of both in workgroup memory
+// with coalesced loads (neighbouring threads read neighbouring quads of a row), transposed so the
+// inner loop reads a quad of tokens and a quad of weight rows per column and does 16 multiply-adds
+// into each thread's 4 × 4 outputs. matmul.wgsl, the register-blocked kernel without barriers, is
+// what CPU adapters (lavapipe, SwiftShader) run. linear_common.wgsl supplies Params, bindings 0 and
+// 2, and a4().
+
+const TM: u32 = 32u; // tokens per tile
+const TN: u32 = 64u; // weight rows per tile
+const KQ: u32 = 8u; // quads of the shared dimension per step
+const THREADS: u32 = 128u;
+
+// Column k of the step (0..4 * KQ) holds the tile's tokens (rows) as TM / 4 (TN / 4) quads.
+var<workgroup> a_tile: array<vec4<f32>, 256>; // 4 * KQ * TM / 4
+var<workgroup> w_tile: array<vec4<f32>, 512>; // 4 * KQ * TN / 4
+
+@compute @workgroup_size(128)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let g = wg.z;
+    let j0 = wg.x * TN;
+    let m0 = wg.y * TM;
+    // This thread's outputs: tokens 4 * tm.., weight rows 4 * tn.. of the tile.
+    let tm = lid / 16u;
+    let tn = lid % 16u;
+    var acc: array<vec4<f32>, 4>;
+    for (var q0 = 0u; q0 < p.k_quads; q0 += KQ) {
+        // Tokens and rows past the edges repeat the last valid one (loads stay in bounds, their
+        // results are not stored); quads past the row are zero.
+        for (var e = lid; e < TM * KQ; e += THREADS) {
+            let r = e / KQ;
+            let q = q0 + e % KQ;
+            var v = vec4<f32>(0.0);
+            if q < p.k_quads {
+                v = a4(min(m0 + r, p.m - 1u) * p.lda + p.a_off + g * p.a_group_stride, q * 4u);
+            }
+            for (var i = 0u; i < 4u; i++) {
+                a_tile[(e % KQ * 4u + i) * (TM / 4u) + r / 4u][r % 4u] = v[i];
+            }
+        }
+        for (var e = lid; e < TN * KQ; e += THREADS) {
+            let r = e / KQ;
+            let q = q0 + e % KQ;
+            var v = vec4<f32>(0.0);
+            if q < p.k_quads {
+                v = wq((g * p.n + min(j0 + r, p.n - 1u)) * p.k_quads + q);
+            }
+            for (var i = 0u; i < 4u; i++) {
+                w_tile[(e % KQ * 4u + i) * (TN / 4u) + r / 4u][r % 4u] = v[i];
+            }
+        }
+        workgroupBarrier();
+        for (var k = 0u; k < 4u * KQ; k++) {
+            let av = a_tile[k * (TM / 4u) + tm];
+            let wv = w_tile[k * (TN / 4u) + tn];
+            acc[0] += av.x * wv;
+            acc[1] += av.y * wv;
+            acc[2] += av.z * wv;
+            acc[3] += av.w * wv;
+        }
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let m = m0 + 4u * tm + i;
+        for (var col = 0u; col < 4u; col++) {
+            let j = j0 + 4u * tn + col;
+            if m < p.m && j < p.n {
+                let ci = m * p.ldc + p.c_col + g * p.c_group_stride + j;
+                if p.accumulate != 0u {
+                    c[ci] += acc[i][col];
+                } else {
+                    c[ci] = acc[i][col];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+// The sampler's first pass, over many workgroups (sampler.wgsl finishes in one): workgroup c takes
+// the ids of chunk c, [c * CHUNK, (c + 1) * CHUNK). It applies the repetition penalty to them in
+// place, leaves their largest logit (lowest id among equals) in chunk_max, and, for top-k sampling
+// that keeps fewer ids than a chunk holds, sorts the chunk in the sampler's order (logit
+// descending, id ascending) and lists its first top_k ids: the global top_k are among those lists.
+// lib/sampling.wgsl is prepended.
+
+const WG: u32 = 256u;
+var<workgroup> keys: array<u32, 1024>;
+var<workgroup> ids: array<u32, 1024>;
+var<workgroup> red_v: array<f32, 256>;
+var<workgroup> red_i: array<u32, 256>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let base = wg.x * CHUNK;
+    // Chunk 0 starts from id 0 as the CPU does; the others from none (u32::MAX), which their
+    // first value replaces.
+    var best = logits[base];
+    var best_i = select(0xFFFFFFFFu, 0u, wg.x == 0u);
+    for (var j = lid; j < CHUNK; j += WG) {
+        let i = base + j;
+        var key = 0xFFFFFFFFu;
+        var id = 0xFFFFFFFFu;
+        if i < p.vocab {
+            var v = logits[i];
+            if p.penalty != 1.0 && (penalised[i / 32u] & (1u << (i % 32u))) != 0u {
+                v = select(v * p.penalty, v / p.penalty, v > 0.0);
+                logits[i] = v;
+            }
+            if beats(v, i, best, best_i) {
+                best = v;
+                best_i = i;
+            }
+            key = order_key(v);
+            id = i;
+        }
+        keys[j] = key;
+        ids[j] = id;
+    }
+    red_v[lid] = best;
+    red_i[lid] = best_i;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s && beats(red_v[lid + s], red_i[lid + s], red_v[lid], red_i[lid]) {
+            red_v[lid] = red_v[lid + s];
+            red_i[lid] = red_i[lid + s];
+        }
+        workgroupBarrier();
+    }
+    if lid == 0u {
+        chunk_max[wg.x] = vec2<u32>(bitcast<u32>(red_v[0]), red_i[0]);
+    }
+    if p.per_chunk == 0u {
+        return;
+    }
+    // Bitonic sort of (key, id), ascending; each thread compares CHUNK / 2 / WG pairs per stage.
+    for (var k = 2u; k <= CHUNK; k <<= 1u) {
+        for (var j = k >> 1u; j > 0u; j >>= 1u) {
+            for (var t = lid; t < CHUNK / 2u; t += WG) {
+                let a = 2u * t - (t & (j - 1u));
+                let b = a + j;
+                let a_after_b = keys[a] > keys[b] || (keys[a] == keys[b] && ids[a] > ids[b]);
+                if a_after_b == ((a & k) == 0u) {
+                    let key = keys[a];
+                    keys[a] = keys[b];
+                    keys[b] = key;
+                    let id = ids[a];
+                    ids[a] = ids[b];
+                    ids[b] = id;
+                }
+            }
+            workgroupBarrier();
+        }
+    }
+    for (var j = lid; j < p.per_chunk; j += WG) {
+        candidates[wg.x * p.per_chunk + j] = ids[j];
+    }
+}
