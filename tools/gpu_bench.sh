@@ -2,14 +2,16 @@
 # The GPU decode benchmark for a machine with a real GPU (not part of CI): the released 150M and
 # 1.5B shapes through native wgpu (Vulkan), with the release binary built on another machine.
 #   cargo build --release && tools/gpu_bench.sh [BINARY] [GENERATED_TOKENS]
-# Prints each run's report: decode tokens/s, weight bytes per token against the copy-shader
-# bandwidth, dispatches per block and the workgroups of every kind of dispatch.
+# Prints each run's report: prefill and decode tokens/s, weight bytes per token against the
+# copy-shader bandwidth, dispatches per block and the workgroups of every kind of dispatch.
 set -euo pipefail
 bin=${1:-target/release/tokenformer}
 gen=${2:-64}
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-for run in "150m f16" "150m f32" "1.5b f16"; do
+# The last two runs: the demo page's sampling (the two-pass sampler, pipelined with a repetition
+# penalty), and prefill in registers instead of workgroup-memory tiles, for comparison.
+for run in "150m f16" "150m f32" "1.5b f16" "150m f16 --sample" "150m f16 --tiled-prefill false"; do
     set -- $run
-    echo "== $1, $2 weights"
-    "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --prompt-len 64 --gen "$gen"
+    echo "== $*"
+    "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --prompt-len 64 --gen "$gen" "${@:3}"
 done
