@@ -5,7 +5,7 @@
 // mass, uniform() being the same pcg_hash counter draw.
 //
 // sampler_chunks.wgsl has applied the penalty, found each chunk's largest logit and, for top-k
-// sampling, listed each chunk's top_k ids; this one workgroup finishes without sorting: a cut or
+// sampling on a GPU, listed each chunk's top_k ids; this one workgroup finishes without sorting: a cut or
 // the draw is a "walk" over the candidates that finds the element of the order where a running
 // weight (a count, or probability mass) first reaches a goal. It narrows a 32-bit order key 4 bits
 // at a time (16 bins per pass, summed per thread in a fixed order and reduced as a tree, so results

@@ -1,9 +1,10 @@
 // The sampler's first pass, over many workgroups (sampler.wgsl finishes in one): workgroup c takes
-// the ids of chunk c, [c * CHUNK, (c + 1) * CHUNK). It applies the repetition penalty to them in
+// the ids of chunk c, [c * chunk, (c + 1) * chunk). It applies the repetition penalty to them in
 // place, leaves their largest logit (lowest id among equals) in chunk_max, and, for top-k sampling
-// that keeps fewer ids than a chunk holds, sorts the chunk in the sampler's order (logit
-// descending, id ascending) and lists its first top_k ids: the global top_k are among those lists.
-// lib/sampling.wgsl is prepended.
+// that keeps fewer ids than a chunk holds (per_chunk > 0, chunks of CHUNK ids), sorts the chunk in
+// the sampler's order (logit descending, id ascending) and lists its first top_k ids: the global
+// top_k are among those lists. On a CPU adapter, which pays for every barrier, one workgroup takes
+// the whole vocabulary and sorts nothing. lib/sampling.wgsl is prepended.
 
 const WG: u32 = 256u;
 var<workgroup> keys: array<u32, 1024>;
@@ -13,15 +14,13 @@ var<workgroup> red_i: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let base = wg.x * CHUNK;
+    let base = wg.x * p.chunk;
     // Chunk 0 starts from id 0 as the CPU does; the others from none (u32::MAX), which their
     // first value replaces.
     var best = logits[base];
     var best_i = select(0xFFFFFFFFu, 0u, wg.x == 0u);
-    for (var j = lid; j < CHUNK; j += WG) {
+    for (var j = lid; j < p.chunk; j += WG) {
         let i = base + j;
-        var key = 0xFFFFFFFFu;
-        var id = 0xFFFFFFFFu;
         if i < p.vocab {
             var v = logits[i];
             if p.penalty != 1.0 && (penalised[i / 32u] & (1u << (i % 32u))) != 0u {
@@ -32,11 +31,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                 best = v;
                 best_i = i;
             }
-            key = order_key(v);
-            id = i;
         }
-        keys[j] = key;
-        ids[j] = id;
     }
     red_v[lid] = best;
     red_i[lid] = best_i;
@@ -54,6 +49,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     if p.per_chunk == 0u {
         return;
     }
+    // Each thread reads back the (penalised) logits it wrote.
+    for (var j = lid; j < CHUNK; j += WG) {
+        let i = base + j;
+        keys[j] = select(0xFFFFFFFFu, order_key(logits[min(i, p.vocab - 1u)]), i < p.vocab);
+        ids[j] = select(0xFFFFFFFFu, i, i < p.vocab);
+    }
+    workgroupBarrier();
     // Bitonic sort of (key, id), ascending; each thread compares CHUNK / 2 / WG pairs per stage.
     for (var k = 2u; k <= CHUNK; k <<= 1u) {
         for (var j = k >> 1u; j > 0u; j >>= 1u) {

@@ -43,19 +43,24 @@ fn logits_match_the_cpu_at_every_position() {
     for variant in VARIANTS {
         let exp = expected(variant);
         let (model, _) = load(variant);
-        // Prefill in registers (lavapipe's default) and in workgroup-memory tiles (a GPU's).
-        let mut gpus = [false, true].map(|t| gpu(&model, &GpuOptions { tiled_prefill: Some(t), ..Default::default() }));
+        // A CPU adapter's kernels (lavapipe's default: prefill in registers) and a GPU's (prefill in
+        // workgroup-memory tiles).
+        let mut gpus = [false, true].map(|s| gpu(&model, &GpuOptions { gpu_shapes: Some(s), ..Default::default() }));
         let mut c = cpu(model);
         for case in &exp.cases {
             let want = logits(&mut c, &case.ids);
-            for (g, tiled) in gpus.iter_mut().zip([false, true]) {
+            for (g, shapes) in gpus.iter_mut().zip([false, true]) {
                 let got = logits(g, &case.ids);
                 let err = max_abs_diff(got.iter().copied(), want.iter().copied());
-                assert!(err < LOGITS_TOLERANCE, "{variant} tiled {tiled} {:?}: max |GPU - CPU| {err:e}", case.ids);
+                assert!(
+                    err < LOGITS_TOLERANCE,
+                    "{variant} gpu shapes {shapes} {:?}: max |GPU - CPU| {err:e}",
+                    case.ids
+                );
                 let err = max_abs_diff(got, case.logits.iter().flatten().copied());
                 assert!(
                     err < LOGITS_TOLERANCE,
-                    "{variant} tiled {tiled} {:?}: max |GPU - reference| {err:e}",
+                    "{variant} gpu shapes {shapes} {:?}: max |GPU - reference| {err:e}",
                     case.ids
                 );
             }
@@ -121,12 +126,13 @@ fn greedy_and_seeded_sampling_give_the_cpu_tokens() {
 
 #[test]
 fn a_real_gpus_launch_shapes_give_the_same_tokens() {
-    // lavapipe is a CPU adapter, so by default it launches the fewest workgroups and prefills in
-    // registers; here the decode products launch at least MIN_WORKGROUPS each (splitting slots and
-    // rows) and prefill runs in workgroup-memory tiles, as on a GPU.
+    // lavapipe is a CPU adapter, so by default it launches the fewest workgroups, prefills in
+    // registers and samples in one workgroup; here the decode products launch at least
+    // MIN_WORKGROUPS each (splitting slots and rows), prefill runs in workgroup-memory tiles and
+    // top-k sampling from candidates sorted in many workgroups, as on a GPU.
     let options = GpuOptions {
         min_workgroups: Some(tokenformer::gpu::MIN_WORKGROUPS),
-        tiled_prefill: Some(true),
+        gpu_shapes: Some(true),
         ..Default::default()
     };
     for variant in VARIANTS {

@@ -9,8 +9,8 @@ bin=${1:-target/release/tokenformer}
 gen=${2:-64}
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # The last two runs: the demo page's sampling (the two-pass sampler, pipelined with a repetition
-# penalty), and prefill in registers instead of workgroup-memory tiles, for comparison.
-for run in "150m f16" "150m f32" "1.5b f16" "150m f16 --sample" "150m f16 --tiled-prefill false"; do
+# penalty), and a CPU adapter's kernel shapes (prefill in registers, the sampler in one workgroup).
+for run in "150m f16" "150m f32" "1.5b f16" "150m f16 --sample" "150m f16 --gpu-shapes false"; do
     set -- $run
     echo "== $*"
     "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --prompt-len 64 --gen "$gen" "${@:3}"

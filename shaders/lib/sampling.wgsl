@@ -9,10 +9,12 @@ struct Params {
     penalty: f32,
     seed: u32,
     step: u32,
-    // Candidates each chunk lists for the merge: top_k when top-k sampling keeps fewer ids than a
-    // chunk holds, else 0 (every id is a candidate).
-    per_chunk: u32,
+    // Ids per workgroup of sampler_chunks.wgsl: CHUNK, or the whole vocabulary in one.
+    chunk: u32,
     chunks: u32,
+    // Candidates each chunk of CHUNK ids lists for the merge: top_k when top-k sampling keeps fewer
+    // ids than a chunk holds, else 0 (every id is a candidate).
+    per_chunk: u32,
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
@@ -27,7 +29,7 @@ struct Params {
 // Each chunk's largest logit (as bits) and its lowest id.
 @group(0) @binding(5) var<storage, read_write> chunk_max: array<vec2<u32>>;
 
-// Ids per workgroup of sampler_chunks.wgsl.
+// The chunk a workgroup of sampler_chunks.wgsl can sort.
 const CHUNK: u32 = 1024u;
 
 // Ascending in the sampler's order: larger logits first, f32::total_cmp semantics (+0 before -0).

@@ -246,10 +246,10 @@ pub(crate) struct BenchArgs {
     /// adapter such as lavapipe); 96 shows a real GPU's launch shapes on lavapipe.
     #[arg(long)]
     pub(crate) min_workgroups: Option<usize>,
-    /// GPU only: prefill products tiled in workgroup memory (true; default on a GPU) or blocked in
-    /// registers without barriers (false; default on a CPU adapter).
+    /// GPU only: kernels shaped for a GPU (true; default on a GPU: prefill tiled in workgroup
+    /// memory, top-k sampling over many workgroups) or for a CPU adapter (false; default there).
     #[arg(long)]
-    pub(crate) tiled_prefill: Option<bool>,
+    pub(crate) gpu_shapes: Option<bool>,
     /// Decode with the demo page's sampling (temperature 0.7, top-k 40, top-p 0.95, repetition
     /// penalty 1.2) instead of greedy.
     #[arg(long)]
@@ -261,6 +261,6 @@ pub(crate) struct BenchArgs {
 impl BenchArgs {
     /// The GPU kernel shapes the flags ask for (the adapter's defaults where they are silent).
     pub(crate) fn gpu_shapes(&self) -> GpuOptions {
-        GpuOptions { min_workgroups: self.min_workgroups, tiled_prefill: self.tiled_prefill, ..GpuOptions::default() }
+        GpuOptions { min_workgroups: self.min_workgroups, gpu_shapes: self.gpu_shapes, ..GpuOptions::default() }
     }
 }

@@ -63,9 +63,11 @@ pub struct GpuOptions {
     /// Workgroups each decode product launches at least (where it has the rows): default
     /// [`MIN_WORKGROUPS`] on a GPU, 1 on a CPU adapter such as lavapipe, which runs them in turn.
     pub min_workgroups: Option<usize>,
-    /// Prefill products tiled in workgroup memory (default on a GPU) or blocked in registers
-    /// without barriers (default on a CPU adapter, which pays for every barrier).
-    pub tiled_prefill: Option<bool>,
+    /// Kernels shaped for a GPU (default on a GPU) or for a CPU adapter such as lavapipe, which
+    /// runs workgroups one after another and pays for every barrier (default there): prefill
+    /// products tiled in workgroup memory or blocked in registers; top-k sampling from candidates
+    /// sorted in many workgroups, or walked over the whole vocabulary in one.
+    pub gpu_shapes: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -76,7 +78,7 @@ impl Default for GpuOptions {
             context: None,
             memory_budget: None,
             min_workgroups: None,
-            tiled_prefill: None,
+            gpu_shapes: None,
         }
     }
 }

@@ -61,7 +61,7 @@ pub struct GpuLoader {
     /// Catches running out of device memory anywhere in the upload.
     scope: Option<wgpu::ErrorScopeGuard>,
     min_workgroups: usize,
-    tiled_prefill: bool,
+    gpu_shapes: bool,
 }
 
 impl GpuLoader {
@@ -107,7 +107,7 @@ impl GpuLoader {
         // A CPU adapter runs workgroups one after another and pays for every barrier.
         let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
         let min_workgroups = options.min_workgroups.unwrap_or(if cpu_adapter { 1 } else { super::MIN_WORKGROUPS });
-        let tiled_prefill = options.tiled_prefill.unwrap_or(!cpu_adapter);
+        let gpu_shapes = options.gpu_shapes.unwrap_or(!cpu_adapter);
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let dtype = options.dtype;
         let store =
@@ -142,7 +142,7 @@ impl GpuLoader {
             unflushed: 0,
             scope,
             min_workgroups,
-            tiled_prefill,
+            gpu_shapes,
         })
     }
 
@@ -209,7 +209,7 @@ impl GpuLoader {
             layers: layer_weights,
             final_norm,
             min_workgroups,
-            tiled_prefill,
+            gpu_shapes,
             ..
         } = self;
         let d = cfg.hidden_size;
@@ -243,11 +243,11 @@ impl GpuLoader {
         let kernels = Kernels {
             embed: embed::Embed::new(c, dtype),
             norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
-            linear: Linear::new(c, dtype, tiled_prefill),
+            linear: Linear::new(c, dtype, gpu_shapes),
             pnorm: pnorm::PNorm::new(c),
             rope: rope::Rope::new(c),
             attention: attention::Attention::new(c),
-            sampler: sampler::Sampler::new(c),
+            sampler: sampler::Sampler::new(c, gpu_shapes),
         };
         let b = &buffers;
         let k = &kernels;

@@ -1,7 +1,9 @@
 //! The next token, chosen on the device: repetition penalty, argmax, and the full seeded sampler
 //! of `crate::sampling` (top-k, temperature, top-p, pcg_hash draw). A first pass over many
 //! workgroups (one per chunk of the vocabulary) applies the penalty, finds each chunk's maximum and,
-//! for top-k sampling, each chunk's top k; one workgroup then finishes over those candidates.
+//! for top-k sampling, each chunk's top k; one workgroup then finishes over those candidates. A CPU
+//! adapter, where the chunks' sorts cost more (in barriers) than they save, runs the first pass in
+//! one workgroup and the second over the whole vocabulary.
 
 use super::context::{u32_bytes, Access, Encoder, GpuContext, Kernel};
 use crate::sampling::SamplingParams;
@@ -12,6 +14,8 @@ const CHUNK: usize = 1024;
 pub(crate) struct Sampler {
     chunks: Kernel,
     merge: Kernel,
+    /// Top-k candidates from chunks over many workgroups (GPUs).
+    candidates: bool,
 }
 
 /// The sampler bound to a row of logits, with its scratch buffers.
@@ -24,7 +28,7 @@ pub(crate) struct SamplerBinding {
 }
 
 impl Sampler {
-    pub fn new(ctx: &GpuContext) -> Sampler {
+    pub fn new(ctx: &GpuContext, candidates: bool) -> Sampler {
         let lib = include_str!("../../shaders/lib/sampling.wgsl");
         let source = |body: &str| format!("{lib}\n{body}");
         let chunks = Kernel::new(
@@ -34,7 +38,7 @@ impl Sampler {
             &[Access::ReadWrite; 6],
         );
         let merge = chunks.sibling(ctx, "sampler", &source(include_str!("../../shaders/sampler.wgsl")));
-        Sampler { chunks, merge }
+        Sampler { chunks, merge, candidates }
     }
 
     /// Binds the first `vocab` logits (modified in place by the penalty) and the one-word output.
@@ -51,9 +55,11 @@ impl Sampler {
     /// Samples from the logits; the penalised ids are those last written by
     /// [`SamplerBinding::write_penalised`] and picked since.
     pub fn encode(&self, enc: &mut Encoder, b: &SamplerBinding, params: &SamplingParams, step: u32) {
-        let chunks = b.vocab.div_ceil(CHUNK);
+        let chunk = if self.candidates { CHUNK } else { b.vocab };
+        let chunks = b.vocab.div_ceil(chunk);
         // Each chunk's top k hold the global top k; past a chunk's size every id is a candidate.
-        let per_chunk = if params.temperature > 0.0 && params.top_k < b.vocab.min(CHUNK) { params.top_k } else { 0 };
+        let sorts = self.candidates && params.temperature > 0.0 && params.top_k < b.vocab.min(CHUNK);
+        let per_chunk = if sorts { params.top_k } else { 0 };
         let words = [
             b.vocab as u32,
             params.temperature.to_bits(),
@@ -62,8 +68,9 @@ impl Sampler {
             params.repetition_penalty.to_bits(),
             params.seed,
             step,
-            per_chunk as u32,
+            chunk as u32,
             chunks as u32,
+            per_chunk as u32,
         ];
         enc.dispatch(&self.chunks, &b.bind, &words, [chunks as u32, 1, 1]);
         enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
@@ -105,38 +112,48 @@ mod tests {
         u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 
+    /// The sampler as GPUs run it (top-k candidates from many workgroups) and as CPU adapters do.
+    fn both() -> [Sampler; 2] {
+        [true, false].map(|candidates| Sampler::new(&test_context(), candidates))
+    }
+
     fn params(temperature: f32, top_k: usize, top_p: f32, repetition_penalty: f32, seed: u32) -> SamplingParams {
         SamplingParams { temperature, top_k, top_p, repetition_penalty, seed, max_tokens: 1 }
     }
 
     #[test]
     fn greedy_takes_the_lowest_id_among_ties_after_the_penalty() {
-        let sampler = Sampler::new(&test_context());
+        for sampler in both() {
+            greedy_cases(&sampler);
+        }
+    }
+
+    fn greedy_cases(sampler: &Sampler) {
         let mut logits = random(1000, 61);
         logits[17] = 3.0;
         logits[400] = 3.0;
         logits[999] = 2.0;
         let greedy = params(0.0, 0, 1.0, 1.0, 0);
-        assert_eq!(gpu_sample(&sampler, &logits, &[], &greedy, 0), 17);
+        assert_eq!(gpu_sample(sampler, &logits, &[], &greedy, 0), 17);
         // Penalty 2 halves both 3.0s (17 appears twice in the context: penalised once).
         let penalised = params(0.0, 0, 1.0, 2.0, 0);
         let context = [17, 400, 17, 5];
-        assert_eq!(gpu_sample(&sampler, &logits, &context, &penalised, 0), sample(&logits, &context, &penalised, 0));
-        assert_eq!(gpu_sample(&sampler, &logits, &context, &penalised, 0), 999);
+        assert_eq!(gpu_sample(sampler, &logits, &context, &penalised, 0), sample(&logits, &context, &penalised, 0));
+        assert_eq!(gpu_sample(sampler, &logits, &context, &penalised, 0), 999);
         // Across the first pass's chunks of 1024 ids: the lowest id of the largest value wins,
         // wherever the chunks' maxima lie.
         let mut logits = random(3000, 62);
         logits[2500] = 5.0;
-        assert_eq!(gpu_sample(&sampler, &logits, &[], &greedy, 0), 2500);
+        assert_eq!(gpu_sample(sampler, &logits, &[], &greedy, 0), 2500);
         logits[1500] = 5.0;
-        assert_eq!(gpu_sample(&sampler, &logits, &[], &greedy, 0), 1500);
-        assert_eq!(gpu_sample(&sampler, &[-1.0; 3000], &[], &greedy, 0), 0);
-        assert_eq!(gpu_sample(&sampler, &[f32::NEG_INFINITY; 2100], &[], &greedy, 0), 0);
+        assert_eq!(gpu_sample(sampler, &logits, &[], &greedy, 0), 1500);
+        assert_eq!(gpu_sample(sampler, &[-1.0; 3000], &[], &greedy, 0), 0);
+        assert_eq!(gpu_sample(sampler, &[f32::NEG_INFINITY; 2100], &[], &greedy, 0), 0);
     }
 
     #[test]
     fn seeded_sampling_matches_the_cpu_spec() {
-        let sampler = Sampler::new(&test_context());
+        let samplers = both();
         // Peaked and flat rows, a vocabulary not a power of two, and every cut alone and together.
         let sets = [
             params(1.0, 0, 1.0, 1.0, 1),
@@ -152,10 +169,11 @@ mod tests {
                 let logits: Vec<f32> = random(vocab, row_seed).iter().map(|v| v * spread).collect();
                 let context: Vec<u32> = (0..30).map(|i| (i * 37 % vocab) as u32).collect();
                 for p in &sets {
-                    for step in 0..6 {
+                    for (step, sampler) in (0..6).zip(samplers.iter().cycle()) {
                         let want = sample(&logits, &context, p, step);
-                        let got = gpu_sample(&sampler, &logits, &context, p, step);
-                        assert_eq!(got, want, "vocab {vocab} spread {spread} {p:?} step {step}");
+                        let got = gpu_sample(sampler, &logits, &context, p, step);
+                        let how = if sampler.candidates { "candidates" } else { "one workgroup" };
+                        assert_eq!(got, want, "{how}: vocab {vocab} spread {spread} {p:?} step {step}");
                     }
                 }
             }
@@ -164,17 +182,18 @@ mod tests {
 
     #[test]
     fn ties_are_ordered_by_id_for_top_k_and_the_draw() {
-        let sampler = Sampler::new(&test_context());
+        let samplers = both();
         // Many equal logits: the top-k boundary and the draw both fall inside runs of ties, within
         // one chunk of the first pass and across several (3000 ids).
         for vocab in [300, 3000] {
             let logits: Vec<f32> = (0..vocab).map(|i| [1.0f32, 0.5, 0.5, -0.0, 0.0][i % 5]).collect();
             for p in [params(1.0, 70, 1.0, 1.0, 9), params(1.0, 0, 0.5, 1.0, 10), params(0.3, 3, 0.99, 1.0, 11)] {
-                for step in 0..20 {
+                for (step, sampler) in (0..20).zip(samplers.iter().cycle()) {
                     assert_eq!(
-                        gpu_sample(&sampler, &logits, &[], &p, step),
+                        gpu_sample(sampler, &logits, &[], &p, step),
                         sample(&logits, &[], &p, step),
-                        "vocab {vocab} {p:?} step {step}"
+                        "candidates {} vocab {vocab} {p:?} step {step}",
+                        sampler.candidates
                     );
                 }
             }
