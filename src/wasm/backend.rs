@@ -23,6 +23,17 @@ pub(super) enum BackendChoice {
     Cpu,
 }
 
+/// Which shapes of kernels a WebGPU engine runs: a GPU's, or a CPU adapter's (SwiftShader), which
+/// runs workgroups one after another and pays for every barrier; "auto" picks by the adapter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum KernelsChoice {
+    #[default]
+    Auto,
+    Gpu,
+    Cpu,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum DtypeChoice {
@@ -60,6 +71,7 @@ pub(super) struct LoadOptions {
     /// Device bytes a WebGPU model may take; more is refused before the weights are fetched.
     #[serde(rename = "memoryBudget")]
     pub(super) memory_budget: Option<u64>,
+    pub(super) kernels: KernelsChoice,
 }
 
 /// The backend an engine runs on.
@@ -155,6 +167,9 @@ export interface LoadOptions {
   /** Device bytes a WebGPU model may take: a model that needs more is refused before its weights
    *  are fetched, with what would fit (`Engine.planMemory` gives the numbers). */
   memoryBudget?: number;
+  /** WebGPU kernels shaped for a GPU or for a CPU adapter (SwiftShader, which runs workgroups one
+   *  after another); "auto" (the default) picks by the adapter. */
+  kernels?: "auto" | "gpu" | "cpu";
 }
 /** Sampling as in the CLI: temperature 0 is greedy; top_k 0 and top_p 1 are off. */
 export interface SamplingParams {

@@ -108,8 +108,20 @@ async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) ->
         Err(e) => return Err(e),
     };
     let dtype = if options.dtype.is_f16(config, vocab) { WeightDtype::F16 } else { WeightDtype::F32 };
-    let gpu_options =
-        GpuOptions { dtype, context: options.context, memory_budget: options.memory_budget, ..GpuOptions::default() };
+    let gpu_shapes = match options.kernels {
+        super::backend::KernelsChoice::Auto => None,
+        super::backend::KernelsChoice::Gpu => Some(true),
+        super::backend::KernelsChoice::Cpu => Some(false),
+    };
+    let min_workgroups = gpu_shapes.map(|gpu| if gpu { crate::gpu::MIN_WORKGROUPS } else { 1 });
+    let gpu_options = GpuOptions {
+        dtype,
+        context: options.context,
+        memory_budget: options.memory_budget,
+        gpu_shapes,
+        min_workgroups,
+        ..GpuOptions::default()
+    };
     let loader = GpuLoader::new(context, config.clone(), vocab, &gpu_options)?;
     Ok((LoadSink::Gpu(loader), None))
 }
