@@ -26,6 +26,8 @@ export interface EngineOptions {
   context?: number;
   /** Device bytes a WebGPU model may take: more is refused before the weights are fetched, saying what would fit. */
   memoryBudget?: number;
+  /** WebGPU kernels shaped for a GPU or for a CPU adapter (SwiftShader, which runs workgroups one after another); 'auto' (default) picks by the adapter. */
+  kernels?: 'auto' | 'gpu' | 'cpu';
   /** Keep models loaded by URL between visits (Origin Private File System); default true. */
   cache?: boolean;
   /** Where tokenformer_bg.wasm is, if not next to pkg/tokenformer.js: its URL, or its bytes (createEngine). */
