@@ -254,7 +254,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             drop(model);
             let times = timing(&mut gpu)?;
             let limit = tokenformer::bench::gpu_copy_bandwidth_gb_s(gpu.context())?;
-            let label = format!("gpu {} ({} weights)", gpu.context().adapter_name(), gpu.dtype().as_str());
+            let (adapter, dtype) = (gpu.context().adapter_name(), gpu.dtype().as_str());
+            let label = format!("gpu {adapter} ({dtype} weights; {})", gpu.kernel_shapes());
             let bytes = gpu.weight_bytes_per_token() as usize;
             let stats = (gpu.last_pass(), gpu.last_encode_ns());
             (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(stats))

@@ -2,32 +2,13 @@
 // rows per workgroup (a power of two from 8 to 64) in groups of 8, each group's `tpr` threads
 // reading neighbouring quads of its rows (thread lid = group * tpr + lane): one quad of the input,
 // loaded from workgroup memory, serves 8 rows (software Vulkan pays for every such load). Then a
-// reduction over each group's lanes in workgroup memory.
+// reduction over each group's lanes: reduce_rows(), from lib/reduce_workgroup.wgsl or, where the
+// adapter has subgroups, lib/reduce_subgroup.wgsl (prepended by the Rust side).
 // Also the statistics a Pattention's normalisation needs, combined across rows and workgroups.
 
 const WG: u32 = 256u;
 var<workgroup> red: array<vec4<f32>, 256>;
 var<workgroup> stat_red: array<vec2<f32>, 256>;
-
-// Sums the tpr lanes of every group of rows: group r's totals are left in red[r * tpr]. Each step adds up to 16
-// lanes at once (stride apart, so neighbouring threads read neighbouring words), which takes one or
-// two barriers instead of a binary tree's eight: barriers are what software Vulkan pays most for.
-fn reduce_rows(v: vec4<f32>, lid: u32, tpr: u32) {
-    red[lid] = v;
-    workgroupBarrier();
-    let lane = lid % tpr;
-    for (var s = tpr; s > 1u; s /= 16u) {
-        let stride = max(s / 16u, 1u);
-        if lane < stride {
-            var sum = red[lid];
-            for (var m = 1u; m < s / stride; m++) {
-                sum += red[lid + m * stride];
-            }
-            red[lid] = sum;
-        }
-        workgroupBarrier();
-    }
-}
 
 // Offsets (in quads) of the 8 rows from j0 of a matrix of n rows starting at row `first`: rows past
 // n repeat the last one, so loads stay in bounds (their sums are not stored).

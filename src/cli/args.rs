@@ -250,6 +250,10 @@ pub(crate) struct BenchArgs {
     /// memory, top-k sampling over many workgroups) or for a CPU adapter (false; default there).
     #[arg(long)]
     pub(crate) gpu_shapes: Option<bool>,
+    /// GPU only: sum the decode products' partial sums through subgroup shuffles (true; default
+    /// where the adapter has subgroups) or through workgroup memory alone (false, as in browsers).
+    #[arg(long)]
+    pub(crate) subgroups: Option<bool>,
     /// Decode with the demo page's sampling (temperature 0.7, top-k 40, top-p 0.95, repetition
     /// penalty 1.2) instead of greedy.
     #[arg(long)]
@@ -261,6 +265,11 @@ pub(crate) struct BenchArgs {
 impl BenchArgs {
     /// The GPU kernel shapes the flags ask for (the adapter's defaults where they are silent).
     pub(crate) fn gpu_shapes(&self) -> GpuOptions {
-        GpuOptions { min_workgroups: self.min_workgroups, gpu_shapes: self.gpu_shapes, ..GpuOptions::default() }
+        GpuOptions {
+            min_workgroups: self.min_workgroups,
+            gpu_shapes: self.gpu_shapes,
+            subgroups: self.subgroups,
+            ..GpuOptions::default()
+        }
     }
 }

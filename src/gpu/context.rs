@@ -47,6 +47,7 @@ impl GpuContext {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tokenformer"),
+                required_features: adapter.features() & wgpu::Features::SUBGROUP,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -87,7 +88,14 @@ impl GpuContext {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
-    /// Largest buffer one binding may cover.
+    /// The adapter's smallest subgroup size, if shaders may use subgroup operations (natively on
+    /// most adapters, lavapipe included; never in browsers through wgpu 30).
+    pub fn subgroup_lanes(&self) -> Option<u32> {
+        let lanes = self.info.subgroup_min_size;
+        (self.device.features().contains(wgpu::Features::SUBGROUP) && lanes.is_power_of_two() && lanes >= 2)
+            .then_some(lanes)
+    }
+
     /// Sends the queue's pending buffer writes to the device and, natively, waits for them, so
     /// their staging memory is released as a model's gigabytes are written through the queue.
     pub(crate) fn flush_writes(&self) -> Result<()> {
@@ -99,6 +107,7 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Largest buffer one binding may cover.
     pub fn max_binding_bytes(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }

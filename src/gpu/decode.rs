@@ -16,9 +16,9 @@
 use super::context::{Encoder, GpuContext};
 use super::decode_attention::{self, DecodeAttention};
 use super::embed::{Embed, EmbedBinding};
-use super::scores::{self, Scores, ScoresBinding, ScoresInput, MAX_HIDDEN};
+use super::scores::{self, DecodeShape, Scores, ScoresBinding, ScoresInput, MAX_HIDDEN};
 use super::values::{self, Values, ValuesBinding, MAX_SPLITS};
-use super::weights::{Matrix, WeightDtype};
+use super::weights::Matrix;
 use super::LayerWeights;
 use crate::config::ModelConfig;
 
@@ -75,19 +75,18 @@ impl Decode {
     pub fn new(
         ctx: &GpuContext,
         cfg: &ModelConfig,
-        dtype: WeightDtype,
+        shape: DecodeShape,
         embed: &Embed,
         embedding: &Matrix,
         layers: &[LayerWeights],
         shared: &Shared,
-        min_workgroups: usize,
     ) -> Option<Decode> {
         if !fits(cfg, layers) {
             return None;
         }
         let kernels = DecodeKernels {
-            scores: Scores::new(ctx, dtype, cfg.layernorm_eps, min_workgroups),
-            values: Values::new(ctx, dtype, min_workgroups),
+            scores: Scores::new(ctx, shape, cfg.layernorm_eps),
+            values: Values::new(ctx, shape),
             attention: DecodeAttention::new(ctx),
         };
         let d = cfg.hidden_size;
@@ -98,7 +97,7 @@ impl Decode {
         let attention =
             ctx.storage("attention partials", decode_attention::partial_floats(d, cfg.num_heads) as u64 * 4);
         let blocks = [(cfg.qkv_slots, 3), (cfg.proj_slots, 1), (cfg.ffn_slots, 1)]
-            .map(|(n, groups)| groups * n.div_ceil(scores::rows_per_workgroup(n, groups, min_workgroups)));
+            .map(|(n, groups)| groups * n.div_ceil(scores::rows_per_workgroup(n, groups, shape.min_workgroups)));
         let stats = ctx.storage("Pattention statistics", blocks.into_iter().max().unwrap_or(1) as u64 * 8);
         let (k, [a, b]) = (&kernels, &residual);
         let s = shared.scores;

@@ -68,6 +68,10 @@ pub struct GpuOptions {
     /// products tiled in workgroup memory or blocked in registers; top-k sampling from candidates
     /// sorted in many workgroups, or walked over the whole vocabulary in one.
     pub gpu_shapes: Option<bool>,
+    /// Sums across a decode product's threads through subgroup shuffles (default where the adapter
+    /// has subgroups: natively, not in browsers) or through workgroup memory alone (false); true
+    /// on an adapter without them is an error.
+    pub subgroups: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -79,6 +83,7 @@ impl Default for GpuOptions {
             memory_budget: None,
             min_workgroups: None,
             gpu_shapes: None,
+            subgroups: None,
         }
     }
 }
@@ -223,6 +228,8 @@ pub struct GpuBackend {
     /// The decode step in flight ahead of the caller, if any.
     ahead: Option<Ahead>,
     weight_bytes: u64,
+    /// Which kernel shapes the adapter got, in words (see [`GpuOptions`]).
+    kernel_shapes: String,
     /// Built on the first inspection: ordinary generation never compiles its kernels.
     inspector: Option<Inspector>,
 }
@@ -259,6 +266,11 @@ impl GpuBackend {
 
     pub fn dtype(&self) -> WeightDtype {
         self.dtype
+    }
+
+    /// The kernel shapes chosen for the adapter (or by [`GpuOptions`]), in words.
+    pub fn kernel_shapes(&self) -> &str {
+        &self.kernel_shapes
     }
 
     /// Dispatches and submissions of the last forward pass (a decoded token when it was one token).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::context::{f32_bytes, ParamPages};
 use super::matmul::Linear;
+use super::scores::DecodeShape;
 use super::weights::{Matrix, Store};
 use super::{attention, decode, embed, layer_norm, pnorm, rope, sampler};
 use super::{
@@ -62,6 +63,7 @@ pub struct GpuLoader {
     scope: Option<wgpu::ErrorScopeGuard>,
     min_workgroups: usize,
     gpu_shapes: bool,
+    subgroup_lanes: Option<u32>,
 }
 
 impl GpuLoader {
@@ -108,6 +110,13 @@ impl GpuLoader {
         let cpu_adapter = ctx.info.device_type == wgpu::DeviceType::Cpu;
         let min_workgroups = options.min_workgroups.unwrap_or(if cpu_adapter { 1 } else { super::MIN_WORKGROUPS });
         let gpu_shapes = options.gpu_shapes.unwrap_or(!cpu_adapter);
+        let subgroup_lanes = match (options.subgroups, ctx.subgroup_lanes()) {
+            (Some(true), None) => {
+                return Err(Error::Gpu(format!("the adapter {} has no subgroup operations", ctx.adapter_name())))
+            }
+            (Some(false), _) => None,
+            (_, lanes) => lanes,
+        };
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let dtype = options.dtype;
         let store =
@@ -143,6 +152,7 @@ impl GpuLoader {
             scope,
             min_workgroups,
             gpu_shapes,
+            subgroup_lanes,
         })
     }
 
@@ -210,6 +220,7 @@ impl GpuLoader {
             final_norm,
             min_workgroups,
             gpu_shapes,
+            subgroup_lanes,
             ..
         } = self;
         let d = cfg.hidden_size;
@@ -277,7 +288,8 @@ impl GpuLoader {
             rope_table: &rope_table,
             caches: caches.iter().map(|[kc, vc]| [kc, vc]).collect(),
         };
-        let decode = decode::Decode::new(c, &cfg, dtype, &k.embed, &embedding, &layer_weights, &shared, min_workgroups);
+        let shape = DecodeShape { dtype, min_workgroups, subgroup_lanes };
+        let decode = decode::Decode::new(c, &cfg, shape, &k.embed, &embedding, &layer_weights, &shared);
         let backend = GpuBackend {
             embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
             norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.a),
@@ -293,6 +305,11 @@ impl GpuLoader {
             encode_ns: 0,
             ahead: None,
             weight_bytes,
+            kernel_shapes: format!(
+                "{} kernels, decode products of at least {min_workgroups} workgroup(s) summing through {}",
+                if gpu_shapes { "GPU" } else { "CPU-adapter" },
+                subgroup_lanes.map_or("workgroup memory".into(), |n| format!("subgroups of {n}"))
+            ),
             inspector: None,
             buffers,
             kernels,

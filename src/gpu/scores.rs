@@ -29,6 +29,17 @@ pub(crate) enum ScoresInput {
     Attention { splits: usize, head_dim: usize },
 }
 
+/// How the decode products are built for an adapter.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DecodeShape {
+    pub dtype: WeightDtype,
+    /// Workgroups each product launches at least, where it has the rows.
+    pub min_workgroups: usize,
+    /// Lanes whose sums go through subgroup shuffles (the adapter's smallest subgroup), or None:
+    /// all through workgroup memory.
+    pub subgroup_lanes: Option<u32>,
+}
+
 pub(crate) struct Scores {
     kernel: Kernel,
     eps: f32,
@@ -63,18 +74,25 @@ fn stat_code(norm: Option<NormActivation>) -> u32 {
     }
 }
 
-/// WGSL of a decode product: the dtype prelude, the shared row reductions and GELU, the body.
-pub(crate) fn decode_source(dtype: WeightDtype, body: &str) -> String {
+/// WGSL of a decode product: the dtype prelude, the shared row reductions (through subgroups or
+/// workgroup memory) and GELU, the body.
+pub(crate) fn decode_source(shape: DecodeShape, body: &str) -> String {
+    let reduce = match shape.subgroup_lanes {
+        Some(lanes) => {
+            format!("const SUBGROUP_LANES: u32 = {lanes}u;\n{}", include_str!("../../shaders/lib/reduce_subgroup.wgsl"))
+        }
+        None => include_str!("../../shaders/lib/reduce_workgroup.wgsl").to_string(),
+    };
     let lib = [include_str!("../../shaders/lib/rows.wgsl"), include_str!("../../shaders/lib/gelu.wgsl")];
-    format!("{}\n{}\n{}\n{body}", dtype.prelude(), lib[0], lib[1])
+    format!("{}\n{}\n{reduce}\n{}\n{body}", shape.dtype.prelude(), lib[0], lib[1])
 }
 
 impl Scores {
-    pub fn new(ctx: &GpuContext, dtype: WeightDtype, eps: f64, min_workgroups: usize) -> Scores {
+    pub fn new(ctx: &GpuContext, shape: DecodeShape, eps: f64) -> Scores {
         use Access::{Read, ReadWrite};
-        let source = decode_source(dtype, include_str!("../../shaders/scores.wgsl"));
+        let source = decode_source(shape, include_str!("../../shaders/scores.wgsl"));
         let kernel = Kernel::new(ctx, "scores", &source, &[Read, Read, ReadWrite, ReadWrite, Read, Read]);
-        Scores { kernel, eps: eps as f32, min_workgroups }
+        Scores { kernel, eps: eps as f32, min_workgroups: shape.min_workgroups }
     }
 
     /// Binds `w`, whose rows are `groups` stacked Pattentions (q, k, v: each has its own
@@ -146,7 +164,7 @@ mod tests {
     use crate::cpu::kernels::layer_norm_affine;
     use crate::cpu::products::matmul_bt;
     use crate::gpu::context::{f32_bytes, ParamPages};
-    use crate::gpu::testing::{assert_close, random, read_f32, test_context};
+    use crate::gpu::testing::{assert_close, decode_shapes, random, read_f32, test_context};
     use crate::gpu::weights::Store;
 
     /// The head: the final norm (weight and bias) of a residual stream in partial rows, against a
@@ -155,7 +173,9 @@ mod tests {
     fn the_head_matches_the_cpu_across_chunks() {
         let ctx = test_context();
         let mut pages = ParamPages::default();
-        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+        let shapes = [WeightDtype::F32, WeightDtype::F16].into_iter().flat_map(|dtype| decode_shapes(&ctx, dtype));
+        for shape in shapes {
+            let dtype = shape.dtype;
             let (d, vocab, parts): (usize, usize, usize) = (70, 301, 3);
             let dq = d.div_ceil(4) * 4;
             let rows = random(parts * dq, 81);
@@ -170,7 +190,7 @@ mod tests {
             let (w, b) = (ctx.storage_init("w", &f32_bytes(&weight)), ctx.storage_init("b", &f32_bytes(&bias)));
             let logits = ctx.storage("logits", vocab as u64 * 4);
             let stats = ctx.storage("stats", 16);
-            let scores = Scores::new(&ctx, dtype, 1e-5, MIN_WORKGROUPS);
+            let scores = Scores::new(&ctx, shape, 1e-5);
             let bind = scores.bind(&ctx, &m, 1, &input, &logits, &stats, [&w, &b]);
             let mut enc = Encoder::new(&ctx, &mut pages);
             scores.encode(&mut enc, "head", &bind, ScoresInput::FinalNorm { parts }, None);
@@ -184,7 +204,7 @@ mod tests {
             };
             let mut want = vec![0f32; vocab];
             matmul_bt(&a, &rounded, 1, d, vocab, &mut want);
-            assert_close(&read_f32(&ctx, &logits, vocab), &want, 2e-5, &format!("{dtype:?}"));
+            assert_close(&read_f32(&ctx, &logits, vocab), &want, 2e-5, &format!("{shape:?}"));
         }
     }
 

@@ -3,6 +3,8 @@
 use std::sync::{Arc, OnceLock};
 
 use super::context::{bytes_to_f32, read_back, GpuContext};
+use super::scores::{DecodeShape, MIN_WORKGROUPS};
+use super::weights::WeightDtype;
 
 /// One device for all tests of the crate. Without an adapter the tests fail, loudly: a silent pass
 /// would hide that nothing was tested.
@@ -36,4 +38,16 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= tol * w.abs().max(1.0), "{what}: [{i}] GPU {g} vs CPU {w}");
     }
+}
+
+/// Every shape of the decode products the adapter can build for `dtype`: a GPU's launch target
+/// and the fewest workgroups (so 256 down to 32 threads per group of rows), each summing through
+/// workgroup memory and, where the adapter has them, through subgroups.
+pub fn decode_shapes(ctx: &GpuContext, dtype: WeightDtype) -> Vec<DecodeShape> {
+    let reductions = [None].into_iter().chain(ctx.subgroup_lanes().map(Some));
+    reductions
+        .flat_map(|subgroup_lanes| {
+            [MIN_WORKGROUPS, 1].map(|min_workgroups| DecodeShape { dtype, min_workgroups, subgroup_lanes })
+        })
+        .collect()
 }

@@ -4,8 +4,8 @@
 //! (`shaders/values.wgsl`). Splits write partial rows that the next kernel adds.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
-use super::scores::{decode_source, rows_per_workgroup};
-use super::weights::{Matrix, WeightDtype};
+use super::scores::{decode_source, rows_per_workgroup, DecodeShape};
+use super::weights::Matrix;
 use crate::config::NormActivation;
 
 /// Most splits of the slots, hence most partial rows a consumer adds.
@@ -57,10 +57,11 @@ pub(crate) fn fits(slots: usize) -> bool {
 }
 
 impl Values {
-    pub fn new(ctx: &GpuContext, dtype: WeightDtype, min_workgroups: usize) -> Values {
+    pub fn new(ctx: &GpuContext, shape: DecodeShape) -> Values {
         use Access::{Read, ReadWrite};
-        let source = decode_source(dtype, include_str!("../../shaders/values.wgsl"));
-        Values { kernel: Kernel::new(ctx, "values", &source, &[Read, Read, ReadWrite, Read, Read]), min_workgroups }
+        let source = decode_source(shape, include_str!("../../shaders/values.wgsl"));
+        let kernel = Kernel::new(ctx, "values", &source, &[Read, Read, ReadWrite, Read, Read]);
+        Values { kernel, min_workgroups: shape.min_workgroups }
     }
 
     /// Binds `w` (Vᵀ: rows are output dims, one chunk) with the scores it reads, the partial rows
@@ -118,8 +119,8 @@ mod tests {
     use crate::cpu::kernels::{layer_norm, normalize_scores};
     use crate::gpu::context::{f32_bytes, ParamPages};
     use crate::gpu::scores::{Scores, ScoresInput, MIN_WORKGROUPS};
-    use crate::gpu::testing::{random, read_f32, test_context};
-    use crate::gpu::weights::Store;
+    use crate::gpu::testing::{decode_shapes, random, read_f32, test_context};
+    use crate::gpu::weights::{Store, WeightDtype};
 
     /// A whole Pattention with the residual add, fused (scores then values) on the device, against
     /// the CPU's layer norm, scores, normalisation and product; the residual stream arrives as
@@ -128,7 +129,11 @@ mod tests {
     fn fused_pattention_matches_the_cpu() {
         let ctx = test_context();
         let mut pages = ParamPages::default();
-        for f in [NormActivation::L2NormGelu, NormActivation::GeluL2Norm, NormActivation::Softmax] {
+        let shapes = decode_shapes(&ctx, WeightDtype::F32);
+        let cases = [NormActivation::L2NormGelu, NormActivation::GeluL2Norm, NormActivation::Softmax]
+            .into_iter()
+            .flat_map(|f| shapes.iter().map(move |&shape| (f, shape)));
+        for (f, shape) in cases {
             // Hidden sizes not a multiple of 4; slots from a few to several splits' worth.
             for (d, n, parts) in [(40usize, 61usize, 1usize), (72, 37, 3), (130, 3072 + 5, 2), (768, 768, 4)] {
                 let dq = d.div_ceil(4) * 4;
@@ -152,8 +157,8 @@ mod tests {
                 let stats = ctx.storage("stats", 4096);
                 let out = ctx.storage("out", (MAX_SPLITS * dq * 4) as u64);
                 let unused = ctx.storage("unused", 16);
-                let sk = Scores::new(&ctx, WeightDtype::F32, 1e-5, MIN_WORKGROUPS);
-                let vk = Values::new(&ctx, WeightDtype::F32, MIN_WORKGROUPS);
+                let sk = Scores::new(&ctx, shape, 1e-5);
+                let vk = Values::new(&ctx, shape);
                 let sb = sk.bind(&ctx, &k, 1, &resid, &scores, &stats, [&unused, &unused]);
                 let vb = vk.bind(&ctx, &v, &scores, &out, &stats, &resid);
                 let mut enc = Encoder::new(&ctx, &mut pages);
@@ -179,7 +184,7 @@ mod tests {
                     let err = (got[c] as f64 - want).abs();
                     assert!(
                         err <= 2e-6 * scale.max(1.0),
-                        "{f:?} d {d} n {n} parts {parts}: [{c}] {} vs {want}",
+                        "{f:?} {shape:?} d {d} n {n} parts {parts}: [{c}] {} vs {want}",
                         got[c]
                     );
                 }
