@@ -22,6 +22,8 @@ pub struct GpuContext {
     /// The adapter's own limits, all requested for the device.
     pub limits: wgpu::Limits,
     params_layout: wgpu::BindGroupLayout,
+    /// See [`GpuContext::subgroup_lanes`].
+    subgroup_lanes: Option<u32>,
     /// Why the device was lost, once it is (driver reset, GPU process crash, `destroy`).
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -71,7 +73,10 @@ impl GpuContext {
         device.set_device_lost_callback(move |reason, message| {
             *flag.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!("{reason:?}: {message}"));
         });
-        Ok(Arc::new(GpuContext { device, queue, info: adapter.get_info(), limits, params_layout, lost }))
+        let info = adapter.get_info();
+        let mut ctx = GpuContext { device, queue, info, limits, params_layout, subgroup_lanes: None, lost };
+        ctx.subgroup_lanes = super::subgroup_probe::subgroup_lanes(&ctx).await?;
+        Ok(Arc::new(ctx))
     }
 
     /// An error once the device is lost: nothing submitted to it runs any more, and a new engine
@@ -88,12 +93,10 @@ impl GpuContext {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
-    /// The adapter's smallest subgroup size, if shaders may use subgroup operations (natively on
-    /// most adapters, lavapipe included; never in browsers through wgpu 30).
+    /// Lanes of the adapter's smallest subgroup, if the decode products may sum through subgroup
+    /// shuffles: natively on most adapters (lavapipe included), never in browsers through wgpu 30.
     pub fn subgroup_lanes(&self) -> Option<u32> {
-        let lanes = self.info.subgroup_min_size;
-        (self.device.features().contains(wgpu::Features::SUBGROUP) && lanes.is_power_of_two() && lanes >= 2)
-            .then_some(lanes)
+        self.subgroup_lanes
     }
 
     /// Sends the queue's pending buffer writes to the device and, natively, waits for them, so

@@ -19,6 +19,7 @@ mod pnorm;
 mod rope;
 mod sampler;
 mod scores;
+mod subgroup_probe;
 #[cfg(test)]
 mod testing;
 mod values;
