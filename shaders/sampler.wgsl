@@ -232,18 +232,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             best_i = chunk_max[c].y;
         }
     }
-    red_f[lid] = best;
-    red_u[lid] = best_i;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s && beats(red_f[lid + s], red_u[lid + s], red_f[lid], red_u[lid]) {
-            red_f[lid] = red_f[lid + s];
-            red_u[lid] = red_u[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let l_max = workgroupUniformLoad(&red_f[0]);
-    var pick = workgroupUniformLoad(&red_u[0]);
+    let argmax = workgroup_argmax(best, best_i, lid, WG);
+    let l_max = bitcast<f32>(argmax.x);
+    var pick = argmax.y;
     if p.temperature > 0.0 {
         pick = sample(lid, l_max);
     }

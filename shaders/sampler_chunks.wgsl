@@ -9,8 +9,6 @@
 const WG: u32 = 256u;
 var<workgroup> keys: array<u32, 1024>;
 var<workgroup> ids: array<u32, 1024>;
-var<workgroup> red_v: array<f32, 256>;
-var<workgroup> red_i: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -33,18 +31,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
     }
-    red_v[lid] = best;
-    red_i[lid] = best_i;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s && beats(red_v[lid + s], red_i[lid + s], red_v[lid], red_i[lid]) {
-            red_v[lid] = red_v[lid + s];
-            red_i[lid] = red_i[lid + s];
-        }
-        workgroupBarrier();
-    }
+    let chunk_best = workgroup_argmax(best, best_i, lid, WG);
     if lid == 0u {
-        chunk_max[wg.x] = vec2<u32>(bitcast<u32>(red_v[0]), red_i[0]);
+        chunk_max[wg.x] = chunk_best;
     }
     if p.per_chunk == 0u {
         return;

@@ -44,3 +44,22 @@ fn order_key(v: f32) -> u32 {
 fn beats(v: f32, i: u32, best: f32, best_i: u32) -> bool {
     return i != 0xFFFFFFFFu && (best_i == 0xFFFFFFFFu || v > best || (v == best && i < best_i));
 }
+
+var<workgroup> arg_v: array<f32, 256>;
+var<workgroup> arg_i: array<u32, 256>;
+
+// The argmax of every thread's (best, best_i) over a workgroup of `size` (a power of two up to
+// 256) threads, as a tree; returned to every thread.
+fn workgroup_argmax(best: f32, best_i: u32, lid: u32, size: u32) -> vec2<u32> {
+    arg_v[lid] = best;
+    arg_i[lid] = best_i;
+    workgroupBarrier();
+    for (var s = size / 2u; s > 0u; s >>= 1u) {
+        if lid < s && beats(arg_v[lid + s], arg_i[lid + s], arg_v[lid], arg_i[lid]) {
+            arg_v[lid] = arg_v[lid + s];
+            arg_i[lid] = arg_i[lid + s];
+        }
+        workgroupBarrier();
+    }
+    return vec2<u32>(bitcast<u32>(workgroupUniformLoad(&arg_v[0])), workgroupUniformLoad(&arg_i[0]));
+}
