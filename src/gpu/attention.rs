@@ -1,6 +1,9 @@
 //! Causal multi-head attention of the new tokens over the KV cache.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
+
+shader_params!(AttentionParams for "attention.wgsl" { start: u32, d: u32, hd: u32, scale: f32 });
 
 /// The shader keeps one head's query in workgroup memory and 4 dims per thread of 64.
 pub(crate) const MAX_HEAD_DIM: usize = 256;
@@ -30,7 +33,7 @@ impl Attention {
     pub fn encode(&self, enc: &mut Encoder, bind: &wgpu::BindGroup, t: usize, start: usize, heads: usize, d: usize) {
         let hd = d / heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let params = [start as u32, d as u32, hd as u32, scale.to_bits()];
+        let params = AttentionParams { start: start as u32, d: d as u32, hd: hd as u32, scale };
         enc.dispatch(&self.kernel, bind, &params, [heads as u32, t as u32, 1]);
     }
 }

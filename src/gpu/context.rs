@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use super::params::ShaderParams;
 use crate::error::{Error, Result};
 
 /// Bytes of one parameter block: every op's uniform struct fits in 16 words.
@@ -271,20 +272,21 @@ impl<'a> Encoder<'a> {
     }
 
     /// Records `kernel` over `groups` workgroups with `params` as its uniform block.
-    pub fn dispatch(&mut self, kernel: &Kernel, bind: &wgpu::BindGroup, params: &[u32], groups: [u32; 3]) {
+    pub fn dispatch<P: ShaderParams>(&mut self, kernel: &Kernel, bind: &wgpu::BindGroup, params: &P, groups: [u32; 3]) {
         self.dispatch_as(kernel.label, kernel, bind, params, groups);
     }
 
     /// [`Encoder::dispatch`], counted as `kind` (one kernel serves several products).
-    pub fn dispatch_as(
+    pub fn dispatch_as<P: ShaderParams>(
         &mut self,
         kind: &'static str,
         kernel: &Kernel,
         bind: &wgpu::BindGroup,
-        params: &[u32],
+        params: &P,
         groups: [u32; 3],
     ) {
-        debug_assert!(params.len() * 4 <= PARAM_BLOCK as usize);
+        let params = bytemuck::bytes_of(params);
+        debug_assert!(params.len() <= PARAM_BLOCK as usize);
         let stride = self.ctx.param_stride() as usize;
         if self.bytes.last().is_some_and(|b| b.len() + stride > PARAM_PAGE as usize) {
             self.bytes.push(Vec::new());
@@ -292,7 +294,7 @@ impl<'a> Encoder<'a> {
         let page = self.bytes.len() - 1;
         let block = &mut self.bytes[page];
         let offset = block.len() as u32;
-        block.extend(params.iter().flat_map(|w| w.to_le_bytes()));
+        block.extend_from_slice(params);
         block.resize(offset as usize + stride, 0);
         let params_bind = self.params.page(self.ctx, page);
         if self.pass.is_none() {

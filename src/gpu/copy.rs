@@ -2,7 +2,10 @@
 //! memory bandwidth with the same storage-buffer path the model's kernels use.
 
 use super::context::{groups_for, work_done, Access, Encoder, GpuContext, Kernel, ParamPages};
+use super::params::shader_params;
 use crate::error::Result;
+
+shader_params!(CopyParams for "copy.wgsl" { quads: u32 });
 
 pub struct CopyProbe {
     kernel: Kernel,
@@ -32,7 +35,7 @@ impl CopyProbe {
     pub async fn run(&mut self, ctx: &GpuContext) -> Result<()> {
         let mut enc = Encoder::new(ctx, &mut self.params);
         let groups = groups_for(self.quads, 256).min(ctx.limits.max_compute_workgroups_per_dimension);
-        enc.dispatch(&self.kernel, &self.bind, &[self.quads as u32], [groups, 1, 1]);
+        enc.dispatch(&self.kernel, &self.bind, &CopyParams { quads: self.quads as u32 }, [groups, 1, 1]);
         enc.submit();
         work_done(ctx).await
     }

@@ -3,6 +3,11 @@
 //! splits as it loads its input.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
+
+shader_params!(DecodeAttentionParams for "decode_attention.wgsl" {
+    pos: u32, d: u32, hd: u32, half: u32, splits: u32, chunk: u32, qkv_parts: u32, stride: u32, scale: f32,
+});
 
 /// Most splits per head: the combining kernel reads heads × splits × (head dim + 2) values.
 pub(crate) const MAX_SPLITS: usize = 8;
@@ -61,10 +66,11 @@ impl DecodeAttention {
         let hd = d / heads;
         let (chunk, splits) = split(pos + 1);
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut params = [pos, d, hd, half, splits, chunk, qkv_parts, d.div_ceil(4) * 4, 0].map(|v| v as u32);
-        params[8] = scale.to_bits();
-        enc.dispatch(&self.kernel, bind, &params, [heads as u32, splits as u32, 1]);
-        splits
+        let [pos, d, hd, half, splits, chunk, qkv_parts, stride] =
+            [pos, d, hd, half, splits, chunk, qkv_parts, d.div_ceil(4) * 4].map(|v| v as u32);
+        let params = DecodeAttentionParams { pos, d, hd, half, splits, chunk, qkv_parts, stride, scale };
+        enc.dispatch(&self.kernel, bind, &params, [heads as u32, splits, 1]);
+        splits as usize
     }
 }
 

@@ -1,7 +1,10 @@
 //! Embedding lookup: the rows of the token ids, gathered from every chunk of the embedding.
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
 use super::weights::{Matrix, WeightDtype};
+
+shader_params!(EmbedParams for "embed.wgsl" { t: u32, d: u32, k_quads: u32, row0: u32, rows: u32 });
 
 pub(crate) struct Embed {
     kernel: Kernel,
@@ -28,8 +31,9 @@ impl Embed {
     pub fn encode(&self, enc: &mut Encoder, b: &EmbedBinding, t: usize) {
         let quads = b.cols.div_ceil(4);
         for (bind, row0, rows) in &b.chunks {
-            let params = [t, b.cols, quads, *row0, *rows].map(|v| v as u32);
-            enc.dispatch(&self.kernel, bind, &params, [groups_for(quads, 64), t as u32, 1]);
+            let [t, d, k_quads, row0, rows] = [t, b.cols, quads, *row0, *rows].map(|v| v as u32);
+            let params = EmbedParams { t, d, k_quads, row0, rows };
+            enc.dispatch(&self.kernel, bind, &params, [groups_for(quads, 64), t, 1]);
         }
     }
 }

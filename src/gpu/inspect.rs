@@ -7,11 +7,16 @@ use super::context::{
     bytes_to_f32, f32_bytes, groups_for, read_back, read_storage, Access, Encoder, GpuContext, Kernel,
 };
 use super::matmul::LinearArgs;
+use super::params::shader_params;
 use super::{GpuBackend, PREFILL_CHUNK};
 use crate::error::{Error, Result};
 use crate::generation::check_ids;
 use crate::inspect::{check_slot, AttentionCapture, Capture, InspectRequest, Inspection, ThetaSummary};
 use crate::model::Projection;
+
+shader_params!(ThetaTopKParams for "theta_top_k.wgsl" { n: u32, lda: u32, offset: u32, k: u32, row0: u32 });
+shader_params!(ThetaSumsParams for "theta_sums.wgsl" { rows: u32, n: u32, lda: u32, offset: u32 });
+shader_params!(AttentionProbsParams for "attention_probs.wgsl" { start: u32, d: u32, hd: u32, scale: f32, tokens: u32 });
 
 pub(crate) struct Inspector {
     top_k: Kernel,
@@ -138,13 +143,10 @@ impl CapturePlan<'_> {
             MapSink::Summary { top_bind, sums_bind, .. } => {
                 let (n, lda, offset) = (at.n as u32, at.lda as u32, at.offset as u32);
                 let k = self.k as u32;
-                enc.dispatch(&self.inspector.top_k, top_bind, &[n, lda, offset, k, start as u32], [t as u32, 1, 1]);
-                enc.dispatch(
-                    &self.inspector.sums,
-                    sums_bind,
-                    &[t as u32, n, lda, offset],
-                    [groups_for(at.n, 64), 1, 1],
-                );
+                let top_k = ThetaTopKParams { n, lda, offset, k, row0: start as u32 };
+                enc.dispatch(&self.inspector.top_k, top_bind, &top_k, [t as u32, 1, 1]);
+                let sums = ThetaSumsParams { rows: t as u32, n, lda, offset };
+                enc.dispatch(&self.inspector.sums, sums_bind, &sums, [groups_for(at.n, 64), 1, 1]);
             }
         }
     }
@@ -164,7 +166,8 @@ impl CapturePlan<'_> {
     ) {
         let Some(sink) = self.attention.iter().find(|a| a.layer == layer) else { return };
         let scale = 1.0 / (hd as f32).sqrt();
-        let params = [start as u32, d as u32, hd as u32, scale.to_bits(), self.tokens as u32];
+        let [start, d, hd, tokens] = [start, d, hd, self.tokens].map(|v| v as u32);
+        let params = AttentionProbsParams { start, d, hd, scale, tokens };
         enc.dispatch(&self.inspector.probs, &sink.bind, &params, [heads as u32, t as u32, 1]);
     }
 }

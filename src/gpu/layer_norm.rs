@@ -2,6 +2,9 @@
 //! for the final norm.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
+
+shader_params!(LayerNormParams for "layer_norm.wgsl" { d: u32, in_row0: u32, affine: u32, eps: f32 });
 
 pub(crate) struct LayerNorm {
     kernel: Kernel,
@@ -29,7 +32,7 @@ impl LayerNorm {
 
     /// y[r] = LN(x[first + r]) for `rows` rows of `d` values.
     pub fn encode(&self, enc: &mut Encoder, bind: &wgpu::BindGroup, rows: usize, first: usize, d: usize, affine: bool) {
-        let params = [d as u32, first as u32, affine as u32, self.eps.to_bits()];
+        let params = LayerNormParams { d: d as u32, in_row0: first as u32, affine: affine as u32, eps: self.eps };
         enc.dispatch(&self.kernel, bind, &params, [rows as u32, 1, 1]);
     }
 }

@@ -7,7 +7,13 @@
 //! product is added to c: that is the residual add of the attention output and the FFN.
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
 use super::weights::{Matrix, WeightDtype};
+
+shader_params!(LinearParams for "linear_common.wgsl" {
+    m: u32, k: u32, k_quads: u32, n: u32, lda: u32, ldc: u32, a_off: u32, a_group_stride: u32, c_col: u32,
+    c_group_stride: u32, accumulate: u32,
+});
 
 /// Weight rows per matvec workgroup; weight rows and tokens per matmul workgroup (see the shaders).
 const MATVEC_ROWS: usize = 64;
@@ -98,20 +104,20 @@ impl Linear {
             } else {
                 (0, row0)
             };
-            let params = [
-                args.m,
-                b.cols,
-                b.cols.div_ceil(4),
-                n,
-                args.lda,
-                args.ldc,
-                a_off,
-                args.a_group_stride,
-                c_col,
-                args.c_group_stride,
-                args.accumulate as usize,
-            ]
-            .map(|v| v as u32);
+            let u = |v: usize| v as u32;
+            let params = LinearParams {
+                m: u(args.m),
+                k: u(b.cols),
+                k_quads: u(b.cols.div_ceil(4)),
+                n: u(n),
+                lda: u(args.lda),
+                ldc: u(args.ldc),
+                a_off: u(a_off),
+                a_group_stride: u(args.a_group_stride),
+                c_col: u(c_col),
+                c_group_stride: u(args.c_group_stride),
+                accumulate: args.accumulate as u32,
+            };
             if args.m == 1 {
                 enc.dispatch(&self.matvec, bind, &params, [groups_for(n, MATVEC_ROWS), 1, groups as u32]);
             } else {

@@ -14,6 +14,7 @@ mod embed;
 mod inspect;
 mod layer_norm;
 mod matmul;
+mod params;
 mod plan;
 mod pnorm;
 mod rope;

@@ -2,7 +2,10 @@
 //! `norm_activation_type` variants.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
 use crate::config::NormActivation;
+
+shader_params!(PNormParams for "pnorm.wgsl" { n: u32, mode: u32 });
 
 pub(crate) struct PNorm {
     kernel: Kernel,
@@ -26,7 +29,7 @@ impl PNorm {
             NormActivation::GeluL2Norm => 1,
             NormActivation::Softmax => 2,
         };
-        enc.dispatch(&self.kernel, bind, &[n as u32, mode], [rows as u32, 1, 1]);
+        enc.dispatch(&self.kernel, bind, &PNormParams { n: n as u32, mode }, [rows as u32, 1, 1]);
     }
 }
 

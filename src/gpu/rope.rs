@@ -1,6 +1,9 @@
 //! Rotary embedding of q and k, and the KV-cache append, in one dispatch over the fused qkv rows.
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
+
+shader_params!(RopeParams for "rope.wgsl" { t: u32, start: u32, d: u32, hd: u32, half: u32 });
 
 pub(crate) struct Rope {
     kernel: Kernel,
@@ -49,8 +52,8 @@ impl Rope {
         head_dim: usize,
         half: usize,
     ) {
-        let params = [t, start, d, head_dim, half].map(|v| v as u32);
-        enc.dispatch(&self.kernel, bind, &params, [groups_for(d, 64), t as u32, 1]);
+        let [t, start, d, hd, half] = [t, start, d, head_dim, half].map(|v| v as u32);
+        enc.dispatch(&self.kernel, bind, &RopeParams { t, start, d, hd, half }, [groups_for(d as usize, 64), t, 1]);
     }
 }
 

@@ -6,7 +6,13 @@
 //! one workgroup and the second over the whole vocabulary.
 
 use super::context::{u32_bytes, Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
 use crate::sampling::SamplingParams;
+
+shader_params!(SamplerParams for "lib/sampling.wgsl" {
+    vocab: u32, temperature: f32, top_k: u32, top_p: f32, penalty: f32, seed: u32, step: u32, chunk: u32, chunks: u32,
+    per_chunk: u32,
+});
 
 /// Ids per workgroup of the first pass (CHUNK in the shaders).
 const CHUNK: usize = 1024;
@@ -60,18 +66,18 @@ impl Sampler {
         // Each chunk's top k hold the global top k; past a chunk's size every id is a candidate.
         let sorts = self.candidates && params.temperature > 0.0 && params.top_k < b.vocab.min(CHUNK);
         let per_chunk = if sorts { params.top_k } else { 0 };
-        let words = [
-            b.vocab as u32,
-            params.temperature.to_bits(),
-            params.top_k.min(u32::MAX as usize) as u32,
-            params.top_p.to_bits(),
-            params.repetition_penalty.to_bits(),
-            params.seed,
+        let words = SamplerParams {
+            vocab: b.vocab as u32,
+            temperature: params.temperature,
+            top_k: params.top_k.min(u32::MAX as usize) as u32,
+            top_p: params.top_p,
+            penalty: params.repetition_penalty,
+            seed: params.seed,
             step,
-            chunk as u32,
-            chunks as u32,
-            per_chunk as u32,
-        ];
+            chunk: chunk as u32,
+            chunks: chunks as u32,
+            per_chunk: per_chunk as u32,
+        };
         enc.dispatch(&self.chunks, &b.bind, &words, [chunks as u32, 1, 1]);
         enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
     }

@@ -4,8 +4,13 @@
 //! needs left per workgroup by its epilogue (`shaders/scores.wgsl`; [`super::values`] applies them).
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
 use super::weights::{Matrix, WeightDtype};
 use crate::config::NormActivation;
+
+shader_params!(ScoresParams for "scores.wgsl" {
+    mode: u32, d: u32, k_quads: u32, n: u32, parts: u32, hd: u32, rows: u32, stat: u32, out_offset: u32, eps: f32,
+});
 
 /// Largest hidden size the decode kernels stage in workgroup memory (4 × 512 values).
 pub(crate) const MAX_HIDDEN: usize = 2048;
@@ -141,18 +146,18 @@ impl Scores {
         for (bind, row0, rows) in &b.chunks {
             let (n, groups) = if b.groups > 1 { (b.group_rows, b.groups) } else { (*rows, 1) };
             let r = rows_per_workgroup(n, groups, self.min_workgroups);
-            let params = [
+            let params = ScoresParams {
                 mode,
-                b.cols as u32,
-                b.cols.div_ceil(4) as u32,
-                n as u32,
-                parts as u32,
-                head_dim as u32,
-                r as u32,
-                stat_code(norm),
-                *row0 as u32,
-                self.eps.to_bits(),
-            ];
+                d: b.cols as u32,
+                k_quads: b.cols.div_ceil(4) as u32,
+                n: n as u32,
+                parts: parts as u32,
+                hd: head_dim as u32,
+                rows: r as u32,
+                stat: stat_code(norm),
+                out_offset: *row0 as u32,
+                eps: self.eps,
+            };
             enc.dispatch_as(kind, &self.kernel, bind, &params, [n.div_ceil(r) as u32, groups as u32, 1]);
         }
     }

@@ -5,7 +5,10 @@
 //! trusted.
 
 use super::context::{read_storage, Access, Encoder, GpuContext, Kernel, ParamPages};
+use super::params::shader_params;
 use crate::error::Result;
+
+shader_params!(ProbeParams for "subgroup_probe.wgsl" { lanes: u32 });
 
 /// Threads of the probe's workgroup: the decode products' workgroup size.
 const THREADS: usize = 256;
@@ -24,14 +27,13 @@ pub(crate) async fn subgroup_lanes(ctx: &GpuContext) -> Result<Option<u32>> {
 async fn shuffles_hold(ctx: &GpuContext, lanes: u32) -> Result<bool> {
     // A driver that refuses the probe (or its shuffles) gets the workgroup-memory sums.
     let scope = ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let source =
-        format!("const SUBGROUP_LANES: u32 = {lanes}u;\n{}", include_str!("../../shaders/subgroup_probe.wgsl"));
-    let kernel = Kernel::new(ctx, "subgroup probe", &source, &[Access::ReadWrite]);
+    let source = include_str!("../../shaders/subgroup_probe.wgsl");
+    let kernel = Kernel::new(ctx, "subgroup probe", source, &[Access::ReadWrite]);
     let ok = ctx.storage("subgroup probe", THREADS as u64 * 4);
     let bind = kernel.bind(ctx, &[&ok]);
     let mut pages = ParamPages::default();
     let mut enc = Encoder::new(ctx, &mut pages);
-    enc.dispatch(&kernel, &bind, &[], [1, 1, 1]);
+    enc.dispatch(&kernel, &bind, &ProbeParams { lanes }, [1, 1, 1]);
     enc.submit();
     let read = read_storage(ctx, &[(&ok, THREADS as u64 * 4)]).await?;
     let refused = scope.pop().await.is_some();

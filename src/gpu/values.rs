@@ -4,9 +4,15 @@
 //! (`shaders/values.wgsl`). Splits write partial rows that the next kernel adds.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::params::shader_params;
 use super::scores::{decode_source, rows_per_workgroup, DecodeShape};
 use super::weights::Matrix;
 use crate::config::NormActivation;
+
+shader_params!(ValuesParams for "values.wgsl" {
+    n: u32, k_quads: u32, d_out: u32, rows: u32, split_quads: u32, stat_blocks: u32, norm: u32, residual_parts: u32,
+    stride: u32,
+});
 
 /// Most splits of the slots, hence most partial rows a consumer adds.
 pub(crate) const MAX_SPLITS: usize = 8;
@@ -96,17 +102,17 @@ impl Values {
             NormActivation::GeluL2Norm => 1,
             NormActivation::Softmax => 2,
         };
-        let params = [
-            b.slots as u32,
-            b.slots.div_ceil(4) as u32,
-            b.d_out as u32,
-            split.rows as u32,
-            split.split_quads as u32,
-            stat_blocks as u32,
+        let params = ValuesParams {
+            n: b.slots as u32,
+            k_quads: b.slots.div_ceil(4) as u32,
+            d_out: b.d_out as u32,
+            rows: split.rows as u32,
+            split_quads: split.split_quads as u32,
+            stat_blocks: stat_blocks as u32,
             norm,
-            residual_parts as u32,
-            (b.d_out.div_ceil(4) * 4) as u32,
-        ];
+            residual_parts: residual_parts as u32,
+            stride: (b.d_out.div_ceil(4) * 4) as u32,
+        };
         let grid = [b.d_out.div_ceil(split.rows) as u32, split.splits as u32, b.groups as u32];
         enc.dispatch_as(kind, &self.kernel, &b.bind, &params, grid);
         split.splits
