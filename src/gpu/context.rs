@@ -94,6 +94,20 @@ impl GpuContext {
         format!("{} ({:?})", self.info.name, self.info.backend)
     }
 
+    /// Runs `make` (kernels, buffers, bind groups) and turns what the device refuses into an error
+    /// naming `what`, rather than wgpu's default (a panic natively, an uncaptured error in the
+    /// browser): a browser or driver whose shader compiler rejects a kernel fails the load cleanly.
+    pub(crate) async fn refusals<T>(&self, what: &str, make: impl FnOnce() -> T) -> Result<T> {
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let made = make();
+        let refused = validation.pop().await.or(internal.pop().await);
+        match refused {
+            Some(e) => Err(Error::Gpu(format!("the GPU refused {what}: {e}"))),
+            None => Ok(made),
+        }
+    }
+
     /// Lanes of the adapter's smallest subgroup, if the decode products may sum through subgroup
     /// shuffles: natively on most adapters (lavapipe included), never in browsers through wgpu 30.
     pub fn subgroup_lanes(&self) -> Option<u32> {
@@ -445,5 +459,22 @@ impl<T> Future for Receiver<T> {
                 Poll::Pending
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::testing::test_context;
+
+    #[test]
+    fn a_kernel_the_device_refuses_is_an_error_not_a_panic() {
+        let ctx = test_context();
+        let bad = "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }";
+        let made = pollster::block_on(ctx.refusals("a test kernel", || Kernel::new(&ctx, "bad", bad, &[])));
+        let Err(Error::Gpu(message)) = made else { panic!("a refused kernel passed") };
+        assert!(message.starts_with("the GPU refused a test kernel: "), "{message}");
+        let good = "@compute @workgroup_size(1) fn main() {}";
+        assert!(pollster::block_on(ctx.refusals("a kernel", || Kernel::new(&ctx, "good", good, &[]))).is_ok());
     }
 }

@@ -173,12 +173,20 @@ impl CapturePlan<'_> {
 }
 
 impl GpuBackend {
+    /// The inspector's kernels, compiled on first use.
+    async fn inspector(&mut self) -> Result<Inspector> {
+        match self.inspector.take() {
+            Some(inspector) => Ok(inspector),
+            None => self.ctx.refusals("the inspector's kernels", || Inspector::new(&self.ctx)).await,
+        }
+    }
+
     /// Runs `ids` from an empty cache and returns what `request` asks for, exactly as
     /// [`CpuBackend::inspect`](crate::CpuBackend::inspect) does: whole Theta maps (copied out of the
     /// scores buffer after each normalisation) and attention probabilities. Afterwards the cache
     /// holds the prompt.
     pub async fn inspect_async(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
-        let inspector = self.inspector.take().unwrap_or_else(|| Inspector::new(&self.ctx));
+        let inspector = self.inspector().await?;
         let result = self.inspect_with(&inspector, ids, request).await;
         self.inspector = Some(inspector);
         result
@@ -230,7 +238,7 @@ impl GpuBackend {
         if k == 0 {
             return Err(Error::Usage("top-k must be at least 1".into()));
         }
-        let inspector = self.inspector.take().unwrap_or_else(|| Inspector::new(&self.ctx));
+        let inspector = self.inspector().await?;
         let result = self.summarize_with(&inspector, ids, request, k).await;
         self.inspector = Some(inspector);
         result

@@ -199,14 +199,15 @@ impl GpuLoader {
         let scope = self.scope.take();
         let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype);
         let hint = if self.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
-        let backend = self.build();
+        let ctx = self.ctx.clone();
+        let backend = ctx.refusals("the model's kernels or buffers", move || self.build()).await;
         if let Some(e) = match scope {
             Some(scope) => scope.pop().await,
             None => None,
         } {
             return Err(Error::Gpu(format!("the device ran out of memory ({e}): this model needs {needs}{hint}")));
         }
-        backend
+        backend?
     }
 
     fn build(self) -> Result<GpuBackend> {
