@@ -2,7 +2,7 @@
 // DX12; wgpu does not expose them in browsers). The Rust side prepends SUBGROUP_LANES, the
 // adapter's smallest subgroup size. It relies on lanes lid and lid ^ o (o < SUBGROUP_LANES)
 // sharing a subgroup, i.e. a 1-D workgroup cut into subgroups in order of local_invocation_index,
-// as drivers do; the GPU-vs-CPU tests check the sums on the adapter at hand.
+// as drivers do; subgroup_probe.wgsl checks it before a device uses this file.
 // Same contract as the workgroup-memory version: group r's totals are left in red[r * tpr].
 fn reduce_rows(v: vec4<f32>, lid: u32, tpr: u32) {
     let lanes = min(tpr, SUBGROUP_LANES);

@@ -52,8 +52,9 @@ impl Rope {
         head_dim: usize,
         half: usize,
     ) {
+        let groups = [groups_for(d, 64), t as u32, 1];
         let [t, start, d, hd, half] = [t, start, d, head_dim, half].map(|v| v as u32);
-        enc.dispatch(&self.kernel, bind, &RopeParams { t, start, d, hd, half }, [groups_for(d as usize, 64), t, 1]);
+        enc.dispatch(&self.kernel, bind, &RopeParams { t, start, d, hd, half }, groups);
     }
 }
 
