@@ -40,6 +40,10 @@ pub struct BenchReport {
     /// the GPU's work, the submission and the read-back of the id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encode_ms_per_token: Option<f64>,
+    /// The device's time in the dispatches of one decoded token, timed in a step of their own
+    /// (GPU with timestamp queries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_ms_per_token: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -48,6 +52,12 @@ pub struct DispatchReport {
     pub dispatches: u32,
     pub min_workgroups: u32,
     pub max_workgroups: u32,
+    /// The device's time in these dispatches, per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_ms: Option<f64>,
+    /// Weight bytes these dispatches read over their device time (products only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight_gb_per_s: Option<f64>,
 }
 
 /// Times a prefill of `prompt_len` pseudo-random tokens and `gen` decode steps sampled with

@@ -257,7 +257,15 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             let (adapter, dtype) = (gpu.context().adapter_name(), gpu.dtype().as_str());
             let label = format!("gpu {adapter} ({dtype} weights; {})", gpu.kernel_shapes());
             let bytes = gpu.weight_bytes_per_token() as usize;
-            let stats = (gpu.last_pass(), gpu.last_encode_ns());
+            // One more step, each dispatch timed by the device (where it has timestamps).
+            let (pass, encode_ns) = (gpu.last_pass(), gpu.last_encode_ns());
+            let stats = match pollster::block_on(gpu.profile_decode_step()) {
+                Ok(timed) => (timed, encode_ns),
+                Err(e) => {
+                    eprintln!("no GPU time per dispatch: {e}");
+                    (pass, encode_ns)
+                }
+            };
             (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(stats))
         }
     };
@@ -297,10 +305,19 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                         dispatches: k.dispatches,
                         min_workgroups: k.min_workgroups,
                         max_workgroups: k.max_workgroups,
+                        gpu_ms: k.gpu_ns.map(|ns| ns as f64 / 1e6),
+                        weight_gb_per_s: k
+                            .gpu_ns
+                            .filter(|&ns| ns > 0 && k.weight_bytes > 0)
+                            .map(|ns| k.weight_bytes as f64 / ns as f64),
                     })
                     .collect()
             })
             .unwrap_or_default(),
+        gpu_ms_per_token: stats
+            .as_ref()
+            .and_then(|(s, _)| s.kinds.iter().map(|k| k.gpu_ns).sum::<Option<u64>>())
+            .map(|ns| ns as f64 / 1e6),
         encode_ms_per_token: stats.as_ref().map(|&(_, ns)| ns as f64 / 1e6),
     };
     if args.json {
@@ -329,13 +346,23 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                 total - e
             );
         }
+        if let Some(g) = r.gpu_ms_per_token {
+            println!("  device   {g:>9.2} ms per token in dispatches (one more step, each dispatch timed in a pass of its own)");
+        }
         for k in &r.dispatch_kinds {
             let groups = if k.min_workgroups == k.max_workgroups {
                 k.min_workgroups.to_string()
             } else {
                 format!("{}-{}", k.min_workgroups, k.max_workgroups)
             };
-            println!("    {:<12} {:>4} dispatches of {groups} workgroups", k.kind, k.dispatches);
+            let mut line = format!("    {:<16} {:>4} dispatches of {groups:<8} workgroups", k.kind, k.dispatches);
+            if let (Some(ms), Some(total)) = (k.gpu_ms, r.gpu_ms_per_token) {
+                line += &format!(" {ms:>9.2} ms {:>3.0} %", 100.0 * ms / total.max(1e-9));
+            }
+            if let Some(gb) = k.weight_gb_per_s {
+                line += &format!("  weights at {gb:.2} GB/s ({:.2} of the limit)", gb / r.limit_gb_per_s);
+            }
+            println!("{line}");
         }
     }
     Ok(())

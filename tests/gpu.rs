@@ -241,6 +241,29 @@ fn one_decoded_token_is_one_submission() {
     assert_eq!(g.last_pass().per_block, 13);
 }
 
+/// `bench`'s timed step: every decode dispatch gets a device time, and the KV cache and the next
+/// token are as if the step had not run.
+#[test]
+fn a_timed_step_times_every_dispatch_and_changes_nothing() {
+    let (model, _) = load("l2_norm_gelu");
+    let greedy = SamplingParams::greedy(8);
+    let mut plain = gpu(&model, &GpuOptions::default());
+    let mut timed = gpu(&model, &GpuOptions::default());
+    for g in [&mut plain, &mut timed] {
+        g.forward(&[3, 4, 5], false).unwrap();
+    }
+    let stats = pollster::block_on(timed.profile_decode_step()).unwrap();
+    assert_eq!(timed.position(), 3);
+    assert_eq!(stats.dispatches, 1 + 7 * model.config.num_layers as u32 + 3);
+    for k in &stats.kinds {
+        assert!(k.gpu_ns.is_some_and(|ns| ns > 0), "{k:?}");
+    }
+    let products = stats.kinds.iter().filter(|k| k.weight_bytes > 0).count();
+    assert_eq!(products, 7, "{:?}", stats.kinds);
+    let next = |g: &mut GpuBackend| g.next_token(&[6], &[3, 4, 5, 6], &greedy, 0).unwrap();
+    assert_eq!(next(&mut timed), next(&mut plain));
+}
+
 #[test]
 fn decoding_with_the_cache_equals_recomputation_past_a_prefill_chunk() {
     // Longer than the backend's prefill chunk: the prompt runs in several submissions.

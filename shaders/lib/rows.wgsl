@@ -1,9 +1,10 @@
 // The workgroup shape of the decode products (scores.wgsl, values.wgsl): 256 threads, `rows` weight
-// rows per workgroup (a power of two from 8 to 64) in groups of 8, each group's `tpr` threads
-// reading neighbouring quads of its rows (thread lid = group * tpr + lane): one quad of the input,
-// loaded from workgroup memory, serves 8 rows (software Vulkan pays for every such load). Then a
-// reduction over each group's lanes: reduce_rows(), from lib/reduce_workgroup.wgsl or, where the
-// adapter has subgroups, lib/reduce_subgroup.wgsl (prepended by the Rust side).
+// rows per workgroup (a power of two from 8 to 64 on a GPU, to 256 on a CPU adapter) in groups of
+// 8, each group's `tpr` threads reading neighbouring quads of its rows (thread lid = group * tpr +
+// lane): one quad of the input, loaded from workgroup memory, serves 8 rows (software Vulkan pays
+// for every such load). Then a reduction over each group's lanes: reduce_rows(), from
+// lib/reduce_workgroup.wgsl or, where the adapter has subgroups, lib/reduce_subgroup.wgsl
+// (prepended by the Rust side).
 // Also the statistics a Pattention's normalisation needs, combined across rows and workgroups.
 
 const WG: u32 = 256u;

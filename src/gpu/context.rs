@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::params::ShaderParams;
+use super::timer::Timer;
 use crate::error::{Error, Result};
 
 /// Bytes of one parameter block: every op's uniform struct fits in 16 words.
@@ -50,7 +51,8 @@ impl GpuContext {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("tokenformer"),
-                required_features: adapter.features() & wgpu::Features::SUBGROUP,
+                // Timestamps serve `bench`'s per-dispatch times only.
+                required_features: adapter.features() & (wgpu::Features::SUBGROUP | wgpu::Features::TIMESTAMP_QUERY),
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -266,6 +268,15 @@ impl ParamPages {
     }
 }
 
+/// A dispatch as recorded, for `bench`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dispatch {
+    pub kind: &'static str,
+    pub workgroups: u32,
+    /// Weight bytes a product reads (0 for other kernels).
+    pub weight_bytes: u64,
+}
+
 /// One command encoder: every dispatch of a forward pass (and the sampler, and the read-back copy)
 /// goes into it, then one queue submission.
 pub(crate) struct Encoder<'a> {
@@ -275,25 +286,62 @@ pub(crate) struct Encoder<'a> {
     pass: Option<wgpu::ComputePass<'static>>,
     /// Parameter bytes per page.
     bytes: Vec<Vec<u8>>,
-    /// (kind, workgroups) of every dispatch, in order.
-    pub recorded: Vec<(&'static str, u32)>,
+    /// Every dispatch, in order.
+    pub recorded: Vec<Dispatch>,
+    /// Stamps each dispatch's start and end, each in a pass of its own (see [`Timer`]).
+    timer: Option<&'a Timer>,
+    /// Dispatches stamped so far.
+    stamped: usize,
 }
 
 impl<'a> Encoder<'a> {
     pub fn new(ctx: &'a GpuContext, params: &'a mut ParamPages) -> Encoder<'a> {
         let encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        Encoder { ctx, params, encoder, pass: None, bytes: vec![Vec::new()], recorded: Vec::new() }
+        Encoder {
+            ctx,
+            params,
+            encoder,
+            pass: None,
+            bytes: vec![Vec::new()],
+            recorded: Vec::new(),
+            timer: None,
+            stamped: 0,
+        }
+    }
+
+    /// An encoder whose dispatches `timer` stamps.
+    pub fn timed(ctx: &'a GpuContext, params: &'a mut ParamPages, timer: &'a Timer) -> Encoder<'a> {
+        Encoder { timer: Some(timer), ..Encoder::new(ctx, params) }
     }
 
     /// Records `kernel` over `groups` workgroups with `params` as its uniform block.
     pub fn dispatch<P: ShaderParams>(&mut self, kernel: &Kernel, bind: &wgpu::BindGroup, params: &P, groups: [u32; 3]) {
-        self.dispatch_as(kernel.label, kernel, bind, params, groups);
+        self.record(
+            Dispatch { kind: kernel.label, workgroups: groups.iter().product(), weight_bytes: 0 },
+            kernel,
+            bind,
+            params,
+            groups,
+        );
     }
 
-    /// [`Encoder::dispatch`], counted as `kind` (one kernel serves several products).
-    pub fn dispatch_as<P: ShaderParams>(
+    /// [`Encoder::dispatch`] of a product that reads `weight_bytes` of weights, counted as `kind`
+    /// (one kernel serves several products).
+    pub fn dispatch_product<P: ShaderParams>(
         &mut self,
         kind: &'static str,
+        weight_bytes: u64,
+        kernel: &Kernel,
+        bind: &wgpu::BindGroup,
+        params: &P,
+        groups: [u32; 3],
+    ) {
+        self.record(Dispatch { kind, workgroups: groups.iter().product(), weight_bytes }, kernel, bind, params, groups);
+    }
+
+    fn record<P: ShaderParams>(
+        &mut self,
+        dispatch: Dispatch,
         kernel: &Kernel,
         bind: &wgpu::BindGroup,
         params: &P,
@@ -311,8 +359,11 @@ impl<'a> Encoder<'a> {
         block.extend_from_slice(params);
         block.resize(offset as usize + stride, 0);
         let params_bind = self.params.page(self.ctx, page);
-        if self.pass.is_none() {
-            let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes: None };
+        let timestamp_writes = self.timer.and_then(|t| t.writes(self.stamped));
+        self.stamped += timestamp_writes.is_some() as usize;
+        if self.pass.is_none() || timestamp_writes.is_some() {
+            self.pass = None;
+            let desc = wgpu::ComputePassDescriptor { label: None, timestamp_writes };
             self.pass = Some(self.encoder.begin_compute_pass(&desc).forget_lifetime());
         }
         let Some(pass) = self.pass.as_mut() else { return };
@@ -320,7 +371,7 @@ impl<'a> Encoder<'a> {
         pass.set_bind_group(0, bind, &[]);
         pass.set_bind_group(1, params_bind, &[offset]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        self.recorded.push((kind, groups.iter().product()));
+        self.recorded.push(dispatch);
     }
 
     pub fn copy(&mut self, src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, bytes: u64) {
@@ -335,6 +386,9 @@ impl<'a> Encoder<'a> {
     /// Writes the parameter pages, then submits the commands: the queue orders the writes first.
     pub fn submit(mut self) -> wgpu::SubmissionIndex {
         self.pass = None;
+        if let Some(timer) = self.timer {
+            timer.resolve(&mut self.encoder, self.stamped);
+        }
         for (page, bytes) in self.bytes.iter().enumerate() {
             if !bytes.is_empty() {
                 self.ctx.queue.write_buffer(&self.params.pages[page].0, 0, bytes);

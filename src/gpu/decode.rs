@@ -97,7 +97,7 @@ impl Decode {
         let attention =
             ctx.storage("attention partials", decode_attention::partial_floats(d, cfg.num_heads) as u64 * 4);
         let blocks = [(cfg.qkv_slots, 3), (cfg.proj_slots, 1), (cfg.ffn_slots, 1)]
-            .map(|(n, groups)| groups * n.div_ceil(scores::rows_per_workgroup(n, groups, shape.min_workgroups)));
+            .map(|(n, groups)| groups * n.div_ceil(scores::rows_per_workgroup(n, groups, &shape)));
         let stats = ctx.storage("Pattention statistics", blocks.into_iter().max().unwrap_or(1) as u64 * 8);
         let (k, [a, b]) = (&kernels, &residual);
         let s = shared.scores;

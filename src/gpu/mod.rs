@@ -23,6 +23,7 @@ mod scores;
 mod subgroup_probe;
 #[cfg(test)]
 mod testing;
+mod timer;
 mod values;
 pub mod weights;
 
@@ -35,15 +36,16 @@ pub use scores::MIN_WORKGROUPS;
 pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
 use crate::model::{Model, Projection};
 use crate::sampling::SamplingParams;
-use context::{bytes_to_f32, read_back, u32_bytes, Encoder, ParamPages};
+use context::{bytes_to_f32, read_back, u32_bytes, Dispatch, Encoder, ParamPages};
 use inspect::{CapturePlan, Inspector, ThetaLayout};
 use matmul::{Linear, LinearArgs, LinearBinding};
+use timer::Timer;
 use weights::Matrix;
 
 /// Tokens per forward chunk: longer prompts run in chunks of this many (the KV cache carries the
@@ -108,21 +110,35 @@ pub struct DispatchKind {
     pub dispatches: u32,
     pub min_workgroups: u32,
     pub max_workgroups: u32,
+    /// Weight bytes its dispatches read (products; 0 for the rest).
+    pub weight_bytes: u64,
+    /// Its dispatches' time on the device, when the pass was timed.
+    pub gpu_ns: Option<u64>,
 }
 
 impl PassStats {
-    fn of(recorded: &[(&'static str, u32)], per_block: u32) -> PassStats {
+    /// The statistics of `recorded`, with the device's times of its dispatches where measured.
+    fn of(recorded: &[Dispatch], per_block: u32, times: Option<&[u64]>) -> PassStats {
         let mut kinds: Vec<DispatchKind> = Vec::new();
-        for &(name, groups) in recorded {
-            match kinds.iter_mut().find(|k| k.name == name) {
+        for (i, d) in recorded.iter().enumerate() {
+            let ns = times.map(|t| t.get(i).copied().unwrap_or(0));
+            let groups = d.workgroups;
+            match kinds.iter_mut().find(|k| k.name == d.kind) {
                 Some(k) => {
                     k.dispatches += 1;
                     k.min_workgroups = k.min_workgroups.min(groups);
                     k.max_workgroups = k.max_workgroups.max(groups);
+                    k.weight_bytes += d.weight_bytes;
+                    k.gpu_ns = k.gpu_ns.zip(ns).map(|(a, b)| a + b);
                 }
-                None => {
-                    kinds.push(DispatchKind { name, dispatches: 1, min_workgroups: groups, max_workgroups: groups })
-                }
+                None => kinds.push(DispatchKind {
+                    name: d.kind,
+                    dispatches: 1,
+                    min_workgroups: groups,
+                    max_workgroups: groups,
+                    weight_bytes: d.weight_bytes,
+                    gpu_ns: ns,
+                }),
             }
         }
         PassStats { dispatches: recorded.len() as u32, submissions: 1, per_block, kinds }
@@ -224,7 +240,7 @@ pub struct GpuBackend {
     len: usize,
     /// The last pass's dispatches as recorded (kind, workgroups) and its dispatches per block; the
     /// statistics are made from them only when asked for, not on every token.
-    last: (Vec<(&'static str, u32)>, u32),
+    last: (Vec<Dispatch>, u32),
     /// CPU time recording the last pass (natively; the browser has no clock here).
     encode_ns: u64,
     /// The decode step in flight ahead of the caller, if any.
@@ -234,6 +250,8 @@ pub struct GpuBackend {
     kernel_shapes: String,
     /// Built on the first inspection: ordinary generation never compiles its kernels.
     inspector: Option<Inspector>,
+    /// Set while [`GpuBackend::profile_decode_step`] records: the pass's dispatches are timed.
+    timer: Option<Timer>,
 }
 
 impl GpuBackend {
@@ -277,7 +295,7 @@ impl GpuBackend {
 
     /// Dispatches and submissions of the last forward pass (a decoded token when it was one token).
     pub fn last_pass(&self) -> PassStats {
-        PassStats::of(&self.last.0, self.last.1)
+        PassStats::of(&self.last.0, self.last.1, None)
     }
 
     /// CPU time recording the last pass's commands, in nanoseconds (0 in the browser).
@@ -297,6 +315,28 @@ impl GpuBackend {
     pub fn reset(&mut self) {
         self.len = 0;
         self.ahead = None;
+    }
+
+    /// Runs one decode step with every dispatch timed by the device and returns its statistics,
+    /// times included: the step takes the id the last one left on the device and samples greedily;
+    /// the KV cache is as before (a step decoding ahead is discarded). For `bench`; an error where
+    /// the adapter has no timestamp queries.
+    pub async fn profile_decode_step(&mut self) -> Result<PassStats> {
+        self.discard_ahead();
+        check_ids(&[0], self.vocab, self.len, self.cfg.max_positions)?;
+        self.ctx.check_alive()?;
+        let no_timer =
+            || Error::Gpu(format!("{} cannot time dispatches (no timestamp-query)", self.ctx.adapter_name()));
+        self.timer = Some(Timer::new(&self.ctx).ok_or_else(no_timer)?);
+        self.submit_sampled(None, &SamplingParams::greedy(1), 0, 0);
+        self.len -= 1;
+        let timer = self.timer.take();
+        let (recorded, per_block) = &self.last;
+        let times = match timer {
+            Some(timer) => timer.read(&self.ctx, recorded.len()).await?,
+            None => Vec::new(),
+        };
+        Ok(PassStats::of(recorded, *per_block, Some(&times)))
     }
 
     /// Forgets a step submitted ahead that the caller did not ask for: its position is free again
@@ -484,7 +524,11 @@ impl GpuBackend {
         }
         let t = ids.map_or(1, <[u32]>::len);
         let mut pages = std::mem::take(&mut self.params);
-        let mut enc = Encoder::new(&self.ctx, &mut pages);
+        let timer = self.timer.take();
+        let mut enc = match &timer {
+            Some(timer) => Encoder::timed(&self.ctx, &mut pages, timer),
+            None => Encoder::new(&self.ctx, &mut pages),
+        };
         let per_block = self.encode_forward(&mut enc, t, rows, plan);
         finish(&mut enc, self);
         self.last = (std::mem::take(&mut enc.recorded), per_block);
@@ -495,6 +539,7 @@ impl GpuBackend {
         }
         let submission = enc.submit();
         self.params = pages;
+        self.timer = timer;
         self.len += t;
         submission
     }

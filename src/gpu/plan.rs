@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::context::{f32_bytes, ParamPages};
 use super::matmul::Linear;
-use super::scores::DecodeShape;
+use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS};
 use super::weights::{Matrix, Store};
 use super::{attention, decode, embed, layer_norm, pnorm, rope, sampler};
 use super::{
@@ -289,7 +289,8 @@ impl GpuLoader {
             rope_table: &rope_table,
             caches: caches.iter().map(|[kc, vc]| [kc, vc]).collect(),
         };
-        let shape = DecodeShape { dtype, min_workgroups, subgroup_lanes };
+        let max_rows = if gpu_shapes { GPU_MAX_ROWS } else { CPU_MAX_ROWS };
+        let shape = DecodeShape { dtype, min_workgroups, subgroup_lanes, max_rows };
         let decode = decode::Decode::new(c, &cfg, shape, &k.embed, &embedding, &layer_weights, &shared);
         let backend = GpuBackend {
             embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
@@ -307,11 +308,12 @@ impl GpuLoader {
             ahead: None,
             weight_bytes,
             kernel_shapes: format!(
-                "{} kernels, decode products of at least {min_workgroups} workgroup(s) summing through {}",
+                "{} kernels, decode products of at least {min_workgroups} workgroup(s) of up to {max_rows} rows summing through {}",
                 if gpu_shapes { "GPU" } else { "CPU-adapter" },
                 subgroup_lanes.map_or("workgroup memory".into(), |n| format!("subgroups of {n}"))
             ),
             inspector: None,
+            timer: None,
             buffers,
             kernels,
             cfg,

@@ -3,7 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use super::context::{bytes_to_f32, read_back, GpuContext};
-use super::scores::{DecodeShape, MIN_WORKGROUPS};
+use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS, MIN_WORKGROUPS};
 use super::weights::WeightDtype;
 
 /// One device for all tests of the crate. Without an adapter the tests fail, loudly: a silent pass
@@ -40,14 +40,16 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     }
 }
 
-/// Every shape of the decode products the adapter can build for `dtype`: a GPU's launch target
-/// and the fewest workgroups (so 256 down to 32 threads per group of rows), each summing through
-/// workgroup memory and, where the adapter has them, through subgroups.
+/// Every shape of the decode products the adapter can build for `dtype`: a GPU's launch target,
+/// the fewest workgroups of a GPU's rows, and a CPU adapter's (so 256 down to 8 threads per group
+/// of rows), each summing through workgroup memory and, where the adapter has them, through
+/// subgroups.
 pub fn decode_shapes(ctx: &GpuContext, dtype: WeightDtype) -> Vec<DecodeShape> {
     let reductions = [None].into_iter().chain(ctx.subgroup_lanes().map(Some));
+    let launches = [(MIN_WORKGROUPS, GPU_MAX_ROWS), (1, GPU_MAX_ROWS), (1, CPU_MAX_ROWS)];
     reductions
         .flat_map(|subgroup_lanes| {
-            [MIN_WORKGROUPS, 1].map(|min_workgroups| DecodeShape { dtype, min_workgroups, subgroup_lanes })
+            launches.map(|(min_workgroups, max_rows)| DecodeShape { dtype, min_workgroups, subgroup_lanes, max_rows })
         })
         .collect()
 }

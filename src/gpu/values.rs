@@ -24,7 +24,7 @@ const MIN_ROWS: usize = 32;
 
 pub(crate) struct Values {
     kernel: Kernel,
-    min_workgroups: usize,
+    shape: DecodeShape,
 }
 
 /// A transposed value matrix (one chunk) bound to its scores, output, statistics and residual.
@@ -33,6 +33,7 @@ pub(crate) struct ValuesBinding {
     slots: usize,
     d_out: usize,
     groups: usize,
+    weight_bytes: u64,
 }
 
 /// How one product is split: workgroups of `rows` output rows, the slots in `splits` parts of
@@ -46,12 +47,12 @@ pub(crate) struct Split {
 
 impl Split {
     /// The split of `groups` products of `d_out` rows over `slots` slots: as few splits as reach
-    /// `min_workgroups`, at most [`MAX_SPLITS`], each within workgroup memory.
-    pub fn of(d_out: usize, slots: usize, groups: usize, min_workgroups: usize) -> Split {
+    /// the shape's `min_workgroups`, at most [`MAX_SPLITS`], each within workgroup memory.
+    pub fn of(d_out: usize, slots: usize, groups: usize, shape: &DecodeShape) -> Split {
         let quads = slots.div_ceil(4);
-        let rows = rows_per_workgroup(d_out, groups, min_workgroups).max(MIN_ROWS);
+        let rows = rows_per_workgroup(d_out, groups, shape).max(MIN_ROWS);
         let blocks = groups * d_out.div_ceil(rows);
-        let wanted = min_workgroups.div_ceil(blocks).clamp(1, MAX_SPLITS);
+        let wanted = shape.min_workgroups.div_ceil(blocks).clamp(1, MAX_SPLITS);
         let split_quads = quads.div_ceil(wanted.max(slots.div_ceil(SPLIT_SLOTS))).max(1);
         Split { rows, splits: quads.div_ceil(split_quads), split_quads }
     }
@@ -67,7 +68,7 @@ impl Values {
         use Access::{Read, ReadWrite};
         let source = decode_source(shape, include_str!("../../shaders/values.wgsl"));
         let kernel = Kernel::new(ctx, "values", &source, &[Read, Read, ReadWrite, Read, Read]);
-        Values { kernel, min_workgroups: shape.min_workgroups }
+        Values { kernel, shape }
     }
 
     /// Binds `w` (Vᵀ: rows are output dims, one chunk) with the scores it reads, the partial rows
@@ -81,8 +82,9 @@ impl Values {
         stats: &wgpu::Buffer,
         residual: &wgpu::Buffer,
     ) -> ValuesBinding {
-        let bind = self.kernel.bind(ctx, &[scores, &w.chunks[0].buffer, out, stats, residual]);
-        ValuesBinding { bind, slots: w.cols, d_out: w.rows / w.groups, groups: w.groups }
+        let values = &w.chunks[0].buffer;
+        let bind = self.kernel.bind(ctx, &[scores, values, out, stats, residual]);
+        ValuesBinding { bind, slots: w.cols, d_out: w.rows / w.groups, groups: w.groups, weight_bytes: values.size() }
     }
 
     /// Records the product, counted as `kind`: the statistics are `stat_blocks` per group; split 0
@@ -96,7 +98,7 @@ impl Values {
         stat_blocks: usize,
         residual_parts: usize,
     ) -> usize {
-        let split = Split::of(b.d_out, b.slots, b.groups, self.min_workgroups);
+        let split = Split::of(b.d_out, b.slots, b.groups, &self.shape);
         let norm = match norm {
             NormActivation::L2NormGelu => 0,
             NormActivation::GeluL2Norm => 1,
@@ -114,7 +116,7 @@ impl Values {
             stride: (b.d_out.div_ceil(4) * 4) as u32,
         };
         let grid = [b.d_out.div_ceil(split.rows) as u32, split.splits as u32, b.groups as u32];
-        enc.dispatch_as(kind, &self.kernel, &b.bind, &params, grid);
+        enc.dispatch_product(kind, b.weight_bytes, &self.kernel, &b.bind, &params, grid);
         split.splits
     }
 }
@@ -124,7 +126,7 @@ mod tests {
     use super::*;
     use crate::cpu::kernels::{layer_norm, normalize_scores};
     use crate::gpu::context::{f32_bytes, ParamPages};
-    use crate::gpu::scores::{Scores, ScoresInput, MIN_WORKGROUPS};
+    use crate::gpu::scores::{Scores, ScoresInput};
     use crate::gpu::testing::{decode_shapes, random, read_f32, test_context};
     use crate::gpu::weights::{Store, WeightDtype};
 
@@ -201,10 +203,14 @@ mod tests {
     #[test]
     fn splits_reach_the_workgroup_target_and_fit_workgroup_memory() {
         // The 150M and 1.5B shapes: (d, slots, groups).
-        for (d, slots, groups) in [(768, 768, 3), (768, 768, 1), (768, 3072, 1), (1536, 6144, 1), (1536, 1536, 3)] {
-            let s = Split::of(d, slots, groups, MIN_WORKGROUPS);
-            assert!(groups * d.div_ceil(s.rows) * s.splits >= MIN_WORKGROUPS, "{d} {slots}: {s:?}");
-            assert!(s.rows >= MIN_ROWS);
+        let ctx = test_context();
+        let shapes = decode_shapes(&ctx, WeightDtype::F16);
+        let cases = [(768, 768, 3), (768, 768, 1), (768, 3072, 1), (1536, 6144, 1), (1536, 1536, 3)];
+        for ((d, slots, groups), shape) in cases.into_iter().flat_map(|c| shapes.iter().map(move |s| (c, s))) {
+            let s = Split::of(d, slots, groups, shape);
+            let workgroups = groups * d.div_ceil(s.rows) * s.splits;
+            assert!(workgroups >= shape.min_workgroups, "{d} {slots} {shape:?}: {s:?}");
+            assert!(s.rows >= MIN_ROWS && s.rows <= shape.max_rows.max(MIN_ROWS));
             assert!(s.split_quads * 4 <= SPLIT_SLOTS && s.splits <= MAX_SPLITS, "{s:?}");
             assert!(
                 s.split_quads * s.splits >= slots.div_ceil(4) && s.split_quads * (s.splits - 1) < slots.div_ceil(4)
