@@ -26,6 +26,12 @@ pub struct BenchReport {
     pub limit_gb_per_s: f64,
     pub limit_measured_by: String,
     pub ratio: f64,
+    /// The GPU's read-only bandwidth, measured in this run (a decode step only reads its weights),
+    /// and the achieved bandwidth's ratio to it (GPU only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_limit_gb_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_ratio: Option<f64>,
     /// Compute dispatches and queue submissions per decoded token (GPU only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatches_per_token: Option<u32>,
@@ -106,17 +112,28 @@ pub fn cpu_read_bandwidth_gb_s() -> f64 {
     (buf.len() * 4) as f64 / best / 1e9
 }
 
-/// The GPU's memory bandwidth: the best of several timed copies of a 256 MiB buffer by a compute
-/// shader, counting the bytes read plus the bytes written.
+/// The GPU's memory bandwidth, (copy, read): the best of several timed copies of a 256 MiB buffer
+/// by a compute shader, counting the bytes read plus the bytes written, and the best of several
+/// read-only sums of it, counting the bytes read.
 #[cfg(feature = "gpu")]
-pub fn gpu_copy_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<f64> {
+pub fn gpu_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<(f64, f64)> {
     let mut probe = crate::gpu::CopyProbe::new(ctx, 256 << 20);
-    pollster::block_on(probe.run(ctx))?; // first use: allocation and pipeline warm-up
-    let mut best = f64::INFINITY;
-    for _ in 0..5 {
-        let start = Instant::now();
-        pollster::block_on(probe.run(ctx))?;
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    Ok(probe.bytes_moved() as f64 / best / 1e9)
+    let mut best = |read: bool| -> Result<f64> {
+        let mut best = f64::INFINITY;
+        // The first run is warm-up: allocation and pipeline creation.
+        for run in 0..6 {
+            let start = Instant::now();
+            if read {
+                pollster::block_on(probe.run_read(ctx))?;
+            } else {
+                pollster::block_on(probe.run(ctx))?;
+            }
+            if run > 0 {
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(best)
+    };
+    let (copy, read) = (best(false)?, best(true)?);
+    Ok((probe.bytes_moved() as f64 / copy / 1e9, probe.bytes_read() as f64 / read / 1e9))
 }

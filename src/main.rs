@@ -236,7 +236,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     };
     let timing =
         |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen, &params);
-    let (label, bytes_per_token, (ttft, prefill, decode), limit, measured_by, stats) = match args.backend {
+    let (label, bytes_per_token, (ttft, prefill, decode), limit, measured_by, read_limit, stats) = match args.backend {
         BackendKind::Cpu => {
             let mut cpu = cpu_backend(model, args.dtype)?;
             let dtype = cpu.model().dtype();
@@ -247,13 +247,13 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             let threads = tokenformer::cpu::parallel::threads();
             let plural = if threads == 1 { "" } else { "s" };
             let label = format!("cpu ({threads} thread{plural}, {} weights)", dtype.as_str());
-            (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None)
+            (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None, None)
         }
         BackendKind::Gpu => {
             let mut gpu = gpu_backend(&model, args.dtype, args.gpu_shapes())?;
             drop(model);
             let times = timing(&mut gpu)?;
-            let limit = tokenformer::bench::gpu_copy_bandwidth_gb_s(gpu.context())?;
+            let (limit, read) = tokenformer::bench::gpu_bandwidth_gb_s(gpu.context())?;
             let (adapter, dtype) = (gpu.context().adapter_name(), gpu.dtype().as_str());
             let label = format!("gpu {adapter} ({dtype} weights; {})", gpu.kernel_shapes());
             let bytes = gpu.weight_bytes_per_token() as usize;
@@ -266,7 +266,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                     (pass, encode_ns)
                 }
             };
-            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(stats))
+            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(read), Some(stats))
         }
     };
     let decode_tps = args.gen as f64 / decode;
@@ -292,6 +292,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         limit_gb_per_s: limit,
         limit_measured_by: measured_by.into(),
         ratio: achieved / limit,
+        read_limit_gb_per_s: read_limit,
+        read_ratio: read_limit.map(|read| achieved / read),
         dispatches_per_token: stats.as_ref().map(|(s, _)| s.dispatches),
         submissions_per_token: stats.as_ref().map(|(s, _)| s.submissions),
         dispatches_per_block: stats.as_ref().map(|(s, _)| s.per_block),
@@ -336,6 +338,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             r.achieved_gb_per_s
         );
         println!("  limit    {:>9.2} GB/s ({}), ratio {:.2}", r.limit_gb_per_s, r.limit_measured_by, r.ratio);
+        if let (Some(read), Some(ratio)) = (r.read_limit_gb_per_s, r.read_ratio) {
+            println!("  reads    {read:>9.2} GB/s (read-only shader over 256 MiB), ratio {ratio:.2}");
+        }
         if let (Some(d), Some(s), Some(b)) = (r.dispatches_per_token, r.submissions_per_token, r.dispatches_per_block) {
             println!("  per token {d} dispatches ({b} per block), {s} submission(s)");
         }
@@ -360,7 +365,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                 line += &format!(" {ms:>9.2} ms {:>3.0} %", 100.0 * ms / total.max(1e-9));
             }
             if let Some(gb) = k.weight_gb_per_s {
-                line += &format!("  weights at {gb:.2} GB/s ({:.2} of the limit)", gb / r.limit_gb_per_s);
+                line += &format!("  weights at {gb:.2} GB/s ({:.2} of the copy limit)", gb / r.limit_gb_per_s);
             }
             println!("{line}");
         }

@@ -3,7 +3,8 @@
 # 1.5B shapes through native wgpu (Vulkan), with the release binary built on another machine.
 #   cargo build --release && tools/gpu_bench.sh [BINARY] [GENERATED_TOKENS]
 # Prints each run's report: prefill and decode tokens/s, weight bytes per token against the
-# copy-shader bandwidth, dispatches per block and the workgroups of every kind of dispatch.
+# copy-shader and read-only bandwidths, dispatches per block, and per kind of dispatch its
+# workgroups, device time (timestamp queries) and the GB/s its weights are read at.
 set -euo pipefail
 bin=${1:-target/release/tokenformer}
 gen=${2:-64}

@@ -72,6 +72,7 @@ mod tests {
     fn every_parameter_block_matches_its_shader() {
         check::<attention::AttentionParams>();
         check::<copy::CopyParams>();
+        check::<copy::ReadParams>();
         check::<decode_attention::DecodeAttentionParams>();
         check::<embed::EmbedParams>();
         check::<inspect::ThetaTopKParams>();
