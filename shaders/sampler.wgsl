@@ -35,16 +35,6 @@ fn candidate(j: u32) -> u32 {
     return j;
 }
 
-fn pcg_hash(x: u32) -> u32 {
-    let state = x * 747796405u + 2891336453u;
-    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
-    return (word >> 22u) ^ word;
-}
-
-fn uniform_draw(seed: u32, step: u32) -> f32 {
-    return f32(pcg_hash(pcg_hash(seed) ^ step) >> 8u) / 16777216.0;
-}
-
 fn prob(i: u32, l_max: f32) -> f32 {
     return exp((logits[i] - l_max) / p.temperature);
 }
@@ -176,21 +166,7 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
     }
     ties = sum_u(ties, lid);
     if lid == 0u {
-        let bits = select(prefix, ~prefix & 0x7FFFFFFFu, (~prefix & 0x80000000u) != 0u);
-        var w = 1.0;
-        if use_probs {
-            w = exp((bitcast<f32>(bits) - l_max) / p.temperature);
-        }
-        var acc = before;
-        var m = ties;
-        for (var j = 1u; j <= ties; j++) {
-            acc += w;
-            if select(acc >= goal, acc > goal, strict) {
-                m = j;
-                break;
-            }
-        }
-        chosen_m = m;
+        chosen_m = tie_rank(ties, prefix, before, goal, strict, use_probs, l_max);
     }
     let m = workgroupUniformLoad(&chosen_m);
     // 3. The m-th smallest id among the ties, 4 bits per pass_i (counts are exact in f32).
@@ -222,17 +198,7 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
 
 @compute @workgroup_size(128)
 fn main(@builtin(local_invocation_index) lid: u32) {
-    // Argmax over the chunks' maxima, lowest id among equal values.
-    var best = bitcast<f32>(chunk_max[0].x);
-    var best_i = chunk_max[0].y;
-    for (var c = lid; c < p.chunks; c += WG) {
-        let v = bitcast<f32>(chunk_max[c].x);
-        if beats(v, chunk_max[c].y, best, best_i) {
-            best = v;
-            best_i = chunk_max[c].y;
-        }
-    }
-    let argmax = workgroup_argmax(best, best_i, lid, WG);
+    let argmax = argmax_of_chunks(lid, WG);
     let l_max = bitcast<f32>(argmax.x);
     var pick = argmax.y;
     if p.temperature > 0.0 {

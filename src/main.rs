@@ -225,7 +225,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let params = if args.sample {
         SamplingParams {
             temperature: 0.7,
-            top_k: 40,
+            top_k: args.top_k,
             top_p: 0.95,
             repetition_penalty: 1.2,
             seed: 1,
@@ -259,7 +259,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             let bytes = gpu.weight_bytes_per_token() as usize;
             // One more step, each dispatch timed by the device (where it has timestamps).
             let (pass, encode_ns) = (gpu.last_pass(), gpu.last_encode_ns());
-            let stats = match pollster::block_on(gpu.profile_decode_step()) {
+            let stats = match pollster::block_on(gpu.profile_decode_step(&params)) {
                 Ok(timed) => (timed, encode_ns),
                 Err(e) => {
                     eprintln!("no GPU time per dispatch: {e}");

@@ -242,26 +242,33 @@ fn one_decoded_token_is_one_submission() {
 }
 
 /// `bench`'s timed step: every decode dispatch gets a device time, and the KV cache and the next
-/// token are as if the step had not run.
+/// tokens (greedy and sampled) are as if the step had not run.
 #[test]
 fn a_timed_step_times_every_dispatch_and_changes_nothing() {
     let (model, _) = load("l2_norm_gelu");
     let greedy = SamplingParams::greedy(8);
-    let mut plain = gpu(&model, &GpuOptions::default());
-    let mut timed = gpu(&model, &GpuOptions::default());
+    // As on a GPU, sampling with no top-k list walks the vocabulary over many workgroups.
+    let options = GpuOptions { gpu_shapes: Some(true), ..Default::default() };
+    let sampled =
+        SamplingParams { temperature: 0.8, top_k: 0, top_p: 0.9, repetition_penalty: 1.3, seed: 2, max_tokens: 8 };
+    let mut plain = gpu(&model, &options);
+    let mut timed = gpu(&model, &options);
     for g in [&mut plain, &mut timed] {
         g.forward(&[3, 4, 5], false).unwrap();
     }
-    let stats = pollster::block_on(timed.profile_decode_step()).unwrap();
+    let stats = pollster::block_on(timed.profile_decode_step(&sampled)).unwrap();
     assert_eq!(timed.position(), 3);
-    assert_eq!(stats.dispatches, 1 + 7 * model.config.num_layers as u32 + 3);
+    let sampler: u32 = stats.kinds.iter().filter(|k| k.name.starts_with("sampler")).map(|k| k.dispatches).sum();
+    assert!(stats.kinds.iter().any(|k| k.name == "sampler walk"), "{:?}", stats.kinds);
+    assert_eq!(stats.dispatches - sampler, 1 + 7 * model.config.num_layers as u32 + 1);
     for k in &stats.kinds {
         assert!(k.gpu_ns.is_some_and(|ns| ns > 0), "{k:?}");
     }
     let products = stats.kinds.iter().filter(|k| k.weight_bytes > 0).count();
     assert_eq!(products, 7, "{:?}", stats.kinds);
-    let next = |g: &mut GpuBackend| g.next_token(&[6], &[3, 4, 5, 6], &greedy, 0).unwrap();
-    assert_eq!(next(&mut timed), next(&mut plain));
+    let next = |g: &mut GpuBackend, params| g.next_token(&[6], &[3, 4, 5, 6], params, 0).unwrap();
+    assert_eq!(next(&mut timed, &greedy), next(&mut plain, &greedy));
+    assert_eq!(next(&mut timed, &sampled), next(&mut plain, &sampled));
 }
 
 #[test]

@@ -1,5 +1,5 @@
-// Shared by sampler_chunks.wgsl and sampler.wgsl, which bind the same buffers: the parameter
-// block, the bindings, and the sampler's order of ids.
+// Shared by sampler_chunks.wgsl, sampler.wgsl and sampler_walk.wgsl, which bind the same buffers:
+// the parameter block, the bindings, and the sampler's order of ids.
 
 struct Params {
     vocab: u32,
@@ -15,6 +15,11 @@ struct Params {
     // Candidates each chunk of CHUNK ids lists for the merge: top_k when top-k sampling keeps fewer
     // ids than a chunk holds, else 0 (every id is a candidate).
     per_chunk: u32,
+    // sampler_walk.wgsl only: what a dispatch does (STAGE_*), for which walk (WALK_*), and which
+    // of a walk's digit passes it is.
+    stage: u32,
+    walk: u32,
+    pass_index: u32,
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
@@ -37,6 +42,40 @@ fn order_key(v: f32) -> u32 {
     let b = bitcast<u32>(v);
     let ascending = select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
     return ~ascending;
+}
+
+// The logit whose order_key is `key`.
+fn order_value(key: u32) -> f32 {
+    return bitcast<f32>(select(key, ~key & 0x7FFFFFFFu, (~key & 0x80000000u) != 0u));
+}
+
+// How many of `ties` elements of key `key`, added one at a time in id order as the CPU adds them,
+// take the running weight from `before` to `goal` (past it when strict); all of them if rounding
+// leaves it short.
+fn tie_rank(ties: u32, key: u32, before: f32, goal: f32, strict: bool, use_probs: bool, l_max: f32) -> u32 {
+    var w = 1.0;
+    if use_probs {
+        w = exp((order_value(key) - l_max) / p.temperature);
+    }
+    var acc = before;
+    for (var j = 1u; j <= ties; j++) {
+        acc += w;
+        if select(acc >= goal, acc > goal, strict) {
+            return j;
+        }
+    }
+    return ties;
+}
+
+fn pcg_hash(x: u32) -> u32 {
+    let state = x * 747796405u + 2891336453u;
+    let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+    return (word >> 22u) ^ word;
+}
+
+// uniform(seed, step) of src/sampling.rs: 24 random bits in [0, 1).
+fn uniform_draw(seed: u32, step: u32) -> f32 {
+    return f32(pcg_hash(pcg_hash(seed) ^ step) >> 8u) / 16777216.0;
 }
 
 // Whether (v, i) replaces (best, best_i) as the argmax: larger, or equal with a lower id (the CPU
@@ -62,4 +101,19 @@ fn workgroup_argmax(best: f32, best_i: u32, lid: u32, size: u32) -> vec2<u32> {
         workgroupBarrier();
     }
     return vec2<u32>(bitcast<u32>(workgroupUniformLoad(&arg_v[0])), workgroupUniformLoad(&arg_i[0]));
+}
+
+// The largest logit (as bits) and its lowest id, from the chunks' maxima, returned to every
+// thread of a workgroup of `size`.
+fn argmax_of_chunks(lid: u32, size: u32) -> vec2<u32> {
+    var best = bitcast<f32>(chunk_max[0].x);
+    var best_i = chunk_max[0].y;
+    for (var c = lid; c < p.chunks; c += size) {
+        let v = bitcast<f32>(chunk_max[c].x);
+        if beats(v, chunk_max[c].y, best, best_i) {
+            best = v;
+            best_i = chunk_max[c].y;
+        }
+    }
+    return workgroup_argmax(best, best_i, lid, size);
 }

@@ -258,6 +258,10 @@ pub(crate) struct BenchArgs {
     /// penalty 1.2) instead of greedy.
     #[arg(long)]
     pub(crate) sample: bool,
+    /// With --sample: keep the top k ids; 0 keeps them all (a GPU then walks the whole vocabulary
+    /// over many workgroups).
+    #[arg(long, default_value_t = 40, requires = "sample")]
+    pub(crate) top_k: usize,
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -318,17 +318,19 @@ impl GpuBackend {
     }
 
     /// Runs one decode step with every dispatch timed by the device and returns its statistics,
-    /// times included: the step takes the id the last one left on the device and samples greedily;
-    /// the KV cache is as before (a step decoding ahead is discarded). For `bench`; an error where
-    /// the adapter has no timestamp queries.
-    pub async fn profile_decode_step(&mut self) -> Result<PassStats> {
+    /// times included: the step takes the id the last one left on the device and samples with
+    /// `params` less the repetition penalty (so the penalised ids stay as they were); the KV cache
+    /// is as before (a step decoding ahead is discarded). For `bench`; an error where the adapter
+    /// has no timestamp queries.
+    pub async fn profile_decode_step(&mut self, params: &SamplingParams) -> Result<PassStats> {
         self.discard_ahead();
         check_ids(&[0], self.vocab, self.len, self.cfg.max_positions)?;
         self.ctx.check_alive()?;
         let no_timer =
             || Error::Gpu(format!("{} cannot time dispatches (no timestamp-query)", self.ctx.adapter_name()));
         self.timer = Some(Timer::new(&self.ctx).ok_or_else(no_timer)?);
-        self.submit_sampled(None, &SamplingParams::greedy(1), 0, 0);
+        let params = SamplingParams { repetition_penalty: 1.0, ..*params };
+        self.submit_sampled(None, &params, 0, 0);
         self.len -= 1;
         let timer = self.timer.take();
         let (recorded, per_block) = &self.last;

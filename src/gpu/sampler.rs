@@ -1,9 +1,11 @@
 //! The next token, chosen on the device: repetition penalty, argmax, and the full seeded sampler
 //! of `crate::sampling` (top-k, temperature, top-p, pcg_hash draw). A first pass over many
 //! workgroups (one per chunk of the vocabulary) applies the penalty, finds each chunk's maximum and,
-//! for top-k sampling, each chunk's top k; one workgroup then finishes over those candidates. A CPU
-//! adapter, where the chunks' sorts cost more (in barriers) than they save, runs the first pass in
-//! one workgroup and the second over the whole vocabulary.
+//! for top-k sampling, each chunk's top k; one workgroup then finishes over those candidates.
+//! Without such a list (top-k 0 or ≥ [`CHUNK`]) a GPU walks the whole vocabulary over many
+//! workgroups too (`sampler_walk.wgsl`, a few dozen small dispatches). A CPU adapter, where the
+//! chunks' sorts and the walk's dispatches cost more (in barriers) than they save, runs the first
+//! pass in one workgroup and the second over the whole vocabulary.
 
 use super::context::{u32_bytes, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
@@ -11,16 +13,31 @@ use crate::sampling::SamplingParams;
 
 shader_params!(SamplerParams for "lib/sampling.wgsl" {
     vocab: u32, temperature: f32, top_k: u32, top_p: f32, penalty: f32, seed: u32, step: u32, chunk: u32, chunks: u32,
-    per_chunk: u32,
+    per_chunk: u32, stage: u32, walk: u32, pass_index: u32,
 });
 
 /// Ids per workgroup of the first pass (CHUNK in the shaders).
 const CHUNK: usize = 1024;
+/// Bins of one digit of a walk (8 bits a pass), per chunk.
+const BINS: u64 = 256;
+/// Digit passes over the 32-bit order key (KEY_PASSES in the shader).
+const KEY_PASSES: u32 = 4;
+
+/// `p.stage` and `p.walk` of `sampler_walk.wgsl`.
+const STAGE_START: u32 = 0;
+const STAGE_MASS: u32 = 1;
+const STAGE_TOTAL: u32 = 2;
+const STAGE_BINS: u32 = 3;
+const STAGE_PICK: u32 = 4;
+const WALK_TOP_K: u32 = 0;
+const WALK_TOP_P: u32 = 1;
+const WALK_DRAW: u32 = 2;
 
 pub(crate) struct Sampler {
     chunks: Kernel,
     merge: Kernel,
-    /// Top-k candidates from chunks over many workgroups (GPUs).
+    walk: Kernel,
+    /// Top-k candidates from chunks, and walks, over many workgroups (GPUs).
     candidates: bool,
 }
 
@@ -41,10 +58,11 @@ impl Sampler {
             ctx,
             "sampler chunks",
             &source(include_str!("../../shaders/sampler_chunks.wgsl")),
-            &[Access::ReadWrite; 6],
+            &[Access::ReadWrite; 8],
         );
         let merge = chunks.sibling(ctx, "sampler", &source(include_str!("../../shaders/sampler.wgsl")));
-        Sampler { chunks, merge, candidates }
+        let walk = chunks.sibling(ctx, "sampler walk", &source(include_str!("../../shaders/sampler_walk.wgsl")));
+        Sampler { chunks, merge, walk, candidates }
     }
 
     /// Binds the first `vocab` logits (modified in place by the penalty) and the one-word output.
@@ -54,7 +72,10 @@ impl Sampler {
         let probs = ctx.storage("probabilities", vocab as u64 * 4);
         let candidates = ctx.storage("sampler candidates", chunks * CHUNK as u64 * 4);
         let chunk_max = ctx.storage("chunk maxima", chunks * 8);
-        let bind = self.chunks.bind(ctx, &[logits, &penalised, &probs, token, &candidates, &chunk_max]);
+        let walk = ctx.storage("sampler walk", 64);
+        let partials = ctx.storage("sampler walk bins", chunks * BINS * 8);
+        let bind =
+            self.chunks.bind(ctx, &[logits, &penalised, &probs, token, &candidates, &chunk_max, &walk, &partials]);
         SamplerBinding { bind, penalised, vocab }
     }
 
@@ -77,9 +98,39 @@ impl Sampler {
             chunk: chunk as u32,
             chunks: chunks as u32,
             per_chunk: per_chunk as u32,
+            stage: 0,
+            walk: 0,
+            pass_index: 0,
         };
         enc.dispatch(&self.chunks, &b.bind, &words, [chunks as u32, 1, 1]);
-        enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
+        if !(self.candidates && params.temperature > 0.0 && per_chunk == 0) {
+            enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
+            return;
+        }
+        let stage = |enc: &mut Encoder, stage: u32, walk: u32, pass_index: u32, groups: usize| {
+            let words = SamplerParams { stage, walk, pass_index, ..words };
+            enc.dispatch(&self.walk, &b.bind, &words, [groups as u32, 1, 1]);
+        };
+        let id_bits = u32::BITS - (b.vocab.saturating_sub(1).max(1) as u32).leading_zeros();
+        let walk = |enc: &mut Encoder, walk: u32| {
+            for pass_index in 0..KEY_PASSES + id_bits.div_ceil(8) {
+                stage(enc, STAGE_BINS, walk, pass_index, chunks);
+                stage(enc, STAGE_PICK, walk, pass_index, 1);
+            }
+        };
+        let top_p = params.top_p < 1.0;
+        stage(enc, STAGE_START, 0, 0, 1);
+        if params.top_k > 0 && params.top_k < b.vocab {
+            walk(enc, WALK_TOP_K);
+        }
+        stage(enc, STAGE_MASS, 0, 0, chunks);
+        stage(enc, STAGE_TOTAL, if top_p { WALK_TOP_P } else { WALK_DRAW }, 0, 1);
+        if top_p {
+            walk(enc, WALK_TOP_P);
+            stage(enc, STAGE_MASS, 0, 0, chunks);
+            stage(enc, STAGE_TOTAL, WALK_DRAW, 0, 1);
+        }
+        walk(enc, WALK_DRAW);
     }
 }
 
@@ -103,22 +154,43 @@ mod tests {
 
     /// Runs the sampler on one row of logits.
     fn gpu_sample(sampler: &Sampler, logits: &[f32], context: &[u32], params: &SamplingParams, step: u32) -> u32 {
+        sample_and_penalised(sampler, logits, context, params, step).0
+    }
+
+    /// The sampler's pick, and the penalised-id bits it leaves for the next step.
+    fn sample_and_penalised(
+        sampler: &Sampler,
+        logits: &[f32],
+        context: &[u32],
+        params: &SamplingParams,
+        step: u32,
+    ) -> (u32, Vec<u32>) {
         let ctx = test_context();
         let logits_buf = ctx.storage_init("logits", &f32_bytes(logits));
         let token = ctx.storage("token", 4);
-        let read = ctx.buffer("read", 4, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
+        let words = logits.len().div_ceil(32) as u64;
+        let read = ctx.buffer("read", 4 + words * 4, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
         let binding = sampler.bind(&ctx, &logits_buf, logits.len(), &token);
         binding.write_penalised(&ctx, context);
         let mut pages = ParamPages::default();
         let mut enc = Encoder::new(&ctx, &mut pages);
         sampler.encode(&mut enc, &binding, params, step);
+        // Sampling with no top-k list walks over many workgroups on a GPU.
+        let walks =
+            sampler.candidates && params.temperature > 0.0 && !(1..CHUNK.min(logits.len())).contains(&params.top_k);
+        let walked = enc.recorded.iter().filter(|d| d.kind == "sampler walk").count();
+        let merged = enc.recorded.iter().filter(|d| d.kind == "sampler").count();
+        assert_eq!((walked > 0, merged), (walks, usize::from(!walks)), "{params:?}");
         enc.copy(&token, 0, &read, 4);
+        enc.copy_at(&binding.penalised, 0, &read, 4, words * 4);
         enc.submit();
-        let bytes = pollster::block_on(read_back(&ctx, &read, 4, None)).unwrap();
-        u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+        let bytes = pollster::block_on(read_back(&ctx, &read, 4 + words * 4, None)).unwrap();
+        let words: Vec<u32> = bytes.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
+        (words[0], words[1..].to_vec())
     }
 
-    /// The sampler as GPUs run it (top-k candidates from many workgroups) and as CPU adapters do.
+    /// The sampler as GPUs run it (top-k candidates or walks over many workgroups) and as CPU
+    /// adapters do.
     fn both() -> [Sampler; 2] {
         [true, false].map(|candidates| Sampler::new(&test_context(), candidates))
     }
@@ -178,7 +250,7 @@ mod tests {
                     for (step, sampler) in (0..6).zip(samplers.iter().cycle()) {
                         let want = sample(&logits, &context, p, step);
                         let got = gpu_sample(sampler, &logits, &context, p, step);
-                        let how = if sampler.candidates { "candidates" } else { "one workgroup" };
+                        let how = if sampler.candidates { "many workgroups" } else { "one workgroup" };
                         assert_eq!(got, want, "{how}: vocab {vocab} spread {spread} {p:?} step {step}");
                     }
                 }
@@ -201,6 +273,30 @@ mod tests {
                         "candidates {} vocab {vocab} {p:?} step {step}",
                         sampler.candidates
                     );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_pick_joins_the_penalised_ids_for_a_step_decoded_ahead() {
+        let logits: Vec<f32> = random(3000, 90).iter().map(|v| v * 4.0).collect();
+        let context = [3u32, 64, 2999];
+        // Greedy, top-k candidates, and a walk over the whole vocabulary; with a penalty, and without
+        // one (then nothing is marked).
+        for p in [params(0.0, 0, 1.0, 1.3, 0), params(0.9, 40, 0.9, 1.3, 1), params(0.9, 0, 0.9, 1.3, 2)] {
+            for sampler in both() {
+                for penalty in [p.repetition_penalty, 1.0] {
+                    let p = SamplingParams { repetition_penalty: penalty, ..p };
+                    let (pick, bits) = sample_and_penalised(&sampler, &logits, &context, &p, 0);
+                    let marked: Vec<u32> =
+                        (0..3000).filter(|&i| bits[i as usize / 32] & (1 << (i % 32)) != 0).collect();
+                    let mut want = context.to_vec();
+                    if penalty != 1.0 && !want.contains(&pick) {
+                        want.push(pick);
+                        want.sort();
+                    }
+                    assert_eq!(marked, want, "candidates {} {p:?}", sampler.candidates);
                 }
             }
         }
