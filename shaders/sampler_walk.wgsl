@@ -58,19 +58,19 @@ var<workgroup> bin_count: array<u32, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     switch p.stage {
-        case 0u: {
+        case STAGE_START: {
             start(lid);
         }
-        case 1u: {
+        case STAGE_MASS: {
             chunk_mass(wg.x, lid);
         }
-        case 2u: {
+        case STAGE_TOTAL: {
             total(lid);
         }
-        case 3u: {
+        case STAGE_BINS: {
             bins(wg.x, lid);
         }
-        default: {
+        case STAGE_PICK, default: {
             pick(lid);
         }
     }
@@ -174,7 +174,10 @@ fn bins(c: u32, lid: u32) {
     bin_count[lid] = found;
     workgroupBarrier();
     for (var s = 1u; s < WG; s <<= 1u) {
-        let left = select(0u, bin_count[lid - s], lid >= s);
+        var left = 0u;
+        if lid >= s {
+            left = bin_count[lid - s];
+        }
         workgroupBarrier();
         bin_count[lid] += left;
         workgroupBarrier();
