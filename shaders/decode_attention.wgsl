@@ -4,6 +4,8 @@
 // append are folded in: q, k and v arrive as the partial rows the qkv values kernel left, the
 // workgroups rotate q, and the one whose split holds the new position rotates k, appends k and v to
 // the caches and uses them from workgroup memory.
+// This shape, a thread per position and a serial pass over each chunk, is for CPU adapters (lavapipe,
+// SwiftShader), where it runs about twice as fast as decode_attention_lanes.wgsl, the GPUs' kernel.
 // cos/sin come from a table computed on the CPU in f64: table[pos * half + j] = (cos, sin).
 
 struct Params {

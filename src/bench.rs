@@ -50,6 +50,14 @@ pub struct BenchReport {
     /// (GPU with timestamp queries only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu_ms_per_token: Option<f64>,
+    /// Tokens of the prefill timed dispatch by dispatch (the prompt's first chunk), its device
+    /// time and its dispatches per kind (GPU with timestamp queries only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_timed_tokens: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill_gpu_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefill_kinds: Vec<DispatchReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +74,35 @@ pub struct DispatchReport {
     pub weight_gb_per_s: Option<f64>,
 }
 
+#[cfg(feature = "gpu")]
+impl DispatchReport {
+    /// A pass's dispatches per kind, and the device's time in all of them where it was timed.
+    pub fn of_pass(stats: &crate::gpu::PassStats) -> (Vec<DispatchReport>, Option<f64>) {
+        let kinds = stats
+            .kinds
+            .iter()
+            .map(|k| DispatchReport {
+                kind: k.name.to_string(),
+                dispatches: k.dispatches,
+                min_workgroups: k.min_workgroups,
+                max_workgroups: k.max_workgroups,
+                gpu_ms: k.gpu_ns.map(|ns| ns as f64 / 1e6),
+                weight_gb_per_s: k
+                    .gpu_ns
+                    .filter(|&ns| ns > 0 && k.weight_bytes > 0)
+                    .map(|ns| k.weight_bytes as f64 / ns as f64),
+            })
+            .collect();
+        let total = stats.kinds.iter().map(|k| k.gpu_ns).sum::<Option<u64>>().map(|ns| ns as f64 / 1e6);
+        (kinds, total)
+    }
+}
+
+/// The pseudo-random prompt of `prompt_len` tokens the benchmark feeds.
+pub fn prompt_ids(prompt_len: usize, vocab: usize) -> Vec<u32> {
+    (0..prompt_len as u32).map(|i| pcg_hash(i) % vocab as u32).collect()
+}
+
 /// Times a prefill of `prompt_len` pseudo-random tokens and `gen` decode steps sampled with
 /// `params` (the context the repetition penalty sees grows as a generation's does). Decode steps go
 /// through `next_token`, so a backend that samples on the device returns only the token id.
@@ -76,8 +113,7 @@ pub fn time_generation(
     gen: usize,
     params: &SamplingParams,
 ) -> Result<(f64, f64, f64)> {
-    let vocab = backend.vocab_size() as u32;
-    let mut context: Vec<u32> = (0..prompt_len as u32).map(|i| pcg_hash(i) % vocab).collect();
+    let mut context = prompt_ids(prompt_len, backend.vocab_size());
     backend.reset();
     let start = Instant::now();
     let logits = backend.forward(&context, false)?;
@@ -114,23 +150,27 @@ pub fn cpu_read_bandwidth_gb_s() -> f64 {
 
 /// The GPU's memory bandwidth, (copy, read): the best of several timed copies of a 256 MiB buffer
 /// by a compute shader, counting the bytes read plus the bytes written, and the best of several
-/// read-only sums of it, counting the bytes read.
+/// read-only sums of it, counting the bytes read. Each timing repeats the pass in one submission
+/// until it lasts about 50 ms, so a fast GPU's submission latency does not count as slowness.
 #[cfg(feature = "gpu")]
 pub fn gpu_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<(f64, f64)> {
     let mut probe = crate::gpu::CopyProbe::new(ctx, 256 << 20);
     let mut best = |read: bool| -> Result<f64> {
-        let mut best = f64::INFINITY;
-        // The first run is warm-up: allocation and pipeline creation.
-        for run in 0..6 {
+        let mut pass = |repeats: usize| -> Result<f64> {
             let start = Instant::now();
             if read {
-                pollster::block_on(probe.run_read(ctx))?;
+                pollster::block_on(probe.run_read(ctx, repeats))?;
             } else {
-                pollster::block_on(probe.run(ctx))?;
+                pollster::block_on(probe.run(ctx, repeats))?;
             }
-            if run > 0 {
-                best = best.min(start.elapsed().as_secs_f64());
-            }
+            Ok(start.elapsed().as_secs_f64())
+        };
+        // The first pass is warm-up (allocation, pipeline creation), the second sizes the repeats.
+        pass(1)?;
+        let repeats = (0.05 / pass(1)?).clamp(1.0, 64.0) as usize;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            best = best.min(pass(repeats)? / repeats as f64);
         }
         Ok(best)
     };

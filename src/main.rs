@@ -14,10 +14,11 @@ use cli::files::*;
 use cli::inspect::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use tokenformer::bench::DispatchReport;
 use tokenformer::convert::to_safetensors;
 use tokenformer::default_model;
 use tokenformer::generation::perplexity;
-use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype};
+use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype, PREFILL_CHUNK};
 use tokenformer::inspect::top_k;
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
@@ -108,6 +109,26 @@ fn cpu_backend(model: Model, dtype: DtypeArg) -> Result<CpuBackend> {
 
 /// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
 /// `shapes` overrides the kernel shapes chosen for the adapter (`GpuOptions`).
+/// One line per kind of dispatch: its workgroups, device time and share of `total`, and the rate its
+/// weights were read at against the copy-shader `limit`.
+fn print_kinds(kinds: &[DispatchReport], total: Option<f64>, limit: f64) {
+    for k in kinds {
+        let groups = if k.min_workgroups == k.max_workgroups {
+            k.min_workgroups.to_string()
+        } else {
+            format!("{}-{}", k.min_workgroups, k.max_workgroups)
+        };
+        let mut line = format!("    {:<16} {:>4} dispatches of {groups:<8} workgroups", k.kind, k.dispatches);
+        if let (Some(ms), Some(total)) = (k.gpu_ms, total) {
+            line += &format!(" {ms:>9.2} ms {:>3.0} %", 100.0 * ms / total.max(1e-9));
+        }
+        if let Some(gb) = k.weight_gb_per_s {
+            line += &format!("  weights at {gb:.2} GB/s ({:.2} of the copy limit)", gb / limit);
+        }
+        println!("{line}");
+    }
+}
+
 fn gpu_backend(model: &Model, dtype: DtypeArg, shapes: GpuOptions) -> Result<GpuBackend> {
     let dtype = match dtype {
         DtypeArg::F32 => WeightDtype::F32,
@@ -266,9 +287,24 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                     (pass, encode_ns)
                 }
             };
-            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(read), Some(stats))
+            // And the prompt's first chunk again from position 0, each dispatch timed.
+            gpu.reset();
+            let prompt = tokenformer::bench::prompt_ids(args.prompt_len.min(PREFILL_CHUNK), gpu.vocab_size());
+            let prefill = match pollster::block_on(gpu.profile_prefill(&prompt)) {
+                Ok(timed) => Some((prompt.len(), timed)),
+                Err(e) => {
+                    eprintln!("no GPU time per prefill dispatch: {e}");
+                    None
+                }
+            };
+            let stats = Some((stats, prefill));
+            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(read), stats)
         }
     };
+    let decode_stats = stats.as_ref().map(|(decode, _)| decode);
+    let prefill_stats = stats.as_ref().and_then(|(_, prefill)| prefill.as_ref());
+    let (dispatch_kinds, gpu_ms_per_token) = decode_stats.map(|(s, _)| DispatchReport::of_pass(s)).unwrap_or_default();
+    let (prefill_kinds, prefill_gpu_ms) = prefill_stats.map(|(_, s)| DispatchReport::of_pass(s)).unwrap_or_default();
     let decode_tps = args.gen as f64 / decode;
     let achieved = bytes_per_token as f64 * decode_tps / 1e9;
     let report = tokenformer::bench::BenchReport {
@@ -294,33 +330,15 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         ratio: achieved / limit,
         read_limit_gb_per_s: read_limit,
         read_ratio: read_limit.map(|read| achieved / read),
-        dispatches_per_token: stats.as_ref().map(|(s, _)| s.dispatches),
-        submissions_per_token: stats.as_ref().map(|(s, _)| s.submissions),
-        dispatches_per_block: stats.as_ref().map(|(s, _)| s.per_block),
-        dispatch_kinds: stats
-            .as_ref()
-            .map(|(s, _)| {
-                s.kinds
-                    .iter()
-                    .map(|k| tokenformer::bench::DispatchReport {
-                        kind: k.name.to_string(),
-                        dispatches: k.dispatches,
-                        min_workgroups: k.min_workgroups,
-                        max_workgroups: k.max_workgroups,
-                        gpu_ms: k.gpu_ns.map(|ns| ns as f64 / 1e6),
-                        weight_gb_per_s: k
-                            .gpu_ns
-                            .filter(|&ns| ns > 0 && k.weight_bytes > 0)
-                            .map(|ns| k.weight_bytes as f64 / ns as f64),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        gpu_ms_per_token: stats
-            .as_ref()
-            .and_then(|(s, _)| s.kinds.iter().map(|k| k.gpu_ns).sum::<Option<u64>>())
-            .map(|ns| ns as f64 / 1e6),
-        encode_ms_per_token: stats.as_ref().map(|&(_, ns)| ns as f64 / 1e6),
+        dispatches_per_token: decode_stats.map(|(s, _)| s.dispatches),
+        submissions_per_token: decode_stats.map(|(s, _)| s.submissions),
+        dispatches_per_block: decode_stats.map(|(s, _)| s.per_block),
+        dispatch_kinds,
+        gpu_ms_per_token,
+        encode_ms_per_token: decode_stats.map(|&(_, ns)| ns as f64 / 1e6),
+        prefill_timed_tokens: prefill_stats.map(|&(t, _)| t),
+        prefill_gpu_ms,
+        prefill_kinds,
     };
     if args.json {
         println!("{}", serde_json::to_string(&report).unwrap_or_default());
@@ -354,20 +372,10 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         if let Some(g) = r.gpu_ms_per_token {
             println!("  device   {g:>9.2} ms per token in dispatches (one more step, each dispatch timed in a pass of its own)");
         }
-        for k in &r.dispatch_kinds {
-            let groups = if k.min_workgroups == k.max_workgroups {
-                k.min_workgroups.to_string()
-            } else {
-                format!("{}-{}", k.min_workgroups, k.max_workgroups)
-            };
-            let mut line = format!("    {:<16} {:>4} dispatches of {groups:<8} workgroups", k.kind, k.dispatches);
-            if let (Some(ms), Some(total)) = (k.gpu_ms, r.gpu_ms_per_token) {
-                line += &format!(" {ms:>9.2} ms {:>3.0} %", 100.0 * ms / total.max(1e-9));
-            }
-            if let Some(gb) = k.weight_gb_per_s {
-                line += &format!("  weights at {gb:.2} GB/s ({:.2} of the copy limit)", gb / r.limit_gb_per_s);
-            }
-            println!("{line}");
+        print_kinds(&r.dispatch_kinds, r.gpu_ms_per_token, r.limit_gb_per_s);
+        if let (Some(t), Some(g)) = (r.prefill_timed_tokens, r.prefill_gpu_ms) {
+            println!("  prefill  {g:>9.2} ms in dispatches for {t} tokens from position 0, each dispatch timed");
+            print_kinds(&r.prefill_kinds, r.prefill_gpu_ms, r.limit_gb_per_s);
         }
     }
     Ok(())

@@ -272,6 +272,29 @@ fn a_timed_step_times_every_dispatch_and_changes_nothing() {
 }
 
 #[test]
+fn a_timed_prefill_times_every_dispatch_and_changes_nothing() {
+    let (model, _) = load("l2_norm_gelu");
+    let options = GpuOptions { gpu_shapes: Some(true), ..Default::default() };
+    let mut plain = gpu(&model, &options);
+    let mut timed = gpu(&model, &options);
+    for g in [&mut plain, &mut timed] {
+        g.forward(&[3, 4], false).unwrap();
+    }
+    let stats = pollster::block_on(timed.profile_prefill(&[7, 8, 9])).unwrap();
+    assert_eq!(timed.position(), 2);
+    for k in &stats.kinds {
+        assert!(k.gpu_ns.is_some_and(|ns| ns > 0), "{k:?}");
+    }
+    // The dispatches of the same prefill untimed, and the cache as if it had not run.
+    let want = plain.forward(&[7, 8, 9], false).unwrap();
+    assert_eq!(stats.dispatches, plain.last_pass().dispatches);
+    assert_eq!(timed.forward(&[7, 8, 9], false).unwrap(), want);
+    let long = vec![1; tokenformer::gpu::PREFILL_CHUNK + 1];
+    let err = pollster::block_on(timed.profile_prefill(&long)).unwrap_err().to_string();
+    assert!(err.contains("at most"), "{err}");
+}
+
+#[test]
 fn decoding_with_the_cache_equals_recomputation_past_a_prefill_chunk() {
     // Longer than the backend's prefill chunk: the prompt runs in several submissions.
     let (mut model, _) = load("gelu_l2_norm");

@@ -5,17 +5,33 @@
 # Prints each run's report: prefill and decode tokens/s, weight bytes per token against the
 # copy-shader and read-only bandwidths, dispatches per block, and per kind of dispatch its
 # workgroups, device time (timestamp queries) and the GB/s its weights are read at.
-set -euo pipefail
+# Each run has its own time limit (RUN_TIMEOUT seconds, default 120); one that fails or runs out
+# is reported and the rest still run, so a lent machine's few minutes are never lost to one.
+set -uo pipefail
 bin=${1:-target/release/tokenformer}
-gen=${2:-64}
+gen=${2:-128}
+limit=${RUN_TIMEOUT:-120}
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-# Then: the demo page's sampling (the two-pass sampler, pipelined with a repetition penalty), the
-# same without top-k (the vocabulary walked over many workgroups, then in one, as a CPU adapter
-# does), a CPU adapter's kernel shapes (prefill in registers, the sampler in one workgroup), and
-# the decode sums through workgroup memory alone, as browsers run them (no subgroups).
-for run in "150m f16" "150m f32" "1.5b f16" "150m f16 --sample" "150m f16 --sample --top-k 0" \
-    "150m f16 --sample --top-k 0 --gpu-shapes false" "150m f16 --gpu-shapes false" "150m f16 --subgroups false"; do
+# After the plain greedy runs: a long prompt (split attention over 1,024 positions), the demo
+# page's sampling (the two-pass sampler, pipelined with a repetition penalty), the same without
+# top-k (the vocabulary walked over many workgroups, then in one, as a CPU adapter does), a CPU
+# adapter's kernel shapes (prefill in registers, the sampler in one workgroup), and the decode sums
+# through workgroup memory alone, as browsers run them (no subgroups).
+runs=(
+    "150m f16" "150m f32" "1.5b f16" "1.5b f32" "150m f16 --prompt-len 1024" "1.5b f16 --prompt-len 1024"
+    "150m f16 --sample" "1.5b f16 --sample" "150m f16 --sample --top-k 0"
+    "150m f16 --sample --top-k 0 --gpu-shapes false" "150m f16 --gpu-shapes false" "150m f16 --subgroups false"
+    "1.5b f16 --subgroups false"
+)
+failed=0
+for run in "${runs[@]}"; do
     set -- $run
+    extra=("${@:3}")
+    # A run names its own prompt length where it needs a long one.
+    [[ " ${extra[*]-} " == *" --prompt-len "* ]] || extra+=(--prompt-len 64)
     echo "== $*"
-    "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --prompt-len 64 --gen "$gen" "${@:3}"
+    timeout "$limit" "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --gen "$gen" "${extra[@]}"
+    rc=$?
+    [[ $rc == 0 ]] || { echo "!! exit status $rc (124: over ${limit} s)"; failed=1; }
 done
+exit $failed

@@ -51,20 +51,26 @@ impl CopyProbe {
         16 * self.quads as u64
     }
 
-    /// Copies the source buffer into the destination once and waits for it.
-    pub async fn run(&mut self, ctx: &GpuContext) -> Result<()> {
+    /// Copies the source buffer into the destination `repeats` times in one submission and waits
+    /// (repeats amortise the submission's latency, which a fast GPU copies 256 MiB within).
+    pub async fn run(&mut self, ctx: &GpuContext, repeats: usize) -> Result<()> {
         let mut enc = Encoder::new(ctx, &mut self.params);
         let groups = groups_for(self.quads, 256).min(ctx.limits.max_compute_workgroups_per_dimension);
-        enc.dispatch(&self.kernel, &self.bind, &CopyParams { quads: self.quads as u32 }, [groups, 1, 1]);
+        for _ in 0..repeats {
+            enc.dispatch(&self.kernel, &self.bind, &CopyParams { quads: self.quads as u32 }, [groups, 1, 1]);
+        }
         enc.submit();
         work_done(ctx).await
     }
 
-    /// Sums the source buffer once (each thread's sum to the destination's start) and waits.
-    pub async fn run_read(&mut self, ctx: &GpuContext) -> Result<()> {
+    /// Sums the source buffer `repeats` times (each thread's sum to the destination's start) in
+    /// one submission and waits.
+    pub async fn run_read(&mut self, ctx: &GpuContext, repeats: usize) -> Result<()> {
         let mut enc = Encoder::new(ctx, &mut self.params);
         let groups = READ_WORKGROUPS.min(groups_for(self.quads, 256));
-        enc.dispatch(&self.read, &self.bind, &ReadParams { quads: self.quads as u32 }, [groups, 1, 1]);
+        for _ in 0..repeats {
+            enc.dispatch(&self.read, &self.bind, &ReadParams { quads: self.quads as u32 }, [groups, 1, 1]);
+        }
         enc.submit();
         work_done(ctx).await
     }
@@ -82,7 +88,7 @@ mod tests {
         let mut probe = CopyProbe::new(&ctx, 4096 * 16 + 12);
         let data = random(probe.quads * 4, 91);
         ctx.queue.write_buffer(&probe._buffers.0, 0, &f32_bytes(&data));
-        pollster::block_on(probe.run(&ctx)).unwrap();
+        pollster::block_on(probe.run(&ctx, 2)).unwrap();
         assert_eq!(read_f32(&ctx, &probe._buffers.1, data.len()), data);
         assert_eq!(probe.bytes_moved(), 2 * 4096 * 16);
     }
@@ -93,7 +99,7 @@ mod tests {
         let mut probe = CopyProbe::new(&ctx, 4096 * 16);
         let data: Vec<f32> = (0..probe.quads * 4).map(|i| (i % 7) as f32).collect();
         ctx.queue.write_buffer(&probe._buffers.0, 0, &f32_bytes(&data));
-        pollster::block_on(probe.run_read(&ctx)).unwrap();
+        pollster::block_on(probe.run_read(&ctx, 1)).unwrap();
         let sums = read_f32(&ctx, &probe._buffers.1, data.len());
         assert_eq!(sums.iter().sum::<f32>(), data.iter().sum::<f32>());
         assert_eq!(probe.bytes_read(), 4096 * 16);

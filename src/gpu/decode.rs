@@ -87,7 +87,7 @@ impl Decode {
         let kernels = DecodeKernels {
             scores: Scores::new(ctx, shape, cfg.layernorm_eps),
             values: Values::new(ctx, shape),
-            attention: DecodeAttention::new(ctx),
+            attention: DecodeAttention::new(ctx, cfg.head_dim(), shape.for_gpu()),
         };
         let d = cfg.hidden_size;
         let row = d.div_ceil(4) as u64 * 16;

@@ -1,6 +1,7 @@
 //! Attention of one decoded token, split along the context (flash-decoding), with RoPE and the
-//! KV-cache append folded in (`shaders/decode_attention.wgsl`); the proj scores kernel combines the
-//! splits as it loads its input.
+//! KV-cache append folded in (`shaders/decode_attention_lanes.wgsl` on GPUs,
+//! `shaders/decode_attention.wgsl` on CPU adapters); the proj scores kernel combines the splits as
+//! it loads its input.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
@@ -11,8 +12,10 @@ shader_params!(DecodeAttentionParams for "decode_attention.wgsl" {
 
 /// Most splits per head: the combining kernel reads heads × splits × (head dim + 2) values.
 pub(crate) const MAX_SPLITS: usize = 8;
-/// Fewest positions a split covers.
-const MIN_CHUNK: usize = 64;
+/// Threads per position in the kernel, each summing every 16th dim of the head.
+const LANES: usize = 16;
+/// Fewest positions a split covers: one pass of the GPU kernel's 16 position slots.
+const MIN_CHUNK: usize = 16;
 
 pub(crate) struct DecodeAttention {
     kernel: Kernel,
@@ -30,11 +33,22 @@ pub(crate) fn partial_floats(d: usize, heads: usize) -> usize {
 }
 
 impl DecodeAttention {
-    pub fn new(ctx: &GpuContext) -> DecodeAttention {
+    /// The kernel for heads of `head_dim` (at most 256), shaped for a GPU (`lanes`: each of a
+    /// position's 16 lanes covers head_dim / 16 dims, a constant of the shader so its loops unroll
+    /// into registers) or for a CPU adapter (a thread per position).
+    pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool) -> DecodeAttention {
         use Access::{Read, ReadWrite};
-        let source = include_str!("../../shaders/decode_attention.wgsl");
+        let source = if lanes {
+            format!(
+                "const DIMS_PER_LANE: u32 = {}u;\n{}",
+                head_dim.div_ceil(LANES).max(1),
+                include_str!("../../shaders/decode_attention_lanes.wgsl")
+            )
+        } else {
+            include_str!("../../shaders/decode_attention.wgsl").to_string()
+        };
         DecodeAttention {
-            kernel: Kernel::new(ctx, "attention", source, &[Read, Read, ReadWrite, ReadWrite, ReadWrite]),
+            kernel: Kernel::new(ctx, "attention", &source, &[Read, Read, ReadWrite, ReadWrite, ReadWrite]),
         }
     }
 
@@ -85,12 +99,20 @@ mod tests {
     #[test]
     fn matches_the_cpu_with_rope_and_the_cache_append() {
         let ctx = test_context();
-        let attention = DecodeAttention::new(&ctx);
         let mut pages = ParamPages::default();
-        // One split and several (past MIN_CHUNK × MAX_SPLITS the chunks grow); head dims above 64.
-        for (heads, hd, pos, parts) in
-            [(3usize, 18usize, 0usize, 1usize), (2, 20, 70, 3), (4, 24, 200, 2), (2, 200, 1100, 1)]
-        {
+        // One split and several (past MIN_CHUNK × MAX_SPLITS the chunks grow, and passes end within
+        // a chunk); head dims not a multiple of the 16 lanes, the 1.5B model's 96, and the most, 256.
+        // Both kernels: a GPU's and a CPU adapter's.
+        let cases = [
+            (3usize, 18usize, 0usize, 1usize),
+            (2, 20, 70, 3),
+            (4, 24, 200, 2),
+            (2, 200, 1100, 1),
+            (3, 96, 333, 2),
+            (1, 256, 40, 1),
+        ];
+        for (lanes, (heads, hd, pos, parts)) in [true, false].into_iter().flat_map(|l| cases.map(|c| (l, c))) {
+            let attention = DecodeAttention::new(&ctx, hd, lanes);
             let d = heads * hd;
             let stride = d.div_ceil(4) * 4;
             let max_pos = pos + 3;
@@ -143,7 +165,12 @@ mod tests {
                 let got: Vec<f32> = (0..hd)
                     .map(|c| (0..splits).map(|s| partial[acc_base + at(s) * hd + c] * w[s]).sum::<f32>() / l)
                     .collect();
-                assert_close(&got, &want, 2e-5, &format!("heads {heads} hd {hd} pos {pos} splits {splits} head {h}"));
+                assert_close(
+                    &got,
+                    &want,
+                    2e-5,
+                    &format!("lanes {lanes} heads {heads} hd {hd} pos {pos} splits {splits} head {h}"),
+                );
             }
         }
     }

@@ -325,13 +325,37 @@ impl GpuBackend {
     pub async fn profile_decode_step(&mut self, params: &SamplingParams) -> Result<PassStats> {
         self.discard_ahead();
         check_ids(&[0], self.vocab, self.len, self.cfg.max_positions)?;
+        let params = SamplingParams { repetition_penalty: 1.0, ..*params };
+        self.timed(|s| {
+            s.submit_sampled(None, &params, 0, 0);
+            s.len -= 1;
+        })
+        .await
+    }
+
+    /// Runs `ids` (at most [`PREFILL_CHUNK`]) at the next positions as one prefill submission with
+    /// every dispatch timed by the device, the last token's logits included, and returns its
+    /// statistics; the KV cache is as before. For `bench`, like [`GpuBackend::profile_decode_step`].
+    pub async fn profile_prefill(&mut self, ids: &[u32]) -> Result<PassStats> {
+        if ids.len() > PREFILL_CHUNK {
+            return Err(Error::Usage(format!("a timed prefill takes at most {PREFILL_CHUNK} tokens")));
+        }
+        self.discard_ahead();
+        check_ids(ids, self.vocab, self.len, self.cfg.max_positions)?;
+        self.timed(|s| {
+            s.submit_chunk(Some(ids), 1, None, |_, _| {});
+            s.len -= ids.len();
+        })
+        .await
+    }
+
+    /// Records and submits what `submit` does with the device timing each dispatch.
+    async fn timed(&mut self, submit: impl FnOnce(&mut Self)) -> Result<PassStats> {
         self.ctx.check_alive()?;
         let no_timer =
             || Error::Gpu(format!("{} cannot time dispatches (no timestamp-query)", self.ctx.adapter_name()));
         self.timer = Some(Timer::new(&self.ctx).ok_or_else(no_timer)?);
-        let params = SamplingParams { repetition_penalty: 1.0, ..*params };
-        self.submit_sampled(None, &params, 0, 0);
-        self.len -= 1;
+        submit(self);
         let timer = self.timer.take();
         let (recorded, per_block) = &self.last;
         let times = match timer {

@@ -54,6 +54,13 @@ pub(crate) struct DecodeShape {
     pub max_rows: usize,
 }
 
+impl DecodeShape {
+    /// Whether these are a GPU's kernel shapes rather than a CPU adapter's (the rows say which).
+    pub fn for_gpu(&self) -> bool {
+        self.max_rows == GPU_MAX_ROWS
+    }
+}
+
 pub(crate) struct Scores {
     kernel: Kernel,
     eps: f32,
