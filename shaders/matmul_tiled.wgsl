@@ -23,7 +23,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     // This thread's outputs: tokens 4 * tm.., weight rows 4 * tn.. of the tile.
     let tm = lid / 16u;
     let tn = lid % 16u;
-    var acc: array<vec4<f32>, 4>;
+    // Four named accumulators, not an array: an array indexed by a loop variable (as the stores
+    // below would) can make a compiler keep it in memory, costing a round trip per multiply-add.
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var q0 = 0u; q0 < p.k_quads; q0 += KQ) {
         // Tokens and rows past the edges repeat the last valid one (loads stay in bounds, their
         // results are not stored); quads past the row are zero.
@@ -53,23 +58,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var k = 0u; k < 4u * KQ; k++) {
             let av = a_tile[k * (TM / 4u) + tm];
             let wv = w_tile[k * (TN / 4u) + tn];
-            acc[0] += av.x * wv;
-            acc[1] += av.y * wv;
-            acc[2] += av.z * wv;
-            acc[3] += av.w * wv;
+            acc0 += av.x * wv;
+            acc1 += av.y * wv;
+            acc2 += av.z * wv;
+            acc3 += av.w * wv;
         }
         workgroupBarrier();
     }
     for (var i = 0u; i < 4u; i++) {
         let m = m0 + 4u * tm + i;
+        let row = select(select(acc3, acc2, i == 2u), select(acc1, acc0, i == 0u), i < 2u);
         for (var col = 0u; col < 4u; col++) {
             let j = j0 + 4u * tn + col;
             if m < p.m && j < p.n {
                 let ci = m * p.ldc + p.c_col + g * p.c_group_stride + j;
                 if p.accumulate != 0u {
-                    c[ci] += acc[i][col];
+                    c[ci] += row[col];
                 } else {
-                    c[ci] = acc[i][col];
+                    c[ci] = row[col];
                 }
             }
         }
