@@ -150,8 +150,8 @@ pub fn cpu_read_bandwidth_gb_s() -> f64 {
 
 /// The GPU's memory bandwidth, (copy, read): the best of several timed copies of a 256 MiB buffer
 /// by a compute shader, counting the bytes read plus the bytes written, and the best of several
-/// read-only sums of it, counting the bytes read. Each timing repeats the pass in one submission
-/// until it lasts about 50 ms, so a fast GPU's submission latency does not count as slowness.
+/// read-only sums of it, counting the bytes read. Each timing repeats the pass in one submission,
+/// up to 64 times or about 50 ms, so a fast GPU's submission latency does not count as slowness.
 #[cfg(feature = "gpu")]
 pub fn gpu_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<(f64, f64)> {
     let mut probe = crate::gpu::CopyProbe::new(ctx, 256 << 20);

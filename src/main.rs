@@ -107,8 +107,6 @@ fn cpu_backend(model: Model, dtype: DtypeArg) -> Result<CpuBackend> {
     Ok(CpuBackend::new(Arc::new(model.into_dtype(dtype)?)))
 }
 
-/// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
-/// `shapes` overrides the kernel shapes chosen for the adapter (`GpuOptions`).
 /// One line per kind of dispatch: its workgroups, device time and share of `total`, and the rate its
 /// weights were read at against the copy-shader `limit`.
 fn print_kinds(kinds: &[DispatchReport], total: Option<f64>, limit: f64) {
@@ -129,6 +127,8 @@ fn print_kinds(kinds: &[DispatchReport], total: Option<f64>, limit: f64) {
     }
 }
 
+/// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
+/// `shapes` overrides the kernel shapes chosen for the adapter (`GpuOptions`).
 fn gpu_backend(model: &Model, dtype: DtypeArg, shapes: GpuOptions) -> Result<GpuBackend> {
     let dtype = match dtype {
         DtypeArg::F32 => WeightDtype::F32,

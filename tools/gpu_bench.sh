@@ -29,8 +29,8 @@ for run in "${runs[@]}"; do
     extra=("${@:3}")
     # A run names its own prompt length where it needs a long one.
     [[ " ${extra[*]-} " == *" --prompt-len "* ]] || extra+=(--prompt-len 64)
-    echo "== $*"
-    timeout "$limit" "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --gen "$gen" "${extra[@]}"
+    echo "== $1 $2 ${extra[*]}"
+    timeout -k 10 "$limit" "$bin" bench --synthetic "$1" --backend gpu --dtype "$2" --gen "$gen" "${extra[@]}"
     rc=$?
     [[ $rc == 0 ]] || { echo "!! exit status $rc (124: over ${limit} s)"; failed=1; }
 done

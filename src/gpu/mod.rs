@@ -335,7 +335,8 @@ impl GpuBackend {
 
     /// Runs `ids` (at most [`PREFILL_CHUNK`]) at the next positions as one prefill submission with
     /// every dispatch timed by the device, the last token's logits included, and returns its
-    /// statistics; the KV cache is as before. For `bench`, like [`GpuBackend::profile_decode_step`].
+    /// statistics; the KV cache is as before (the ids buffer is not: a decode step profiled next
+    /// starts from `ids[0]`). For `bench`, like [`GpuBackend::profile_decode_step`].
     pub async fn profile_prefill(&mut self, ids: &[u32]) -> Result<PassStats> {
         if ids.len() > PREFILL_CHUNK {
             return Err(Error::Usage(format!("a timed prefill takes at most {PREFILL_CHUNK} tokens")));
