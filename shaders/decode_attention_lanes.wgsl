@@ -1,73 +1,20 @@
-// Attention of one decoded token (flash-decoding): workgroup (h, split) covers positions
-// split * chunk .. of head h with an online softmax and writes its running max, sum and weighted
-// value sum; the kernel after it (scores.wgsl, mode 2) combines the splits. RoPE and the KV-cache
-// append are folded in: q, k and v arrive as the partial rows the qkv values kernel left, the
-// workgroups rotate q, and the one whose split holds the new position rotates k, appends k and v to
-// the caches and uses them from workgroup memory.
-// This is the GPUs' kernel; decode_attention.wgsl, for CPU adapters, leaves the same partial results.
-// The workgroup takes SLOTS positions at a time, LANES threads per position, so a position's key
-// and value rows are read by neighbouring threads (coalesced) and the positions' loads are in flight
-// together: a long serial chain of loads per thread is what a real GPU cannot hide.
-// cos/sin come from a table computed on the CPU in f64: table[pos * half + j] = (cos, sin).
-
-struct Params {
-    pos: u32,
-    d: u32,
-    hd: u32,
-    half: u32,
-    splits: u32,
-    chunk: u32,
-    qkv_parts: u32,
-    stride: u32,
-    scale: f32,
-}
-
-@group(1) @binding(0) var<uniform> p: Params;
-@group(0) @binding(0) var<storage, read> qkv: array<f32>;
-@group(0) @binding(1) var<storage, read> table: array<vec2<f32>>;
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// Attention of one decoded token on a GPU. lib/decode_attention.wgsl (prepended) holds the
+// parameters, bindings, the RoPE and KV-cache prologue and what the partial results are;
+// decode_attention.wgsl, for CPU adapters, leaves the same. The workgroup takes SLOTS positions at a
+// time, LANES threads per position, so a position's key and value rows are read by neighbouring
+// threads (coalesced) and the positions' loads are in flight together: a long serial chain of
+// loads per thread is what a real GPU cannot hide.
 
 // DIMS_PER_LANE, head dims over LANES rounded up, is prepended by decode_attention.rs.
 const WG: u32 = 256u;
 const LANES: u32 = 16u;
 const SLOTS: u32 = 16u;
-// Head dims up to 256 (checked on the CPU when the backend is built).
-const MAX_HD: u32 = 256u;
-// Unrotated q (0..256) and k (256..512) of this head.
-var<workgroup> raw: array<f32, 512>;
-var<workgroup> qs: array<f32, MAX_HD>;
-var<workgroup> ks: array<f32, MAX_HD>;
-var<workgroup> vs: array<f32, MAX_HD>;
 // Each lane's share of each slot's q·k, then each slot's scaled score.
 var<workgroup> dots: array<f32, WG>;
 var<workgroup> scores: array<f32, SLOTS>;
 // The slots' value sums and probability sums, added pairwise at the end.
 var<workgroup> fold: array<f32, 2048>;
 var<workgroup> fold_l: array<f32, 8>;
-
-// Element c of q (which 0), k (1) or v (2): the sum of the qkv kernel's split partials.
-fn part_sum(which: u32, c: u32) -> f32 {
-    var x = 0.0;
-    for (var s = 0u; s < p.qkv_parts; s++) {
-        x += qkv[(s * 3u + which) * p.stride + c];
-    }
-    return x;
-}
-
-// GPT-NeoX "rotate half" of dim i of the head stored at raw[base..].
-fn rotated(base: u32, i: u32) -> f32 {
-    let x = raw[base + i];
-    if i >= 2u * p.half {
-        return x;
-    }
-    let cs = table[p.pos * p.half + i % p.half];
-    if i < p.half {
-        return x * cs.x - raw[base + i + p.half] * cs.y;
-    }
-    return x * cs.x + raw[base + i - p.half] * cs.y;
-}
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -77,24 +24,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let slot = lid / LANES;
     let lane = lid % LANES;
     // Only the last split holds the new position.
-    let last = split + 1u == p.splits;
-    if lid < p.hd {
-        raw[lid] = part_sum(0u, head + lid);
-        if last {
-            raw[MAX_HD + lid] = part_sum(1u, head + lid);
-            vs[lid] = part_sum(2u, head + lid);
-        }
-    }
-    workgroupBarrier();
-    if lid < p.hd {
-        qs[lid] = rotated(0u, lid);
-        if last {
-            ks[lid] = rotated(MAX_HD, lid);
-            k_cache[p.pos * p.d + head + lid] = ks[lid];
-            v_cache[p.pos * p.d + head + lid] = vs[lid];
-        }
-    }
-    workgroupBarrier();
+    load_head(lid, WG, head, split + 1u == p.splits);
     let begin = split * p.chunk;
     let end = min(begin + p.chunk, p.pos + 1u);
     // Every thread follows the same running max; each slot sums its own positions' probabilities.

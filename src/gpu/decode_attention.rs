@@ -1,12 +1,12 @@
 //! Attention of one decoded token, split along the context (flash-decoding), with RoPE and the
 //! KV-cache append folded in (`shaders/decode_attention_lanes.wgsl` on GPUs,
-//! `shaders/decode_attention.wgsl` on CPU adapters); the proj scores kernel combines the splits as
-//! it loads its input.
+//! `shaders/decode_attention.wgsl` on CPU adapters, both after `shaders/lib/decode_attention.wgsl`);
+//! the proj scores kernel combines the splits as it loads its input.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
 
-shader_params!(DecodeAttentionParams for "decode_attention.wgsl" {
+shader_params!(DecodeAttentionParams for "lib/decode_attention.wgsl" {
     pos: u32, d: u32, hd: u32, half: u32, splits: u32, chunk: u32, qkv_parts: u32, stride: u32, scale: f32,
 });
 
@@ -38,14 +38,15 @@ impl DecodeAttention {
     /// into registers) or for a CPU adapter (a thread per position).
     pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool) -> DecodeAttention {
         use Access::{Read, ReadWrite};
+        let lib = include_str!("../../shaders/lib/decode_attention.wgsl");
         let source = if lanes {
+            let dims = head_dim.div_ceil(LANES).max(1);
             format!(
-                "const DIMS_PER_LANE: u32 = {}u;\n{}",
-                head_dim.div_ceil(LANES).max(1),
+                "const DIMS_PER_LANE: u32 = {dims}u;\n{lib}\n{}",
                 include_str!("../../shaders/decode_attention_lanes.wgsl")
             )
         } else {
-            include_str!("../../shaders/decode_attention.wgsl").to_string()
+            format!("{lib}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
         };
         DecodeAttention {
             kernel: Kernel::new(ctx, "attention", &source, &[Read, Read, ReadWrite, ReadWrite, ReadWrite]),

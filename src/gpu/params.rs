@@ -63,13 +63,8 @@ mod tests {
     }
 
     fn check<P: ShaderParams>() {
-        check_shader::<P>(P::WGSL, P::SOURCE);
-    }
-
-    /// `P` against the `struct Params` of `source` (`wgsl`), one of the shaders that take it.
-    fn check_shader<P: ShaderParams>(wgsl: &str, source: &str) {
         let rust: Vec<(String, String)> = P::FIELDS.iter().map(|&(n, t)| (n.to_string(), t.to_string())).collect();
-        assert_eq!(rust, wgsl_fields(source), "the parameters of {wgsl} drifted from the Rust struct");
+        assert_eq!(rust, wgsl_fields(P::SOURCE), "the parameters of {} drifted from the Rust struct", P::WGSL);
         assert!(size_of::<P>() <= crate::gpu::context::PARAM_BLOCK as usize);
     }
 
@@ -79,11 +74,6 @@ mod tests {
         check::<copy::CopyParams>();
         check::<copy::ReadParams>();
         check::<decode_attention::DecodeAttentionParams>();
-        // The GPUs' attention kernel takes the same parameters as the CPU adapters'.
-        check_shader::<decode_attention::DecodeAttentionParams>(
-            "decode_attention_lanes.wgsl",
-            include_str!("../../shaders/decode_attention_lanes.wgsl"),
-        );
         check::<embed::EmbedParams>();
         check::<inspect::ThetaTopKParams>();
         check::<inspect::ThetaSumsParams>();
