@@ -201,14 +201,11 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     let argmax = argmax_of_chunks(lid, WG);
     let l_max = bitcast<f32>(argmax.x);
     var pick = argmax.y;
-    if p.temperature > 0.0 {
+    if samples_from(l_max) {
         pick = sample(lid, l_max);
     }
     if lid == 0u {
-        token[0] = pick;
-        if p.penalty != 1.0 {
-            penalised[pick / 32u] |= 1u << (pick % 32u);
-        }
+        choose(pick);
     }
 }
 

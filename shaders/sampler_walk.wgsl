@@ -98,11 +98,15 @@ fn pass_shift() -> u32 {
     return 8u * (id_passes() - 1u - (p.pass_index - KEY_PASSES));
 }
 
-// The largest logit, and the whole vocabulary as the set.
+// The largest logit, and the whole vocabulary as the set; the pick already when there is nothing
+// to sample (the walks then run over nothing that matters).
 fn start(lid: u32) {
     let argmax = argmax_of_chunks(lid, WG);
     if lid == 0u {
         walk.l_max = bitcast<f32>(argmax.x);
+        if !samples_from(walk.l_max) {
+            choose(argmax.y);
+        }
         walk.lim_key = NONE;
         walk.lim_id = NONE;
     }
@@ -256,11 +260,8 @@ fn pick(lid: u32) {
     if shift == 0u {
         walk.lim_key = walk.prefix;
         walk.lim_id = id;
-        if p.walk == WALK_DRAW {
-            token[0] = id;
-            if p.penalty != 1.0 {
-                penalised[id / 32u] |= 1u << (id % 32u);
-            }
+        if p.walk == WALK_DRAW && samples_from(walk.l_max) {
+            choose(id);
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! For logits `l` over the vocabulary, the context so far, and the generation step `step`:
 //! 1. repetition penalty `r != 1`: for each distinct id in the context, `l /= r` if `l > 0`, else `l *= r`;
-//! 2. `temperature <= 0`: return the argmax (lowest id among exact ties);
+//! 2. `temperature <= 0`, or a largest logit that is not finite (∞, or every logit −∞): return the
+//!    argmax (lowest id among exact ties; a NaN is never larger);
 //! 3. candidates sorted by (logit descending, id ascending), cut to the first `top_k` when `top_k > 0`;
 //! 4. `p_i = exp((l_i - l_max) / temperature)`, normalised over the candidates;
 //! 5. `top_p < 1`: keep the shortest prefix whose cumulative probability reaches `top_p` (at least one);
@@ -80,8 +81,9 @@ pub fn sample(logits: &[f32], context: &[u32], p: &SamplingParams, step: u32) ->
             }
         }
     }
-    if p.temperature <= 0.0 {
-        return argmax(&l);
+    let best = argmax(&l);
+    if p.temperature <= 0.0 || !l[best as usize].is_finite() {
+        return best;
     }
 
     let order = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));

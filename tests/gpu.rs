@@ -80,7 +80,9 @@ fn uploading_from_the_file_tensor_by_tensor_equals_uploading_the_model() {
         let (model, tokenizer) = load(variant);
         let options = GpuOptions { max_chunk_bytes: Some(16384), ..GpuOptions::default() };
         let mut from_model = gpu(&model, &options);
-        let mut loader = GpuLoader::new(context(), model.config.clone(), tokenizer.vocab_size(), &options).unwrap();
+        let mut loader =
+            pollster::block_on(GpuLoader::new(context(), model.config.clone(), tokenizer.vocab_size(), &options))
+                .unwrap();
         let mut stream = WeightStream::new(None);
         for piece in bytes.chunks(4093) {
             stream.push(piece, &mut loader).unwrap_or_else(|e| panic!("{variant}: {e}"));

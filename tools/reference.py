@@ -249,7 +249,7 @@ def uniform(seed, step):
 def sample(logits, context, p, step, diag=None):
     """One token from `logits` (vocab_size entries) per the shared sampler spec:
     1. repetition penalty on every distinct id in context (l/r if l > 0 else l*r), when r != 1;
-    2. temperature <= 0: argmax (lowest id on exact ties);
+    2. temperature <= 0, or a largest logit that is not finite: argmax (lowest id on exact ties);
     3. candidates sorted by (logit desc, id asc), first top_k if top_k > 0;
     4. probs = softmax((l - l_max) / temperature) over candidates;
     5. top_p < 1: shortest prefix with cumulative prob >= top_p (at least one);
@@ -261,7 +261,7 @@ def sample(logits, context, p, step, diag=None):
         for i in sorted(set(context)):
             l[i] = l[i] / r if l[i] > 0 else l[i] * r
     order = sorted(range(len(l)), key=lambda i: (-l[i], i))
-    if p["temperature"] <= 0:
+    if p["temperature"] <= 0 or not np.isfinite(l[order[0]]):
         if diag is not None:
             diag["greedy_margin"] = l[order[0]] - l[order[1]]
         return order[0]

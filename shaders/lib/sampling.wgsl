@@ -51,20 +51,35 @@ fn order_value(key: u32) -> f32 {
 
 // How many of `ties` elements of key `key`, added one at a time in id order as the CPU adds them,
 // take the running weight from `before` to `goal` (past it when strict); all of them if rounding
-// leaves it short.
+// leaves it short. They weigh the same, so the count is one division: adding thousands of them
+// one by one in f32 would drift from the CPU's f64 sum by several elements.
 fn tie_rank(ties: u32, key: u32, before: f32, goal: f32, strict: bool, use_probs: bool, l_max: f32) -> u32 {
     var w = 1.0;
     if use_probs {
         w = exp((order_value(key) - l_max) / p.temperature);
     }
-    var acc = before;
-    for (var j = 1u; j <= ties; j++) {
-        acc += w;
-        if select(acc >= goal, acc > goal, strict) {
-            return j;
-        }
+    let x = (goal - before) / w;
+    // The first whole count past x (strict) or at it; none when x is not a number (w is 0).
+    let j = select(ceil(x), floor(x) + 1.0, strict);
+    if !(j < f32(ties)) {
+        return ties;
     }
-    return ties;
+    return u32(max(j, 1.0));
+}
+
+// Whether the largest logit leaves probabilities to sample (else the argmax is the pick): not ∞,
+// NaN, or −∞ (every logit −∞).
+fn samples_from(l_max: f32) -> bool {
+    return p.temperature > 0.0 && (bitcast<u32>(l_max) & 0x7F800000u) != 0x7F800000u;
+}
+
+// Writes the pick, and adds it to the penalised ids, so a step submitted ahead on the device
+// penalises it.
+fn choose(id: u32) {
+    token[0] = id;
+    if p.penalty != 1.0 {
+        penalised[id / 32u] |= 1u << (id % 32u);
+    }
 }
 
 fn pcg_hash(x: u32) -> u32 {

@@ -56,39 +56,48 @@ pub(super) struct Shared<'a> {
     pub caches: Vec<[&'a wgpu::Buffer; 2]>,
 }
 
-/// Whether the decode kernels take this model: the hidden size and Pattentions within their
-/// workgroup memory, and every block's matrices in one buffer each.
-fn fits(cfg: &ModelConfig, layers: &[LayerWeights]) -> bool {
+/// Whether the decode kernels take a model of `cfg`: the hidden size and Pattentions within their
+/// workgroup memory.
+fn fits_kernels(cfg: &ModelConfig) -> bool {
+    cfg.hidden_size <= MAX_HIDDEN && [cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots].into_iter().all(values::fits)
+}
+
+/// Whether every block's matrices are in one buffer each, as the decode kernels bind them.
+fn fits_buffers(layers: &[LayerWeights]) -> bool {
     let one_chunk = |m: &Matrix| m.chunks.len() == 1;
-    cfg.hidden_size <= MAX_HIDDEN
-        && [cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots].into_iter().all(values::fits)
-        && layers.iter().all(|w| {
-            [&w.qkv_keys, &w.qkv_values, &w.proj_keys, &w.proj_values, &w.ffn_keys, &w.ffn_values]
-                .into_iter()
-                .all(one_chunk)
+    layers.iter().all(|w| {
+        [&w.qkv_keys, &w.qkv_values, &w.proj_keys, &w.proj_values, &w.ffn_keys, &w.ffn_values]
+            .into_iter()
+            .all(one_chunk)
+    })
+}
+
+impl DecodeKernels {
+    /// The decode path's pipelines for a model of `cfg`, or None when it does not fit them.
+    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: DecodeShape) -> Option<DecodeKernels> {
+        fits_kernels(cfg).then(|| DecodeKernels {
+            scores: Scores::new(ctx, shape, cfg.layernorm_eps),
+            values: Values::new(ctx, shape),
+            attention: DecodeAttention::new(ctx, cfg.head_dim(), shape.for_gpu()),
         })
+    }
 }
 
 impl Decode {
-    /// The decode path's kernels, buffers and bind groups, or None when the model does not fit them.
-    #[allow(clippy::too_many_arguments)]
+    /// The decode path's buffers and bind groups over `kernels`, or None when the model's
+    /// matrices are split across buffers.
     pub fn new(
         ctx: &GpuContext,
         cfg: &ModelConfig,
-        shape: DecodeShape,
+        kernels: DecodeKernels,
         embed: &Embed,
         embedding: &Matrix,
         layers: &[LayerWeights],
         shared: &Shared,
     ) -> Option<Decode> {
-        if !fits(cfg, layers) {
+        if !fits_buffers(layers) {
             return None;
         }
-        let kernels = DecodeKernels {
-            scores: Scores::new(ctx, shape, cfg.layernorm_eps),
-            values: Values::new(ctx, shape),
-            attention: DecodeAttention::new(ctx, cfg.head_dim(), shape.for_gpu()),
-        };
         let d = cfg.hidden_size;
         let row = d.div_ceil(4) as u64 * 16;
         let residual =
@@ -97,7 +106,7 @@ impl Decode {
         let attention =
             ctx.storage("attention partials", decode_attention::partial_floats(d, cfg.num_heads) as u64 * 4);
         let blocks = [(cfg.qkv_slots, 3), (cfg.proj_slots, 1), (cfg.ffn_slots, 1)]
-            .map(|(n, groups)| groups * n.div_ceil(scores::rows_per_workgroup(n, groups, &shape)));
+            .map(|(n, groups)| groups * n.div_ceil(scores::rows_per_workgroup(n, groups, kernels.scores.shape())));
         let stats = ctx.storage("Pattention statistics", blocks.into_iter().max().unwrap_or(1) as u64 * 8);
         let (k, [a, b]) = (&kernels, &residual);
         let s = shared.scores;

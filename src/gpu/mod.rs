@@ -145,6 +145,7 @@ impl PassStats {
     }
 }
 
+/// The general path's pipelines (prefill, the head over many rows, the sampler).
 struct Kernels {
     embed: embed::Embed,
     norm: layer_norm::LayerNorm,
@@ -153,6 +154,20 @@ struct Kernels {
     rope: rope::Rope,
     attention: attention::Attention,
     sampler: sampler::Sampler,
+}
+
+impl Kernels {
+    fn new(c: &GpuContext, cfg: &ModelConfig, dtype: WeightDtype, gpu_shapes: bool) -> Kernels {
+        Kernels {
+            embed: embed::Embed::new(c, dtype),
+            norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
+            linear: Linear::new(c, dtype, gpu_shapes),
+            pnorm: pnorm::PNorm::new(c),
+            rope: rope::Rope::new(c),
+            attention: attention::Attention::new(c),
+            sampler: sampler::Sampler::new(c, gpu_shapes),
+        }
+    }
 }
 
 /// One block's weights. q, k, v keys are stacked into one matrix (one product for all three);
@@ -270,7 +285,7 @@ impl GpuBackend {
         file: &[u8],
         options: &GpuOptions,
     ) -> Result<GpuBackend> {
-        let mut loader = GpuLoader::new(ctx, config, vocab, options)?;
+        let mut loader = GpuLoader::new(ctx, config, vocab, options).await?;
         crate::weights::stream::stream_file(file, &mut loader)?;
         loader.finish().await
     }

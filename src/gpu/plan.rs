@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::context::{f32_bytes, ParamPages};
-use super::matmul::Linear;
+use super::decode::{self, DecodeKernels};
 use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS};
 use super::weights::{Matrix, Store};
-use super::{attention, decode, embed, layer_norm, pnorm, rope, sampler};
+use super::{attention, rope};
 use super::{
     Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, WeightDtype, PREFILL_CHUNK,
 };
@@ -26,7 +26,7 @@ const FLUSH_BYTES: usize = 64 << 20;
 impl GpuBackend {
     /// Uploads a model in memory through the same loader a stream feeds, one tensor at a time.
     pub(super) async fn upload(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        let mut loader = GpuLoader::new(ctx, model.config.clone(), model.vocab_size, options)?;
+        let mut loader = GpuLoader::new(ctx, model.config.clone(), model.vocab_size, options).await?;
         let roles = TensorRole::all(model.config.num_layers);
         let infos: Vec<TensorInfo> = roles
             .iter()
@@ -61,14 +61,21 @@ pub struct GpuLoader {
     unflushed: usize,
     /// Catches running out of device memory anywhere in the upload.
     scope: Option<wgpu::ErrorScopeGuard>,
-    min_workgroups: usize,
-    gpu_shapes: bool,
-    subgroup_lanes: Option<u32>,
+    shape: DecodeShape,
+    kernels: Kernels,
+    /// None when the model does not fit the decode path's kernels.
+    decode_kernels: Option<DecodeKernels>,
 }
 
 impl GpuLoader {
-    /// Checks that a model of `cfg` fits the device's bindings and creates its weight matrices.
-    pub fn new(ctx: Arc<GpuContext>, mut cfg: ModelConfig, vocab: usize, options: &GpuOptions) -> Result<GpuLoader> {
+    /// Checks that a model of `cfg` fits the device's bindings, compiles its kernels and creates
+    /// its weight matrices.
+    pub async fn new(
+        ctx: Arc<GpuContext>,
+        mut cfg: ModelConfig,
+        vocab: usize,
+        options: &GpuOptions,
+    ) -> Result<GpuLoader> {
         if let Some(context) = options.context {
             if context == 0 {
                 return Err(Error::Usage("a context of 0 positions holds no token".into()));
@@ -117,8 +124,17 @@ impl GpuLoader {
             (Some(false), _) => None,
             (_, lanes) => lanes,
         };
-        let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let dtype = options.dtype;
+        let max_rows = if gpu_shapes { GPU_MAX_ROWS } else { CPU_MAX_ROWS };
+        let shape = DecodeShape { dtype, min_workgroups, subgroup_lanes, max_rows };
+        // Compiled before any weight exists, and awaited: a CPU adapter's compiler (SwiftShader in a
+        // browser) holds hundreds of MB while it works, which then never adds to the weights'.
+        let (kernels, decode_kernels) = ctx
+            .refusals("the model's kernels", || {
+                (Kernels::new(&ctx, &cfg, dtype, gpu_shapes), DecodeKernels::new(&ctx, &cfg, shape))
+            })
+            .await?;
+        let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let store =
             Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
         let c = &*ctx;
@@ -150,9 +166,9 @@ impl GpuLoader {
             gathering: HashMap::new(),
             unflushed: 0,
             scope,
-            min_workgroups,
-            gpu_shapes,
-            subgroup_lanes,
+            shape,
+            kernels,
+            decode_kernels,
         })
     }
 
@@ -219,9 +235,9 @@ impl GpuLoader {
             embedding,
             layers: layer_weights,
             final_norm,
-            min_workgroups,
-            gpu_shapes,
-            subgroup_lanes,
+            shape,
+            kernels,
+            decode_kernels,
             ..
         } = self;
         let d = cfg.hidden_size;
@@ -252,15 +268,6 @@ impl GpuLoader {
         let final_w = c.storage_init("final norm weight", &f32_bytes(&final_norm[0]));
         let final_b = c.storage_init("final norm bias", &f32_bytes(&final_norm[1]));
 
-        let kernels = Kernels {
-            embed: embed::Embed::new(c, dtype),
-            norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
-            linear: Linear::new(c, dtype, gpu_shapes),
-            pnorm: pnorm::PNorm::new(c),
-            rope: rope::Rope::new(c),
-            attention: attention::Attention::new(c),
-            sampler: sampler::Sampler::new(c, gpu_shapes),
-        };
         let b = &buffers;
         let k = &kernels;
         // Bind groups hold their buffers: the weights need no other owner.
@@ -289,9 +296,8 @@ impl GpuLoader {
             rope_table: &rope_table,
             caches: caches.iter().map(|[kc, vc]| [kc, vc]).collect(),
         };
-        let max_rows = if gpu_shapes { GPU_MAX_ROWS } else { CPU_MAX_ROWS };
-        let shape = DecodeShape { dtype, min_workgroups, subgroup_lanes, max_rows };
-        let decode = decode::Decode::new(c, &cfg, shape, &k.embed, &embedding, &layer_weights, &shared);
+        let decode = decode_kernels
+            .and_then(|dk| decode::Decode::new(c, &cfg, dk, &k.embed, &embedding, &layer_weights, &shared));
         let backend = GpuBackend {
             embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
             norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.a),
@@ -308,9 +314,11 @@ impl GpuLoader {
             ahead: None,
             weight_bytes,
             kernel_shapes: format!(
-                "{} kernels, decode products of at least {min_workgroups} workgroup(s) of up to {max_rows} rows summing through {}",
-                if gpu_shapes { "GPU" } else { "CPU-adapter" },
-                subgroup_lanes.map_or("workgroup memory".into(), |n| format!("subgroups of {n}"))
+                "{} kernels, decode products of at least {} workgroup(s) of up to {} rows summing through {}",
+                if shape.for_gpu() { "GPU" } else { "CPU-adapter" },
+                shape.min_workgroups,
+                shape.max_rows,
+                shape.subgroup_lanes.map_or("workgroup memory".into(), |n| format!("subgroups of {n}"))
             ),
             inspector: None,
             timer: None,

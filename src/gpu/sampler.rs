@@ -36,7 +36,9 @@ const WALK_DRAW: u32 = 2;
 pub(crate) struct Sampler {
     chunks: Kernel,
     merge: Kernel,
-    walk: Kernel,
+    /// The walks over many workgroups: GPUs only (a CPU adapter never runs them, and SwiftShader
+    /// takes seconds to compile them).
+    walk: Option<Kernel>,
     /// Top-k candidates from chunks, and walks, over many workgroups (GPUs).
     candidates: bool,
 }
@@ -61,7 +63,8 @@ impl Sampler {
             &[Access::ReadWrite; 8],
         );
         let merge = chunks.sibling(ctx, "sampler", &source(include_str!("../../shaders/sampler.wgsl")));
-        let walk = chunks.sibling(ctx, "sampler walk", &source(include_str!("../../shaders/sampler_walk.wgsl")));
+        let walk = candidates
+            .then(|| chunks.sibling(ctx, "sampler walk", &source(include_str!("../../shaders/sampler_walk.wgsl"))));
         Sampler { chunks, merge, walk, candidates }
     }
 
@@ -103,13 +106,16 @@ impl Sampler {
             pass_index: 0,
         };
         enc.dispatch(&self.chunks, &b.bind, &words, [chunks as u32, 1, 1]);
-        if !(self.candidates && params.temperature > 0.0 && per_chunk == 0) {
-            enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
-            return;
-        }
+        let walker = match &self.walk {
+            Some(walker) if params.temperature > 0.0 && per_chunk == 0 => walker,
+            _ => {
+                enc.dispatch(&self.merge, &b.bind, &words, [1, 1, 1]);
+                return;
+            }
+        };
         let stage = |enc: &mut Encoder, stage: u32, walk: u32, pass_index: u32, groups: usize| {
             let words = SamplerParams { stage, walk, pass_index, ..words };
-            enc.dispatch(&self.walk, &b.bind, &words, [groups as u32, 1, 1]);
+            enc.dispatch(walker, &b.bind, &words, [groups as u32, 1, 1]);
         };
         let id_bits = u32::BITS - (b.vocab.saturating_sub(1).max(1) as u32).leading_zeros();
         let walk = |enc: &mut Encoder, walk: u32| {
@@ -297,6 +303,36 @@ mod tests {
                         want.sort();
                     }
                     assert_eq!(marked, want, "candidates {} {p:?}", sampler.candidates);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn long_runs_of_ties_and_non_finite_logits_match_the_cpu_spec() {
+        let samplers = both();
+        let vocab = 50_277;
+        // Every cut and draw inside one run of 50,277 ties, then inside a run of 50,276 ties
+        // weighing e^-1 each after one larger logit (added one by one in f32 they drifted by
+        // several ids, and the one-workgroup sampler lost draws past ~25,000 ties on lavapipe).
+        let flat = vec![0.0f32; vocab];
+        let mut one_high = flat.clone();
+        one_high[0] = 1.0;
+        // Nothing to sample: every logit -inf, or an infinite one (the argmax is the pick).
+        let mut infinite = random(vocab, 95);
+        infinite[777] = f32::INFINITY;
+        let none = vec![f32::NEG_INFINITY; 2100];
+        for (name, logits) in [("flat", &flat), ("one high", &one_high), ("+inf", &infinite), ("-inf", &none)] {
+            for p in [params(1.0, 0, 1.0, 1.0, 9), params(1.0, 0, 0.5, 1.0, 10), params(1.0, 30_000, 1.0, 1.0, 11)] {
+                for step in 0..6 {
+                    for sampler in &samplers {
+                        assert_eq!(
+                            gpu_sample(sampler, logits, &[], &p, step),
+                            sample(logits, &[], &p, step),
+                            "{name}: candidates {} {p:?} step {step}",
+                            sampler.candidates
+                        );
+                    }
                 }
             }
         }

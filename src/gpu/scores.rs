@@ -117,6 +117,10 @@ impl Scores {
         Scores { kernel, eps: eps as f32, shape }
     }
 
+    pub fn shape(&self) -> &DecodeShape {
+        &self.shape
+    }
+
     /// Binds `w`, whose rows are `groups` stacked Pattentions (q, k, v: each has its own
     /// statistics), with its input, output and statistics; `norm` holds the final norm's weight
     /// and bias (read only for [`ScoresInput::FinalNorm`]).

@@ -29,7 +29,7 @@ enum LoadSink {
         dtype: CpuDtype,
     },
     #[cfg(feature = "gpu")]
-    Gpu(GpuLoader),
+    Gpu(Box<GpuLoader>),
 }
 
 /// Values in all of a file's tensors.
@@ -122,8 +122,8 @@ async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) ->
         min_workgroups,
         ..GpuOptions::default()
     };
-    let loader = GpuLoader::new(context, config.clone(), vocab, &gpu_options)?;
-    Ok((LoadSink::Gpu(loader), None))
+    let loader = GpuLoader::new(context, config.clone(), vocab, &gpu_options).await?;
+    Ok((LoadSink::Gpu(Box::new(loader)), None))
 }
 
 #[cfg(not(feature = "gpu"))]

@@ -115,14 +115,23 @@ export async function hubServer(dir, port = 20000 + Math.floor(Math.random() * 2
 /** The summed resident set size in bytes of every process whose command line names `marker`
  *  (a browser's processes: `BROWSER_MARKER`, its profile folder's prefix). */
 export function rssOf(marker) {
-  let total = 0;
+  return Object.values(rssByProcess(marker)).reduce((a, b) => a + b, 0);
+}
+
+// The same sum split by Chromium's process type (`--type=` on the command line; the browser
+// process has none), to tell the GPU process's growth from the renderer's.
+export function rssByProcess(marker) {
+  const byType = {};
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(marker)) continue;
-      total += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+      if (!cmdline.includes(marker)) continue;
+      const type = /--type=([\w-]+)/.exec(cmdline)?.[1] ?? 'browser';
+      const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))?.[1] ?? 0) * 1024;
+      byType[type] = (byType[type] ?? 0) + rss;
     } catch { /* the process ended */ }
   }
-  return total;
+  return byType;
 }
 
 export const BROWSER_MARKER = 'tokenformer-chromium-';

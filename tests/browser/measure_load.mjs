@@ -11,7 +11,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, launch, hubServer, rssOf, BROWSER_MARKER, ROOT } from './harness.mjs';
+import { serve, launch, hubServer, rssOf, rssByProcess, BROWSER_MARKER, ROOT } from './harness.mjs';
 import { loadUrl } from './pages.mjs';
 
 const args = process.argv.slice(2);
@@ -34,8 +34,14 @@ try {
   await page.goto(`${server.url}/index.html`);
   await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
   const baseline = rssOf(BROWSER_MARKER);
+  const baselineByType = rssByProcess(BROWSER_MARKER);
   let peak = baseline;
-  const sampler = setInterval(() => { peak = Math.max(peak, rssOf(BROWSER_MARKER)); }, 100);
+  const peakByType = { ...baselineByType };
+  const sampler = setInterval(() => {
+    const byType = rssByProcess(BROWSER_MARKER);
+    peak = Math.max(peak, Object.values(byType).reduce((a, b) => a + b, 0));
+    for (const [type, rss] of Object.entries(byType)) peakByType[type] = Math.max(peakByType[type] ?? 0, rss);
+  }, 100);
   const weightsFile = readdirSync(dir).find((f) => /\.(bin|safetensors)$/.test(f));
   const plan = await page.evaluate(async ({ url, dtype }) => {
     const { Engine, initWasm } = await import('/www/engine.js');
@@ -68,6 +74,7 @@ try {
   console.log(`  loaded in ${loadSeconds.toFixed(1)} s (${(size / 1e6 / loadSeconds).toFixed(0)} MB/s)`);
   console.log(`  GPU buffers (plan): ${gb(plan.total)} = weights ${gb(plan.weights)} + KV cache ${gb(plan.kvCache)} + activations ${gb(plan.activations)}`);
   console.log(`  browser resident memory grew by ${gb(grew)} during the load (peak ${gb(peak)}); budget GPU buffers + 512 MiB = ${gb(plan.total + 2 ** 29)}: ${grew <= plan.total + 2 ** 29 ? 'within' : 'OVER'}`);
+  console.log(`  by process, peak growth: ${Object.keys(peakByType).sort().map((type) => `${type} ${gb(peakByType[type] - (baselineByType[type] ?? 0))}`).join(', ')}`);
   console.log(`  cache: ${cached.map((c) => `${c.source} kept as ${c.dtype}, ${gb(c.size)}`).join('; ')}; second visit: ${line} in ${cachedSeconds.toFixed(1)} s`);
   console.log(`  greedy ids ${JSON.stringify(ids)} vs native ${JSON.stringify(native.ids)}: ${JSON.stringify(ids) === JSON.stringify(native.ids) ? 'equal' : 'DIFFERENT'}`);
 } finally {
