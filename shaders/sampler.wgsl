@@ -1,5 +1,5 @@
 // The next token, sampled on the device exactly as src/sampling.rs specifies: repetition penalty,
-// greedy argmax (lowest id among ties), or: candidates in the order (logit descending, id
+// greedy argmax (lowest id among ties; also when the largest logit is not finite), or: candidates in the order (logit descending, id
 // ascending), top-k cut, p_i = exp((l_i - l_max) / T), top-p cut (shortest prefix whose mass
 // reaches top_p), then the first kept id whose running mass exceeds uniform(seed, step) * kept
 // mass, uniform() being the same pcg_hash counter draw.
@@ -152,7 +152,7 @@ fn walk(lid: u32, lim: vec2<u32>, use_probs: bool, goal: f32, strict: bool, l_ma
         before = workgroupUniformLoad(&chosen_before);
     }
     // 2. How many elements share that key (equal logits), and how many of them, in id order, the
-    //    running weight needs: the CPU adds them one at a time, and so does thread 0 here.
+    //    running weight needs: the CPU adds them one at a time, tie_rank() counts them at once.
     var ties = 0u;
     for (var j = lid; j < n; j += WG) {
         let i = candidate(j);

@@ -13,10 +13,10 @@ var<workgroup> ids: array<u32, 1024>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let base = wg.x * p.chunk;
-    // Chunk 0 starts from id 0 as the CPU does; the others from none (u32::MAX), which their
-    // first value replaces.
-    var best = logits[base];
-    var best_i = select(0xFFFFFFFFu, 0u, wg.x == 0u);
+    // From none (u32::MAX), which the first value replaces: thread 0 of chunk 0 meets id 0 first,
+    // as the CPU does (a NaN there wins), after the penalty has been applied to it.
+    var best = 0.0;
+    var best_i = 0xFFFFFFFFu;
     for (var j = lid; j < p.chunk; j += WG) {
         let i = base + j;
         if i < p.vocab {

@@ -9,7 +9,8 @@
 // the 4 key passes, ties of equal logits are resolved by id, 8 bits a pass, the same way.
 // The dispatches of one sample, after sampler_chunks.wgsl (penalty, chunk maxima):
 //   START; [top-k walk]; MASS, TOTAL; [top-p walk; MASS, TOTAL]; draw walk,
-// whose last PICK writes the token. The state between dispatches lives in `walk`.
+// whose last PICK writes the token (START writes it instead when the largest logit is not finite,
+// and the walks then write nothing). The state between dispatches lives in `walk`.
 // lib/sampling.wgsl is prepended.
 
 const WG: u32 = 256u;

@@ -16,12 +16,16 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,dr
 # page's sampling (the two-pass sampler, pipelined with a repetition penalty), the same without
 # top-k (the vocabulary walked over many workgroups, then in one, as a CPU adapter does), a CPU
 # adapter's kernel shapes (prefill in registers, the sampler in one workgroup), and the decode sums
-# through workgroup memory alone, as browsers run them (no subgroups).
+# through workgroup memory alone, as browsers run them (no subgroups). Last, decode products with
+# more and smaller workgroups than the default (at least 96): on a GPU of 132 multiprocessors the
+# 1.5B products ran at 0.7-1.0 TB/s with about one workgroup per multiprocessor.
 runs=(
     "150m f16" "150m f32" "1.5b f16" "1.5b f32" "150m f16 --prompt-len 1024" "1.5b f16 --prompt-len 1024"
     "150m f16 --sample" "1.5b f16 --sample" "150m f16 --sample --top-k 0"
     "150m f16 --sample --top-k 0 --gpu-shapes false" "150m f16 --gpu-shapes false" "150m f16 --subgroups false"
     "1.5b f16 --subgroups false"
+    "150m f16 --min-workgroups 384" "1.5b f16 --min-workgroups 192" "1.5b f16 --min-workgroups 384"
+    "1.5b f16 --min-workgroups 768"
 )
 failed=0
 for run in "${runs[@]}"; do

@@ -249,7 +249,8 @@ def uniform(seed, step):
 def sample(logits, context, p, step, diag=None):
     """One token from `logits` (vocab_size entries) per the shared sampler spec:
     1. repetition penalty on every distinct id in context (l/r if l > 0 else l*r), when r != 1;
-    2. temperature <= 0, or a largest logit that is not finite: argmax (lowest id on exact ties);
+    2. temperature <= 0, or a largest logit that is not finite: argmax (lowest id on exact ties; NaN logits
+       are outside what this reference covers);
     3. candidates sorted by (logit desc, id asc), first top_k if top_k > 0;
     4. probs = softmax((l - l_max) / temperature) over candidates;
     5. top_p < 1: shortest prefix with cumulative prob >= top_p (at least one);

@@ -54,12 +54,15 @@ fn order_value(key: u32) -> f32 {
 // leaves it short. They weigh the same, so the count is one division: adding thousands of them
 // one by one in f32 would drift from the CPU's f64 sum by several elements.
 fn tie_rank(ties: u32, key: u32, before: f32, goal: f32, strict: bool, use_probs: bool, l_max: f32) -> u32 {
+    if ties == 0u {
+        return 0u;
+    }
     var w = 1.0;
     if use_probs {
         w = exp((order_value(key) - l_max) / p.temperature);
     }
     let x = (goal - before) / w;
-    // The first whole count past x (strict) or at it; none when x is not a number (w is 0).
+    // The first whole count past x (strict) or at it; all of them when x is not a number.
     let j = select(ceil(x), floor(x) + 1.0, strict);
     if !(j < f32(ties)) {
         return ties;

@@ -62,16 +62,6 @@ fn fits_kernels(cfg: &ModelConfig) -> bool {
     cfg.hidden_size <= MAX_HIDDEN && [cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots].into_iter().all(values::fits)
 }
 
-/// Whether every block's matrices are in one buffer each, as the decode kernels bind them.
-fn fits_buffers(layers: &[LayerWeights]) -> bool {
-    let one_chunk = |m: &Matrix| m.chunks.len() == 1;
-    layers.iter().all(|w| {
-        [&w.qkv_keys, &w.qkv_values, &w.proj_keys, &w.proj_values, &w.ffn_keys, &w.ffn_values]
-            .into_iter()
-            .all(one_chunk)
-    })
-}
-
 impl DecodeKernels {
     /// The decode path's pipelines for a model of `cfg`, or None when it does not fit them.
     pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: DecodeShape) -> Option<DecodeKernels> {
@@ -84,8 +74,8 @@ impl DecodeKernels {
 }
 
 impl Decode {
-    /// The decode path's buffers and bind groups over `kernels`, or None when the model's
-    /// matrices are split across buffers.
+    /// The decode path's buffers and bind groups over `kernels`, for matrices in one buffer each
+    /// (the loader compiles the decode kernels only then).
     pub fn new(
         ctx: &GpuContext,
         cfg: &ModelConfig,
@@ -94,10 +84,8 @@ impl Decode {
         embedding: &Matrix,
         layers: &[LayerWeights],
         shared: &Shared,
-    ) -> Option<Decode> {
-        if !fits_buffers(layers) {
-            return None;
-        }
+    ) -> Decode {
+        debug_assert!(layers.iter().flat_map(LayerWeights::matrices).all(|m| m.chunks.len() == 1));
         let d = cfg.hidden_size;
         let row = d.div_ceil(4) as u64 * 16;
         let residual =
@@ -125,7 +113,7 @@ impl Decode {
             .collect();
         let head = k.scores.bind(ctx, embedding, 1, a, shared.logits, &stats, shared.final_norm);
         let embed = embed.bind(ctx, shared.ids, embedding, a);
-        Some(Decode { kernels, embed, layers, head })
+        Decode { kernels, embed, layers, head }
     }
 
     /// Records one token at position `pos` (its id already in the ids buffer), with the head's

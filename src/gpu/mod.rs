@@ -181,6 +181,12 @@ struct LayerWeights {
     ffn_values: Matrix,
 }
 
+impl LayerWeights {
+    fn matrices(&self) -> [&Matrix; 6] {
+        [&self.qkv_keys, &self.qkv_values, &self.proj_keys, &self.proj_values, &self.ffn_keys, &self.ffn_values]
+    }
+}
+
 /// Device buffers for up to PREFILL_CHUNK tokens (the per-layer KV caches live in their bind groups).
 struct Buffers {
     ids: wgpu::Buffer,

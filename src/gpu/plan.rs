@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::context::{f32_bytes, ParamPages};
 use super::decode::{self, DecodeKernels};
 use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS};
-use super::weights::{Matrix, Store};
+use super::weights::{chunk_rows, Matrix, Store};
 use super::{attention, rope};
 use super::{
     Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, WeightDtype, PREFILL_CHUNK,
@@ -44,9 +44,10 @@ impl GpuBackend {
     }
 }
 
-/// Uploads a model as its tensors arrive. The weight matrices are created from the config first;
-/// embedding and key rows are written as they come; a value tensor, stored transposed, is gathered
-/// whole (one tensor, never the model) and then written. [`GpuLoader::finish`] builds the rest.
+/// Uploads a model as its tensors arrive. The kernels are compiled and the weight matrices created
+/// from the config first; embedding and key rows are written as they come; a value tensor, stored
+/// transposed, is gathered whole (one tensor, never the model) and then written.
+/// [`GpuLoader::finish`] builds the rest.
 pub struct GpuLoader {
     ctx: Arc<GpuContext>,
     cfg: ModelConfig,
@@ -65,6 +66,20 @@ pub struct GpuLoader {
     kernels: Kernels,
     /// None when the model does not fit the decode path's kernels.
     decode_kernels: Option<DecodeKernels>,
+}
+
+/// Each block's matrices as (name, rows, cols, groups), in the order of [`LayerWeights`]. Values
+/// are stored transposed: row c of Vᵀ is every parameter token's value for output dim c.
+fn block_matrices(cfg: &ModelConfig) -> [(&'static str, usize, usize, usize); 6] {
+    let (d, q, p, f) = (cfg.hidden_size, cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots);
+    [
+        ("qkv keys", 3 * q, d, 1),
+        ("qkv values", 3 * d, q, 3),
+        ("proj keys", p, d, 1),
+        ("proj values", d, p, 1),
+        ("ffn keys", f, d, 1),
+        ("ffn values", d, f, 1),
+    ]
 }
 
 impl GpuLoader {
@@ -127,30 +142,35 @@ impl GpuLoader {
         let dtype = options.dtype;
         let max_rows = if gpu_shapes { GPU_MAX_ROWS } else { CPU_MAX_ROWS };
         let shape = DecodeShape { dtype, min_workgroups, subgroup_lanes, max_rows };
+        let store =
+            Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
+        // The decode kernels bind each block matrix whole.
+        let whole =
+            block_matrices(&cfg).iter().all(|&(_, rows, cols, groups)| chunk_rows(rows, cols, groups, store) >= rows);
         // Compiled before any weight exists, and awaited: a CPU adapter's compiler (SwiftShader in a
         // browser) holds hundreds of MB while it works, which then never adds to the weights'.
         let (kernels, decode_kernels) = ctx
             .refusals("the model's kernels", || {
-                (Kernels::new(&ctx, &cfg, dtype, gpu_shapes), DecodeKernels::new(&ctx, &cfg, shape))
+                let decode = if whole { DecodeKernels::new(&ctx, &cfg, shape) } else { None };
+                (Kernels::new(&ctx, &cfg, dtype, gpu_shapes), decode)
             })
             .await?;
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
-        let store =
-            Store { dtype, max_chunk_bytes: options.max_chunk_bytes.unwrap_or(u64::MAX).min(ctx.max_binding_bytes()) };
         let c = &*ctx;
         let embedding = Matrix::create(c, "embedding", vocab, d, 1, store)?;
         let layers = (0..cfg.num_layers)
             .map(|l| {
-                let (q, p, f) = (cfg.qkv_slots, cfg.proj_slots, cfg.ffn_slots);
-                // Values are stored transposed: row c of Vᵀ is every parameter token's value for
-                // output dim c.
+                let [qkv_keys, qkv_values, proj_keys, proj_values, ffn_keys, ffn_values] =
+                    block_matrices(&cfg).map(|(name, rows, cols, groups)| {
+                        Matrix::create(c, &format!("{name} {l}"), rows, cols, groups, store)
+                    });
                 Ok(LayerWeights {
-                    qkv_keys: Matrix::create(c, &format!("qkv keys {l}"), 3 * q, d, 1, store)?,
-                    qkv_values: Matrix::create(c, &format!("qkv values {l}"), 3 * d, q, 3, store)?,
-                    proj_keys: Matrix::create(c, &format!("proj keys {l}"), p, d, 1, store)?,
-                    proj_values: Matrix::create(c, &format!("proj values {l}"), d, p, 1, store)?,
-                    ffn_keys: Matrix::create(c, &format!("ffn keys {l}"), f, d, 1, store)?,
-                    ffn_values: Matrix::create(c, &format!("ffn values {l}"), d, f, 1, store)?,
+                    qkv_keys: qkv_keys?,
+                    qkv_values: qkv_values?,
+                    proj_keys: proj_keys?,
+                    proj_values: proj_values?,
+                    ffn_keys: ffn_keys?,
+                    ffn_values: ffn_values?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -216,7 +236,7 @@ impl GpuLoader {
         let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype);
         let hint = if self.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
         let ctx = self.ctx.clone();
-        let backend = ctx.refusals("the model's kernels or buffers", move || self.build()).await;
+        let backend = ctx.refusals("the model's buffers and bind groups", move || self.build()).await;
         if let Some(e) = match scope {
             Some(scope) => scope.pop().await,
             None => None,
@@ -296,8 +316,8 @@ impl GpuLoader {
             rope_table: &rope_table,
             caches: caches.iter().map(|[kc, vc]| [kc, vc]).collect(),
         };
-        let decode = decode_kernels
-            .and_then(|dk| decode::Decode::new(c, &cfg, dk, &k.embed, &embedding, &layer_weights, &shared));
+        let decode =
+            decode_kernels.map(|dk| decode::Decode::new(c, &cfg, dk, &k.embed, &embedding, &layer_weights, &shared));
         let backend = GpuBackend {
             embed: k.embed.bind(c, &b.ids, &embedding, &b.x),
             norm: k.norm.bind(c, &b.x, &final_w, &final_b, &b.a),

@@ -231,6 +231,12 @@ mod tests {
         assert_eq!(gpu_sample(sampler, &logits, &[], &greedy, 0), 2500);
         logits[1500] = 5.0;
         assert_eq!(gpu_sample(sampler, &logits, &[], &greedy, 0), 1500);
+        // The penalty lowers id 0 below another id: the first pass must compare id 0's penalised
+        // value, not the one it read before the penalty.
+        let mut logits = random(3000, 63);
+        logits[0] = 5.0;
+        logits[1] = 3.0;
+        assert_eq!(gpu_sample(sampler, &logits, &[0], &penalised, 0), 1);
         assert_eq!(gpu_sample(sampler, &[-1.0; 3000], &[], &greedy, 0), 0);
         assert_eq!(gpu_sample(sampler, &[f32::NEG_INFINITY; 2100], &[], &greedy, 0), 0);
     }
@@ -289,12 +295,19 @@ mod tests {
         let logits: Vec<f32> = random(3000, 90).iter().map(|v| v * 4.0).collect();
         let context = [3u32, 64, 2999];
         // Greedy, top-k candidates, and a walk over the whole vocabulary; with a penalty, and without
-        // one (then nothing is marked).
-        for p in [params(0.0, 0, 1.0, 1.3, 0), params(0.9, 40, 0.9, 1.3, 1), params(0.9, 0, 0.9, 1.3, 2)] {
+        // one (then nothing is marked). Then an infinite logit: nothing to sample, the argmax is the
+        // pick (on a GPU written by the walk's first stage, and marked there).
+        let mut infinite = logits.clone();
+        infinite[1234] = f32::INFINITY;
+        let cases =
+            [(0.0, 0, &logits), (0.9, 40, &logits), (0.9, 0, &logits), (0.9, 0, &infinite), (0.9, 40, &infinite)];
+        for (seed, (temperature, top_k, logits)) in cases.into_iter().enumerate() {
+            let p = params(temperature, top_k, 0.9, 1.3, seed as u32);
             for sampler in both() {
                 for penalty in [p.repetition_penalty, 1.0] {
                     let p = SamplingParams { repetition_penalty: penalty, ..p };
-                    let (pick, bits) = sample_and_penalised(&sampler, &logits, &context, &p, 0);
+                    let (pick, bits) = sample_and_penalised(&sampler, logits, &context, &p, 0);
+                    assert_eq!(pick, sample(logits, &context, &p, 0), "candidates {} {p:?}", sampler.candidates);
                     let marked: Vec<u32> =
                         (0..3000).filter(|&i| bits[i as usize / 32] & (1 << (i % 32)) != 0).collect();
                     let mut want = context.to_vec();

@@ -83,7 +83,7 @@ impl Matrix {
         let Store { dtype, max_chunk_bytes } = store;
         let row_bytes = row_bytes(cols, dtype);
         let group_rows = if groups > 1 { rows / groups } else { 1 };
-        let fit = (max_chunk_bytes as usize / row_bytes).min(MAX_CHUNK_ROWS) / group_rows * group_rows;
+        let fit = chunk_rows(rows, cols, groups, store);
         if fit == 0 {
             return Err(Error::Gpu(format!(
                 "{label}: a block of {group_rows} rows of {cols} values ({} bytes) exceeds the device's \
@@ -135,6 +135,13 @@ impl Matrix {
         }
         Ok(())
     }
+}
+
+/// Rows per chunk of a `rows × cols` matrix of `groups` blocks: whole blocks that fit one binding
+/// (0 when not even one does).
+pub(crate) fn chunk_rows(rows: usize, cols: usize, groups: usize, store: Store) -> usize {
+    let group_rows = if groups > 1 { rows / groups } else { 1 };
+    (store.max_chunk_bytes as usize / row_bytes(cols, store.dtype)).min(MAX_CHUNK_ROWS) / group_rows * group_rows
 }
 
 /// Bytes of one row on the device: whole quads of 4 values.
