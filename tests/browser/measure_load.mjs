@@ -7,7 +7,9 @@
 //   target/release/tokenformer synthetic --size 150m --layout authors --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m-authors
 //   node tests/browser/measure_load.mjs /tmp/tf150m-authors [--dtype=f16] [--tokens=1]
 // Memory: every 100 ms the resident set sizes (RSS, /proc) of all of this browser's processes are
-// summed; "during the load" is that sum's peak minus its value just before the load starts.
+// summed; "during the load" is that sum's peak minus its value just before the load starts. Each
+// process type's own peak growth is printed too (the GPU process holds SwiftShader's buffers and
+// its shader compiler's working memory; the renderer the wasm engine).
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
