@@ -1,8 +1,8 @@
 // The next token, sampled on the device exactly as src/sampling.rs specifies: repetition penalty,
-// greedy argmax (lowest id among ties; also when the largest logit is not finite), or: candidates in the order (logit descending, id
-// ascending), top-k cut, p_i = exp((l_i - l_max) / T), top-p cut (shortest prefix whose mass
-// reaches top_p), then the first kept id whose running mass exceeds uniform(seed, step) * kept
-// mass, uniform() being the same pcg_hash counter draw.
+// greedy argmax (lowest id among ties; also when the largest logit is not finite), or: candidates
+// in the order (logit descending, id ascending), top-k cut, p_i = exp((l_i - l_max) / T), top-p cut
+// (shortest prefix whose mass reaches top_p), then the first kept id whose running mass exceeds
+// uniform(seed, step) * kept mass, uniform() being the same pcg_hash counter draw.
 //
 // sampler_chunks.wgsl has applied the penalty, found each chunk's largest logit and, for top-k
 // sampling on a GPU, listed each chunk's top_k ids; this one workgroup finishes without sorting: a cut or

@@ -36,11 +36,9 @@ const WALK_DRAW: u32 = 2;
 pub(crate) struct Sampler {
     chunks: Kernel,
     merge: Kernel,
-    /// The walks over many workgroups: GPUs only (a CPU adapter never runs them, and SwiftShader
-    /// takes seconds to compile them).
+    /// The walks over many workgroups, with top-k candidates from chunks: GPUs only (a CPU
+    /// adapter never runs them, and SwiftShader takes seconds to compile them).
     walk: Option<Kernel>,
-    /// Top-k candidates from chunks, and walks, over many workgroups (GPUs).
-    candidates: bool,
 }
 
 /// The sampler bound to a row of logits, with its scratch buffers.
@@ -65,7 +63,12 @@ impl Sampler {
         let merge = chunks.sibling(ctx, "sampler", &source(include_str!("../../shaders/sampler.wgsl")));
         let walk = candidates
             .then(|| chunks.sibling(ctx, "sampler walk", &source(include_str!("../../shaders/sampler_walk.wgsl"))));
-        Sampler { chunks, merge, walk, candidates }
+        Sampler { chunks, merge, walk }
+    }
+
+    /// Whether top-k candidates come from chunks and walks run over many workgroups (GPUs).
+    fn candidates(&self) -> bool {
+        self.walk.is_some()
     }
 
     /// Binds the first `vocab` logits (modified in place by the penalty) and the one-word output.
@@ -85,10 +88,10 @@ impl Sampler {
     /// Samples from the logits; the penalised ids are those last written by
     /// [`SamplerBinding::write_penalised`] and picked since.
     pub fn encode(&self, enc: &mut Encoder, b: &SamplerBinding, params: &SamplingParams, step: u32) {
-        let chunk = if self.candidates { CHUNK } else { b.vocab };
+        let chunk = if self.candidates() { CHUNK } else { b.vocab };
         let chunks = b.vocab.div_ceil(chunk);
         // Each chunk's top k hold the global top k; past a chunk's size every id is a candidate.
-        let sorts = self.candidates && params.temperature > 0.0 && params.top_k < b.vocab.min(CHUNK);
+        let sorts = self.candidates() && params.temperature > 0.0 && params.top_k < b.vocab.min(CHUNK);
         let per_chunk = if sorts { params.top_k } else { 0 };
         let words = SamplerParams {
             vocab: b.vocab as u32,
@@ -183,7 +186,7 @@ mod tests {
         sampler.encode(&mut enc, &binding, params, step);
         // Sampling with no top-k list walks over many workgroups on a GPU.
         let walks =
-            sampler.candidates && params.temperature > 0.0 && !(1..CHUNK.min(logits.len())).contains(&params.top_k);
+            sampler.candidates() && params.temperature > 0.0 && !(1..CHUNK.min(logits.len())).contains(&params.top_k);
         let walked = enc.recorded.iter().filter(|d| d.kind == "sampler walk").count();
         let merged = enc.recorded.iter().filter(|d| d.kind == "sampler").count();
         assert_eq!((walked > 0, merged), (walks, usize::from(!walks)), "{params:?}");
@@ -262,7 +265,7 @@ mod tests {
                     for (step, sampler) in (0..6).zip(samplers.iter().cycle()) {
                         let want = sample(&logits, &context, p, step);
                         let got = gpu_sample(sampler, &logits, &context, p, step);
-                        let how = if sampler.candidates { "many workgroups" } else { "one workgroup" };
+                        let how = if sampler.candidates() { "many workgroups" } else { "one workgroup" };
                         assert_eq!(got, want, "{how}: vocab {vocab} spread {spread} {p:?} step {step}");
                     }
                 }
@@ -283,7 +286,7 @@ mod tests {
                         gpu_sample(sampler, &logits, &[], &p, step),
                         sample(&logits, &[], &p, step),
                         "candidates {} vocab {vocab} {p:?} step {step}",
-                        sampler.candidates
+                        sampler.candidates()
                     );
                 }
             }
@@ -307,7 +310,7 @@ mod tests {
                 for penalty in [p.repetition_penalty, 1.0] {
                     let p = SamplingParams { repetition_penalty: penalty, ..p };
                     let (pick, bits) = sample_and_penalised(&sampler, logits, &context, &p, 0);
-                    assert_eq!(pick, sample(logits, &context, &p, 0), "candidates {} {p:?}", sampler.candidates);
+                    assert_eq!(pick, sample(logits, &context, &p, 0), "candidates {} {p:?}", sampler.candidates());
                     let marked: Vec<u32> =
                         (0..3000).filter(|&i| bits[i as usize / 32] & (1 << (i % 32)) != 0).collect();
                     let mut want = context.to_vec();
@@ -315,7 +318,7 @@ mod tests {
                         want.push(pick);
                         want.sort();
                     }
-                    assert_eq!(marked, want, "candidates {} {p:?}", sampler.candidates);
+                    assert_eq!(marked, want, "candidates {} {p:?}", sampler.candidates());
                 }
             }
         }
@@ -343,7 +346,7 @@ mod tests {
                             gpu_sample(sampler, logits, &[], &p, step),
                             sample(logits, &[], &p, step),
                             "{name}: candidates {} {p:?} step {step}",
-                            sampler.candidates
+                            sampler.candidates()
                         );
                     }
                 }

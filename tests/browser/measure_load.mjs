@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, launch, hubServer, rssOf, rssByProcess, BROWSER_MARKER, ROOT } from './harness.mjs';
+import { serve, launch, hubServer, rssByProcess, BROWSER_MARKER, ROOT } from './harness.mjs';
 import { loadUrl } from './pages.mjs';
 
 const args = process.argv.slice(2);
@@ -35,8 +35,8 @@ try {
   const page = await browser.context.newPage();
   await page.goto(`${server.url}/index.html`);
   await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
-  const baseline = rssOf(BROWSER_MARKER);
   const baselineByType = rssByProcess(BROWSER_MARKER);
+  const baseline = Object.values(baselineByType).reduce((a, b) => a + b, 0);
   let peak = baseline;
   const peakByType = { ...baselineByType };
   const sampler = setInterval(() => {
