@@ -34,15 +34,6 @@ struct Params {
 // Hidden sizes up to 4 * 512 (checked when the backend is built).
 var<workgroup> act: array<vec4<f32>, 512>;
 
-// Element c of the residual stream: partial rows are d rounded up to quads apart.
-fn residual(c: u32) -> f32 {
-    var x = 0.0;
-    for (var s = 0u; s < p.parts; s++) {
-        x += input[s * 4u * p.k_quads + c];
-    }
-    return x;
-}
-
 // Element c of attention's output: the splits' running sums weighted by exp(their max - the max).
 fn attention_output(c: u32) -> f32 {
     let h = c / p.hd;
@@ -62,25 +53,32 @@ fn attention_output(c: u32) -> f32 {
     return o / l;
 }
 
+// Branches on p.mode outside the loops: software Vulkan runs both sides of a branch that differs
+// between lanes, and attention_output() is costly.
 fn load_input(lid: u32) {
     let valid = vec4<u32>(0u, 1u, 2u, 3u);
+    if p.mode == 2u {
+        // Attention's output goes into the product as it is.
+        for (var q = lid; q < p.k_quads; q += WG) {
+            var v = vec4<f32>(0.0);
+            for (var i = 0u; i < 4u; i++) {
+                v[i] = attention_output(min(4u * q + i, p.d - 1u));
+            }
+            act[q] = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
+        }
+        return;
+    }
+    // The residual stream: the sum of its partial rows, d rounded up to quads apart.
     var sum = 0.0;
     for (var q = lid; q < p.k_quads; q += WG) {
         var v = vec4<f32>(0.0);
-        for (var i = 0u; i < 4u; i++) {
-            let c = 4u * q + i;
-            if c < p.d && p.mode == 2u {
-                v[i] = attention_output(c);
-            } else if c < p.d {
-                v[i] = residual(c);
-            }
+        for (var s = 0u; s < p.parts; s++) {
+            let at = 4u * (s * p.k_quads + q);
+            v += vec4<f32>(input[at], input[at + 1u], input[at + 2u], input[at + 3u]);
         }
+        v = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
         act[q] = v;
         sum += v.x + v.y + v.z + v.w;
-    }
-    // Attention's output goes into the product as it is.
-    if p.mode == 2u {
-        return;
     }
     let mean = workgroup_sum(sum, lid) / f32(p.d);
     var var_sum = 0.0;
@@ -93,17 +91,37 @@ fn load_input(lid: u32) {
         let inside = 4u * q + valid < vec4<u32>(p.d);
         var v = (act[q] - mean) * inv_std;
         if p.mode == 1u {
-            for (var i = 0u; i < 4u; i++) {
-                if inside[i] {
-                    v[i] = v[i] * norm_weight[4u * q + i] + norm_bias[4u * q + i];
-                }
-            }
+            let c = min(4u * q + valid, vec4<u32>(p.d - 1u));
+            let weight = vec4<f32>(norm_weight[c.x], norm_weight[c.y], norm_weight[c.z], norm_weight[c.w]);
+            let bias = vec4<f32>(norm_bias[c.x], norm_bias[c.y], norm_bias[c.z], norm_bias[c.w]);
+            v = v * weight + bias;
         }
         act[q] = select(vec4<f32>(0.0), v, inside);
     }
 }
 
-@compute @workgroup_size(256)
+// Stores the score of row `row` of group g (gelu'd for stat 2) and returns its statistic; rows
+// past n return the identity.
+fn store_row(g: u32, row: u32, total: f32) -> vec2<f32> {
+    let softmax = p.stat == 3u;
+    var st = stat_identity(softmax);
+    if row >= p.n {
+        return st;
+    }
+    var s = total;
+    if p.stat == 1u {
+        st = vec2<f32>(s * s, 0.0);
+    } else if p.stat == 2u {
+        s = gelu(s);
+        st = vec2<f32>(s * s, 0.0);
+    } else if softmax {
+        st = vec2<f32>(s, 1.0);
+    }
+    out[p.out_offset + g * p.n + row] = s;
+    return st;
+}
+
+@compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -113,36 +131,29 @@ fn main(
     workgroupBarrier();
     let tpr = WG * 8u / p.rows;
     let j0 = wg.x * p.rows + lid / tpr * 8u;
+    let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    if j0 < p.n {
-        let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
+    if tpr == 1u {
+        // The same quad of the input in every lane (rows past n are read as row n - 1).
+        for (var q = 0u; q < p.k_quads; q++) {
+            dot_8_rows(r, q, act[q], &lo, &hi);
+        }
+    } else if j0 < p.n {
         for (var q = lid % tpr; q < p.k_quads; q += tpr) {
-            let a = act[q];
-            lo += vec4<f32>(dot(wq(r[0] + q), a), dot(wq(r[1] + q), a), dot(wq(r[2] + q), a), dot(wq(r[3] + q), a));
-            hi += vec4<f32>(dot(wq(r[4] + q), a), dot(wq(r[5] + q), a), dot(wq(r[6] + q), a), dot(wq(r[7] + q), a));
+            dot_8_rows(r, q, act[q], &lo, &hi);
         }
     }
-    let total = reduce_8_rows(lo, hi, lid, tpr, p.rows);
+    reduce_8_rows(lo, hi, lid, tpr, p.rows);
     let g = wg.y;
     let softmax = p.stat == 3u;
     var st = stat_identity(softmax);
-    let row = wg.x * p.rows + lid;
-    if lid < p.rows && row < p.n {
-        var s = total;
-        if p.stat == 1u {
-            st = vec2<f32>(s * s, 0.0);
-        } else if p.stat == 2u {
-            s = gelu(s);
-            st = vec2<f32>(s * s, 0.0);
-        } else if softmax {
-            st = vec2<f32>(s, 1.0);
-        }
-        out[p.out_offset + g * p.n + row] = s;
+    for (var i = lid; i < p.rows; i += WG) {
+        st = stat_combine(st, store_row(g, wg.x * p.rows + i, row_total[i]), softmax);
     }
     if p.stat != 0u {
         stat_red[lid] = st;
-        reduce_stats(lid, p.rows, softmax);
+        reduce_stats(lid, min(p.rows, WG), softmax);
         if lid == 0u {
             stats[g * groups.x + wg.x] = stat_red[0];
         }

@@ -33,7 +33,7 @@ struct Params {
 // Slots per split up to 4 * 512.
 var<workgroup> theta: array<vec4<f32>, 512>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
@@ -76,26 +76,30 @@ fn main(
     workgroupBarrier();
     let tpr = WG * 8u / p.rows;
     let j0 = wg.x * p.rows + lid / tpr * 8u;
+    let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    if j0 < p.d_out {
-        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
+    if tpr == 1u {
+        // The same quad of Theta in every lane (rows past d_out are read as row d_out - 1).
+        for (var q = 0u; q < len; q++) {
+            dot_8_rows(r, q0 + q, theta[q], &lo, &hi);
+        }
+    } else if j0 < p.d_out {
         for (var q = lid % tpr; q < len; q += tpr) {
-            let t = theta[q];
-            let w = q0 + q;
-            lo += vec4<f32>(dot(wq(r[0] + w), t), dot(wq(r[1] + w), t), dot(wq(r[2] + w), t), dot(wq(r[3] + w), t));
-            hi += vec4<f32>(dot(wq(r[4] + w), t), dot(wq(r[5] + w), t), dot(wq(r[6] + w), t), dot(wq(r[7] + w), t));
+            dot_8_rows(r, q0 + q, theta[q], &lo, &hi);
         }
     }
-    let sum = reduce_8_rows(lo, hi, lid, tpr, p.rows);
-    let row = wg.x * p.rows + lid;
-    if lid < p.rows && row < p.d_out {
-        var v = sum;
-        if split == 0u {
-            for (var s = 0u; s < p.residual_parts; s++) {
-                v += residual[s * p.stride + row];
+    reduce_8_rows(lo, hi, lid, tpr, p.rows);
+    for (var i = lid; i < p.rows; i += WG) {
+        let row = wg.x * p.rows + i;
+        if row < p.d_out {
+            var v = row_total[i];
+            if split == 0u {
+                for (var s = 0u; s < p.residual_parts; s++) {
+                    v += residual[s * p.stride + row];
+                }
             }
+            out[(split * groups.z + g) * p.stride + row] = v;
         }
-        out[(split * groups.z + g) * p.stride + row] = v;
     }
 }

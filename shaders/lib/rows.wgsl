@@ -1,15 +1,19 @@
-// The workgroup shape of the decode products (scores.wgsl, values.wgsl): 256 threads, `rows` weight
-// rows per workgroup (a power of two from 8 to 64 on a GPU, to 256 on a CPU adapter) in groups of
-// 8, each group's `tpr` threads reading neighbouring quads of its rows (thread lid = group * tpr +
-// lane): one quad of the input, loaded from workgroup memory, serves 8 rows (software Vulkan pays
-// for every such load). Then a reduction over each group's lanes: reduce_rows(), from
-// lib/reduce_workgroup.wgsl or, where the adapter has subgroups, lib/reduce_subgroup.wgsl
-// (prepended by the Rust side).
+// The workgroup shape of the decode products (scores.wgsl, values.wgsl): WG threads (prepended by
+// the Rust side), `rows` weight rows per workgroup in groups of 8, each group's `tpr` threads
+// reading neighbouring quads of its rows (thread lid = group * tpr + lane): one quad of the input,
+// loaded from workgroup memory, serves 8 rows. Then a reduction over each group's lanes:
+// reduce_rows(), from lib/reduce_workgroup.wgsl or, where the adapter has subgroups,
+// lib/reduce_subgroup.wgsl (also prepended).
+// On a GPU: 256 threads, 8 to 64 rows (tpr 256 to 32). On a CPU adapter: 32 threads and 256 rows,
+// so tpr = 1: each thread walks 8 whole rows, the quad of the input it loads is the same in every
+// lane (software Vulkan loads it once for all lanes, where it gathers per lane otherwise) and no
+// sums cross lanes.
 // Also the statistics a Pattention's normalisation needs, combined across rows and workgroups.
 
-const WG: u32 = 256u;
-var<workgroup> red: array<vec4<f32>, 256>;
-var<workgroup> stat_red: array<vec2<f32>, 256>;
+var<workgroup> red: array<vec4<f32>, WG>;
+var<workgroup> stat_red: array<vec2<f32>, WG>;
+// Row i's total (rows up to 256), left by reduce_8_rows().
+var<workgroup> row_total: array<f32, 256>;
 
 // Offsets (in quads) of the 8 rows from j0 of a matrix of n rows starting at row `first`: rows past
 // n repeat the last one, so loads stay in bounds (their sums are not stored).
@@ -21,20 +25,37 @@ fn row_offsets(first: u32, j0: u32, n: u32, k_quads: u32) -> array<u32, 8> {
     return r;
 }
 
-// Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8); thread lid < rows gets
-// the total of the workgroup's row lid.
-fn reduce_8_rows(lo: vec4<f32>, hi: vec4<f32>, lid: u32, tpr: u32, rows: u32) -> f32 {
-    reduce_rows(lo, lid, tpr);
-    var mine = 0.0;
-    if lid < rows && lid % 8u < 4u {
-        mine = red[lid / 8u * tpr][lid % 8u];
+// Adds the quads at offset w of the 8 rows at r (see row_offsets), times a, to lo (rows 0..4) and
+// hi (rows 4..8).
+fn dot_8_rows(r: array<u32, 8>, w: u32, a: vec4<f32>, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
+    *lo += vec4<f32>(dot(wq(r[0] + w), a), dot(wq(r[1] + w), a), dot(wq(r[2] + w), a), dot(wq(r[3] + w), a));
+    *hi += vec4<f32>(dot(wq(r[4] + w), a), dot(wq(r[5] + w), a), dot(wq(r[6] + w), a), dot(wq(r[7] + w), a));
+}
+
+// Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8) and leaves the total of
+// the workgroup's row i in row_total[i], i < rows.
+fn reduce_8_rows(lo: vec4<f32>, hi: vec4<f32>, lid: u32, tpr: u32, rows: u32) {
+    if tpr == 1u {
+        for (var i = 0u; i < 4u; i++) {
+            row_total[lid * 8u + i] = lo[i];
+            row_total[lid * 8u + 4u + i] = hi[i];
+        }
+    } else {
+        reduce_rows(lo, lid, tpr);
+        for (var i = lid; i < rows; i += WG) {
+            if i % 8u < 4u {
+                row_total[i] = red[i / 8u * tpr][i % 8u];
+            }
+        }
+        workgroupBarrier();
+        reduce_rows(hi, lid, tpr);
+        for (var i = lid; i < rows; i += WG) {
+            if i % 8u >= 4u {
+                row_total[i] = red[i / 8u * tpr][i % 8u - 4u];
+            }
+        }
     }
     workgroupBarrier();
-    reduce_rows(hi, lid, tpr);
-    if lid < rows && lid % 8u >= 4u {
-        mine = red[lid / 8u * tpr][lid % 8u - 4u];
-    }
-    return mine;
 }
 
 // The sum over the whole workgroup, returned to every thread.

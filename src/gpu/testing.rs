@@ -41,12 +41,14 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 }
 
 /// Every shape of the decode products the adapter can build for `dtype`: a GPU's launch target,
-/// the fewest workgroups of a GPU's rows, and a CPU adapter's (so 256 down to 8 threads per group
-/// of rows), each summing through workgroup memory and, where the adapter has them, through
+/// the fewest workgroups of a GPU's rows, and a CPU adapter's, both its own (a thread per 8 whole
+/// rows) and at a GPU's launch target (`bench --min-workgroups`: its few threads shared by fewer
+/// rows), each summing through workgroup memory and, where the adapter has them, through
 /// subgroups.
 pub fn decode_shapes(ctx: &GpuContext, dtype: WeightDtype) -> Vec<DecodeShape> {
     let reductions = [None].into_iter().chain(ctx.subgroup_lanes().map(Some));
-    let launches = [(MIN_WORKGROUPS, GPU_MAX_ROWS), (1, GPU_MAX_ROWS), (1, CPU_MAX_ROWS)];
+    let launches =
+        [(MIN_WORKGROUPS, GPU_MAX_ROWS), (1, GPU_MAX_ROWS), (1, CPU_MAX_ROWS), (MIN_WORKGROUPS, CPU_MAX_ROWS)];
     reductions
         .flat_map(|subgroup_lanes| {
             launches.map(|(min_workgroups, max_rows)| DecodeShape { dtype, min_workgroups, subgroup_lanes, max_rows })
