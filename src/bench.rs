@@ -17,6 +17,8 @@ pub struct BenchReport {
     /// How decoded tokens were chosen: "greedy", or the sampling parameters.
     pub sampling: String,
     pub time_to_first_token_ms: f64,
+    /// The first decode step, not counted in the decode rate (it may compile kernels).
+    pub first_decode_step_ms: f64,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
     pub weight_bytes_per_token: usize,
@@ -103,29 +105,46 @@ pub fn prompt_ids(prompt_len: usize, vocab: usize) -> Vec<u32> {
     (0..prompt_len as u32).map(|i| pcg_hash(i) % vocab as u32).collect()
 }
 
-/// Times a prefill of `prompt_len` pseudo-random tokens and `gen` decode steps sampled with
-/// `params` (the context the repetition penalty sees grows as a generation's does). Decode steps go
-/// through `next_token`, so a backend that samples on the device returns only the token id.
-/// Returns (time to first token s, prefill s, decode s).
+/// Seconds a generation took, from [`time_generation`].
+pub struct GenerationTimes {
+    pub time_to_first_token: f64,
+    pub prefill: f64,
+    /// The first decode step, timed apart: a driver may compile the decode kernels on first use
+    /// (lavapipe does), which says nothing about throughput.
+    pub first_step: f64,
+    /// The `gen` decode steps after it.
+    pub decode: f64,
+}
+
+/// Times a prefill of `prompt_len` pseudo-random tokens, then a first decode step and `gen` more,
+/// sampled with `params` (the context the repetition penalty sees grows as a generation's does).
+/// Decode steps go through `next_token`, so a backend that samples on the device returns only the
+/// token id.
 pub fn time_generation(
     backend: &mut dyn Backend,
     prompt_len: usize,
     gen: usize,
     params: &SamplingParams,
-) -> Result<(f64, f64, f64)> {
+) -> Result<GenerationTimes> {
     let mut context = prompt_ids(prompt_len, backend.vocab_size());
     backend.reset();
     let start = Instant::now();
     let logits = backend.forward(&context, false)?;
     let prefill = start.elapsed().as_secs_f64();
     let mut next = argmax(&logits);
-    let ttft = start.elapsed().as_secs_f64();
-    let decode_start = Instant::now();
-    for step in 0..gen {
+    let time_to_first_token = start.elapsed().as_secs_f64();
+    let mut step = |next: u32, step: usize| {
         context.push(next);
-        next = backend.next_token(&[next], &context, params, step as u32)?;
+        backend.next_token(&[next], &context, params, step as u32)
+    };
+    let first = Instant::now();
+    next = step(next, 0)?;
+    let first_step = first.elapsed().as_secs_f64();
+    let decode_start = Instant::now();
+    for i in 1..=gen {
+        next = step(next, i)?;
     }
-    Ok((ttft, prefill, decode_start.elapsed().as_secs_f64()))
+    Ok(GenerationTimes { time_to_first_token, prefill, first_step, decode: decode_start.elapsed().as_secs_f64() })
 }
 
 /// Streaming read bandwidth of all the threads the CPU backend uses: the best of several passes in
