@@ -134,12 +134,7 @@ fn main(
     let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    if tpr == 1u {
-        // The same quad of the input in every lane (rows past n are read as row n - 1).
-        for (var q = 0u; q < p.k_quads; q++) {
-            dot_8_rows(r, q, act[q], &lo, &hi);
-        }
-    } else if j0 < p.n {
+    if j0 < p.n {
         for (var q = lid % tpr; q < p.k_quads; q += tpr) {
             dot_8_rows(r, q, act[q], &lo, &hi);
         }

@@ -79,12 +79,7 @@ fn main(
     let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    if tpr == 1u {
-        // The same quad of Theta in every lane (rows past d_out are read as row d_out - 1).
-        for (var q = 0u; q < len; q++) {
-            dot_8_rows(r, q0 + q, theta[q], &lo, &hi);
-        }
-    } else if j0 < p.d_out {
+    if j0 < p.d_out {
         for (var q = lid % tpr; q < len; q += tpr) {
             dot_8_rows(r, q0 + q, theta[q], &lo, &hi);
         }

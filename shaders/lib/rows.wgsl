@@ -4,10 +4,10 @@
 // loaded from workgroup memory, serves 8 rows. Then a reduction over each group's lanes:
 // reduce_rows(), from lib/reduce_workgroup.wgsl or, where the adapter has subgroups,
 // lib/reduce_subgroup.wgsl (also prepended).
-// On a GPU: 256 threads, 8 to 64 rows (tpr 256 to 32). On a CPU adapter: 32 threads and 256 rows,
-// so tpr = 1: each thread walks 8 whole rows, the quad of the input it loads is the same in every
-// lane (software Vulkan loads it once for all lanes, where it gathers per lane otherwise) and no
-// sums cross lanes.
+// On a GPU: 256 threads, 8 to 64 rows (tpr 256 to 32). On a CPU adapter: 16 threads and 128 rows,
+// so tpr = 1: each thread walks 8 whole rows, with no sums across lanes and few threads to
+// switch between at barriers (software Vulkan runs 8 lanes at a time and the workgroups one after
+// another).
 // Also the statistics a Pattention's normalisation needs, combined across rows and workgroups.
 
 var<workgroup> red: array<vec4<f32>, WG>;
@@ -35,24 +35,17 @@ fn dot_8_rows(r: array<u32, 8>, w: u32, a: vec4<f32>, lo: ptr<function, vec4<f32
 // Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8) and leaves the total of
 // the workgroup's row i in row_total[i], i < rows.
 fn reduce_8_rows(lo: vec4<f32>, hi: vec4<f32>, lid: u32, tpr: u32, rows: u32) {
-    if tpr == 1u {
-        for (var i = 0u; i < 4u; i++) {
-            row_total[lid * 8u + i] = lo[i];
-            row_total[lid * 8u + 4u + i] = hi[i];
+    reduce_rows(lo, lid, tpr);
+    for (var i = lid; i < rows; i += WG) {
+        if i % 8u < 4u {
+            row_total[i] = red[i / 8u * tpr][i % 8u];
         }
-    } else {
-        reduce_rows(lo, lid, tpr);
-        for (var i = lid; i < rows; i += WG) {
-            if i % 8u < 4u {
-                row_total[i] = red[i / 8u * tpr][i % 8u];
-            }
-        }
-        workgroupBarrier();
-        reduce_rows(hi, lid, tpr);
-        for (var i = lid; i < rows; i += WG) {
-            if i % 8u >= 4u {
-                row_total[i] = red[i / 8u * tpr][i % 8u - 4u];
-            }
+    }
+    workgroupBarrier();
+    reduce_rows(hi, lid, tpr);
+    for (var i = lid; i < rows; i += WG) {
+        if i % 8u >= 4u {
+            row_total[i] = red[i / 8u * tpr][i % 8u - 4u];
         }
     }
     workgroupBarrier();
