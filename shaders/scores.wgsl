@@ -131,10 +131,10 @@ fn main(
     workgroupBarrier();
     let tpr = WG * 8u / p.rows;
     let j0 = wg.x * p.rows + lid / tpr * 8u;
-    let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.n {
+        let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
         for (var q = lid % tpr; q < p.k_quads; q += tpr) {
             dot_8_rows(r, q, act[q], &lo, &hi);
         }

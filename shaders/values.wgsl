@@ -76,10 +76,10 @@ fn main(
     workgroupBarrier();
     let tpr = WG * 8u / p.rows;
     let j0 = wg.x * p.rows + lid / tpr * 8u;
-    let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.d_out {
+        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
         for (var q = lid % tpr; q < len; q += tpr) {
             dot_8_rows(r, q0 + q, theta[q], &lo, &hi);
         }

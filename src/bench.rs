@@ -133,16 +133,16 @@ pub fn time_generation(
     let prefill = start.elapsed().as_secs_f64();
     let mut next = argmax(&logits);
     let time_to_first_token = start.elapsed().as_secs_f64();
-    let mut step = |next: u32, step: usize| {
+    let mut decode_step = |next: u32, step: usize| {
         context.push(next);
         backend.next_token(&[next], &context, params, step as u32)
     };
     let first = Instant::now();
-    next = step(next, 0)?;
+    next = decode_step(next, 0)?;
     let first_step = first.elapsed().as_secs_f64();
     let decode_start = Instant::now();
-    for i in 1..=gen {
-        next = step(next, i)?;
+    for step in 1..=gen {
+        next = decode_step(next, step)?;
     }
     Ok(GenerationTimes { time_to_first_token, prefill, first_step, decode: decode_start.elapsed().as_secs_f64() })
 }
