@@ -33,7 +33,8 @@ fn dot_8_rows(r: array<u32, 8>, w: u32, a: vec4<f32>, lo: ptr<function, vec4<f32
 }
 
 // Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8) and leaves the total of
-// the workgroup's row i in row_total[i], i < rows.
+// the workgroup's row i in row_total[i], i < rows, written by thread i % WG: the thread that reads
+// it after (for i = lid; i < rows; i += WG), so no barrier is needed before that read.
 fn reduce_8_rows(lo: vec4<f32>, hi: vec4<f32>, lid: u32, tpr: u32, rows: u32) {
     reduce_rows(lo, lid, tpr);
     for (var i = lid; i < rows; i += WG) {
@@ -48,7 +49,6 @@ fn reduce_8_rows(lo: vec4<f32>, hi: vec4<f32>, lid: u32, tpr: u32, rows: u32) {
             row_total[i] = red[i / 8u * tpr][i % 8u - 4u];
         }
     }
-    workgroupBarrier();
 }
 
 // The sum over the whole workgroup, returned to every thread.
