@@ -12,8 +12,10 @@ shader_params!(DecodeAttentionParams for "lib/decode_attention.wgsl" {
 
 /// Most splits per head: the combining kernel reads heads × splits × (head dim + 2) values.
 pub(crate) const MAX_SPLITS: usize = 8;
-/// Threads per position in the kernel, each summing every 16th dim of the head.
+/// Threads per position in the GPU kernel, each summing every 16th dim of the head.
 const LANES: usize = 16;
+/// Threads of the CPU-adapter kernel's workgroup (its `WG`), each adding every 8th dim of the head.
+const CPU_THREADS: usize = 8;
 /// Fewest positions a split covers: one pass of the GPU kernel's 16 position slots.
 const MIN_CHUNK: usize = 16;
 
@@ -35,7 +37,8 @@ pub(crate) fn partial_floats(d: usize, heads: usize) -> usize {
 impl DecodeAttention {
     /// The kernel for heads of `head_dim` (at most 256), shaped for a GPU (`lanes`: each of a
     /// position's 16 lanes covers head_dim / 16 dims, a constant of the shader so its loops unroll
-    /// into registers) or for a CPU adapter (a thread per position).
+    /// into registers) or for a CPU adapter (a thread per position scoring, a thread per
+    /// head_dim / 8 dims adding values).
     pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool) -> DecodeAttention {
         use Access::{Read, ReadWrite};
         let lib = include_str!("../../shaders/lib/decode_attention.wgsl");
@@ -46,7 +49,11 @@ impl DecodeAttention {
                 include_str!("../../shaders/decode_attention_lanes.wgsl")
             )
         } else {
-            format!("{lib}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
+            let dims = head_dim.div_ceil(CPU_THREADS).max(1);
+            format!(
+                "const DIMS_PER_THREAD: u32 = {dims}u;\n{lib}\n{}",
+                include_str!("../../shaders/decode_attention.wgsl")
+            )
         };
         DecodeAttention {
             kernel: Kernel::new(ctx, "attention", &source, &[Read, Read, ReadWrite, ReadWrite, ReadWrite]),
