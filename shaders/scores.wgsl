@@ -25,7 +25,9 @@ struct Params {
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
-@group(0) @binding(0) var<storage, read> input: array<f32>;
+// Read as quads (its buffers hold whole quads): lavapipe pays per load instruction, so a quad
+// costs what a float does.
+@group(0) @binding(0) var<storage, read> input: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read> norm_weight: array<f32>;
@@ -34,21 +36,25 @@ struct Params {
 // Hidden sizes up to 4 * 512 (checked when the backend is built).
 var<workgroup> act: array<vec4<f32>, 512>;
 
+fn input_at(i: u32) -> f32 {
+    return input[i / 4u][i % 4u];
+}
+
 // Element c of attention's output: the splits' running sums weighted by exp(their max - the max).
 fn attention_output(c: u32) -> f32 {
     let h = c / p.hd;
     let acc_base = (p.d / p.hd) * p.parts * 2u;
     var m = -3.0e38;
     for (var s = 0u; s < p.parts; s++) {
-        m = max(m, input[(h * p.parts + s) * 2u]);
+        m = max(m, input_at((h * p.parts + s) * 2u));
     }
     var l = 0.0;
     var o = 0.0;
     for (var s = 0u; s < p.parts; s++) {
         let at = h * p.parts + s;
-        let w = exp(input[at * 2u] - m);
-        l += input[at * 2u + 1u] * w;
-        o += input[acc_base + at * p.hd + c % p.hd] * w;
+        let w = exp(input_at(at * 2u) - m);
+        l += input_at(at * 2u + 1u) * w;
+        o += input_at(acc_base + at * p.hd + c % p.hd) * w;
     }
     return o / l;
 }
@@ -59,11 +65,10 @@ fn load_input(lid: u32) {
     let valid = vec4<u32>(0u, 1u, 2u, 3u);
     if p.mode == 2u {
         // Attention's output goes into the product as it is.
+        let last = vec4<u32>(p.d - 1u);
         for (var q = lid; q < p.k_quads; q += WG) {
-            var v = vec4<f32>(0.0);
-            for (var i = 0u; i < 4u; i++) {
-                v[i] = attention_output(min(4u * q + i, p.d - 1u));
-            }
+            let c = min(4u * q + valid, last);
+            let v = vec4<f32>(attention_output(c.x), attention_output(c.y), attention_output(c.z), attention_output(c.w));
             act[q] = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
         }
         return;
@@ -73,8 +78,7 @@ fn load_input(lid: u32) {
     for (var q = lid; q < p.k_quads; q += WG) {
         var v = vec4<f32>(0.0);
         for (var s = 0u; s < p.parts; s++) {
-            let at = 4u * (s * p.k_quads + q);
-            v += vec4<f32>(input[at], input[at + 1u], input[at + 2u], input[at + 3u]);
+            v += input[s * p.k_quads + q];
         }
         v = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
         act[q] = v;

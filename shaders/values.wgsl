@@ -56,22 +56,22 @@ fn main(
     let scale = select(0.0, sqrt(n) / norm, norm > 0.0);
     let q0 = split * p.split_quads;
     let len = min(p.split_quads, p.k_quads - q0);
+    // Whole quads, slots past n clamped and zeroed after: lavapipe pays for a branch around a load
+    // or a vector element indexed in a loop far more than for the work itself (8x the kernel).
+    let last = vec4<u32>(p.n - 1u);
     for (var q = lid; q < len; q += WG) {
-        var v = vec4<f32>(0.0);
-        for (var i = 0u; i < 4u; i++) {
-            let slot = 4u * (q0 + q) + i;
-            if slot < p.n {
-                let s = scores[g * p.n + slot];
-                if p.norm == 0u {
-                    v[i] = gelu(s * scale);
-                } else if p.norm == 1u {
-                    v[i] = s * scale;
-                } else {
-                    v[i] = exp(s - total.x) * (n / total.y);
-                }
-            }
+        let slot = 4u * (q0 + q) + vec4<u32>(0u, 1u, 2u, 3u);
+        let at = g * p.n + min(slot, last);
+        var v = vec4<f32>(scores[at.x], scores[at.y], scores[at.z], scores[at.w]);
+        if p.norm == 0u {
+            v *= scale;
+            v = vec4<f32>(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));
+        } else if p.norm == 1u {
+            v *= scale;
+        } else {
+            v = exp(v - total.x) * (n / total.y);
         }
-        theta[q] = v;
+        theta[q] = select(vec4<f32>(0.0), v, slot < vec4<u32>(p.n));
     }
     workgroupBarrier();
     let tpr = WG * 8u / p.rows;
