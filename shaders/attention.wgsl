@@ -1,6 +1,10 @@
 // Causal multi-head attention over the KV cache: query t (at position start + t) of head h sees the
-// cached positions 0..=start + t. One workgroup per (head, query); keys are taken 64 at a time
-// with an online softmax (running max and sum), so any context length works.
+// cached positions 0..=start + t. One workgroup per (head, query); keys are taken TILE at a time
+// with an online softmax (running max and sum), so any context length works: a thread per key
+// scores the tile, then every thread adds the tile's values into its DIMS_PER_THREAD dims.
+// WG and DIMS_PER_THREAD (head dims over WG, rounded up) are prepended by attention.rs: 64 threads
+// on a GPU, 8 on a CPU adapter, where lavapipe switches between a workgroup's SIMD groups of 8
+// lanes at every barrier.
 
 struct Params {
     start: u32,
@@ -15,14 +19,13 @@ struct Params {
 @group(0) @binding(2) var<storage, read> v_cache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 
-const WG: u32 = 64u;
-// Head dims up to 4 * WG = 256 (checked on the CPU when the backend is built).
-const DIMS_PER_THREAD: u32 = 4u;
+const TILE: u32 = 64u;
+// Head dims up to 256 (checked on the CPU when the backend is built).
 var<workgroup> qs: array<f32, 256>;
-var<workgroup> scores: array<f32, 64>;
-var<workgroup> probs: array<f32, 64>;
+var<workgroup> scores: array<f32, TILE>;
+var<workgroup> probs: array<f32, TILE>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let h = wg.x;
     let t = wg.y;
@@ -34,26 +37,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     workgroupBarrier();
     var m = -3.0e38;
     var l = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var j0 = 0u; j0 < visible; j0 += WG) {
-        let tile = min(WG, visible - j0);
-        let j = j0 + lid;
-        var s = -3.0e38;
-        if lid < tile {
+    var acc: array<f32, DIMS_PER_THREAD>;
+    for (var j0 = 0u; j0 < visible; j0 += TILE) {
+        let tile = min(TILE, visible - j0);
+        for (var i = lid; i < tile; i += WG) {
+            let kb = (j0 + i) * p.d + head;
             var dot_qk = 0.0;
-            let kb = j * p.d + head;
             for (var c = 0u; c < p.hd; c++) {
                 dot_qk += qs[c] * k_cache[kb + c];
             }
-            s = dot_qk * p.scale;
+            scores[i] = dot_qk * p.scale;
         }
-        scores[lid] = s;
         workgroupBarrier();
         var m_new = m;
         for (var i = 0u; i < tile; i++) {
             m_new = max(m_new, scores[i]);
         }
-        probs[lid] = select(0.0, exp(s - m_new), lid < tile);
+        for (var i = lid; i < tile; i += WG) {
+            probs[i] = exp(scores[i] - m_new);
+        }
         workgroupBarrier();
         let alpha = exp(m - m_new);
         l *= alpha;
@@ -64,14 +66,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let pi = probs[i];
             l += pi;
             let vb = (j0 + i) * p.d + head;
+            // Dims past the head's (in the last r) add a clamped element and are never stored: a
+            // branch around the load costs lavapipe more than the whole sum.
             for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-                let c = lid + r * WG;
-                if c < p.hd {
-                    acc[r] += pi * v_cache[vb + c];
-                }
+                acc[r] += pi * v_cache[vb + min(lid + r * WG, p.hd - 1u)];
             }
         }
         m = m_new;
+        // The next tile overwrites scores and probs.
         workgroupBarrier();
     }
     for (var r = 0u; r < DIMS_PER_THREAD; r++) {

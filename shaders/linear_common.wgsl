@@ -16,21 +16,20 @@ struct Params {
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
-@group(0) @binding(0) var<storage, read> a: array<f32>;
+// Read as quads (buffers hold whole quads): lavapipe pays per load instruction, so one quad costs
+// what one float does.
+@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 
 fn a4(base: u32, k0: u32) -> vec4<f32> {
-    if k0 + 4u <= p.k {
-        return vec4<f32>(a[base + k0], a[base + k0 + 1u], a[base + k0 + 2u], a[base + k0 + 3u]);
+    let i = base + k0;
+    if i % 4u == 0u && k0 + 4u <= p.k {
+        return a[i / 4u];
     }
-    // The last quad of a row whose length is not a multiple of 4: the weights are zero-padded,
-    // the activations past k belong to something else and are masked.
-    var v = vec4<f32>(0.0);
-    for (var i = 0u; i < 4u; i++) {
-        if k0 + i < p.k {
-            v[i] = a[base + k0 + i];
-        }
-    }
-    return v;
+    // A row that does not start on a quad, or the last quad of a row whose length is not a
+    // multiple of 4: the weights are zero-padded, the activations past k belong to something else
+    // and are masked.
+    let e = i + vec4<u32>(0u, 1u, 2u, 3u);
+    let v = vec4<f32>(a[e.x / 4u][e.x % 4u], a[e.y / 4u][e.y % 4u], a[e.z / 4u][e.z % 4u], a[e.w / 4u][e.w % 4u]);
+    return select(vec4<f32>(0.0), v, k0 + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.k));
 }
-

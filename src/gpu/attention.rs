@@ -5,7 +5,7 @@ use super::params::shader_params;
 
 shader_params!(AttentionParams for "attention.wgsl" { start: u32, d: u32, hd: u32, scale: f32 });
 
-/// The shader keeps one head's query in workgroup memory and 4 dims per thread of 64.
+/// The shader keeps one head's query in workgroup memory.
 pub(crate) const MAX_HEAD_DIM: usize = 256;
 
 pub(crate) struct Attention {
@@ -13,9 +13,16 @@ pub(crate) struct Attention {
 }
 
 impl Attention {
-    pub fn new(ctx: &GpuContext) -> Attention {
+    /// The kernel for heads of `head_dim`, shaped for a GPU (64 threads) or a CPU adapter (8).
+    pub fn new(ctx: &GpuContext, head_dim: usize, gpu_shapes: bool) -> Attention {
+        let threads = if gpu_shapes { 64 } else { 8 };
+        let dims = head_dim.div_ceil(threads).max(1);
+        let source = format!(
+            "const WG: u32 = {threads}u;\nconst DIMS_PER_THREAD: u32 = {dims}u;\n{}",
+            include_str!("../../shaders/attention.wgsl")
+        );
         let access = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
-        Attention { kernel: Kernel::new(ctx, "attention", include_str!("../../shaders/attention.wgsl"), &access) }
+        Attention { kernel: Kernel::new(ctx, "attention", &source, &access) }
     }
 
     pub fn bind(
@@ -48,9 +55,11 @@ mod tests {
     #[test]
     fn matches_the_cpu_loop_for_decode_and_prefill() {
         let ctx = test_context();
-        let attention = Attention::new(&ctx);
-        // Head dims 18 and 200 (> 64 threads: several dims per thread); context past one 64-key tile.
-        for (heads, hd, t, start) in [(3, 18, 1, 0), (3, 18, 7, 3), (2, 200, 1, 130), (4, 24, 70, 0)] {
+        // Head dims 18 and 200 (more than either kernel's threads: several dims per thread); context
+        // past one 64-key tile. Both kernels: a GPU's (64 threads) and a CPU adapter's (8).
+        let cases = [(3, 18, 1, 0), (3, 18, 7, 3), (2, 200, 1, 130), (4, 24, 70, 0)];
+        for (gpu_shapes, (heads, hd, t, start)) in [true, false].into_iter().flat_map(|g| cases.map(|c| (g, c))) {
+            let attention = Attention::new(&ctx, hd, gpu_shapes);
             let d = heads * hd;
             let total = start + t;
             let q: Vec<f32> = random(t * d, 51).iter().map(|v| v * 4.0).collect();
@@ -83,7 +92,12 @@ mod tests {
                     }
                 }
             }
-            assert_close(&got, &want, 2e-5, &format!("heads {heads} hd {hd} t {t} start {start}"));
+            assert_close(
+                &got,
+                &want,
+                2e-5,
+                &format!("gpu shapes {gpu_shapes} heads {heads} hd {hd} t {t} start {start}"),
+            );
         }
     }
 }

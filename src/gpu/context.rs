@@ -135,8 +135,9 @@ impl GpuContext {
     pub(crate) fn buffer(&self, label: &str, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            // Zero-sized bindings are invalid; 16 bytes also keeps vec4 arrays non-empty.
-            size: bytes.max(16).next_multiple_of(4),
+            // Zero-sized bindings are invalid; whole quads let any buffer be read as a vec4 array
+            // (a partial last quad would be out of its bounds).
+            size: bytes.max(16).next_multiple_of(16),
             usage,
             mapped_at_creation: false,
         })

@@ -164,7 +164,7 @@ impl Kernels {
             linear: Linear::new(c, dtype, gpu_shapes),
             pnorm: pnorm::PNorm::new(c),
             rope: rope::Rope::new(c),
-            attention: attention::Attention::new(c),
+            attention: attention::Attention::new(c, cfg.head_dim(), gpu_shapes),
             sampler: sampler::Sampler::new(c, gpu_shapes),
         }
     }
