@@ -7,6 +7,7 @@
 
 const WG: u32 = 8u;
 const TILE: u32 = 64u;
+var<workgroup> scores: array<f32, TILE>;
 var<workgroup> probs: array<f32, TILE>;
 
 @compute @workgroup_size(WG)
@@ -36,16 +37,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     dot_qk += qs[c] * k_cache[kb + c];
                 }
             }
-            probs[t] = dot_qk * p.scale;
+            scores[t] = dot_qk * p.scale;
         }
         workgroupBarrier();
         var m_new = m;
         for (var t = 0u; t < tile; t++) {
-            m_new = max(m_new, probs[t]);
+            m_new = max(m_new, scores[t]);
         }
-        workgroupBarrier();
         for (var t = lid; t < tile; t += WG) {
-            probs[t] = exp(probs[t] - m_new);
+            probs[t] = exp(scores[t] - m_new);
         }
         workgroupBarrier();
         let alpha = exp(m - m_new);
@@ -72,7 +72,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             }
         }
         m = m_new;
-        // The next pass overwrites probs.
+        // The next pass overwrites scores and probs.
         workgroupBarrier();
     }
     let at = h * p.splits + split;

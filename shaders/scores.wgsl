@@ -36,27 +36,45 @@ struct Params {
 // Hidden sizes up to 4 * 512 (checked when the backend is built).
 var<workgroup> act: array<vec4<f32>, 512>;
 
+// Attention's splits (decode_attention.wgsl) weighted per (head, split): exp(the split's max - the
+// head's max) / the head's weighted sum, so each output element is one weighted sum over the
+// splits. decode_attention.rs keeps heads × splits within SPLIT_WEIGHTS.
+const SPLIT_WEIGHTS: u32 = 256u;
+var<workgroup> split_weight: array<f32, SPLIT_WEIGHTS>;
+
 fn input_at(i: u32) -> f32 {
     return input[i / 4u][i % 4u];
 }
 
-// Element c of attention's output: the splits' running sums weighted by exp(their max - the max).
-fn attention_output(c: u32) -> f32 {
-    let h = c / p.hd;
-    let acc_base = (p.d / p.hd) * p.parts * 2u;
-    var m = -3.0e38;
-    for (var s = 0u; s < p.parts; s++) {
-        m = max(m, input_at((h * p.parts + s) * 2u));
+fn weigh_splits(lid: u32) {
+    for (var h = lid; h < p.d / p.hd; h += WG) {
+        let first = h * p.parts;
+        var m = -3.0e38;
+        for (var s = 0u; s < p.parts; s++) {
+            m = max(m, input_at((first + s) * 2u));
+        }
+        var l = 0.0;
+        for (var s = 0u; s < p.parts; s++) {
+            let w = exp(input_at((first + s) * 2u) - m);
+            split_weight[first + s] = w;
+            l += input_at((first + s) * 2u + 1u) * w;
+        }
+        for (var s = 0u; s < p.parts; s++) {
+            split_weight[first + s] /= l;
+        }
     }
-    var l = 0.0;
+    workgroupBarrier();
+}
+
+// Element c of attention's output.
+fn attention_output(c: u32) -> f32 {
+    let first = c / p.hd * p.parts;
+    let acc_base = (p.d / p.hd) * p.parts * 2u;
     var o = 0.0;
     for (var s = 0u; s < p.parts; s++) {
-        let at = h * p.parts + s;
-        let w = exp(input_at(at * 2u) - m);
-        l += input_at(at * 2u + 1u) * w;
-        o += input_at(acc_base + at * p.hd + c % p.hd) * w;
+        o += input_at(acc_base + (first + s) * p.hd + c % p.hd) * split_weight[first + s];
     }
-    return o / l;
+    return o;
 }
 
 // Branches on p.mode outside the loops: software Vulkan runs both sides of a branch that differs
@@ -65,6 +83,7 @@ fn load_input(lid: u32) {
     let valid = vec4<u32>(0u, 1u, 2u, 3u);
     if p.mode == 2u {
         // Attention's output goes into the product as it is.
+        weigh_splits(lid);
         let last = vec4<u32>(p.d - 1u);
         for (var q = lid; q < p.k_quads; q += WG) {
             let c = min(4u * q + valid, last);

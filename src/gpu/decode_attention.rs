@@ -23,9 +23,15 @@ pub(crate) struct DecodeAttention {
     kernel: Kernel,
 }
 
-/// Positions per split and splits for a context of `visible` positions: every split non-empty.
-pub(crate) fn split(visible: usize) -> (usize, usize) {
-    let chunk = visible.div_ceil(MAX_SPLITS).max(MIN_CHUNK);
+/// Most heads × splits: the combining kernel weighs every (head, split) in workgroup memory
+/// (`SPLIT_WEIGHTS` in `shaders/scores.wgsl`).
+pub(crate) const SPLIT_WEIGHTS: usize = 256;
+
+/// Positions per split and splits for a context of `visible` positions over `heads` heads: every
+/// split non-empty.
+pub(crate) fn split(visible: usize, heads: usize) -> (usize, usize) {
+    let most = MAX_SPLITS.min(SPLIT_WEIGHTS / heads).max(1);
+    let chunk = visible.div_ceil(most).max(MIN_CHUNK);
     (chunk, visible.div_ceil(chunk))
 }
 
@@ -86,7 +92,7 @@ impl DecodeAttention {
         qkv_parts: usize,
     ) -> usize {
         let hd = d / heads;
-        let (chunk, splits) = split(pos + 1);
+        let (chunk, splits) = split(pos + 1, heads);
         let scale = 1.0 / (hd as f32).sqrt();
         let [pos, d, hd, half, splits, chunk, qkv_parts, stride] =
             [pos, d, hd, half, splits, chunk, qkv_parts, d.div_ceil(4) * 4].map(|v| v as u32);

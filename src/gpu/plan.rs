@@ -9,7 +9,7 @@ use super::context::{f32_bytes, ParamPages};
 use super::decode::{self, DecodeKernels};
 use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS};
 use super::weights::{chunk_rows, Matrix, Store};
-use super::{attention, rope};
+use super::{attention, decode_attention, rope};
 use super::{
     Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, WeightDtype, PREFILL_CHUNK,
 };
@@ -113,6 +113,13 @@ impl GpuLoader {
             return Err(Error::Gpu(format!(
                 "head dim {hd} exceeds the attention kernel's {}",
                 attention::MAX_HEAD_DIM
+            )));
+        }
+        if cfg.num_heads > decode_attention::SPLIT_WEIGHTS {
+            return Err(Error::Gpu(format!(
+                "{} attention heads exceed the decode kernels' {}",
+                cfg.num_heads,
+                decode_attention::SPLIT_WEIGHTS
             )));
         }
         let t = PREFILL_CHUNK as u64;
