@@ -434,6 +434,14 @@ fn a_kv_cache_beyond_the_device_binding_limit_is_an_error() {
     assert!(err.to_string().contains("KV cache buffer needs"), "{err}");
 }
 
+#[test]
+fn more_heads_than_the_decode_kernels_weigh_is_an_error() {
+    let (mut model, _) = load("softmax");
+    model.config.num_heads = 257;
+    let err = pollster::block_on(GpuBackend::new(context(), &model, &GpuOptions::default())).err().unwrap();
+    assert!(err.to_string().contains("257 attention heads exceed"), "{err}");
+}
+
 /// A lost device (here destroyed on purpose) is an error naming the loss, not a panic or a hang,
 /// and a backend on a new device works.
 #[test]
