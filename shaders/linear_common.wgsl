@@ -16,8 +16,8 @@ struct Params {
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
-// Read as quads (buffers hold whole quads): lavapipe pays per load instruction, so one quad costs
-// what one float does.
+// Read as quads (buffers hold whole quads): one load instead of four, and lavapipe runs every load
+// as a loop over its 8 lanes.
 @group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> c: array<f32>;
 

@@ -25,8 +25,8 @@ struct Params {
 }
 
 @group(1) @binding(0) var<uniform> p: Params;
-// Read as quads (its buffers hold whole quads): lavapipe pays per load instruction, so a quad
-// costs what a float does.
+// Read as quads (its buffers hold whole quads): one load instead of four, and lavapipe runs every
+// load as a loop over its 8 lanes.
 @group(0) @binding(0) var<storage, read> input: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> stats: array<vec2<f32>>;
