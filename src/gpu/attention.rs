@@ -7,6 +7,20 @@ shader_params!(AttentionParams for "attention.wgsl" { start: u32, d: u32, hd: u3
 
 /// The shader keeps one head's query in workgroup memory.
 pub(crate) const MAX_HEAD_DIM: usize = 256;
+/// Threads of an attention workgroup on a GPU, and on a CPU adapter: one SIMD group of lavapipe's,
+/// so its barriers switch nothing.
+const GPU_THREADS: usize = 64;
+pub(crate) const CPU_THREADS: usize = 8;
+
+/// `shaders/lib/attend.wgsl`, the tile loop both attention kernels share, with the constants it
+/// needs: `threads` per workgroup, each adding head_dim / threads dims (rounded up).
+pub(crate) fn attend_source(threads: usize, head_dim: usize) -> String {
+    let dims = head_dim.div_ceil(threads).max(1);
+    format!(
+        "const WG: u32 = {threads}u;\nconst DIMS_PER_THREAD: u32 = {dims}u;\n{}",
+        include_str!("../../shaders/lib/attend.wgsl")
+    )
+}
 
 pub(crate) struct Attention {
     kernel: Kernel,
@@ -15,12 +29,8 @@ pub(crate) struct Attention {
 impl Attention {
     /// The kernel for heads of `head_dim`, shaped for a GPU (64 threads) or a CPU adapter (8).
     pub fn new(ctx: &GpuContext, head_dim: usize, gpu_shapes: bool) -> Attention {
-        let threads = if gpu_shapes { 64 } else { 8 };
-        let dims = head_dim.div_ceil(threads).max(1);
-        let source = format!(
-            "const WG: u32 = {threads}u;\nconst DIMS_PER_THREAD: u32 = {dims}u;\n{}",
-            include_str!("../../shaders/attention.wgsl")
-        );
+        let threads = if gpu_shapes { GPU_THREADS } else { CPU_THREADS };
+        let source = format!("{}\n{}", attend_source(threads, head_dim), include_str!("../../shaders/attention.wgsl"));
         let access = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         Attention { kernel: Kernel::new(ctx, "attention", &source, &access) }
     }

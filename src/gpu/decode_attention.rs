@@ -3,6 +3,7 @@
 //! `shaders/decode_attention.wgsl` on CPU adapters, both after `shaders/lib/decode_attention.wgsl`);
 //! the proj scores kernel combines the splits as it loads its input.
 
+use super::attention::{attend_source, CPU_THREADS};
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
 
@@ -14,8 +15,6 @@ shader_params!(DecodeAttentionParams for "lib/decode_attention.wgsl" {
 pub(crate) const MAX_SPLITS: usize = 8;
 /// Threads per position in the GPU kernel, each summing every 16th dim of the head.
 const LANES: usize = 16;
-/// Threads of the CPU-adapter kernel's workgroup (its `WG`), each adding every 8th dim of the head.
-const CPU_THREADS: usize = 8;
 /// Fewest positions a split covers: one pass of the GPU kernel's 16 position slots.
 const MIN_CHUNK: usize = 16;
 
@@ -43,8 +42,7 @@ pub(crate) fn partial_floats(d: usize, heads: usize) -> usize {
 impl DecodeAttention {
     /// The kernel for heads of `head_dim` (at most 256), shaped for a GPU (`lanes`: each of a
     /// position's 16 lanes covers head_dim / 16 dims, a constant of the shader so its loops unroll
-    /// into registers) or for a CPU adapter (a thread per position scoring, a thread per
-    /// head_dim / 8 dims adding values).
+    /// into registers) or for a CPU adapter (`shaders/lib/attend.wgsl`'s tile loop, as prefill).
     pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool) -> DecodeAttention {
         use Access::{Read, ReadWrite};
         let lib = include_str!("../../shaders/lib/decode_attention.wgsl");
@@ -55,11 +53,8 @@ impl DecodeAttention {
                 include_str!("../../shaders/decode_attention_lanes.wgsl")
             )
         } else {
-            let dims = head_dim.div_ceil(CPU_THREADS).max(1);
-            format!(
-                "const DIMS_PER_THREAD: u32 = {dims}u;\n{lib}\n{}",
-                include_str!("../../shaders/decode_attention.wgsl")
-            )
+            let attend = attend_source(CPU_THREADS, head_dim);
+            format!("{attend}\n{lib}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
         };
         DecodeAttention {
             kernel: Kernel::new(ctx, "attention", &source, &[Read, Read, ReadWrite, ReadWrite, ReadWrite]),
