@@ -1,10 +1,10 @@
 // Embedding lookup from one row chunk of the embedding: x[t] = emb[ids[t]] for the ids in the chunk.
-// A dtype prelude supplies binding 1 and wq().
+// A dtype prelude supplies binding 1 and wo().
 
 struct Params {
     t: u32,
     d: u32,
-    k_quads: u32,
+    k_octets: u32,
     row0: u32,
     rows: u32,
 }
@@ -15,19 +15,19 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let q = gid.x;
+    let o = gid.x;
     let t = gid.y;
-    if q >= p.k_quads || t >= p.t {
+    if o >= p.k_octets || t >= p.t {
         return;
     }
     let id = ids[t];
     if id < p.row0 || id >= p.row0 + p.rows {
         return;
     }
-    let v = wq((id - p.row0) * p.k_quads + q);
-    for (var i = 0u; i < 4u; i++) {
-        if q * 4u + i < p.d {
-            x[t * p.d + q * 4u + i] = v[i];
+    let v = wo((id - p.row0) * p.k_octets + o);
+    for (var i = 0u; i < 8u; i++) {
+        if o * 8u + i < p.d {
+            x[t * p.d + o * 8u + i] = v[i / 4u][i % 4u];
         }
     }
 }

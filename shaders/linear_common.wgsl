@@ -4,7 +4,7 @@
 struct Params {
     m: u32,
     k: u32,
-    k_quads: u32,
+    k_octets: u32,
     n: u32,
     lda: u32,
     ldc: u32,

@@ -1,11 +1,15 @@
 // Matrix products for prefill: the same addressing as matvec.wgsl. Each thread computes an 8 x 8
 // block of c (8 tokens, 8 weight rows) straight from storage, with no workgroup memory or
-// barriers: every weight quad loaded serves 8 tokens and every activation quad 8 weight rows.
+// barriers: every weight octet loaded serves 8 tokens and every activation octet 8 weight rows.
 // (Software Vulkan such as lavapipe pays dearly for barriers; GPUs serve the reuse from cache.)
 // linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
 
 const RM: u32 = 8u;
 const CN: u32 = 8u;
+
+fn octet_dot(a: mat2x4<f32>, w: mat2x4<f32>) -> f32 {
+    return dot(a[0], w[0]) + dot(a[1], w[1]);
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -18,7 +22,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     // Rows past the edges repeat the last valid one (loads stay in bounds) and are not stored.
     var w_row: array<u32, 8>;
     for (var cc = 0u; cc < CN; cc++) {
-        w_row[cc] = (g * p.n + min(j0 + cc, p.n - 1u)) * p.k_quads;
+        w_row[cc] = (g * p.n + min(j0 + cc, p.n - 1u)) * p.k_octets;
     }
     var a_row: array<u32, 8>;
     for (var r = 0u; r < RM; r++) {
@@ -26,19 +30,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     // acc[r] holds weight rows 0..4 of token r, acc[8 + r] rows 4..8.
     var acc: array<vec4<f32>, 16>;
-    for (var q = 0u; q < p.k_quads; q++) {
-        let w0 = wq(w_row[0] + q);
-        let w1 = wq(w_row[1] + q);
-        let w2 = wq(w_row[2] + q);
-        let w3 = wq(w_row[3] + q);
-        let w4 = wq(w_row[4] + q);
-        let w5 = wq(w_row[5] + q);
-        let w6 = wq(w_row[6] + q);
-        let w7 = wq(w_row[7] + q);
+    for (var o = 0u; o < p.k_octets; o++) {
+        let w0 = wo(w_row[0] + o);
+        let w1 = wo(w_row[1] + o);
+        let w2 = wo(w_row[2] + o);
+        let w3 = wo(w_row[3] + o);
+        let w4 = wo(w_row[4] + o);
+        let w5 = wo(w_row[5] + o);
+        let w6 = wo(w_row[6] + o);
+        let w7 = wo(w_row[7] + o);
         for (var r = 0u; r < RM; r++) {
-            let av = a4(a_row[r], q * 4u);
-            acc[r] += vec4<f32>(dot(av, w0), dot(av, w1), dot(av, w2), dot(av, w3));
-            acc[8u + r] += vec4<f32>(dot(av, w4), dot(av, w5), dot(av, w6), dot(av, w7));
+            let a = mat2x4<f32>(a4(a_row[r], o * 8u), a4(a_row[r], o * 8u + 4u));
+            acc[r] += vec4<f32>(octet_dot(a, w0), octet_dot(a, w1), octet_dot(a, w2), octet_dot(a, w3));
+            acc[8u + r] += vec4<f32>(octet_dot(a, w4), octet_dot(a, w5), octet_dot(a, w6), octet_dot(a, w7));
         }
     }
     for (var r = 0u; r < RM; r++) {

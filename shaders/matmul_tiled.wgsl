@@ -9,6 +9,7 @@
 const TM: u32 = 32u; // tokens per tile
 const TN: u32 = 64u; // weight rows per tile
 const KQ: u32 = 8u; // quads of the shared dimension per step
+const KO: u32 = KQ / 2u; // octets
 const THREADS: u32 = 128u;
 
 // Column k of the step (0..4 * KQ) holds the tile's tokens (rows) as TM / 4 (TN / 4) quads.
@@ -29,29 +30,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var q0 = 0u; q0 < p.k_quads; q0 += KQ) {
+    let k_quads = 2u * p.k_octets;
+    for (var q0 = 0u; q0 < k_quads; q0 += KQ) {
         // Tokens and rows past the edges repeat the last valid one (loads stay in bounds, their
         // results are not stored); quads past the row are zero.
         for (var e = lid; e < TM * KQ; e += THREADS) {
             let r = e / KQ;
             let q = q0 + e % KQ;
             var v = vec4<f32>(0.0);
-            if q < p.k_quads {
+            if q < k_quads {
                 v = a4(min(m0 + r, p.m - 1u) * p.lda + p.a_off + g * p.a_group_stride, q * 4u);
             }
             for (var i = 0u; i < 4u; i++) {
                 a_tile[(e % KQ * 4u + i) * (TM / 4u) + r / 4u][r % 4u] = v[i];
             }
         }
-        for (var e = lid; e < TN * KQ; e += THREADS) {
-            let r = e / KQ;
-            let q = q0 + e % KQ;
-            var v = vec4<f32>(0.0);
-            if q < p.k_quads {
-                v = wq((g * p.n + min(j0 + r, p.n - 1u)) * p.k_quads + q);
+        for (var e = lid; e < TN * KO; e += THREADS) {
+            let r = e / KO;
+            let o = q0 / 2u + e % KO;
+            var v = mat2x4<f32>();
+            if o < p.k_octets {
+                v = wo((g * p.n + min(j0 + r, p.n - 1u)) * p.k_octets + o);
             }
-            for (var i = 0u; i < 4u; i++) {
-                w_tile[(e % KQ * 4u + i) * (TN / 4u) + r / 4u][r % 4u] = v[i];
+            for (var i = 0u; i < 8u; i++) {
+                w_tile[(e % KO * 8u + i) * (TN / 4u) + r / 4u][r % 4u] = v[i / 4u][i % 4u];
             }
         }
         workgroupBarrier();

@@ -1,11 +1,11 @@
 // Matrix-vector products for decoding: c[m, col] (+)= sum_k a[m, k] * w[row, k] over the weight rows
 // of one chunk. Rows are split into groups (q, k, v stacked); group g reads its activations at
 // a_off + g * a_group_stride and writes columns c_col + g * c_group_stride + j.
-// A dtype prelude (weights_f32.wgsl or weights_f16.wgsl) supplies binding 1 and wq();
+// A dtype prelude (weights_f32.wgsl or weights_f16.wgsl) supplies binding 1 and wo();
 // linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
 
-// 16 threads share each group of 4 weight rows, reading neighbouring quads along k; each thread
-// keeps 4 rows' sums, so one activation quad serves 4 weight quads (loads are what software
+// 16 threads share each group of 4 weight rows, reading neighbouring octets along k; each thread
+// keeps 4 rows' sums, so one activation octet serves 4 weight octets (loads are what software
 // Vulkan such as lavapipe pays for). A workgroup covers 64 weight rows.
 const TPR: u32 = 16u;
 const RPT: u32 = 4u;
@@ -22,13 +22,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc = vec4<f32>(0.0);
     if j0 < p.n {
         // Rows past n repeat the last one (loads stay in bounds); their sums are not stored.
-        let r0 = (g * p.n + j0) * p.k_quads;
-        let r1 = (g * p.n + min(j0 + 1u, p.n - 1u)) * p.k_quads;
-        let r2 = (g * p.n + min(j0 + 2u, p.n - 1u)) * p.k_quads;
-        let r3 = (g * p.n + min(j0 + 3u, p.n - 1u)) * p.k_quads;
-        for (var q = lane; q < p.k_quads; q += TPR) {
-            let av = a4(a_base, q * 4u);
-            acc += vec4<f32>(dot(wq(r0 + q), av), dot(wq(r1 + q), av), dot(wq(r2 + q), av), dot(wq(r3 + q), av));
+        let r0 = (g * p.n + j0) * p.k_octets;
+        let r1 = (g * p.n + min(j0 + 1u, p.n - 1u)) * p.k_octets;
+        let r2 = (g * p.n + min(j0 + 2u, p.n - 1u)) * p.k_octets;
+        let r3 = (g * p.n + min(j0 + 3u, p.n - 1u)) * p.k_octets;
+        for (var o = lane; o < p.k_octets; o += TPR) {
+            let a0 = a4(a_base, o * 8u);
+            let a1 = a4(a_base, o * 8u + 4u);
+            acc += vec4<f32>(wo_dot(r0 + o, a0, a1), wo_dot(r1 + o, a0, a1), wo_dot(r2 + o, a0, a1), wo_dot(r3 + o, a0, a1));
         }
     }
     partial[lid] = acc;

@@ -9,12 +9,12 @@
 // values.wgsl reduces and applies while it loads the scores (stat):
 //   0: none (the head); 1: Σ s² (l2_norm_gelu); 2: s := gelu(s), Σ gelu(s)² (gelu_l2_norm);
 //   3: (max s, Σ exp(s - max)) (softmax).
-// A dtype prelude supplies binding 1 and wq(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// A dtype prelude supplies binding 1 and wo_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
 
 struct Params {
     mode: u32,
     d: u32,
-    k_quads: u32,
+    k_octets: u32,
     n: u32,
     parts: u32,
     hd: u32,
@@ -81,23 +81,24 @@ fn attention_output(c: u32) -> f32 {
 // between lanes, and attention_output() is costly.
 fn load_input(lid: u32) {
     let valid = vec4<u32>(0u, 1u, 2u, 3u);
+    let k_quads = 2u * p.k_octets;
     if p.mode == 2u {
         // Attention's output goes into the product as it is.
         weigh_splits(lid);
         let last = vec4<u32>(p.d - 1u);
-        for (var q = lid; q < p.k_quads; q += WG) {
+        for (var q = lid; q < k_quads; q += WG) {
             let c = min(4u * q + valid, last);
             let v = vec4<f32>(attention_output(c.x), attention_output(c.y), attention_output(c.z), attention_output(c.w));
             act[q] = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
         }
         return;
     }
-    // The residual stream: the sum of its partial rows, d rounded up to quads apart.
+    // The residual stream: the sum of its partial rows, d rounded up to octets apart.
     var sum = 0.0;
-    for (var q = lid; q < p.k_quads; q += WG) {
+    for (var q = lid; q < k_quads; q += WG) {
         var v = vec4<f32>(0.0);
         for (var s = 0u; s < p.parts; s++) {
-            v += input[s * p.k_quads + q];
+            v += input[s * k_quads + q];
         }
         v = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
         act[q] = v;
@@ -105,12 +106,12 @@ fn load_input(lid: u32) {
     }
     let mean = workgroup_sum(sum, lid) / f32(p.d);
     var var_sum = 0.0;
-    for (var q = lid; q < p.k_quads; q += WG) {
+    for (var q = lid; q < k_quads; q += WG) {
         let e = select(vec4<f32>(0.0), act[q] - mean, 4u * q + valid < vec4<u32>(p.d));
         var_sum += dot(e, e);
     }
     let inv_std = inverseSqrt(workgroup_sum(var_sum, lid) / f32(p.d) + p.eps);
-    for (var q = lid; q < p.k_quads; q += WG) {
+    for (var q = lid; q < k_quads; q += WG) {
         let inside = 4u * q + valid < vec4<u32>(p.d);
         var v = (act[q] - mean) * inv_std;
         if p.mode == 1u {
@@ -157,9 +158,9 @@ fn main(
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.n {
-        let r = row_offsets(wg.y * p.n, j0, p.n, p.k_quads);
-        for (var q = lid % tpr; q < p.k_quads; q += tpr) {
-            dot_8_rows(r, q, act[q], &lo, &hi);
+        let r = row_offsets(wg.y * p.n, j0, p.n, p.k_octets);
+        for (var o = lid % tpr; o < p.k_octets; o += tpr) {
+            dot_8_rows(r, o, act[2u * o], act[2u * o + 1u], &lo, &hi);
         }
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);

@@ -10,14 +10,14 @@
 // out[(split * groups + g) * stride + c]; the next kernel adds them (scores.wgsl, attention). With
 // residual_parts > 0, split 0 also adds the residual stream (those partial rows of `residual`), so
 // the output partials sum to the new residual stream.
-// A dtype prelude supplies binding 1 and wq(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// A dtype prelude supplies binding 1 and wo_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
 
 struct Params {
     n: u32,
-    k_quads: u32,
+    k_octets: u32,
     d_out: u32,
     rows: u32,
-    split_quads: u32,
+    split_octets: u32,
     stat_blocks: u32,
     norm: u32,
     residual_parts: u32,
@@ -54,14 +54,14 @@ fn main(
     // the CPU reference.
     let norm = sqrt(total.x);
     let scale = select(0.0, sqrt(n) / norm, norm > 0.0);
-    let q0 = split * p.split_quads;
-    let len = min(p.split_quads, p.k_quads - q0);
+    let o0 = split * p.split_octets;
+    let len = min(p.split_octets, p.k_octets - o0);
     // Whole quads, slots past n clamped and zeroed after: a branch around each load and a vector
     // element written at a loop index cost lavapipe 2.4 ms per dispatch at any size (0.1 ms now on
     // the built-in model).
     let last = vec4<u32>(p.n - 1u);
-    for (var q = lid; q < len; q += WG) {
-        let slot = 4u * (q0 + q) + vec4<u32>(0u, 1u, 2u, 3u);
+    for (var q = lid; q < 2u * len; q += WG) {
+        let slot = 4u * (2u * o0 + q) + vec4<u32>(0u, 1u, 2u, 3u);
         let at = g * p.n + min(slot, last);
         var v = vec4<f32>(scores[at.x], scores[at.y], scores[at.z], scores[at.w]);
         if p.norm == 0u {
@@ -80,9 +80,9 @@ fn main(
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.d_out {
-        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_quads);
-        for (var q = lid % tpr; q < len; q += tpr) {
-            dot_8_rows(r, q0 + q, theta[q], &lo, &hi);
+        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_octets);
+        for (var o = lid % tpr; o < len; o += tpr) {
+            dot_8_rows(r, o0 + o, theta[2u * o], theta[2u * o + 1u], &lo, &hi);
         }
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);

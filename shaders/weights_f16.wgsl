@@ -1,8 +1,20 @@
 // Weight rows stored as f16 packed two per u32 (no shader-f16 feature needed), padded with zeros
-// to a multiple of 4 values: one vec2<u32> per quad.
-@group(0) @binding(1) var<storage, read> w: array<vec2<u32>>;
+// to whole octets of 8 values: one vec4<u32> per octet, read in one load. Software Vulkan runs
+// each load as a loop over its lanes, paying more per load and lane than per byte: 8 values per
+// load instead of 4 made f16 decode a fifth to a quarter faster on lavapipe.
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 
-fn wq(i: u32) -> vec4<f32> {
+// Octet i as two quads.
+fn wo(i: u32) -> mat2x4<f32> {
     let v = w[i];
-    return vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+    return mat2x4<f32>(
+        vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
+        vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)),
+    );
+}
+
+// Octet i · (a0, a1).
+fn wo_dot(i: u32, a0: vec4<f32>, a1: vec4<f32>) -> f32 {
+    let m = wo(i);
+    return dot(m[0], a0) + dot(m[1], a1);
 }

@@ -18,7 +18,7 @@ use super::decode_attention::{self, DecodeAttention};
 use super::embed::{Embed, EmbedBinding};
 use super::scores::{self, DecodeShape, Scores, ScoresBinding, ScoresInput, MAX_HIDDEN};
 use super::values::{self, Values, ValuesBinding, MAX_SPLITS};
-use super::weights::Matrix;
+use super::weights::{padded, Matrix};
 use super::LayerWeights;
 use crate::config::ModelConfig;
 
@@ -87,7 +87,7 @@ impl Decode {
     ) -> Decode {
         debug_assert!(layers.iter().flat_map(LayerWeights::matrices).all(|m| m.chunks.len() == 1));
         let d = cfg.hidden_size;
-        let row = d.div_ceil(4) as u64 * 16;
+        let row = padded(d) as u64 * 4;
         let residual =
             [ctx.storage("residual A", MAX_SPLITS as u64 * row), ctx.storage("residual B", MAX_SPLITS as u64 * row)];
         let qkv = ctx.storage("q|k|v partials", MAX_SPLITS as u64 * 3 * row);

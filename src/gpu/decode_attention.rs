@@ -6,6 +6,7 @@
 use super::attention::{attend_source, CPU_THREADS};
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
+use super::weights::padded;
 
 shader_params!(DecodeAttentionParams for "lib/decode_attention.wgsl" {
     pos: u32, d: u32, hd: u32, half: u32, splits: u32, chunk: u32, qkv_parts: u32, stride: u32, scale: f32,
@@ -90,7 +91,7 @@ impl DecodeAttention {
         let (chunk, splits) = split(pos + 1, heads);
         let scale = 1.0 / (hd as f32).sqrt();
         let [pos, d, hd, half, splits, chunk, qkv_parts, stride] =
-            [pos, d, hd, half, splits, chunk, qkv_parts, d.div_ceil(4) * 4].map(|v| v as u32);
+            [pos, d, hd, half, splits, chunk, qkv_parts, padded(d)].map(|v| v as u32);
         let params = DecodeAttentionParams { pos, d, hd, half, splits, chunk, qkv_parts, stride, scale };
         enc.dispatch(&self.kernel, bind, &params, [heads as u32, splits, 1]);
         splits as usize
@@ -123,7 +124,7 @@ mod tests {
         for (lanes, (heads, hd, pos, parts)) in [true, false].into_iter().flat_map(|l| cases.map(|c| (l, c))) {
             let attention = DecodeAttention::new(&ctx, hd, lanes);
             let d = heads * hd;
-            let stride = d.div_ceil(4) * 4;
+            let stride = padded(d);
             let max_pos = pos + 3;
             let inv_freq = rope_inv_freq((hd as f64 * 0.25) as usize, 10000.0);
             let table = ctx.storage_init("rope", &f32_bytes(&rope_table(max_pos, &inv_freq)));

@@ -2,9 +2,9 @@
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{Matrix, WeightDtype};
+use super::weights::{padded, Matrix, WeightDtype};
 
-shader_params!(EmbedParams for "embed.wgsl" { t: u32, d: u32, k_quads: u32, row0: u32, rows: u32 });
+shader_params!(EmbedParams for "embed.wgsl" { t: u32, d: u32, k_octets: u32, row0: u32, rows: u32 });
 
 pub(crate) struct Embed {
     kernel: Kernel,
@@ -29,11 +29,11 @@ impl Embed {
 
     /// x[t] = table[ids[t]] for the first `t` ids; one dispatch per chunk of the table.
     pub fn encode(&self, enc: &mut Encoder, b: &EmbedBinding, t: usize) {
-        let quads = b.cols.div_ceil(4);
+        let octets = padded(b.cols) / 8;
         for (bind, row0, rows) in &b.chunks {
-            let [t, d, k_quads, row0, rows] = [t, b.cols, quads, *row0, *rows].map(|v| v as u32);
-            let params = EmbedParams { t, d, k_quads, row0, rows };
-            enc.dispatch(&self.kernel, bind, &params, [groups_for(quads, 64), t, 1]);
+            let [t, d, k_octets, row0, rows] = [t, b.cols, octets, *row0, *rows].map(|v| v as u32);
+            let params = EmbedParams { t, d, k_octets, row0, rows };
+            enc.dispatch(&self.kernel, bind, &params, [groups_for(octets, 64), t, 1]);
         }
     }
 }
@@ -52,7 +52,7 @@ mod tests {
         let table = random(rows * d, 11);
         for dtype in [WeightDtype::F32, WeightDtype::F16] {
             // 5 rows per chunk: the ids fall in different chunks.
-            let row_bytes = d.div_ceil(4) * 4 * dtype.bytes();
+            let row_bytes = padded(d) * dtype.bytes();
             let store = Store { dtype, max_chunk_bytes: 5 * row_bytes as u64 };
             let m = Matrix::create(&ctx, "emb", rows, d, 1, store).unwrap();
             m.write_rows(&ctx, 0, &table).unwrap();

@@ -8,10 +8,10 @@
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{Matrix, WeightDtype};
+use super::weights::{padded, Matrix, WeightDtype};
 
 shader_params!(LinearParams for "linear_common.wgsl" {
-    m: u32, k: u32, k_quads: u32, n: u32, lda: u32, ldc: u32, a_off: u32, a_group_stride: u32, c_col: u32,
+    m: u32, k: u32, k_octets: u32, n: u32, lda: u32, ldc: u32, a_off: u32, a_group_stride: u32, c_col: u32,
     c_group_stride: u32, accumulate: u32,
 });
 
@@ -108,7 +108,7 @@ impl Linear {
             let params = LinearParams {
                 m: u(args.m),
                 k: u(b.cols),
-                k_quads: u(b.cols.div_ceil(4)),
+                k_octets: u(padded(b.cols) / 8),
                 n: u(n),
                 lda: u(args.lda),
                 ldc: u(args.ldc),
@@ -179,7 +179,7 @@ mod tests {
                 let mut want = vec![0f32; m * n];
                 matmul_bt(&a, &want_w, m, k, n, &mut want);
                 // A chunk limit of 7 rows splits w into several buffers.
-                for chunk_bytes in [1 << 30, 7 * k.div_ceil(4) as u64 * 16] {
+                for chunk_bytes in [1 << 30, 7 * padded(k) as u64 * 4] {
                     let args = LinearArgs::plain(m, k, n);
                     let got = run(dtype, &w, n, k, 1, &a, &vec![0.0; m * n], &args, chunk_bytes, tiled);
                     let what = format!("{dtype:?} tiled {tiled} {m}x{k}x{n} chunks {chunk_bytes}");

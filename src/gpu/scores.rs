@@ -5,11 +5,11 @@
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{Matrix, WeightDtype};
+use super::weights::{padded, Matrix, WeightDtype};
 use crate::config::NormActivation;
 
 shader_params!(ScoresParams for "scores.wgsl" {
-    mode: u32, d: u32, k_quads: u32, n: u32, parts: u32, hd: u32, rows: u32, stat: u32, out_offset: u32, eps: f32,
+    mode: u32, d: u32, k_octets: u32, n: u32, parts: u32, hd: u32, rows: u32, stat: u32, out_offset: u32, eps: f32,
 });
 
 /// Largest hidden size the decode kernels stage in workgroup memory (4 × 512 values).
@@ -185,7 +185,7 @@ impl Scores {
             let params = ScoresParams {
                 mode,
                 d: b.cols as u32,
-                k_quads: b.cols.div_ceil(4) as u32,
+                k_octets: (padded(b.cols) / 8) as u32,
                 n: n as u32,
                 parts: parts as u32,
                 hd: head_dim as u32,
@@ -219,7 +219,7 @@ mod tests {
         for shape in shapes {
             let dtype = shape.dtype;
             let (d, vocab, parts): (usize, usize, usize) = (70, 301, 3);
-            let dq = d.div_ceil(4) * 4;
+            let dq = padded(d);
             let rows = random(parts * dq, 81);
             let x: Vec<f32> = (0..d).map(|c| (0..parts).map(|s| rows[s * dq + c]).sum()).collect();
             let (weight, bias) = (random(d, 82), random(d, 83));

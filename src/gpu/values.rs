@@ -6,11 +6,11 @@
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
 use super::scores::{decode_source, rows_per_workgroup, DecodeShape};
-use super::weights::Matrix;
+use super::weights::{padded, Matrix};
 use crate::config::NormActivation;
 
 shader_params!(ValuesParams for "values.wgsl" {
-    n: u32, k_quads: u32, d_out: u32, rows: u32, split_quads: u32, stat_blocks: u32, norm: u32, residual_parts: u32,
+    n: u32, k_octets: u32, d_out: u32, rows: u32, split_octets: u32, stat_blocks: u32, norm: u32, residual_parts: u32,
     stride: u32,
 });
 
@@ -37,24 +37,24 @@ pub(crate) struct ValuesBinding {
 }
 
 /// How one product is split: workgroups of `rows` output rows, the slots in `splits` parts of
-/// `split_quads` quads.
+/// `split_octets` octets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Split {
     pub rows: usize,
     pub splits: usize,
-    pub split_quads: usize,
+    pub split_octets: usize,
 }
 
 impl Split {
     /// The split of `groups` products of `d_out` rows over `slots` slots: as few splits as reach
     /// the shape's `min_workgroups`, at most [`MAX_SPLITS`], each within workgroup memory.
     pub fn of(d_out: usize, slots: usize, groups: usize, shape: &DecodeShape) -> Split {
-        let quads = slots.div_ceil(4);
+        let octets = padded(slots) / 8;
         let rows = rows_per_workgroup(d_out, groups, shape).max(MIN_ROWS);
         let blocks = groups * d_out.div_ceil(rows);
         let wanted = shape.min_workgroups.div_ceil(blocks).clamp(1, MAX_SPLITS);
-        let split_quads = quads.div_ceil(wanted.max(slots.div_ceil(SPLIT_SLOTS))).max(1);
-        Split { rows, splits: quads.div_ceil(split_quads), split_quads }
+        let split_octets = octets.div_ceil(wanted.max(slots.div_ceil(SPLIT_SLOTS))).max(1);
+        Split { rows, splits: octets.div_ceil(split_octets), split_octets }
     }
 }
 
@@ -106,14 +106,14 @@ impl Values {
         };
         let params = ValuesParams {
             n: b.slots as u32,
-            k_quads: b.slots.div_ceil(4) as u32,
+            k_octets: (padded(b.slots) / 8) as u32,
             d_out: b.d_out as u32,
             rows: split.rows as u32,
-            split_quads: split.split_quads as u32,
+            split_octets: split.split_octets as u32,
             stat_blocks: stat_blocks as u32,
             norm,
             residual_parts: residual_parts as u32,
-            stride: (b.d_out.div_ceil(4) * 4) as u32,
+            stride: padded(b.d_out) as u32,
         };
         let grid = [b.d_out.div_ceil(split.rows) as u32, split.splits as u32, b.groups as u32];
         enc.dispatch_product(kind, b.weight_bytes, &self.kernel, &b.bind, &params, grid);
@@ -144,7 +144,7 @@ mod tests {
         for (f, shape) in cases {
             // Hidden sizes not a multiple of 4; slots from a few to several splits' worth.
             for (d, n, parts) in [(40usize, 61usize, 1usize), (72, 37, 3), (130, 3072 + 5, 2), (768, 768, 4)] {
-                let dq = d.div_ceil(4) * 4;
+                let dq = padded(d);
                 let partial_rows: Vec<f32> = random(parts * dq, 61).iter().map(|v| v * 4.0).collect();
                 let mut x = vec![0f32; d];
                 for p in 0..parts {
@@ -211,10 +211,9 @@ mod tests {
             let workgroups = groups * d.div_ceil(s.rows) * s.splits;
             assert!(workgroups >= shape.min_workgroups, "{d} {slots} {shape:?}: {s:?}");
             assert!(s.rows >= MIN_ROWS && s.rows <= shape.max_rows.max(MIN_ROWS));
-            assert!(s.split_quads * 4 <= SPLIT_SLOTS && s.splits <= MAX_SPLITS, "{s:?}");
-            assert!(
-                s.split_quads * s.splits >= slots.div_ceil(4) && s.split_quads * (s.splits - 1) < slots.div_ceil(4)
-            );
+            assert!(s.split_octets * 8 <= SPLIT_SLOTS && s.splits <= MAX_SPLITS, "{s:?}");
+            let octets = slots.div_ceil(8);
+            assert!(s.split_octets * s.splits >= octets && s.split_octets * (s.splits - 1) < octets);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Weight matrices on the device: rows padded to whole quads of 4 values, stored as f32 or as f16
+//! Weight matrices on the device: rows padded to whole octets of 8 values, stored as f32 or as f16
 //! packed two per u32, and split into row chunks that each fit one storage binding.
 
 use crate::error::{Error, Result};
@@ -28,16 +28,13 @@ impl WeightDtype {
         }
     }
 
-    /// The WGSL prelude declaring the weight binding and `wq(i)`, the i-th quad as vec4<f32>.
+    /// The WGSL prelude declaring the weight binding, `wo(i)`, the i-th octet of 8 values as two
+    /// quads (mat2x4<f32>), and `wo_dot(i, a0, a1)`, its dot product with the octet (a0, a1).
     pub(crate) fn prelude(self) -> &'static str {
         match self {
             WeightDtype::F32 => include_str!("../../shaders/weights_f32.wgsl"),
             WeightDtype::F16 => include_str!("../../shaders/weights_f16.wgsl"),
         }
-    }
-
-    fn quad_bytes(self) -> usize {
-        4 * self.bytes()
     }
 }
 
@@ -144,9 +141,16 @@ pub(crate) fn chunk_rows(rows: usize, cols: usize, groups: usize, store: Store) 
     (store.max_chunk_bytes as usize / row_bytes(cols, store.dtype)).min(MAX_CHUNK_ROWS) / group_rows * group_rows
 }
 
-/// Bytes of one row on the device: whole quads of 4 values.
+/// A row of `cols` values padded to whole octets, as weight rows (and the decode path's activation
+/// rows) are stored: a decode kernel reads 8 values of a row in one load (a vec4<u32> of f16 pairs;
+/// software Vulkan pays per load and lane more than per byte).
+pub(crate) fn padded(cols: usize) -> usize {
+    cols.div_ceil(8) * 8
+}
+
+/// Bytes of one row on the device.
 fn row_bytes(cols: usize, dtype: WeightDtype) -> usize {
-    cols.div_ceil(4) * dtype.quad_bytes()
+    padded(cols) * dtype.bytes()
 }
 
 /// Appends one row in the device format; false if a value does not fit (f16 overflow).
