@@ -164,7 +164,9 @@ async function runPage(url, webgpu) {
     await page.goto(url);
     await page.waitForFunction(() => { const o = document.getElementById('output'); return o.dataset.done || o.dataset.error; }, null, { timeout: 180_000 });
     const result = await page.evaluate(() => ({ ...document.getElementById('output').dataset, status: document.getElementById('status').textContent, isolated: self.crossOriginIsolated }));
-    if (result.inspected === undefined && (await page.locator('tokenformer-inspector').count())) {
+    // The inspector's cells are counted once it has inspected, which may be before or after the
+    // first look.
+    if (await page.locator('tokenformer-inspector').count()) {
       await page.waitForFunction(() => document.getElementById('output').dataset.inspected || document.getElementById('output').dataset.error, null, { timeout: 180_000 });
       Object.assign(result, await page.evaluate(() => ({ ...document.getElementById('output').dataset, cells: document.querySelectorAll('.tfi-cell').length })));
     }
