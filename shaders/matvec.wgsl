@@ -29,7 +29,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         for (var o = lane; o < p.k_octets; o += TPR) {
             let a0 = a4(a_base, o * 8u);
             let a1 = a4(a_base, o * 8u + 4u);
-            acc += vec4<f32>(wo_dot(r0 + o, a0, a1), wo_dot(r1 + o, a0, a1), wo_dot(r2 + o, a0, a1), wo_dot(r3 + o, a0, a1));
+            acc += vec4<f32>(wo_dot(r0 + o, a0, a1), wo_dot(r1 + o, a0, a1), wo_dot(r2 + o, a0, a1),
+                wo_dot(r3 + o, a0, a1));
         }
     }
     partial[lid] = acc;

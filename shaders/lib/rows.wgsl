@@ -1,8 +1,8 @@
 // The workgroup shape of the decode products (scores.wgsl, values.wgsl): WG threads (prepended by
 // the Rust side), `rows` weight rows per workgroup in groups of 8, each group's `tpr` threads
 // reading neighbouring octets (8 values) of its rows (thread lid = group * tpr + lane): one octet
-// of the input, loaded from workgroup memory, serves 8 rows. Then a reduction over each group's lanes:
-// reduce_rows(), from lib/reduce_workgroup.wgsl or, where the adapter has subgroups,
+// of the input, loaded from workgroup memory, serves 8 rows. Then a reduction over each group's
+// lanes: reduce_rows(), from lib/reduce_workgroup.wgsl or, where the adapter has subgroups,
 // lib/reduce_subgroup.wgsl (also prepended).
 // On a GPU: 256 threads, 8 to 64 rows (tpr 256 to 32). On a CPU adapter: 16 threads and 128 rows,
 // so tpr = 1: each thread walks 8 whole rows, with no sums across lanes and few threads to
@@ -27,9 +27,18 @@ fn row_offsets(first: u32, j0: u32, n: u32, k_octets: u32) -> array<u32, 8> {
 
 // Adds the octets at offset o of the 8 rows at r (see row_offsets), times the octet (a0, a1), to lo
 // (rows 0..4) and hi (rows 4..8).
-fn dot_8_rows(r: array<u32, 8>, o: u32, a0: vec4<f32>, a1: vec4<f32>, lo: ptr<function, vec4<f32>>, hi: ptr<function, vec4<f32>>) {
-    *lo += vec4<f32>(wo_dot(r[0] + o, a0, a1), wo_dot(r[1] + o, a0, a1), wo_dot(r[2] + o, a0, a1), wo_dot(r[3] + o, a0, a1));
-    *hi += vec4<f32>(wo_dot(r[4] + o, a0, a1), wo_dot(r[5] + o, a0, a1), wo_dot(r[6] + o, a0, a1), wo_dot(r[7] + o, a0, a1));
+fn dot_8_rows(
+    r: array<u32, 8>,
+    o: u32,
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    lo: ptr<function, vec4<f32>>,
+    hi: ptr<function, vec4<f32>>,
+) {
+    *lo += vec4<f32>(wo_dot(r[0] + o, a0, a1), wo_dot(r[1] + o, a0, a1), wo_dot(r[2] + o, a0, a1),
+        wo_dot(r[3] + o, a0, a1));
+    *hi += vec4<f32>(wo_dot(r[4] + o, a0, a1), wo_dot(r[5] + o, a0, a1), wo_dot(r[6] + o, a0, a1),
+        wo_dot(r[7] + o, a0, a1));
 }
 
 // Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8) and leaves the total of
