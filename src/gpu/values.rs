@@ -142,8 +142,9 @@ mod tests {
             .into_iter()
             .flat_map(|f| shapes.iter().map(move |&shape| (f, shape)));
         for (f, shape) in cases {
-            // Hidden sizes not a multiple of 4; slots from a few to several splits' worth.
-            for (d, n, parts) in [(40usize, 61usize, 1usize), (72, 37, 3), (130, 3072 + 5, 2), (768, 768, 4)] {
+            // Hidden sizes and slots not a multiple of 4 (130 and 35 end an octet in its first quad);
+            // slots from a few to several splits' worth.
+            for (d, n, parts) in [(40usize, 61usize, 1usize), (72, 35, 3), (130, 3072 + 5, 2), (768, 768, 4)] {
                 let dq = padded(d);
                 let partial_rows: Vec<f32> = random(parts * dq, 61).iter().map(|v| v * 4.0).collect();
                 let mut x = vec![0f32; d];
