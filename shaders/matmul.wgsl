@@ -2,14 +2,11 @@
 // block of c (8 tokens, 8 weight rows) straight from storage, with no workgroup memory or
 // barriers: every weight octet loaded serves 8 tokens and every activation octet 8 weight rows.
 // (Software Vulkan such as lavapipe pays dearly for barriers; GPUs serve the reuse from cache.)
-// linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
+// linear_common.wgsl supplies Params, bindings 0 and 2, and a4(); the dtype prelude wo() and
+// octet_dot().
 
 const RM: u32 = 8u;
 const CN: u32 = 8u;
-
-fn octet_dot(a: mat2x4<f32>, w: mat2x4<f32>) -> f32 {
-    return dot(a[0], w[0]) + dot(a[1], w[1]);
-}
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -12,9 +12,3 @@ fn wo(i: u32) -> mat2x4<f32> {
         vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)),
     );
 }
-
-// Octet i · (a0, a1).
-fn wo_dot(i: u32, a0: vec4<f32>, a1: vec4<f32>) -> f32 {
-    let m = wo(i);
-    return dot(m[0], a0) + dot(m[1], a1);
-}

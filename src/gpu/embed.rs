@@ -2,7 +2,7 @@
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{padded, Matrix, WeightDtype};
+use super::weights::{octets, Matrix, WeightDtype};
 
 shader_params!(EmbedParams for "embed.wgsl" { t: u32, d: u32, k_octets: u32, row0: u32, rows: u32 });
 
@@ -29,7 +29,7 @@ impl Embed {
 
     /// x[t] = table[ids[t]] for the first `t` ids; one dispatch per chunk of the table.
     pub fn encode(&self, enc: &mut Encoder, b: &EmbedBinding, t: usize) {
-        let octets = padded(b.cols) / 8;
+        let octets = octets(b.cols);
         for (bind, row0, rows) in &b.chunks {
             let [t, d, k_octets, row0, rows] = [t, b.cols, octets, *row0, *rows].map(|v| v as u32);
             let params = EmbedParams { t, d, k_octets, row0, rows };
@@ -43,7 +43,7 @@ mod tests {
     use super::*;
     use crate::gpu::context::{u32_bytes, ParamPages};
     use crate::gpu::testing::{random, read_f32, test_context};
-    use crate::gpu::weights::{Matrix, Store};
+    use crate::gpu::weights::{padded, Matrix, Store};
 
     #[test]
     fn gathers_rows_across_chunks() {

@@ -8,7 +8,7 @@
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{padded, Matrix, WeightDtype};
+use super::weights::{octets, Matrix, WeightDtype};
 
 shader_params!(LinearParams for "linear_common.wgsl" {
     m: u32, k: u32, k_octets: u32, n: u32, lda: u32, ldc: u32, a_off: u32, a_group_stride: u32, c_col: u32,
@@ -108,7 +108,7 @@ impl Linear {
             let params = LinearParams {
                 m: u(args.m),
                 k: u(b.cols),
-                k_octets: u(padded(b.cols) / 8),
+                k_octets: u(octets(b.cols)),
                 n: u(n),
                 lda: u(args.lda),
                 ldc: u(args.ldc),
@@ -133,7 +133,7 @@ mod tests {
     use super::*;
     use crate::cpu::products::matmul_bt;
     use crate::gpu::testing::{assert_close, random, read_f32, test_context};
-    use crate::gpu::weights::{Matrix, Store};
+    use crate::gpu::weights::{padded, Matrix, Store};
 
     /// Runs c = a · wᵀ (+ c0) on the device, w uploaded with a chunk size limit.
     #[allow(clippy::too_many_arguments)]

@@ -5,7 +5,7 @@
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{padded, Matrix, WeightDtype};
+use super::weights::{octets, Matrix, WeightDtype};
 use crate::config::NormActivation;
 
 shader_params!(ScoresParams for "scores.wgsl" {
@@ -185,7 +185,7 @@ impl Scores {
             let params = ScoresParams {
                 mode,
                 d: b.cols as u32,
-                k_octets: (padded(b.cols) / 8) as u32,
+                k_octets: octets(b.cols) as u32,
                 n: n as u32,
                 parts: parts as u32,
                 hd: head_dim as u32,
@@ -207,7 +207,7 @@ mod tests {
     use crate::cpu::products::matmul_bt;
     use crate::gpu::context::{f32_bytes, ParamPages};
     use crate::gpu::testing::{assert_close, decode_shapes, random, read_f32, test_context};
-    use crate::gpu::weights::Store;
+    use crate::gpu::weights::{padded, Store};
 
     /// The head: the final norm (weight and bias) of a residual stream in partial rows, against a
     /// matrix split into chunks, each chunk writing its own rows of the logits.

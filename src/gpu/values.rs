@@ -6,7 +6,7 @@
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
 use super::scores::{decode_source, rows_per_workgroup, DecodeShape};
-use super::weights::{padded, Matrix};
+use super::weights::{self, padded, Matrix};
 use crate::config::NormActivation;
 
 shader_params!(ValuesParams for "values.wgsl" {
@@ -49,7 +49,7 @@ impl Split {
     /// The split of `groups` products of `d_out` rows over `slots` slots: as few splits as reach
     /// the shape's `min_workgroups`, at most [`MAX_SPLITS`], each within workgroup memory.
     pub fn of(d_out: usize, slots: usize, groups: usize, shape: &DecodeShape) -> Split {
-        let octets = padded(slots) / 8;
+        let octets = weights::octets(slots);
         let rows = rows_per_workgroup(d_out, groups, shape).max(MIN_ROWS);
         let blocks = groups * d_out.div_ceil(rows);
         let wanted = shape.min_workgroups.div_ceil(blocks).clamp(1, MAX_SPLITS);
@@ -106,7 +106,7 @@ impl Values {
         };
         let params = ValuesParams {
             n: b.slots as u32,
-            k_octets: (padded(b.slots) / 8) as u32,
+            k_octets: weights::octets(b.slots) as u32,
             d_out: b.d_out as u32,
             rows: split.rows as u32,
             split_octets: split.split_octets as u32,

@@ -29,11 +29,15 @@ impl WeightDtype {
     }
 
     /// The WGSL prelude declaring the weight binding, `wo(i)`, the i-th octet of 8 values as two
-    /// quads (mat2x4<f32>), and `wo_dot(i, a0, a1)`, its dot product with the octet (a0, a1).
+    /// quads (mat2x4<f32>), and `lib/octets.wgsl`'s `octet_dot` and `wo_dot(i, a0, a1)`.
     pub(crate) fn prelude(self) -> &'static str {
         match self {
-            WeightDtype::F32 => include_str!("../../shaders/weights_f32.wgsl"),
-            WeightDtype::F16 => include_str!("../../shaders/weights_f16.wgsl"),
+            WeightDtype::F32 => {
+                concat!(include_str!("../../shaders/weights_f32.wgsl"), include_str!("../../shaders/lib/octets.wgsl"))
+            }
+            WeightDtype::F16 => {
+                concat!(include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/lib/octets.wgsl"))
+            }
         }
     }
 }
@@ -145,7 +149,12 @@ pub(crate) fn chunk_rows(rows: usize, cols: usize, groups: usize, store: Store) 
 /// rows) are stored: a decode kernel reads 8 values of a row in one load (a vec4<u32> of f16 pairs;
 /// software Vulkan pays per load and lane more than per byte).
 pub(crate) fn padded(cols: usize) -> usize {
-    cols.div_ceil(8) * 8
+    octets(cols) * 8
+}
+
+/// Octets in a padded row of `cols` values.
+pub(crate) fn octets(cols: usize) -> usize {
+    cols.div_ceil(8)
 }
 
 /// Bytes of one row on the device.

@@ -1,0 +1,13 @@
+// Appended to both dtype preludes (weights_f32.wgsl, weights_f16.wgsl), whose wo(i) reads octet i.
+
+// An octet of activations · an octet of weights, each as two quads.
+fn octet_dot(a: mat2x4<f32>, w: mat2x4<f32>) -> f32 {
+    return dot(a[0], w[0]) + dot(a[1], w[1]);
+}
+
+// Weight octet i · the activation octet (a0, a1). Not octet_dot(mat2x4(a0, a1), wo(i)): that cost
+// lavapipe's value products half as much time again.
+fn wo_dot(i: u32, a0: vec4<f32>, a1: vec4<f32>) -> f32 {
+    let w = wo(i);
+    return dot(w[0], a0) + dot(w[1], a1);
+}
