@@ -3,6 +3,26 @@
 // KV-cache prologue and what the partial results are; lib/attend.wgsl (prepended, with WG and
 // DIMS_PER_THREAD) walks the split's positions a tile at a time with the hooks below. The earlier
 // 64-thread kernel cost lavapipe ~10× its loads (barriers between its 8 SIMD groups).
+// The caches are read a quad (4 dims) per load: software Vulkan runs each load as a loop over its
+// lanes, paying more per load than per value, so a quad costs about half what 4 floats do. Head
+// dims must be whole quads (decode_attention.rs gives other heads the GPU kernel); thread lid sums
+// the head's quads lid + r * WG, 4 dims of acc each.
+
+@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<f32>>;
+
+// This head's rotated q as quads.
+var<workgroup> q4: array<vec4<f32>, MAX_HD / 4>;
+
+fn store_kv(i: u32, k: f32, v: f32) {
+    k_cache[i / 4u][i % 4u] = k;
+    v_cache[i / 4u][i % 4u] = v;
+}
+
+// This thread's quad r: the head's quad lid + r * WG, clamped (as value_dim() clamps dims).
+fn value_quad(lid: u32, r: u32) -> u32 {
+    return min(lid + r * WG, p.hd / 4u - 1u);
+}
 
 // The new position's key and value come from workgroup memory: the cache writes are not read back.
 fn key_dot(j: u32, head: u32) -> f32 {
@@ -12,24 +32,28 @@ fn key_dot(j: u32, head: u32) -> f32 {
             dot_qk += qs[c] * ks[c];
         }
     } else {
-        let kb = j * p.d + head;
-        for (var c = 0u; c < p.hd; c++) {
-            dot_qk += qs[c] * k_cache[kb + c];
+        let kb = (j * p.d + head) / 4u;
+        for (var c = 0u; c < p.hd / 4u; c++) {
+            dot_qk += dot(q4[c], k_cache[kb + c]);
         }
     }
     return dot_qk;
 }
 
 fn add_value(j: u32, prob: f32, lid: u32, head: u32) {
-    if j == p.pos {
-        for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-            acc[r] += prob * vs[value_dim(lid, r)];
+    let vb = (j * p.d + head) / 4u;
+    for (var r = 0u; r < DIMS_PER_THREAD / 4u; r++) {
+        var v: vec4<f32>;
+        if j == p.pos {
+            let c = 4u * value_quad(lid, r);
+            v = vec4<f32>(vs[c], vs[c + 1u], vs[c + 2u], vs[c + 3u]);
+        } else {
+            v = v_cache[vb + value_quad(lid, r)];
         }
-    } else {
-        let vb = j * p.d + head;
-        for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-            acc[r] += prob * v_cache[vb + value_dim(lid, r)];
-        }
+        acc[4u * r] += prob * v.x;
+        acc[4u * r + 1u] += prob * v.y;
+        acc[4u * r + 2u] += prob * v.z;
+        acc[4u * r + 3u] += prob * v.w;
     }
 }
 
@@ -40,6 +64,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     let head = h * p.hd;
     // Only the last split holds the new position.
     load_head(lid, WG, head, split + 1u == p.splits);
+    for (var c = lid; c < p.hd / 4u; c += WG) {
+        q4[c] = vec4<f32>(qs[4u * c], qs[4u * c + 1u], qs[4u * c + 2u], qs[4u * c + 3u]);
+    }
+    workgroupBarrier();
     let begin = split * p.chunk;
     let ml = attend(lid, head, begin, min(begin + p.chunk, p.pos + 1u));
     let at = h * p.splits + split;
@@ -48,10 +76,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
         out[at * 2u + 1u] = ml.y;
     }
     let acc_base = (p.d / p.hd) * p.splits * 2u;
-    for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-        let c = lid + r * WG;
+    for (var r = 0u; r < DIMS_PER_THREAD / 4u; r++) {
+        let c = 4u * (lid + r * WG);
         if c < p.hd {
-            out[acc_base + at * p.hd + c] = acc[r];
+            for (var i = 0u; i < 4u; i++) {
+                out[acc_base + at * p.hd + c + i] = acc[4u * r + i];
+            }
         }
     }
 }

@@ -6,6 +6,14 @@
 // loads per thread is what a real GPU cannot hide.
 
 // DIMS_PER_LANE, head dims over LANES rounded up, is prepended by decode_attention.rs.
+@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
+
+fn store_kv(i: u32, k: f32, v: f32) {
+    k_cache[i] = k;
+    v_cache[i] = v;
+}
+
 const WG: u32 = 256u;
 const LANES: u32 = 16u;
 const SLOTS: u32 = 16u;

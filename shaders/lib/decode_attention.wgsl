@@ -4,7 +4,9 @@
 // running max, sum and weighted value sum; the kernel after it (scores.wgsl, mode 2) combines the
 // splits. RoPE and the KV-cache append are folded in (load_head()): q, k and v arrive as the partial
 // rows the qkv values kernel left, the workgroups rotate q, and the one whose split holds the new
-// position rotates k, appends k and v to the caches and uses them from workgroup memory.
+// position rotates k, appends k and v to the caches (store_kv(), supplied by the kernel, which
+// declares the caches: as floats on GPUs, as quads on CPU adapters) and uses them from workgroup
+// memory.
 // cos/sin come from a table computed on the CPU in f64: table[pos * half + j] = (cos, sin).
 
 struct Params {
@@ -22,8 +24,6 @@ struct Params {
 @group(1) @binding(0) var<uniform> p: Params;
 @group(0) @binding(0) var<storage, read> qkv: array<f32>;
 @group(0) @binding(1) var<storage, read> table: array<vec2<f32>>;
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 // Head dims up to 256 (checked on the CPU when the backend is built).
@@ -72,8 +72,7 @@ fn load_head(lid: u32, threads: u32, head: u32, last: bool) {
         qs[c] = rotated(0u, c);
         if last {
             ks[c] = rotated(MAX_HD, c);
-            k_cache[p.pos * p.d + head + c] = ks[c];
-            v_cache[p.pos * p.d + head + c] = vs[c];
+            store_kv(p.pos * p.d + head + c, ks[c], vs[c]);
         }
     }
     workgroupBarrier();

@@ -13,9 +13,8 @@ const GPU_THREADS: usize = 64;
 pub(crate) const CPU_THREADS: usize = 8;
 
 /// `shaders/lib/attend.wgsl`, the tile loop both attention kernels share, with the constants it
-/// needs: `threads` per workgroup, each adding head_dim / threads dims (rounded up).
-pub(crate) fn attend_source(threads: usize, head_dim: usize) -> String {
-    let dims = head_dim.div_ceil(threads).max(1);
+/// needs: `threads` per workgroup, each adding `dims` of a head's.
+pub(crate) fn attend_source(threads: usize, dims: usize) -> String {
     format!(
         "const WG: u32 = {threads}u;\nconst DIMS_PER_THREAD: u32 = {dims}u;\n{}",
         include_str!("../../shaders/lib/attend.wgsl")
@@ -30,7 +29,11 @@ impl Attention {
     /// The kernel for heads of `head_dim`, shaped for a GPU (64 threads) or a CPU adapter (8).
     pub fn new(ctx: &GpuContext, head_dim: usize, gpu_shapes: bool) -> Attention {
         let threads = if gpu_shapes { GPU_THREADS } else { CPU_THREADS };
-        let source = format!("{}\n{}", attend_source(threads, head_dim), include_str!("../../shaders/attention.wgsl"));
+        let source = format!(
+            "{}\n{}",
+            attend_source(threads, head_dim.div_ceil(threads).max(1)),
+            include_str!("../../shaders/attention.wgsl")
+        );
         let access = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
         Attention { kernel: Kernel::new(ctx, "attention", &source, &access) }
     }

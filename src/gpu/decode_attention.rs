@@ -43,18 +43,20 @@ pub(crate) fn partial_floats(d: usize, heads: usize) -> usize {
 impl DecodeAttention {
     /// The kernel for heads of `head_dim` (at most 256), shaped for a GPU (`lanes`: each of a
     /// position's 16 lanes covers head_dim / 16 dims, a constant of the shader so its loops unroll
-    /// into registers) or for a CPU adapter (`shaders/lib/attend.wgsl`'s tile loop, as prefill).
+    /// into registers) or for a CPU adapter (`shaders/lib/attend.wgsl`'s tile loop, as prefill,
+    /// reading the caches in quads: heads of whole quads only, as every released checkpoint's are;
+    /// other heads get the GPU kernel, exact there too).
     pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool) -> DecodeAttention {
         use Access::{Read, ReadWrite};
         let lib = include_str!("../../shaders/lib/decode_attention.wgsl");
-        let source = if lanes {
+        let source = if lanes || !head_dim.is_multiple_of(4) {
             let dims = head_dim.div_ceil(LANES).max(1);
             format!(
                 "const DIMS_PER_LANE: u32 = {dims}u;\n{lib}\n{}",
                 include_str!("../../shaders/decode_attention_lanes.wgsl")
             )
         } else {
-            let attend = attend_source(CPU_THREADS, head_dim);
+            let attend = attend_source(CPU_THREADS, 4 * (head_dim / 4).div_ceil(CPU_THREADS));
             format!("{attend}\n{lib}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
         };
         DecodeAttention {
@@ -112,7 +114,8 @@ mod tests {
         let mut pages = ParamPages::default();
         // One split and several (past MIN_CHUNK × MAX_SPLITS the chunks grow, and passes end within
         // a chunk); head dims not a multiple of the 16 lanes, the 1.5B model's 96, and the most, 256.
-        // Both kernels: a GPU's and a CPU adapter's.
+        // Both kernels: a GPU's and a CPU adapter's (which reads quads; 18 is not whole quads and
+        // takes the GPU kernel there).
         let cases = [
             (3usize, 18usize, 0usize, 1usize),
             (2, 20, 70, 3),
