@@ -34,6 +34,10 @@ pub struct BenchReport {
     pub read_limit_gb_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_ratio: Option<f64>,
+    /// The wall-clock cost of an empty dispatch, measured in this run (GPU only): what each of a
+    /// token's dispatches costs before its work, a floor under the time per token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_dispatch_us: Option<f64>,
     /// Compute dispatches and queue submissions per decoded token (GPU only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispatches_per_token: Option<u32>,
@@ -195,4 +199,22 @@ pub fn gpu_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<(f64, f64)> {
     };
     let (copy, read) = (best(false)?, best(true)?);
     Ok((probe.bytes_moved() as f64 / copy / 1e9, probe.bytes_read() as f64 / read / 1e9))
+}
+
+/// The wall-clock cost of one dispatch with next to no work, in µs: the best of several
+/// submissions of 256 one-workgroup copies of 4 KiB. On software Vulkan this is the driver waking
+/// its threads for each dispatch (about 55 µs on a 2-vCPU VM), a cost a decoded token pays once per
+/// dispatch whatever its kernels do.
+#[cfg(feature = "gpu")]
+pub fn gpu_dispatch_us(ctx: &crate::gpu::GpuContext) -> Result<f64> {
+    const REPEATS: usize = 256;
+    let mut probe = crate::gpu::CopyProbe::new(ctx, 4096);
+    pollster::block_on(probe.run(ctx, 1))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = Instant::now();
+        pollster::block_on(probe.run(ctx, REPEATS))?;
+        best = best.min(start.elapsed().as_secs_f64() / REPEATS as f64);
+    }
+    Ok(best * 1e6)
 }

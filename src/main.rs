@@ -257,6 +257,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     };
     let timing =
         |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen, &params);
+    let mut empty_dispatch_us = None;
     let (label, bytes_per_token, times, limit, measured_by, read_limit, stats) = match args.backend {
         BackendKind::Cpu => {
             let mut cpu = cpu_backend(model, args.dtype)?;
@@ -275,6 +276,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             drop(model);
             let times = timing(&mut gpu)?;
             let (limit, read) = tokenformer::bench::gpu_bandwidth_gb_s(gpu.context())?;
+            empty_dispatch_us = Some(tokenformer::bench::gpu_dispatch_us(gpu.context())?);
             let (adapter, dtype) = (gpu.context().adapter_name(), gpu.dtype().as_str());
             let label = format!("gpu {adapter} ({dtype} weights; {})", gpu.kernel_shapes());
             let bytes = gpu.weight_bytes_per_token() as usize;
@@ -331,6 +333,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         ratio: achieved / limit,
         read_limit_gb_per_s: read_limit,
         read_ratio: read_limit.map(|read| achieved / read),
+        empty_dispatch_us,
         dispatches_per_token: decode_stats.map(|(s, _)| s.dispatches),
         submissions_per_token: decode_stats.map(|(s, _)| s.submissions),
         dispatches_per_block: decode_stats.map(|(s, _)| s.per_block),
@@ -365,6 +368,15 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         }
         if let (Some(d), Some(s), Some(b)) = (r.dispatches_per_token, r.submissions_per_token, r.dispatches_per_block) {
             println!("  per token {d} dispatches ({b} per block), {s} submission(s)");
+            if let Some(us) = r.empty_dispatch_us {
+                // Weights at the copy limit plus every dispatch's fixed cost: the best this
+                // adapter could do with this many dispatches.
+                let (floor, weights) = (d as f64 * us / 1e3, r.weight_bytes_per_token as f64 / r.limit_gb_per_s / 1e6);
+                println!(
+                    "  floor    {us:>9.1} µs per empty dispatch: {floor:.1} ms of each token, besides {weights:.1} ms for the weights at the copy limit (ratio at most {:.2})",
+                    weights / (weights + floor)
+                );
+            }
         }
         if let Some(e) = r.encode_ms_per_token {
             let total = 1e3 / r.decode_tokens_per_s;
