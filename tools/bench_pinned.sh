@@ -13,9 +13,10 @@ shift || true
 out=$(mktemp)
 "$bin" bench "$@" > "$out" 2>&1 &
 pid=$!
-# lavapipe starts its rasterizer threads (llvmpipe-N), then one compute thread per CPU.
+# lavapipe starts its rasterizer threads (llvmpipe-N), then one compute thread per CPU, once the
+# model is built (a synthetic 1.5B takes 10-20 s): wait up to two minutes.
 cpus=$(nproc)
-for _ in $(seq 100); do
+for _ in $(seq 1200); do
     [ "$(ls /proc/$pid/task 2> /dev/null | wc -l)" -gt $((2 * cpus)) ] && break
     sleep 0.1
 done
