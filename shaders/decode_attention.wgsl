@@ -14,9 +14,14 @@
 // This head's rotated q as quads.
 var<workgroup> q4: array<vec4<f32>, MAX_HD / 4>;
 
-fn store_kv(i: u32, k: f32, v: f32) {
-    k_cache[i / 4u][i % 4u] = k;
-    v_cache[i / 4u][i % 4u] = v;
+// Writes this head's k and v at `at` of the caches, a whole quad per thread (no two threads write
+// parts of one quad).
+fn append_kv(lid: u32, threads: u32, at: u32) {
+    for (var q = lid; q < p.hd / 4u; q += threads) {
+        let c = 4u * q;
+        k_cache[at / 4u + q] = vec4<f32>(ks[c], ks[c + 1u], ks[c + 2u], ks[c + 3u]);
+        v_cache[at / 4u + q] = vec4<f32>(vs[c], vs[c + 1u], vs[c + 2u], vs[c + 3u]);
+    }
 }
 
 // This thread's quad r: the head's quad lid + r * WG, clamped (as value_dim() clamps dims).

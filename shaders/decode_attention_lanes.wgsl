@@ -9,9 +9,12 @@
 @group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
 
-fn store_kv(i: u32, k: f32, v: f32) {
-    k_cache[i] = k;
-    v_cache[i] = v;
+// Writes this head's k and v at `at` of the caches.
+fn append_kv(lid: u32, threads: u32, at: u32) {
+    for (var c = lid; c < p.hd; c += threads) {
+        k_cache[at + c] = ks[c];
+        v_cache[at + c] = vs[c];
+    }
 }
 
 const WG: u32 = 256u;

@@ -203,7 +203,7 @@ pub fn gpu_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<(f64, f64)> {
 
 /// The wall-clock cost of one dispatch with next to no work, in µs: the best of several
 /// submissions of 256 one-workgroup copies of 4 KiB. On software Vulkan this is the driver waking
-/// its threads for each dispatch (about 55 µs on a 2-vCPU VM), a cost a decoded token pays once per
+/// its threads for each dispatch (20-55 µs on a 2-vCPU VM), a cost a decoded token pays once per
 /// dispatch whatever its kernels do.
 #[cfg(feature = "gpu")]
 pub fn gpu_dispatch_us(ctx: &crate::gpu::GpuContext) -> Result<f64> {

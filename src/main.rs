@@ -298,7 +298,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                     None
                 }
             };
-            // Last: on lavapipe the timed steps ran 1.3-1.6x slower after this probe.
+            // After the timed steps, which it could otherwise disturb.
             empty_dispatch_us = Some(tokenformer::bench::gpu_dispatch_us(gpu.context())?);
             let stats = Some((stats, prefill));
             (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(read), stats)

@@ -4,7 +4,7 @@
 // running max, sum and weighted value sum; the kernel after it (scores.wgsl, mode 2) combines the
 // splits. RoPE and the KV-cache append are folded in (load_head()): q, k and v arrive as the partial
 // rows the qkv values kernel left, the workgroups rotate q, and the one whose split holds the new
-// position rotates k, appends k and v to the caches (store_kv(), supplied by the kernel, which
+// position rotates k, appends k and v to the caches (append_kv(), supplied by the kernel, which
 // declares the caches: as floats on GPUs, as quads on CPU adapters) and uses them from workgroup
 // memory.
 // cos/sin come from a table computed on the CPU in f64: table[pos * half + j] = (cos, sin).
@@ -72,8 +72,10 @@ fn load_head(lid: u32, threads: u32, head: u32, last: bool) {
         qs[c] = rotated(0u, c);
         if last {
             ks[c] = rotated(MAX_HD, c);
-            store_kv(p.pos * p.d + head + c, ks[c], vs[c]);
         }
     }
     workgroupBarrier();
+    if last {
+        append_kv(lid, threads, p.pos * p.d + head);
+    }
 }
