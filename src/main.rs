@@ -260,8 +260,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     };
     let timing =
         |backend: &mut dyn Backend| tokenformer::bench::time_generation(backend, args.prompt_len, args.gen, &params);
-    let mut empty_dispatch_us = None;
-    let (label, bytes_per_token, times, limit, measured_by, read_limit, stats) = match args.backend {
+    // gpu_probes: the GPU's read-only bandwidth and the cost of an empty dispatch.
+    let (label, bytes_per_token, times, limit, measured_by, gpu_probes, stats) = match args.backend {
         BackendKind::Cpu => {
             let mut cpu = cpu_backend(model, args.dtype)?;
             let dtype = cpu.model().dtype();
@@ -307,9 +307,17 @@ fn run_bench(args: BenchArgs) -> Result<()> {
                 }
             };
             // After the timed steps, which it could otherwise disturb.
-            empty_dispatch_us = Some(tokenformer::bench::gpu_dispatch_us(gpu.context())?);
+            let dispatch_us = tokenformer::bench::gpu_dispatch_us(gpu.context())?;
             let stats = Some((stats, prefill));
-            (label, bytes, times, limit, "copy shader over 256 MiB, bytes read + written", Some(read), stats)
+            (
+                label,
+                bytes,
+                times,
+                limit,
+                "copy shader over 256 MiB, bytes read + written",
+                Some((read, dispatch_us)),
+                stats,
+            )
         }
     };
     let decode_stats = stats.as_ref().map(|(decode, _)| decode);
@@ -340,9 +348,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         limit_gb_per_s: limit,
         limit_measured_by: measured_by.into(),
         ratio: achieved / limit,
-        read_limit_gb_per_s: read_limit,
-        read_ratio: read_limit.map(|read| achieved / read),
-        empty_dispatch_us,
+        read_limit_gb_per_s: gpu_probes.map(|(read, _)| read),
+        read_ratio: gpu_probes.map(|(read, _)| achieved / read),
+        empty_dispatch_us: gpu_probes.map(|(_, us)| us),
         dispatches_per_token: decode_stats.map(|(s, _)| s.dispatches),
         submissions_per_token: decode_stats.map(|(s, _)| s.submissions),
         dispatches_per_block: decode_stats.map(|(s, _)| s.per_block),
