@@ -9,7 +9,7 @@
 // values.wgsl reduces and applies while it loads the scores (stat):
 //   0: none (the head); 1: Σ s² (l2_norm_gelu); 2: s := gelu(s), Σ gelu(s)² (gelu_l2_norm);
 //   3: (max s, Σ exp(s - max)) (softmax).
-// A dtype prelude supplies binding 1 and wo_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// A dtype prelude supplies binding 1 and wb_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
 
 struct Params {
     mode: u32,
@@ -81,7 +81,9 @@ fn attention_output(c: u32) -> f32 {
 // between lanes, and attention_output() is costly.
 fn load_input(lid: u32) {
     let valid = vec4<u32>(0u, 1u, 2u, 3u);
+    // The weight rows' quads (the input is zero past d), and the partial rows' stride (d in octets).
     let k_quads = 2u * p.k_octets;
+    let row_quads = (p.d + 7u) / 8u * 2u;
     if p.mode == 2u {
         // Attention's output goes into the product as it is.
         weigh_splits(lid);
@@ -93,12 +95,13 @@ fn load_input(lid: u32) {
         }
         return;
     }
-    // The residual stream: the sum of its partial rows, d rounded up to octets apart.
+    // The residual stream: the sum of its partial rows, d rounded up to octets apart (a quantized
+    // matrix's rows may be longer: the quads past d are zero).
     var sum = 0.0;
     for (var q = lid; q < k_quads; q += WG) {
         var v = vec4<f32>(0.0);
         for (var s = 0u; s < p.parts; s++) {
-            v += input[s * k_quads + q];
+            v += input[s * row_quads + min(q, row_quads - 1u)];
         }
         v = select(vec4<f32>(0.0), v, 4u * q + valid < vec4<u32>(p.d));
         act[q] = v;
@@ -158,9 +161,14 @@ fn main(
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.n {
-        let r = row_offsets(wg.y * p.n, j0, p.n, p.k_octets);
-        for (var o = lid % tpr; o < p.k_octets; o += tpr) {
-            dot_8_rows(r, o, act[2u * o], act[2u * o + 1u], &lo, &hi);
+        let k_blocks = p.k_octets / BLOCK_OCTETS;
+        let r = row_offsets(wg.y * p.n, j0, p.n, k_blocks);
+        for (var b = lid % tpr; b < k_blocks; b += tpr) {
+            var a: array<vec4<f32>, BLOCK_QUADS>;
+            for (var i = 0u; i < BLOCK_QUADS; i++) {
+                a[i] = act[BLOCK_QUADS * b + i];
+            }
+            dot_8_rows(r, b, a, &lo, &hi);
         }
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);

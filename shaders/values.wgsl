@@ -10,7 +10,8 @@
 // out[(split * groups + g) * stride + c]; the next kernel adds them (scores.wgsl, attention). With
 // residual_parts > 0, split 0 also adds the residual stream (those partial rows of `residual`), so
 // the output partials sum to the new residual stream.
-// A dtype prelude supplies binding 1 and wo_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// A dtype prelude supplies binding 1 and wb_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// Splits are whole blocks (split_octets a multiple of BLOCK_OCTETS).
 
 struct Params {
     n: u32,
@@ -80,9 +81,13 @@ fn main(
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.d_out {
-        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_octets);
-        for (var o = lid % tpr; o < len; o += tpr) {
-            dot_8_rows(r, o0 + o, theta[2u * o], theta[2u * o + 1u], &lo, &hi);
+        let r = row_offsets(g * p.d_out, j0, p.d_out, p.k_octets / BLOCK_OCTETS);
+        for (var b = lid % tpr; b < len / BLOCK_OCTETS; b += tpr) {
+            var a: array<vec4<f32>, BLOCK_QUADS>;
+            for (var i = 0u; i < BLOCK_QUADS; i++) {
+                a[i] = theta[BLOCK_QUADS * b + i];
+            }
+            dot_8_rows(r, o0 / BLOCK_OCTETS + b, a, &lo, &hi);
         }
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);

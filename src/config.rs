@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 
 /// The row-wise normalisation `f` of Pattention scores (`norm_activation_type`).
@@ -107,9 +108,13 @@ const MAX_POSITIONS: usize = 1 << 20;
 impl ModelConfig {
     /// Bytes of weights one decoded token reads: every parameter token of every layer (all are
     /// used densely) plus the head's `vocab` embedding rows.
-    pub fn weight_bytes_per_token(&self, vocab: usize, bytes_per_value: usize) -> usize {
-        let slots = 3 * self.qkv_slots + self.proj_slots + self.ffn_slots;
-        (self.num_layers * slots * 2 * self.hidden_size + vocab * self.hidden_size) * bytes_per_value
+    pub fn weight_bytes_per_token(&self, vocab: usize, dtype: Dtype, embedding: Dtype) -> usize {
+        let d = self.hidden_size;
+        let slots = [self.qkv_slots, self.qkv_slots, self.qkv_slots, self.proj_slots, self.ffn_slots];
+        // Keys: n rows of d; values: d rows of n (as quantized values are stored; the same bytes
+        // as n rows of d for floats).
+        let block: usize = slots.iter().map(|&n| n * dtype.row_bytes(d) + d * dtype.row_bytes(n)).sum();
+        self.num_layers * block + vocab * embedding.row_bytes(d)
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<Self> {

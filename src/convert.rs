@@ -2,15 +2,35 @@
 //! (`config.json` + `model.safetensors` with readable names + `tokenizer.json`), and models written
 //! in the authors' hub layout (`tokenformer synthetic --layout authors`).
 
-use crate::error::{Error, Result};
-use crate::model::Model;
-use crate::weights::pytorch::write::write_state_dict;
-use crate::weights::safetensors::{write, StoreDtype};
+use std::borrow::Cow;
 
-/// The model's weights as one safetensors file, project names, f32 or f16.
-pub fn to_safetensors(model: &Model, dtype: StoreDtype) -> Result<Vec<u8>> {
-    let tensors = model.tensors();
-    write(tensors.iter().map(|(name, shape, data)| (name.clone(), shape.clone(), &data[..])), dtype)
+use crate::error::{Error, Result};
+use crate::model::{Model, WeightData};
+use crate::weights::pytorch::write::write_state_dict;
+use crate::weights::safetensors::{write, Stored};
+use crate::weights::{Naming, TensorRole};
+
+/// The model's weights as one safetensors file with project names, each tensor in the dtype the
+/// model stores it in (quantized values as Vᵀ, see [`crate::weights::safetensors`]).
+pub fn to_safetensors(model: &Model) -> Result<Vec<u8>> {
+    let layers = model.config.num_layers;
+    let roles = TensorRole::all(layers);
+    // Floats as f32 for the writer (which rounds f16 tensors back to their stored values exactly).
+    let floats: Vec<Cow<'_, [f32]>> = roles
+        .iter()
+        .map(|&role| match model.stored(role) {
+            Some(WeightData::Quant(_)) => Cow::Borrowed(&[][..]),
+            _ => model.tensor(role).1,
+        })
+        .collect();
+    write(roles.iter().zip(&floats).map(|(&role, values)| {
+        let name = role.name(Naming::Project, layers);
+        match model.stored(role) {
+            Some(WeightData::Quant(q)) => (name, vec![q.rows(), q.cols], Stored::Blocks(q.format, &q.blocks)),
+            Some(WeightData::F16(_)) => (name, model.shape(role), Stored::F16(values)),
+            _ => (name, model.shape(role), Stored::F32(values)),
+        }
+    }))
 }
 
 /// Writes `model` as the authors' hub folder: `config.json` (their keys), `tokenizer.json`, and a

@@ -28,12 +28,14 @@ pub enum Error {
     UnexpectedTensor(String),
     #[error("tensor {name} has shape {found:?}, expected {expected}")]
     TensorShape { name: String, found: Vec<usize>, expected: String },
-    #[error("tensor {name} has dtype {dtype}; supported: F32, F16, BF16")]
+    #[error("tensor {name} has dtype {dtype}; supported: F32, F16, BF16, and U8 blocks named NAME.q8 or NAME.q4")]
     UnsupportedDtype { name: String, dtype: String },
     #[error("tensor {name} needs {bytes} bytes as f32, more memory than is available")]
     OutOfMemory { name: String, bytes: u64 },
     #[error("tensor {name} holds a non-finite value (NaN or infinity)")]
     NonFinite { name: String },
+    #[error("tensor {name}: {message}")]
+    BadBlocks { name: String, message: String },
 
     #[error("tokenizer.json: {0}")]
     Tokenizer(String),

@@ -4,7 +4,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::model::{CpuDtype, Model};
+use crate::model::{Dtype, Model};
 use crate::weights::stream::{TensorInfo, TensorSink, WeightStream};
 use crate::weights::{pytorch, safetensors};
 
@@ -40,6 +40,17 @@ impl TensorSink for Checking {
         assert!(self.next_row[index] <= t.rows(), "more rows than {} holds", t.name);
         Ok(())
     }
+
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> Result<()> {
+        let t = &self.tensors[index];
+        let row_bytes = t.dtype.row_bytes(t.cols());
+        assert!(t.dtype.quant().is_some(), "blocks of {}, a float tensor", t.name);
+        assert_eq!(blocks.len() % row_bytes, 0, "a partial row of {}", t.name);
+        assert_eq!(row0, self.next_row[index], "rows of {} out of order", t.name);
+        self.next_row[index] += blocks.len() / row_bytes;
+        assert!(self.next_row[index] <= t.rows(), "more rows than {} holds", t.name);
+        Ok(())
+    }
 }
 
 /// The streaming reader of either weights format (what the browser runs on a download): the
@@ -66,6 +77,8 @@ pub fn load_model(data: &[u8]) {
     let Some(split) = data.iter().position(|&b| b == 0) else { return };
     let (config, weights) = (&data[..split], &data[split + 1..]);
     if let Ok(config) = ModelConfig::from_json(config) {
-        let _ = Model::from_file(config, 1, weights, CpuDtype::F32, &mut |_, _| {});
+        for dtype in [Dtype::F32, Dtype::Q4] {
+            let _ = Model::from_file(config.clone(), 1, weights, dtype, None, &mut |_, _| {});
+        }
     }
 }

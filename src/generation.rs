@@ -211,38 +211,114 @@ pub struct Perplexity {
     pub perplexity: f64,
 }
 
+impl Perplexity {
+    fn of(nll: f64, scored: usize) -> Perplexity {
+        let nll_mean = nll / scored as f64;
+        Perplexity { tokens_scored: scored, nll_mean, perplexity: nll_mean.exp() }
+    }
+}
+
 /// Sliding-window perplexity: windows of `window` tokens start every `stride` tokens, each run from
 /// position 0; a token is scored once, in the first window where it has context.
 pub fn perplexity(backend: &mut dyn Backend, ids: &[u32], window: usize, stride: usize) -> Result<Perplexity> {
+    let vocab = backend.vocab_size();
+    let mut nll = 0f64;
+    let scored = score_windows(&mut [backend], ids, window, stride, |t, rows| {
+        nll -= log_softmax(&rows[0][..vocab])[ids[t] as usize];
+    })?;
+    Ok(Perplexity::of(nll, scored))
+}
+
+/// How a model's next-token distributions differ from a reference's on the same text (the same
+/// windows as [`perplexity`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    pub reference: Perplexity,
+    pub other: Perplexity,
+    /// Mean over the scored positions of KL(reference ‖ other), in nats.
+    pub mean_kl: f64,
+    /// Share of the scored positions whose most likely next token is the reference's.
+    pub top1_agreement: f64,
+}
+
+/// Runs `reference` and `other` over the same windows of `ids` and compares their predictions.
+pub fn compare(
+    reference: &mut dyn Backend,
+    other: &mut dyn Backend,
+    ids: &[u32],
+    window: usize,
+    stride: usize,
+) -> Result<Comparison> {
+    if reference.vocab_size() != other.vocab_size() {
+        return Err(Error::Usage("the two models have different vocabularies".into()));
+    }
+    let vocab = reference.vocab_size();
+    let (mut nll, mut kl, mut agree) = ([0f64; 2], 0f64, 0usize);
+    let scored = score_windows(&mut [reference, other], ids, window, stride, |t, rows| {
+        let [p, q] = [0, 1].map(|i| log_softmax(&rows[i][..vocab]));
+        for (i, lp) in [&p, &q].into_iter().enumerate() {
+            nll[i] -= lp[ids[t] as usize];
+        }
+        kl += p.iter().zip(&q).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+        agree += (argmax(&p) == argmax(&q)) as usize;
+    })?;
+    Ok(Comparison {
+        reference: Perplexity::of(nll[0], scored),
+        other: Perplexity::of(nll[1], scored),
+        mean_kl: kl / scored as f64,
+        top1_agreement: agree as f64 / scored as f64,
+    })
+}
+
+/// Feeds every backend the windows of `ids` (see [`perplexity`]) and calls `score(t, rows)` for
+/// each scored position t with each backend's logits predicting it. Returns the positions scored.
+fn score_windows(
+    backends: &mut [&mut dyn Backend],
+    ids: &[u32],
+    window: usize,
+    stride: usize,
+    mut score: impl FnMut(usize, &[&[f32]]),
+) -> Result<usize> {
     if ids.len() < 2 {
         return Err(Error::Usage(format!("perplexity needs at least 2 tokens, the text has {}", ids.len())));
     }
-    if window < 2 || window > backend.max_positions() || stride == 0 || stride > window {
-        return Err(Error::Usage(format!(
-            "window {window} must be in 2..={} and stride {stride} in 1..=window",
-            backend.max_positions()
-        )));
+    let max = backends.iter().map(|b| b.max_positions()).min().unwrap_or(0);
+    if window < 2 || window > max || stride == 0 || stride > window {
+        return Err(Error::Usage(format!("window {window} must be in 2..={max} and stride {stride} in 1..=window")));
     }
-    let vocab = backend.vocab_size();
-    let (mut nll, mut scored, mut next_unscored) = (0f64, 0usize, 1usize);
-    let mut begin = 0;
+    let vocab = backends.first().map_or(0, |b| b.vocab_size());
+    let (mut scored, mut next_unscored, mut begin) = (0usize, 1usize, 0);
     loop {
         let end = (begin + window).min(ids.len());
-        backend.reset();
-        let logits = backend.forward(&ids[begin..end], true)?;
+        let logits = backends
+            .iter_mut()
+            .map(|b| {
+                b.reset();
+                b.forward(&ids[begin..end], true)
+            })
+            .collect::<Result<Vec<_>>>()?;
         for t in next_unscored.max(begin + 1)..end {
-            let row = &logits[(t - 1 - begin) * vocab..(t - begin) * vocab];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-            let log_z = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
-            nll += log_z - row[ids[t] as usize] as f64;
+            let at = (t - 1 - begin) * vocab;
+            let rows: Vec<&[f32]> = logits.iter().map(|l| &l[at..at + vocab]).collect();
+            score(t, &rows);
             scored += 1;
         }
         next_unscored = end;
         if end == ids.len() {
-            break;
+            return Ok(scored);
         }
         begin += stride;
     }
-    let nll_mean = nll / scored as f64;
-    Ok(Perplexity { tokens_scored: scored, nll_mean, perplexity: nll_mean.exp() })
+}
+
+/// log softmax of a logits row, in f64.
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let log_z = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    row.iter().map(|&v| v as f64 - log_z).collect()
+}
+
+/// The first index of the largest value.
+fn argmax(row: &[f64]) -> usize {
+    (0..row.len()).fold(0, |best, i| if row[i] > row[best] { i } else { best })
 }

@@ -185,9 +185,7 @@ pub fn check_slot(layer: usize, proj: Projection, slot: usize, cfg: &ModelConfig
 pub fn dictionary(model: &Model, layer: usize, proj: Projection, slot: usize) -> Result<Vec<f32>> {
     check_slot(layer, proj, slot, &model.config)?;
     let p = model.blocks[layer].get(proj);
-    let d_out = p.value_param_tokens.len() / p.n;
-    let mut value = vec![0f32; d_out];
-    p.value_param_tokens.read_into(slot * d_out, &mut value);
+    let (value, d_out) = (p.value_token(slot), p.d_out());
     let mut scores = vec![0f32; model.vocab_size];
     crate::cpu::products::matmul_bt_weights(&value, &model.embedding, 1, d_out, model.vocab_size, &mut scores);
     Ok(scores)

@@ -9,6 +9,7 @@ pub mod convert;
 pub mod cpu;
 #[cfg(feature = "cli")]
 pub mod default_model;
+pub mod dtype;
 pub mod error;
 pub mod fuzzing;
 pub mod generation;
@@ -17,6 +18,7 @@ pub mod gpu;
 pub mod inspect;
 pub mod loader;
 pub mod model;
+pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
@@ -25,9 +27,10 @@ pub mod weights;
 
 pub use config::{ModelConfig, NormActivation};
 pub use cpu::CpuBackend;
+pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use generation::{generate, perplexity, Backend, Generation, StopReason};
 pub use inspect::{AttentionCapture, Capture, InspectRequest, Inspection};
-pub use model::{CpuDtype, Model, Projection, WeightData};
+pub use model::{Model, Projection, WeightData};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

@@ -3,21 +3,24 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::ModelConfig;
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::model::{CpuDtype, Model};
+use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
-/// Parses config, tokenizer and weights (either format, either naming) into a model.
-/// `progress(done, total)` is called as tensors are decoded.
+/// Parses config, tokenizer and weights (either format, either naming) into a model whose
+/// parameter tokens are stored in `dtype` and embedding in `embedding` (default:
+/// [`Dtype::default_embedding`]). `progress(done, total)` is called as tensors are decoded.
 pub fn load_from_bytes(
     config_json: &[u8],
     weights: &[u8],
     tokenizer_json: &[u8],
+    (dtype, embedding): (Dtype, Option<Dtype>),
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Model, Tokenizer)> {
     let config = ModelConfig::from_json(config_json)?;
     let tokenizer = Tokenizer::from_bytes(tokenizer_json)?;
-    let model = Model::from_file(config, tokenizer.vocab_size(), weights, CpuDtype::F32, progress)?;
+    let model = Model::from_file(config, tokenizer.vocab_size(), weights, dtype, embedding, progress)?;
     Ok((model, tokenizer))
 }
 
@@ -62,8 +65,13 @@ impl ModelPaths {
         Ok(ModelPaths { config: pick(config, "config.json")?, weights, tokenizer: pick(tokenizer, "tokenizer.json")? })
     }
 
-    pub fn load(&self, progress: &mut dyn FnMut(usize, usize)) -> Result<(Model, Tokenizer)> {
-        load_from_bytes(&read(&self.config)?, &map_weights(&self.weights)?, &read(&self.tokenizer)?, progress)
+    /// The model stored as [`load_from_bytes`] says.
+    pub fn load(
+        &self,
+        dtypes: (Dtype, Option<Dtype>),
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Model, Tokenizer)> {
+        load_from_bytes(&read(&self.config)?, &map_weights(&self.weights)?, &read(&self.tokenizer)?, dtypes, progress)
     }
 }
 

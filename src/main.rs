@@ -17,15 +17,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokenformer::bench::DispatchReport;
 use tokenformer::convert::to_safetensors;
 use tokenformer::default_model;
-use tokenformer::generation::perplexity;
-use tokenformer::gpu::{GpuBackend, GpuOptions, WeightDtype, PREFILL_CHUNK};
+use tokenformer::generation::{compare, perplexity};
+use tokenformer::gpu::{GpuBackend, GpuOptions, PREFILL_CHUNK};
 use tokenformer::inspect::top_k;
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
-use tokenformer::weights::safetensors::StoreDtype;
 use tokenformer::{
-    generate, Backend, CpuBackend, CpuDtype, Error, InspectRequest, Model, Projection, Result, SamplingParams,
-    Tokenizer,
+    generate, Backend, CpuBackend, Dtype, Error, InspectRequest, Model, Projection, Result, SamplingParams, Tokenizer,
 };
 
 /// Decode steps `bench` times dispatch by dispatch on a GPU.
@@ -71,9 +69,9 @@ fn progress_bar(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-fn load(paths: &ModelPaths) -> Result<(Model, Tokenizer)> {
+fn load(paths: &ModelPaths, dtypes: (Dtype, Option<Dtype>)) -> Result<(Model, Tokenizer)> {
     let bar = progress_bar(0, "loading");
-    let loaded = paths.load(&mut |done, total| {
+    let loaded = paths.load(dtypes, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     });
@@ -81,33 +79,36 @@ fn load(paths: &ModelPaths) -> Result<(Model, Tokenizer)> {
     loaded
 }
 
-/// The model named by --model, or the built-in default model.
-fn load_model(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
+/// The model named by --model, or the built-in default model, stored in `dtypes` (the parameter
+/// tokens' and the embedding's): a quantized file stays as it is, a float one is quantized as it
+/// loads.
+fn load_model(args: &ModelArgs, dtypes: (Dtype, Option<Dtype>)) -> Result<(Model, Tokenizer)> {
     match &args.model {
-        Some(path) => load(&ModelPaths::resolve(path, args.config.as_deref(), args.tokenizer.as_deref())?),
+        Some(path) => load(&ModelPaths::resolve(path, args.config.as_deref(), args.tokenizer.as_deref())?, dtypes),
         None if args.config.is_some() || args.tokenizer.is_some() => {
             Err(Error::Usage("--config and --tokenizer need --model".into()))
         }
-        None => default_model::load(),
+        None => default_model::load(dtypes),
     }
 }
 
 fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
-    let (model, tokenizer) = load_model(args)?;
-    let backend: Box<dyn Backend> = match args.backend {
-        BackendKind::Cpu => Box::new(cpu_backend(model, args.dtype)?),
-        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype, GpuOptions::default())?),
-    };
-    Ok((backend, tokenizer))
+    let (model, tokenizer) = load_model(args, args.dtypes())?;
+    Ok((backend_for(model, args.backend, args.dtypes())?, tokenizer))
 }
 
-/// The CPU backend on `model`, its matrices converted to `dtype` one tensor at a time.
-fn cpu_backend(model: Model, dtype: DtypeArg) -> Result<CpuBackend> {
-    let dtype = match dtype {
-        DtypeArg::F32 => CpuDtype::F32,
-        DtypeArg::F16 => CpuDtype::F16,
-    };
-    Ok(CpuBackend::new(Arc::new(model.into_dtype(dtype)?)))
+/// `model` on `kind`'s backend, stored in `dtypes`.
+fn backend_for(model: Model, kind: BackendKind, dtypes: (Dtype, Option<Dtype>)) -> Result<Box<dyn Backend>> {
+    Ok(match kind {
+        BackendKind::Cpu => Box::new(cpu_backend(model, dtypes)?),
+        BackendKind::Gpu => Box::new(gpu_backend(&model, dtypes, GpuOptions::default())?),
+    })
+}
+
+/// The CPU backend on `model`, its matrices converted to `dtypes` one tensor at a time (none if
+/// already so).
+fn cpu_backend(model: Model, (dtype, embedding): (Dtype, Option<Dtype>)) -> Result<CpuBackend> {
+    Ok(CpuBackend::new(Arc::new(model.into_dtype(dtype, embedding)?)))
 }
 
 /// One line per kind of dispatch: its workgroups, device time and share of `total`, and the rate its
@@ -130,16 +131,12 @@ fn print_kinds(kinds: &[DispatchReport], total: Option<f64>, limit: f64) {
     }
 }
 
-/// Uploads `model` to the default GPU adapter; the host copy can be dropped afterwards.
-/// `shapes` overrides the kernel shapes chosen for the adapter (`GpuOptions`).
-fn gpu_backend(model: &Model, dtype: DtypeArg, shapes: GpuOptions) -> Result<GpuBackend> {
-    let dtype = match dtype {
-        DtypeArg::F32 => WeightDtype::F32,
-        DtypeArg::F16 => WeightDtype::F16,
-    };
+/// Uploads `model` to the default GPU adapter, stored in `dtypes`; the host copy can be dropped
+/// afterwards. `shapes` overrides the kernel shapes chosen for the adapter (`GpuOptions`).
+fn gpu_backend(model: &Model, (dtype, embedding): (Dtype, Option<Dtype>), shapes: GpuOptions) -> Result<GpuBackend> {
     let spinner = ProgressBar::new_spinner().with_message("uploading weights to the GPU");
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
-    let options = GpuOptions { dtype, ..shapes };
+    let options = GpuOptions { dtype, embedding, ..shapes };
     let backend = pollster::block_on(GpuBackend::open(model, &options));
     spinner.finish_and_clear();
     backend
@@ -224,6 +221,36 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     let ids = tokenizer.encode(&text)?;
     let window = args.window.unwrap_or(backend.max_positions());
     let stride = args.stride.unwrap_or(window.div_ceil(2));
+    if let Some(reference) = args.compare {
+        // The same file read again, stored in the reference dtype (its embedding as that dtype's
+        // default), on the same backend.
+        let dtypes = (Dtype::from(reference), None);
+        let model = load_model(&args.model, dtypes)?.0;
+        let mut reference_backend = backend_for(model, args.model.backend, dtypes)?;
+        let c = compare(reference_backend.as_mut(), backend.as_mut(), &ids, window, stride)?;
+        let (name, reference) = (Dtype::from(args.model.dtype).as_str(), Dtype::from(reference).as_str());
+        if args.json {
+            let p = |p: &tokenformer::generation::Perplexity| serde_json::json!({"perplexity": p.perplexity, "nll_mean": p.nll_mean});
+            println!(
+                "{}",
+                serde_json::json!({"dtype": name, "reference_dtype": reference, "tokens_scored": c.other.tokens_scored,
+                                   "window": window, "stride": stride, "reference": p(&c.reference), "model": p(&c.other),
+                                   "perplexity_change": c.other.perplexity / c.reference.perplexity - 1.0,
+                                   "mean_kl": c.mean_kl, "top1_agreement": c.top1_agreement})
+            );
+        } else {
+            println!(
+                "{name}: perplexity {:.4} against {reference}'s {:.4} ({:+.2} %), mean KL {:.5} nats, same top token at {:.2} % of {} positions (window {window}, stride {stride})",
+                c.other.perplexity,
+                c.reference.perplexity,
+                100.0 * (c.other.perplexity / c.reference.perplexity - 1.0),
+                c.mean_kl,
+                100.0 * c.top1_agreement,
+                c.other.tokens_scored
+            );
+        }
+        return Ok(());
+    }
     let p = perplexity(backend.as_mut(), &ids, window, stride)?;
     if args.json {
         println!(
@@ -241,10 +268,11 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
+    let dtypes = (Dtype::from(args.dtype), args.embedding_dtype.map(Dtype::from));
     let (model, name) = match (&args.synthetic, &args.model) {
-        (Some(size), _) => (Model::synthetic(size, 0)?, format!("synthetic {size}")),
-        (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?)?.0, path.display().to_string()),
-        (None, None) => (default_model::load()?.0, default_model::NAME.to_string()),
+        (Some(size), _) => (Model::synthetic(size, 0)?.into_dtype(dtypes.0, dtypes.1)?, format!("synthetic {size}")),
+        (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?, dtypes)?.0, path.display().to_string()),
+        (None, None) => (default_model::load(dtypes)?.0, default_model::NAME.to_string()),
     };
     let params = if args.sample {
         SamplingParams {
@@ -263,9 +291,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     // gpu_probes: the GPU's read-only bandwidth and the cost of an empty dispatch.
     let (label, bytes_per_token, times, limit, measured_by, gpu_probes, stats) = match args.backend {
         BackendKind::Cpu => {
-            let mut cpu = cpu_backend(model, args.dtype)?;
+            let mut cpu = cpu_backend(model, dtypes)?;
             let dtype = cpu.model().dtype();
-            let bytes = cpu.model().weight_bytes_per_token(dtype.bytes());
+            let bytes = cpu.model().weight_bytes_per_token();
             let times = timing(&mut cpu)?;
             drop(cpu);
             let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
@@ -275,7 +303,7 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None, None)
         }
         BackendKind::Gpu => {
-            let mut gpu = gpu_backend(&model, args.dtype, args.gpu_shapes())?;
+            let mut gpu = gpu_backend(&model, dtypes, args.gpu_shapes())?;
             drop(model);
             let times = timing(&mut gpu)?;
             let (limit, read) = tokenformer::bench::gpu_bandwidth_gb_s(gpu.context())?;

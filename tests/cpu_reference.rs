@@ -97,7 +97,7 @@ fn sliding_window_perplexity_matches_the_reference() {
 /// whole CPU path on a real trained model.
 #[test]
 fn built_in_model_scores_its_validation_text_like_the_training_script() {
-    let (model, tokenizer) = tokenformer::default_model::load().unwrap();
+    let (model, tokenizer) = tokenformer::default_model::load((tokenformer::Dtype::F32, None)).unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tokenformer-moby");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
@@ -115,13 +115,13 @@ fn built_in_model_scores_its_validation_text_like_the_training_script() {
 /// rounding alone moves logits by less than the GPU's f16 bound.
 #[test]
 fn f16_weights_compute_exactly_the_rounded_f32_model() {
-    use tokenformer::CpuDtype;
+    use tokenformer::Dtype;
     for variant in VARIANTS {
         let exp = expected(variant);
         let (model, tokenizer) = load(variant);
-        let half = model.into_dtype(CpuDtype::F16).unwrap();
-        assert_eq!(half.dtype(), CpuDtype::F16);
-        let rounded = half.clone().into_dtype(CpuDtype::F32).unwrap();
+        let half = model.into_dtype(Dtype::F16, None).unwrap();
+        assert_eq!(half.dtype(), Dtype::F16);
+        let rounded = half.clone().into_dtype(Dtype::F32, None).unwrap();
         let (mut h, mut r) = (cpu(half), cpu(rounded));
         for case in &exp.cases {
             h.reset();

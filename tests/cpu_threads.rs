@@ -35,7 +35,7 @@ fn run(model: &Arc<Model>, threads: usize, prompt: &[u32]) -> (Vec<f32>, Vec<u32
 
 #[test]
 fn every_thread_count_gives_the_one_thread_numbers() {
-    let (model, tokenizer) = tokenformer::default_model::load().unwrap();
+    let (model, tokenizer) = tokenformer::default_model::load((tokenformer::Dtype::F32, None)).unwrap();
     let model = Arc::new(model);
     let prompt = tokenizer
         .encode("Call me Ishmael. Some years ago, never mind how long precisely, having little money")

@@ -46,13 +46,8 @@ fn the_seeds_are_valid_models() {
     for (name, data) in corpus("load_model").into_iter().filter(|(n, _)| n.starts_with("seed-")) {
         let split = data.iter().position(|&b| b == 0).unwrap();
         let config = tokenformer::ModelConfig::from_json(&data[..split]).unwrap();
-        let model = tokenformer::Model::from_file(
-            config,
-            1,
-            &data[split + 1..],
-            tokenformer::model::CpuDtype::F32,
-            &mut |_, _| {},
-        );
+        let model =
+            tokenformer::Model::from_file(config, 1, &data[split + 1..], tokenformer::Dtype::F32, None, &mut |_, _| {});
         assert!(model.is_ok(), "{name}: {:?}", model.err());
     }
     for (name, data) in corpus("config").into_iter().filter(|(n, _)| n.starts_with("seed-")) {

@@ -9,10 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use common::{cpu, expected, fixture_dir, load, max_abs_diff, VARIANTS};
 use tokenformer::gpu::GpuLoader;
-use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, WeightDtype};
+use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions};
 use tokenformer::loader::ModelPaths;
 use tokenformer::weights::stream::WeightStream;
-use tokenformer::{generate, Backend, CpuDtype, Model, SamplingParams};
+use tokenformer::{generate, Backend, Dtype, Model, SamplingParams};
 
 /// f32 on the device against f32 on the CPU: different summation orders and an erf approximation.
 const LOGITS_TOLERANCE: f64 = 1e-3;
@@ -340,7 +340,7 @@ fn weights_split_into_chunks_give_the_same_logits() {
 
 #[test]
 fn f16_weights_stay_within_the_stated_tolerance() {
-    let f16 = GpuOptions { dtype: WeightDtype::F16, ..Default::default() };
+    let f16 = GpuOptions { dtype: Dtype::F16, ..Default::default() };
     for variant in VARIANTS {
         let exp = expected(variant);
         let (model, _) = load(variant);
@@ -359,15 +359,15 @@ fn f16_weights_stay_within_the_stated_tolerance() {
 
 /// The model with every weight the device stores as f16 rounded to f16 (final norm stays f32).
 fn round_to_f16(model: Model) -> Model {
-    let rounded = model.into_dtype(CpuDtype::F16).unwrap().into_dtype(CpuDtype::F32).unwrap();
-    assert_eq!(rounded.dtype(), CpuDtype::F32);
+    let rounded = model.into_dtype(Dtype::F16, None).unwrap().into_dtype(Dtype::F32, None).unwrap();
+    assert_eq!(rounded.dtype(), Dtype::F32);
     rounded
 }
 
 /// The built-in model writes the same tokens on both backends, greedy and sampled.
 #[test]
 fn built_in_model_generates_the_same_text_on_gpu_and_cpu() {
-    let (model, tokenizer) = tokenformer::default_model::load().unwrap();
+    let (model, tokenizer) = tokenformer::default_model::load((Dtype::F32, None)).unwrap();
     let prompt = tokenizer.encode("The sea was").unwrap();
     let mut g = gpu(&model, &GpuOptions::default());
     let mut c = cpu(model);
@@ -570,10 +570,21 @@ fn reloads_and_generations_do_not_grow_gpu_memory() {
 #[test]
 fn device_memory_needs_are_stated_in_megabytes() {
     let model = Model::synthetic("150m", 0).unwrap();
-    let f32 = tokenformer::gpu::DeviceMemory::of(&model.config, model.vocab_size, WeightDtype::F32);
-    let f16 = tokenformer::gpu::DeviceMemory::of(&model.config, model.vocab_size, WeightDtype::F16);
+    let memory = |dtype: Dtype| {
+        tokenformer::gpu::DeviceMemory::of(&model.config, model.vocab_size, dtype, dtype.default_embedding())
+    };
+    let (f32, f16, q8, q4) = (memory(Dtype::F32), memory(Dtype::F16), memory(Dtype::Q8), memory(Dtype::Q4));
     assert_eq!(f32.weights, 2 * f16.weights);
-    assert_eq!(f32.weights as usize, model.config.weight_bytes_per_token(model.vocab_size, 4));
+    assert_eq!(f32.weights as usize, model.weight_bytes_per_token());
+    // The released shapes' rows are whole superblocks: the device holds the file's bytes, the
+    // parameter tokens at 8.5 and 5 bits a weight, the embedding in f16.
+    for (q, dtype) in [(q8, Dtype::Q8), (q4, Dtype::Q4)] {
+        let stored = model.config.weight_bytes_per_token(model.vocab_size, dtype, Dtype::F16);
+        assert_eq!(q.weights as usize, stored, "{dtype}");
+    }
+    let embedding = (model.vocab_size * 768 * 2) as u64;
+    assert_eq!((q8.weights - embedding) * 64, (f16.weights - embedding) * 34);
+    assert_eq!((q4.weights - embedding) * 32, (f16.weights - embedding) * 10);
     // Keys and values of 12 layers x 2048 positions x 768 floats.
     assert_eq!(f32.kv_cache, 2 * 12 * 2048 * 768 * 4);
     let text = f32.to_string();

@@ -5,9 +5,9 @@ mod common;
 
 use common::{cpu, expected, fixture_dir, load, max_abs_diff};
 use tokenformer::loader::{load_from_bytes, read};
-use tokenformer::weights::safetensors::{write, StoreDtype};
+use tokenformer::weights::safetensors::{write, Stored};
 use tokenformer::weights::{Naming, TensorRole};
-use tokenformer::{Backend, Error, Model};
+use tokenformer::{Backend, Dtype, Error, Model};
 
 /// f16 weights against f32 weights: logits max |difference| (measured 1.7e-2 on l2_norm_gelu, whose
 /// logits reach 12.8; f16 keeps 11 significant bits).
@@ -28,7 +28,7 @@ fn logits_of(model: Model, ids: &[u32]) -> Vec<f64> {
 }
 
 fn load_weights(files: &Files, weights: &[u8]) -> Result<Model, Error> {
-    load_from_bytes(&files.config, weights, &files.tokenizer, &mut |_, _| {}).map(|(m, _)| m)
+    load_from_bytes(&files.config, weights, &files.tokenizer, (Dtype::F32, None), &mut |_, _| {}).map(|(m, _)| m)
 }
 
 /// The reference model's tensors under the given naming, as (name, shape, data).
@@ -41,8 +41,9 @@ fn named_tensors(model: &Model, naming: Naming) -> Vec<(String, Vec<usize>, Vec<
         .collect()
 }
 
-fn safetensors_of(tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: StoreDtype) -> Vec<u8> {
-    write(tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), d.as_slice())), dtype).unwrap()
+fn safetensors_of(tensors: &[(String, Vec<usize>, Vec<f32>)], f16: bool) -> Vec<u8> {
+    write(tensors.iter().map(|(n, s, d)| (n.clone(), s.clone(), if f16 { Stored::F16(d) } else { Stored::F32(d) })))
+        .unwrap()
 }
 
 #[test]
@@ -54,11 +55,11 @@ fn pytorch_bin_safetensors_and_both_namings_agree() {
 
     for naming in [Naming::Project, Naming::Authors] {
         let tensors = named_tensors(&from_bin, naming);
-        let f32_file = safetensors_of(&tensors, StoreDtype::F32);
+        let f32_file = safetensors_of(&tensors, false);
         let logits = logits_of(load_weights(&files, &f32_file).unwrap(), ids);
         assert_eq!(logits, reference, "f32 safetensors, {naming:?} names: must be bit-identical");
 
-        let f16_file = safetensors_of(&tensors, StoreDtype::F16);
+        let f16_file = safetensors_of(&tensors, true);
         let logits = logits_of(load_weights(&files, &f16_file).unwrap(), ids);
         let err = max_abs_diff(logits, reference.iter().copied());
         assert!(err < F16_TOLERANCE, "f16 safetensors, {naming:?} names: max |error| {err:e}");
@@ -72,7 +73,7 @@ fn tensor_problems_are_named() {
     let (model, _) = load("l2_norm_gelu");
     let good = named_tensors(&model, Naming::Authors);
     let check = |tensors: Vec<(String, Vec<usize>, Vec<f32>)>, want: &str| {
-        let err = load_weights(&files, &safetensors_of(&tensors, StoreDtype::F32)).unwrap_err();
+        let err = load_weights(&files, &safetensors_of(&tensors, false)).unwrap_err();
         assert!(err.to_string().contains(want), "expected {want:?}, got: {err}");
     };
 
@@ -109,9 +110,11 @@ fn tensor_problems_are_named() {
 fn broken_companion_files_are_named() {
     let files = authors_files();
     let weights = read(&fixture_dir("l2_norm_gelu").join("pytorch_model.bin")).unwrap();
-    let err = load_from_bytes(b"{\"num_layers\": 3", &weights, &files.tokenizer, &mut |_, _| {}).unwrap_err();
+    let err = load_from_bytes(b"{\"num_layers\": 3", &weights, &files.tokenizer, (Dtype::F32, None), &mut |_, _| {})
+        .unwrap_err();
     assert!(matches!(err, Error::ConfigJson(_)), "{err}");
-    let err = load_from_bytes(&files.config, &weights, b"{\"model\": 42}", &mut |_, _| {}).unwrap_err();
+    let err =
+        load_from_bytes(&files.config, &weights, b"{\"model\": 42}", (Dtype::F32, None), &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, Error::Tokenizer(_)), "{err}");
     for (bytes, what) in [(&b""[..], "empty"), (&b"\x00\x01garbage bytes here"[..], "neither")] {
         let err = load_weights(&files, bytes).unwrap_err();
@@ -120,7 +123,9 @@ fn broken_companion_files_are_named() {
     // A config whose shape disagrees with the weights: the first mismatching tensor is named.
     let mut cfg: serde_json::Value = serde_json::from_slice(&files.config).unwrap();
     cfg["qkv_slot_num"] = serde_json::json!(36);
-    let err = load_from_bytes(cfg.to_string().as_bytes(), &weights, &files.tokenizer, &mut |_, _| {}).unwrap_err();
+    let err =
+        load_from_bytes(cfg.to_string().as_bytes(), &weights, &files.tokenizer, (Dtype::F32, None), &mut |_, _| {})
+            .unwrap_err();
     assert!(err.to_string().contains("sequential.2.attention.query.key_param_tokens has shape"), "{err}");
 }
 

@@ -80,7 +80,9 @@ fn model_dir(tag: &str, case: Option<&Case>) -> PathBuf {
 /// Loads a folder through the library: `Ok(())`, `Err(message)`, or a panic reported as such.
 fn load(dir: &Path) -> Result<(), String> {
     let loaded = catch_unwind(AssertUnwindSafe(|| {
-        ModelPaths::resolve(dir, None, None).and_then(|paths| paths.load(&mut |_, _| {})).map(|_| ())
+        ModelPaths::resolve(dir, None, None)
+            .and_then(|paths| paths.load((tokenformer::Dtype::F32, None), &mut |_, _| {}))
+            .map(|_| ())
     }));
     match loaded {
         Ok(Ok(())) => Ok(()),

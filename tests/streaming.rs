@@ -3,7 +3,7 @@
 //! same tensors bit for bit, and the same model.
 
 use tokenformer::loader::ModelPaths;
-use tokenformer::model::{CpuDtype, ModelBuilder};
+use tokenformer::model::{Dtype, ModelBuilder};
 use tokenformer::weights::index;
 use tokenformer::weights::stream::{verify, TensorInfo, TensorSink, WeightStream};
 
@@ -25,6 +25,14 @@ impl TensorSink for Values {
         let cols = self.tensors[index].cols();
         assert_eq!(row0 * cols, self.values[index].len(), "{}: rows out of order", self.tensors[index].name);
         self.values[index].extend_from_slice(values);
+        Ok(())
+    }
+
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> tokenformer::Result<()> {
+        let t = &self.tensors[index];
+        let format = t.dtype.quant().expect("blocks of a quantized tensor");
+        assert_eq!(row0 * t.cols(), self.values[index].len(), "{}: rows out of order", t.name);
+        self.values[index].extend(format.dequantize_rows(t.cols(), blocks));
         Ok(())
     }
 }
@@ -99,8 +107,8 @@ fn every_fixture_streams_to_the_same_tensors_and_model() {
             assert!(same_bits(&got, &reference), "{fixture} in {piece}-byte pieces");
         }
         // The model the CLI loads (one stream of the mapped file) equals one built from odd pieces.
-        let (model, tokenizer) = paths.load(&mut |_, _| {}).unwrap();
-        let mut builder = ModelBuilder::new(model.config.clone(), tokenizer.vocab_size(), CpuDtype::F32, None);
+        let (model, tokenizer) = paths.load((Dtype::F32, None), &mut |_, _| {}).unwrap();
+        let mut builder = ModelBuilder::new(model.config.clone(), tokenizer.vocab_size(), None);
         let mut stream = WeightStream::new(None);
         for chunk in bytes.chunks(331) {
             stream.push(chunk, &mut builder).unwrap();
@@ -147,7 +155,7 @@ fn the_authors_layout_writer_makes_files_both_readers_load() {
     // A fixture model written as the hub serves it: same tensors through the stream and through
     // the zip directory, and the same model.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gelu_l2_norm");
-    let (model, _) = ModelPaths::resolve(&dir, None, None).unwrap().load(&mut |_, _| {}).unwrap();
+    let (model, _) = ModelPaths::resolve(&dir, None, None).unwrap().load((Dtype::F32, None), &mut |_, _| {}).unwrap();
     let out = std::env::temp_dir().join(format!("tokenformer-authors-{}", std::process::id()));
     let tokenizer = std::fs::read(dir.join("tokenizer.json")).unwrap();
     let size = tokenformer::convert::write_authors_folder(&model, &tokenizer, &out).unwrap();
@@ -157,7 +165,7 @@ fn the_authors_layout_writer_makes_files_both_readers_load() {
     for piece in [1, 61, 4093] {
         assert!(same_bits(&streamed(&bytes, piece, false).unwrap(), &reference), "{piece}-byte pieces");
     }
-    let (written, _) = ModelPaths::resolve(&out, None, None).unwrap().load(&mut |_, _| {}).unwrap();
+    let (written, _) = ModelPaths::resolve(&out, None, None).unwrap().load((Dtype::F32, None), &mut |_, _| {}).unwrap();
     for ((name, shape, a), (_, shape_b, b)) in model.tensors().iter().zip(written.tensors().iter()) {
         assert_eq!(shape, shape_b, "{name}");
         assert!(a.iter().zip(b.iter()).all(|(p, q)| p.to_bits() == q.to_bits()), "{name}");

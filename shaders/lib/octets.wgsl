@@ -1,4 +1,5 @@
-// Appended to both dtype preludes (weights_f32.wgsl, weights_f16.wgsl), whose wo(i) reads octet i.
+// Appended to every dtype prelude (weights_f32.wgsl, weights_f16.wgsl, weights_q8.wgsl,
+// weights_q4.wgsl), whose wo(i) reads octet i.
 
 // An octet of activations · an octet of weights, each as two quads.
 fn octet_dot(a: mat2x4<f32>, w: mat2x4<f32>) -> f32 {

@@ -1,6 +1,7 @@
 // The workgroup shape of the decode products (scores.wgsl, values.wgsl): WG threads (prepended by
 // the Rust side), `rows` weight rows per workgroup in groups of 8, each group's `tpr` threads
-// reading neighbouring octets (8 values) of its rows (thread lid = group * tpr + lane): one octet
+// reading neighbouring blocks of its rows (thread lid = group * tpr + lane; a block is the dtype
+// prelude's BLOCK_OCTETS octets: one octet of floats, one group of 32 quantized values): one block
 // of the input, loaded from workgroup memory, serves 8 rows. Then a reduction over each group's
 // lanes: reduce_rows(), from lib/reduce_workgroup.wgsl or, where the adapter has subgroups,
 // lib/reduce_subgroup.wgsl (also prepended).
@@ -15,30 +16,27 @@ var<workgroup> stat_red: array<vec2<f32>, WG>;
 // Row i's total (rows up to 256), left by reduce_8_rows().
 var<workgroup> row_total: array<f32, 256>;
 
-// Offsets (in octets) of the 8 rows from j0 of a matrix of n rows starting at row `first`: rows
+// Offsets (in blocks) of the 8 rows from j0 of a matrix of n rows starting at row `first`: rows
 // past n repeat the last one, so loads stay in bounds (their sums are not stored).
-fn row_offsets(first: u32, j0: u32, n: u32, k_octets: u32) -> array<u32, 8> {
+fn row_offsets(first: u32, j0: u32, n: u32, k_blocks: u32) -> array<u32, 8> {
     var r: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
-        r[i] = (first + min(j0 + i, n - 1u)) * k_octets;
+        r[i] = (first + min(j0 + i, n - 1u)) * k_blocks;
     }
     return r;
 }
 
-// Adds the octets at offset o of the 8 rows at r (see row_offsets), times the octet (a0, a1), to lo
+// Adds the blocks at offset b of the 8 rows at r (see row_offsets), times the input block a, to lo
 // (rows 0..4) and hi (rows 4..8).
 fn dot_8_rows(
     r: array<u32, 8>,
-    o: u32,
-    a0: vec4<f32>,
-    a1: vec4<f32>,
+    b: u32,
+    a: array<vec4<f32>, BLOCK_QUADS>,
     lo: ptr<function, vec4<f32>>,
     hi: ptr<function, vec4<f32>>,
 ) {
-    *lo += vec4<f32>(wo_dot(r[0] + o, a0, a1), wo_dot(r[1] + o, a0, a1), wo_dot(r[2] + o, a0, a1),
-        wo_dot(r[3] + o, a0, a1));
-    *hi += vec4<f32>(wo_dot(r[4] + o, a0, a1), wo_dot(r[5] + o, a0, a1), wo_dot(r[6] + o, a0, a1),
-        wo_dot(r[7] + o, a0, a1));
+    *lo += vec4<f32>(wb_dot(r[0] + b, a), wb_dot(r[1] + b, a), wb_dot(r[2] + b, a), wb_dot(r[3] + b, a));
+    *hi += vec4<f32>(wb_dot(r[4] + b, a), wb_dot(r[5] + b, a), wb_dot(r[6] + b, a), wb_dot(r[7] + b, a));
 }
 
 // Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8) and leaves the total of

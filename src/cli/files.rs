@@ -8,8 +8,8 @@ pub(crate) fn run_convert(args: ConvertArgs) -> Result<()> {
     if same_dir(paths.weights.parent(), out_dir) {
         return Err(Error::Usage(format!("OUT_DIR {} is the model's own folder; pick another", out_dir.display())));
     }
-    let (model, _) = load(&paths)?;
-    write_model_folder(&model, &tokenformer::loader::read(&paths.tokenizer)?, args.dtype, out_dir)
+    let (model, _) = load(&paths, (args.dtype.into(), args.embedding_dtype.map(Dtype::from)))?;
+    write_model_folder(&model, &tokenformer::loader::read(&paths.tokenizer)?, out_dir)
 }
 
 pub(crate) fn run_synthetic(args: SyntheticArgs) -> Result<()> {
@@ -24,18 +24,15 @@ pub(crate) fn run_synthetic(args: SyntheticArgs) -> Result<()> {
         eprintln!("wrote {} ({:.1} MB pytorch_model.bin)", args.out_dir.display(), bytes as f64 / 1e6);
         return Ok(());
     }
-    write_model_folder(&model, &tokenizer, args.dtype, &args.out_dir)
+    write_model_folder(&model.into_dtype(args.dtype.into(), None)?, &tokenizer, &args.out_dir)
 }
 
-/// config.json + model.safetensors + tokenizer.json in `out_dir`.
-pub(crate) fn write_model_folder(model: &Model, tokenizer: &[u8], dtype: DtypeArg, out_dir: &Path) -> Result<()> {
-    let dtype = match dtype {
-        DtypeArg::F32 => StoreDtype::F32,
-        DtypeArg::F16 => StoreDtype::F16,
-    };
+/// config.json + model.safetensors (each tensor as `model` stores it) + tokenizer.json in
+/// `out_dir`.
+pub(crate) fn write_model_folder(model: &Model, tokenizer: &[u8], out_dir: &Path) -> Result<()> {
     let bar = ProgressBar::new_spinner().with_message("writing model.safetensors");
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
-    let bytes = to_safetensors(model, dtype)?;
+    let bytes = to_safetensors(model)?;
     let io = |path: &Path, e: std::io::Error| Error::File { path: path.display().to_string(), message: e.to_string() };
     std::fs::create_dir_all(out_dir).map_err(|e| io(out_dir, e))?;
     let write = |name: &str, data: &[u8]| {

@@ -8,7 +8,7 @@ pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
     if args.top_k == Some(0) {
         return Err(Error::Usage("--top-k must be at least 1".into()));
     }
-    let (model, tokenizer) = load_model(&args.model)?;
+    let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
     tokenformer::inspect::check_layer(args.layer, &model.config)?;
     let ids = args.prompt.ids(&tokenizer)?;
     let layer = args.layer;
@@ -16,7 +16,7 @@ pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
         Some(p) => InspectRequest::theta(layer, p),
         None => InspectRequest::attention(layer),
     };
-    let mut inspector = Inspector::new(model, args.model.backend, args.model.dtype)?;
+    let mut inspector = Inspector::new(model, args.model.backend, args.model.dtypes())?;
     let Some(proj) = proj else {
         let inspection = inspector.inspect(&ids, &request)?;
         let cap = inspection.attention(layer).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
@@ -77,15 +77,16 @@ pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
 
 pub(crate) fn run_dictionary(args: DictionaryArgs) -> Result<()> {
     let proj = Projection::parse(&args.proj)?;
-    let (model, tokenizer) = load_model(&args.model)?;
+    let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
     tokenformer::inspect::check_slot(args.layer, proj, args.slot, &model.config)?;
     let scores = match args.model.backend {
         BackendKind::Cpu => {
-            let model = cpu_backend(model, args.model.dtype)?.model().clone();
+            let model = cpu_backend(model, args.model.dtypes())?.model().clone();
             tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?
         }
         BackendKind::Gpu => pollster::block_on(
-            gpu_backend(&model, args.model.dtype, GpuOptions::default())?.dictionary_async(args.layer, proj, args.slot),
+            gpu_backend(&model, args.model.dtypes(), GpuOptions::default())?
+                .dictionary_async(args.layer, proj, args.slot),
         )?,
     };
     let top: Vec<(usize, f32, String)> = top_k(&scores, args.top_k)
@@ -116,7 +117,7 @@ pub(crate) enum Inspector {
 }
 
 impl Inspector {
-    fn new(model: Model, backend: BackendKind, dtype: DtypeArg) -> Result<Inspector> {
+    fn new(model: Model, backend: BackendKind, dtype: (Dtype, Option<Dtype>)) -> Result<Inspector> {
         Ok(match backend {
             BackendKind::Cpu => Inspector::Cpu(cpu_backend(model, dtype)?),
             BackendKind::Gpu => Inspector::Gpu(Box::new(gpu_backend(&model, dtype, GpuOptions::default())?)),

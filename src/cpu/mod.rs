@@ -4,6 +4,8 @@
 pub mod kernels;
 pub mod parallel;
 pub mod products;
+pub mod quantized;
+pub mod simd;
 
 use std::sync::Arc;
 
@@ -63,7 +65,7 @@ impl CpuBackend {
 
         let mut x = vec![0f32; t * d];
         for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
-            model.embedding.read_into(id as usize * d, row);
+            model.embedding.read_row(id as usize, row);
         }
         let (mut a, mut q, mut k, mut v, mut o) =
             (vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d], vec![0f32; t * d]);
@@ -163,7 +165,7 @@ pub fn pattention_recorded(
     out: &mut [f32],
     theta_out: Option<&mut [f32]>,
 ) {
-    let (d_in, d_out) = (p.key_param_tokens.len() / p.n, p.value_param_tokens.len() / p.n);
+    let (d_in, d_out) = (p.key_param_tokens.len() / p.n, p.d_out());
     let mut theta = vec![0f32; t * p.n];
     matmul_bt_weights(x, &p.key_param_tokens, t, d_in, p.n, &mut theta);
     let rows = parallel::chunk_len(t, 4, 1, 8);
@@ -173,7 +175,10 @@ pub fn pattention_recorded(
     if let Some(dst) = theta_out {
         dst.copy_from_slice(&theta);
     }
-    matmul_weights(&theta, &p.value_param_tokens, t, p.n, d_out, out);
+    match p.values_transposed() {
+        true => matmul_bt_weights(&theta, &p.value_param_tokens, t, p.n, d_out, out),
+        false => matmul_weights(&theta, &p.value_param_tokens, t, p.n, d_out, out),
+    }
 }
 
 impl Backend for CpuBackend {

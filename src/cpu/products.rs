@@ -21,10 +21,8 @@ use half::f16;
 
 use super::kernels::widen;
 use super::parallel;
+use super::simd::{Portable, Simd, Unit, LANES};
 use crate::model::WeightData;
-
-/// Lanes of the row-dot accumulators: one AVX-512 register, two AVX2 ones, four SSE or simd128 ones.
-const LANES: usize = 16;
 
 /// Weights packed per panel of a multi-token weighted sum: at most 32 KiB, an L1 data cache.
 const PANEL: usize = 8192;
@@ -85,87 +83,6 @@ impl Weight for f16 {
     }
 }
 
-/// 16 f32 lanes on one vector unit. Loads read the first 16 elements of a slice (callers check the
-/// length); `madd` is `a · b + c`, rounded once where the unit has FMA.
-pub trait Simd {
-    type V: Copy;
-    /// Whether f16 weights are better widened into an f32 buffer first, with a plain loop, than
-    /// 16 at a time as they are loaded (true where widening takes several instructions a lane).
-    const WIDEN_AHEAD: bool;
-    fn zero() -> Self::V;
-    fn splat(x: f32) -> Self::V;
-    fn load(src: &[f32]) -> Self::V;
-    fn load_half(src: &[f16]) -> Self::V;
-    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
-    fn store(v: Self::V, dst: &mut [f32]);
-    fn to_array(v: Self::V) -> [f32; LANES];
-    /// The 16 lanes summed as a tree (lane i with lane i + 8, then + 4, + 2, + 1): short
-    /// dependency chains, and the same order on every unit.
-    #[inline(always)]
-    fn sum(v: Self::V) -> f32 {
-        let mut lanes = Self::to_array(v);
-        for width in [8, 4, 2, 1] {
-            for i in 0..width {
-                lanes[i] += lanes[i + width];
-            }
-        }
-        lanes[0]
-    }
-    /// `a · b + c` for one element, rounded as `madd` rounds.
-    fn madd_scalar(a: f32, b: f32, c: f32) -> f32;
-}
-
-/// Plain arrays that LLVM vectorises for the target's own features (SSE2 on x86-64, simd128 in
-/// wasm), without FMA.
-pub struct Portable;
-
-impl Simd for Portable {
-    type V = [f32; LANES];
-    const WIDEN_AHEAD: bool = true;
-
-    #[inline(always)]
-    fn zero() -> Self::V {
-        [0.0; LANES]
-    }
-
-    #[inline(always)]
-    fn splat(x: f32) -> Self::V {
-        [x; LANES]
-    }
-
-    #[inline(always)]
-    fn load(src: &[f32]) -> Self::V {
-        let src = &src[..LANES];
-        from_fn(|i| src[i])
-    }
-
-    #[inline(always)]
-    fn load_half(src: &[f16]) -> Self::V {
-        let src = &src[..LANES];
-        from_fn(|i| widen(src[i]))
-    }
-
-    #[inline(always)]
-    fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-        from_fn(|i| a[i] * b[i] + c[i])
-    }
-
-    #[inline(always)]
-    fn store(v: Self::V, dst: &mut [f32]) {
-        dst[..LANES].copy_from_slice(&v);
-    }
-
-    #[inline(always)]
-    fn to_array(v: Self::V) -> [f32; LANES] {
-        v
-    }
-
-    #[inline(always)]
-    fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
-    }
-}
-
 /// `c[m×n] = a[m×k] · b[n×k]ᵀ`: every row of `a` against every row of `b`.
 pub fn matmul_bt<W: Weight>(a: &[f32], b: &[W], m: usize, k: usize, n: usize, c: &mut [f32]) {
     matmul_bt_on(Unit::detect(), a, b, (m, k, n), c)
@@ -198,21 +115,31 @@ pub fn matmul_bt_weights(a: &[f32], b: &WeightData, m: usize, k: usize, n: usize
     match b {
         WeightData::F32(b) => matmul_bt(a, b, m, k, n, c),
         WeightData::F16(b) => matmul_bt(a, b, m, k, n, c),
+        WeightData::Quant(b) => super::quantized::matmul_bt(a, b, m, k, n, c),
     }
 }
 
 /// [`matmul`] with `b` in the dtype the model stores.
+/// Quantized matrices are multiplied as rows (quantized values are stored transposed, so
+/// `Theta · V` is a [`matmul_bt_weights`]); here one is dequantized first.
 pub fn matmul_weights(a: &[f32], b: &WeightData, m: usize, k: usize, n: usize, c: &mut [f32]) {
     match b {
         WeightData::F32(b) => matmul(a, b, m, k, n, c),
         WeightData::F16(b) => matmul(a, b, m, k, n, c),
+        WeightData::Quant(b) => matmul(a, &b.dequantize(), m, k, n, c),
     }
 }
 
 /// Runs `work(first, out)` over pieces of `len` columns of `c` [m×n] in parallel; `out` is the
 /// piece's [m × cols] block. One token's columns are contiguous and are written in place; for
 /// several tokens each piece fills its own block, copied into `c` afterwards.
-fn split_columns(c: &mut [f32], m: usize, n: usize, len: usize, work: impl Fn(usize, &mut [f32]) + Sync + Send) {
+pub(super) fn split_columns(
+    c: &mut [f32],
+    m: usize,
+    n: usize,
+    len: usize,
+    work: impl Fn(usize, &mut [f32]) + Sync + Send,
+) {
     if m == 1 {
         parallel::for_each(c[..n].chunks_mut(len).collect(), |piece, out| work(piece * len, out));
         return;
@@ -231,35 +158,10 @@ fn split_columns(c: &mut [f32], m: usize, n: usize, len: usize, work: impl Fn(us
     }
 }
 
-/// The vector unit the loops are compiled for.
-#[derive(Clone, Copy, Debug)]
-enum Unit {
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// SSE2 on x86-64, simd128 in wasm (the target's own features), no FMA.
-    Baseline,
-}
-
 impl Unit {
-    fn detect() -> Unit {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("fma") {
-                return Unit::Avx512;
-            }
-            if has!("avx2") && has!("fma") && has!("f16c") {
-                return Unit::Avx2;
-            }
-        }
-        Unit::Baseline
-    }
-
     /// `out[i×cols + j] = a_i · b_j` for the `cols` rows of `b` (each `a.len() / m` long).
     /// Tiles: tokens × weight rows, sized to the unit's registers; one token streams 4 rows at once.
-    fn row_dots<W: Weight>(self, a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
+    pub(super) fn row_dots<W: Weight>(self, a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
         match self {
             // SAFETY (both arms): detect() found these features on this CPU.
             #[cfg(target_arch = "x86_64")]
@@ -550,11 +452,8 @@ fn sum_column<W: Weight, S: Simd, const MR: usize>(t: Tile<'_, W>) {
 /// The same generic loops, compiled with the x86-64 extensions enabled, and their vectors.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use std::arch::x86_64::*;
-
-    use half::f16;
-
-    use super::{row_dots, row_sums, Simd, Weight, LANES};
+    use super::super::simd::x86::{Avx2, Avx512};
+    use super::{row_dots, row_sums, Weight};
 
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn row_dots_avx512<W: Weight>(a: &[f32], m: usize, b: &[W], out: &mut [f32]) {
@@ -585,140 +484,6 @@ mod x86 {
         match m {
             1 => row_sums::<W, Avx2, 1, 2>(a, m, b, n, first, out),
             _ => row_sums::<W, Avx2, 4, 1>(a, m, b, n, first, out),
-        }
-    }
-
-    /// One 512-bit register. Only used inside `row_*_avx512`, which the CPU was checked to run.
-    pub struct Avx512;
-
-    impl Simd for Avx512 {
-        type V = __m512;
-        const WIDEN_AHEAD: bool = false;
-
-        #[inline(always)]
-        fn zero() -> __m512 {
-            unsafe { _mm512_setzero_ps() }
-        }
-
-        #[inline(always)]
-        fn splat(x: f32) -> __m512 {
-            unsafe { _mm512_set1_ps(x) }
-        }
-
-        #[inline(always)]
-        fn load(src: &[f32]) -> __m512 {
-            debug_assert!(src.len() >= LANES);
-            // SAFETY: callers pass at least 16 elements.
-            unsafe { _mm512_loadu_ps(src.as_ptr()) }
-        }
-
-        #[inline(always)]
-        fn load_half(src: &[f16]) -> __m512 {
-            debug_assert!(src.len() >= LANES);
-            // SAFETY: as load; vcvtph2ps widens every half exactly.
-            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(src.as_ptr().cast())) }
-        }
-
-        #[inline(always)]
-        fn madd(a: __m512, b: __m512, c: __m512) -> __m512 {
-            unsafe { _mm512_fmadd_ps(a, b, c) }
-        }
-
-        #[inline(always)]
-        fn store(v: __m512, dst: &mut [f32]) {
-            assert!(dst.len() >= LANES);
-            unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), v) }
-        }
-
-        #[inline(always)]
-        fn to_array(v: __m512) -> [f32; LANES] {
-            // SAFETY: both are 64 bytes of f32.
-            unsafe { std::mem::transmute(v) }
-        }
-
-        #[inline(always)]
-        fn sum(v: __m512) -> f32 {
-            // SAFETY: register shuffles only. Lane i + 8 onto lane i, then + 4, + 2, + 1.
-            unsafe {
-                let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-                Avx2::sum([_mm512_castps512_ps256(v), high])
-            }
-        }
-
-        #[inline(always)]
-        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
-        }
-    }
-
-    /// Two 256-bit registers. Only used inside `row_*_avx2`, which the CPU was checked to run.
-    pub struct Avx2;
-
-    impl Simd for Avx2 {
-        type V = [__m256; 2];
-        const WIDEN_AHEAD: bool = false;
-
-        #[inline(always)]
-        fn zero() -> Self::V {
-            unsafe { [_mm256_setzero_ps(); 2] }
-        }
-
-        #[inline(always)]
-        fn splat(x: f32) -> Self::V {
-            unsafe { [_mm256_set1_ps(x); 2] }
-        }
-
-        #[inline(always)]
-        fn load(src: &[f32]) -> Self::V {
-            debug_assert!(src.len() >= LANES);
-            // SAFETY: callers pass at least 16 elements.
-            unsafe { [_mm256_loadu_ps(src.as_ptr()), _mm256_loadu_ps(src.as_ptr().add(8))] }
-        }
-
-        #[inline(always)]
-        fn load_half(src: &[f16]) -> Self::V {
-            debug_assert!(src.len() >= LANES);
-            // SAFETY: as load; vcvtph2ps widens every half exactly.
-            unsafe {
-                let p = src.as_ptr().cast::<__m128i>();
-                [_mm256_cvtph_ps(_mm_loadu_si128(p)), _mm256_cvtph_ps(_mm_loadu_si128(p.add(1)))]
-            }
-        }
-
-        #[inline(always)]
-        fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
-            unsafe { [_mm256_fmadd_ps(a[0], b[0], c[0]), _mm256_fmadd_ps(a[1], b[1], c[1])] }
-        }
-
-        #[inline(always)]
-        fn store(v: Self::V, dst: &mut [f32]) {
-            assert!(dst.len() >= LANES);
-            unsafe {
-                _mm256_storeu_ps(dst.as_mut_ptr(), v[0]);
-                _mm256_storeu_ps(dst.as_mut_ptr().add(8), v[1]);
-            }
-        }
-
-        #[inline(always)]
-        fn to_array(v: Self::V) -> [f32; LANES] {
-            // SAFETY: both are 64 bytes of f32.
-            unsafe { std::mem::transmute(v) }
-        }
-
-        #[inline(always)]
-        fn sum(v: Self::V) -> f32 {
-            // SAFETY: register shuffles only. Lane i + 8 onto lane i, then + 4, + 2, + 1.
-            unsafe {
-                let eight = _mm256_add_ps(v[0], v[1]);
-                let four = _mm_add_ps(_mm256_castps256_ps128(eight), _mm256_extractf128_ps(eight, 1));
-                let two = _mm_add_ps(four, _mm_movehl_ps(four, four));
-                _mm_cvtss_f32(_mm_add_ss(two, _mm_shuffle_ps(two, two, 1)))
-            }
-        }
-
-        #[inline(always)]
-        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
         }
     }
 }

@@ -21,9 +21,12 @@ use super::values::{self, Values, ValuesBinding, MAX_SPLITS};
 use super::weights::{padded, Matrix};
 use super::LayerWeights;
 use crate::config::ModelConfig;
+use crate::dtype::Dtype;
 
 pub(super) struct DecodeKernels {
     scores: Scores,
+    /// The head's scores, when the embedding is stored in another dtype than the parameter tokens.
+    head: Option<Scores>,
     values: Values,
     attention: DecodeAttention,
 }
@@ -63,13 +66,21 @@ fn fits_kernels(cfg: &ModelConfig) -> bool {
 }
 
 impl DecodeKernels {
-    /// The decode path's pipelines for a model of `cfg`, or None when it does not fit them.
-    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: DecodeShape) -> Option<DecodeKernels> {
+    /// The decode path's pipelines for a model of `cfg` whose embedding is stored in `embedding`,
+    /// or None when it does not fit them.
+    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: DecodeShape, embedding: Dtype) -> Option<DecodeKernels> {
         fits_kernels(cfg).then(|| DecodeKernels {
             scores: Scores::new(ctx, shape, cfg.layernorm_eps),
+            head: (embedding != shape.dtype)
+                .then(|| Scores::new(ctx, DecodeShape { dtype: embedding, ..shape }, cfg.layernorm_eps)),
             values: Values::new(ctx, shape),
             attention: DecodeAttention::new(ctx, cfg.head_dim(), shape.for_gpu()),
         })
+    }
+
+    /// The scores kernel of the embedding's dtype.
+    fn head(&self) -> &Scores {
+        self.head.as_ref().unwrap_or(&self.scores)
     }
 }
 
@@ -111,7 +122,7 @@ impl Decode {
                 ffn_values: k.values.bind(ctx, &w.ffn_values, s, a, &stats, b),
             })
             .collect();
-        let head = k.scores.bind(ctx, embedding, 1, a, shared.logits, &stats, shared.final_norm);
+        let head = k.head().bind(ctx, embedding, 1, a, shared.logits, &stats, shared.final_norm);
         let embed = embed.bind(ctx, shared.ids, embedding, a);
         Decode { kernels, embed, layers, head }
     }
@@ -142,7 +153,7 @@ impl Decode {
             per_block = (enc.recorded.len() - before) as u32;
         }
         if logits {
-            k.scores.encode(enc, "head", &self.head, ScoresInput::FinalNorm { parts }, None);
+            k.head().encode(enc, "head", &self.head, ScoresInput::FinalNorm { parts }, None);
         }
         per_block
     }

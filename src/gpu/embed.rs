@@ -2,7 +2,7 @@
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{octets, Matrix, WeightDtype};
+use super::weights::{Dtype, Matrix};
 
 shader_params!(EmbedParams for "embed.wgsl" { t: u32, d: u32, k_octets: u32, row0: u32, rows: u32 });
 
@@ -13,10 +13,12 @@ pub(crate) struct Embed {
 pub(crate) struct EmbedBinding {
     chunks: Vec<(wgpu::BindGroup, usize, usize)>,
     cols: usize,
+    /// Octets of a stored row.
+    k_octets: usize,
 }
 
 impl Embed {
-    pub fn new(ctx: &GpuContext, dtype: WeightDtype) -> Embed {
+    pub fn new(ctx: &GpuContext, dtype: Dtype) -> Embed {
         let source = format!("{}\n{}", dtype.prelude(), include_str!("../../shaders/embed.wgsl"));
         Embed { kernel: Kernel::new(ctx, "embed", &source, &[Access::Read, Access::Read, Access::ReadWrite]) }
     }
@@ -24,12 +26,12 @@ impl Embed {
     pub fn bind(&self, ctx: &GpuContext, ids: &wgpu::Buffer, table: &Matrix, x: &wgpu::Buffer) -> EmbedBinding {
         let chunks =
             table.chunks.iter().map(|ch| (self.kernel.bind(ctx, &[ids, &ch.buffer, x]), ch.row0, ch.rows)).collect();
-        EmbedBinding { chunks, cols: table.cols }
+        EmbedBinding { chunks, cols: table.cols, k_octets: table.row_octets() }
     }
 
     /// x[t] = table[ids[t]] for the first `t` ids; one dispatch per chunk of the table.
     pub fn encode(&self, enc: &mut Encoder, b: &EmbedBinding, t: usize) {
-        let octets = octets(b.cols);
+        let octets = b.k_octets;
         for (bind, row0, rows) in &b.chunks {
             let [t, d, k_octets, row0, rows] = [t, b.cols, octets, *row0, *rows].map(|v| v as u32);
             let params = EmbedParams { t, d, k_octets, row0, rows };
@@ -42,18 +44,18 @@ impl Embed {
 mod tests {
     use super::*;
     use crate::gpu::context::{u32_bytes, ParamPages};
+    use crate::gpu::testing::stored;
     use crate::gpu::testing::{random, read_f32, test_context};
-    use crate::gpu::weights::{padded, Matrix, Store};
+    use crate::gpu::weights::{row_bytes, Matrix, Store};
 
     #[test]
     fn gathers_rows_across_chunks() {
         let ctx = test_context();
         let (rows, d) = (23, 13);
         let table = random(rows * d, 11);
-        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+        for dtype in Dtype::ALL {
             // 5 rows per chunk: the ids fall in different chunks.
-            let row_bytes = padded(d) * dtype.bytes();
-            let store = Store { dtype, max_chunk_bytes: 5 * row_bytes as u64 };
+            let store = Store { dtype, max_chunk_bytes: 5 * row_bytes(d, dtype) as u64 };
             let m = Matrix::create(&ctx, "emb", rows, d, 1, store).unwrap();
             m.write_rows(&ctx, 0, &table).unwrap();
             assert_eq!(m.chunks.len(), 5);
@@ -67,11 +69,10 @@ mod tests {
             embed.encode(&mut enc, &bind, ids.len());
             enc.submit();
             let got = read_f32(&ctx, &x, ids.len() * d);
+            let table = stored(dtype, &table, d);
             for (t, &id) in ids.iter().enumerate() {
                 for c in 0..d {
-                    let v = table[id as usize * d + c];
-                    let want = if dtype == WeightDtype::F16 { half::f16::from_f32(v).to_f32() } else { v };
-                    assert_eq!(got[t * d + c], want, "{dtype:?} token {t} dim {c}");
+                    assert_eq!(got[t * d + c], table[id as usize * d + c], "{dtype:?} token {t} dim {c}");
                 }
             }
         }

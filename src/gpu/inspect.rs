@@ -308,7 +308,7 @@ impl GpuBackend {
         let k = &self.kernels;
         k.linear.encode(&mut enc, values, &args);
         enc.copy_at(out, (out_offset * 4) as u64, &b.h, 0, (d * 4) as u64);
-        k.linear.encode(&mut enc, &self.head, &LinearArgs::plain(1, d, self.vocab));
+        k.head().encode(&mut enc, &self.head, &LinearArgs::plain(1, d, self.vocab));
         let bytes = (self.vocab * 4) as u64;
         enc.copy(&b.logits, 0, &b.logits_read, bytes);
         enc.submit();

@@ -8,7 +8,7 @@
 
 use super::context::{groups_for, Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{octets, Matrix, WeightDtype};
+use super::weights::{Dtype, Matrix};
 
 shader_params!(LinearParams for "linear_common.wgsl" {
     m: u32, k: u32, k_octets: u32, n: u32, lda: u32, ldc: u32, a_off: u32, a_group_stride: u32, c_col: u32,
@@ -32,6 +32,8 @@ pub(crate) struct LinearBinding {
     chunks: Vec<(wgpu::BindGroup, usize, usize)>,
     rows: usize,
     cols: usize,
+    /// Octets of a stored row.
+    k_octets: usize,
     groups: usize,
 }
 
@@ -62,7 +64,7 @@ impl LinearArgs {
 
 impl Linear {
     /// `tiled`: prefill in workgroup-memory tiles (for GPUs) rather than in registers.
-    pub fn new(ctx: &GpuContext, dtype: WeightDtype, tiled: bool) -> Linear {
+    pub fn new(ctx: &GpuContext, dtype: Dtype, tiled: bool) -> Linear {
         let source =
             |body: &str| format!("{}\n{}\n{body}", dtype.prelude(), include_str!("../../shaders/linear_common.wgsl"));
         let matvec = Kernel::new(
@@ -82,7 +84,7 @@ impl Linear {
 
     pub fn bind(&self, ctx: &GpuContext, w: &Matrix, a: &wgpu::Buffer, c: &wgpu::Buffer) -> LinearBinding {
         let chunks = w.chunks.iter().map(|ch| (self.matvec.bind(ctx, &[a, &ch.buffer, c]), ch.row0, ch.rows)).collect();
-        LinearBinding { chunks, rows: w.rows, cols: w.cols, groups: w.groups }
+        LinearBinding { chunks, rows: w.rows, cols: w.cols, k_octets: w.row_octets(), groups: w.groups }
     }
 
     pub fn encode(&self, enc: &mut Encoder, b: &LinearBinding, args: &LinearArgs) {
@@ -108,7 +110,7 @@ impl Linear {
             let params = LinearParams {
                 m: u(args.m),
                 k: u(b.cols),
-                k_octets: u(octets(b.cols)),
+                k_octets: u(b.k_octets),
                 n: u(n),
                 lda: u(args.lda),
                 ldc: u(args.ldc),
@@ -132,13 +134,14 @@ impl Linear {
 mod tests {
     use super::*;
     use crate::cpu::products::matmul_bt;
+    use crate::gpu::testing::stored;
     use crate::gpu::testing::{assert_close, random, read_f32, test_context};
-    use crate::gpu::weights::{padded, Matrix, Store};
+    use crate::gpu::weights::{row_bytes, Matrix, Store};
 
     /// Runs c = a · wᵀ (+ c0) on the device, w uploaded with a chunk size limit.
     #[allow(clippy::too_many_arguments)]
     fn run(
-        dtype: WeightDtype,
+        dtype: Dtype,
         w: &[f32],
         rows: usize,
         k: usize,
@@ -163,23 +166,18 @@ mod tests {
         read_f32(&ctx, &c_buf, c0.len())
     }
 
-    fn round_f16(v: &[f32]) -> Vec<f32> {
-        v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
-    }
-
     #[test]
     fn plain_products_match_the_cpu_on_awkward_sizes() {
-        for (dtype, tiled) in [WeightDtype::F32, WeightDtype::F16].into_iter().flat_map(|d| [(d, false), (d, true)]) {
+        for (dtype, tiled) in Dtype::ALL.into_iter().flat_map(|d| [(d, false), (d, true)]) {
             // m = 1 takes the matvec kernel, m > 1 the tiled or the register-blocked one; k not a
             // multiple of 4 or of a tile's step, m and n past several tiles.
             for (m, k, n) in [(1, 37, 29), (1, 72, 83), (3, 37, 29), (70, 83, 130), (5, 3, 1), (40, 257, 70)] {
                 let a = random(m * k, 1);
                 let w = random(n * k, 2);
-                let want_w = if dtype == WeightDtype::F16 { round_f16(&w) } else { w.clone() };
                 let mut want = vec![0f32; m * n];
-                matmul_bt(&a, &want_w, m, k, n, &mut want);
+                matmul_bt(&a, &stored(dtype, &w, k), m, k, n, &mut want);
                 // A chunk limit of 7 rows splits w into several buffers.
-                for chunk_bytes in [1 << 30, 7 * padded(k) as u64 * 4] {
+                for chunk_bytes in [1 << 30, 7 * row_bytes(k, dtype) as u64] {
                     let args = LinearArgs::plain(m, k, n);
                     let got = run(dtype, &w, n, k, 1, &a, &vec![0.0; m * n], &args, chunk_bytes, tiled);
                     let what = format!("{dtype:?} tiled {tiled} {m}x{k}x{n} chunks {chunk_bytes}");
@@ -221,7 +219,7 @@ mod tests {
             for (chunk_bytes, tiled) in
                 [group_rows as u64 * 32, 1 << 30].into_iter().flat_map(|c| [(c, false), (c, true)])
             {
-                let got = run(WeightDtype::F32, &w, groups * group_rows, k, groups, &a, &c0, &args, chunk_bytes, tiled);
+                let got = run(Dtype::F32, &w, groups * group_rows, k, groups, &a, &c0, &args, chunk_bytes, tiled);
                 assert_close(&got, &want, 1e-5, &format!("grouped m={m} chunk {chunk_bytes} tiled {tiled}"));
             }
         }
@@ -233,7 +231,7 @@ mod tests {
         let mut want = vec![0f32; m * n];
         matmul_bt(&a, &w, m, k, n, &mut want);
         for tiled in [false, true] {
-            let got = run(WeightDtype::F32, &w, n, k, 1, &a, &vec![9.0; m * n], &args, 10 * 32, tiled);
+            let got = run(Dtype::F32, &w, n, k, 1, &a, &vec![9.0; m * n], &args, 10 * 32, tiled);
             for i in 0..m {
                 assert_close(&got[i * n..i * n + limit], &want[i * n..i * n + limit], 1e-5, "limited head");
                 assert!(got[i * n + limit..(i + 1) * n].iter().all(|&v| v == 9.0));

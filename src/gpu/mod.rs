@@ -29,11 +29,11 @@ pub mod weights;
 
 use std::sync::Arc;
 
+pub use crate::dtype::Dtype;
 pub use context::GpuContext;
 pub use copy::CopyProbe;
 pub use plan::{DeviceMemory, GpuLoader};
 pub use scores::MIN_WORKGROUPS;
-pub use weights::WeightDtype;
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -54,7 +54,10 @@ pub const PREFILL_CHUNK: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct GpuOptions {
-    pub dtype: WeightDtype,
+    /// How the parameter tokens are stored.
+    pub dtype: Dtype,
+    /// How the embedding (the tied head) is stored; default [`Dtype::default_embedding`].
+    pub embedding: Option<Dtype>,
     /// Largest weight buffer, in bytes; default the device's storage binding limit. Tests lower it
     /// to exercise the chunked path on small models.
     pub max_chunk_bytes: Option<u64>,
@@ -81,7 +84,8 @@ pub struct GpuOptions {
 impl Default for GpuOptions {
     fn default() -> Self {
         GpuOptions {
-            dtype: WeightDtype::F32,
+            dtype: Dtype::F32,
+            embedding: None,
             max_chunk_bytes: None,
             context: None,
             memory_budget: None,
@@ -150,6 +154,8 @@ struct Kernels {
     embed: embed::Embed,
     norm: layer_norm::LayerNorm,
     linear: Linear,
+    /// The head's products, when the embedding is stored in another dtype than the parameter tokens.
+    head: Option<Linear>,
     pnorm: pnorm::PNorm,
     rope: rope::Rope,
     attention: attention::Attention,
@@ -157,16 +163,23 @@ struct Kernels {
 }
 
 impl Kernels {
-    fn new(c: &GpuContext, cfg: &ModelConfig, dtype: WeightDtype, gpu_shapes: bool) -> Kernels {
+    /// `dtype`: the parameter tokens'; `embedding`: the embedding's.
+    fn new(c: &GpuContext, cfg: &ModelConfig, dtype: Dtype, embedding: Dtype, gpu_shapes: bool) -> Kernels {
         Kernels {
-            embed: embed::Embed::new(c, dtype),
+            embed: embed::Embed::new(c, embedding),
             norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
             linear: Linear::new(c, dtype, gpu_shapes),
+            head: (embedding != dtype).then(|| Linear::new(c, embedding, gpu_shapes)),
             pnorm: pnorm::PNorm::new(c),
             rope: rope::Rope::new(c),
             attention: attention::Attention::new(c, cfg.head_dim(), gpu_shapes),
             sampler: sampler::Sampler::new(c, gpu_shapes),
         }
+    }
+
+    /// The products of the embedding's dtype.
+    fn head(&self) -> &Linear {
+        self.head.as_ref().unwrap_or(&self.linear)
     }
 }
 
@@ -245,7 +258,7 @@ pub struct GpuBackend {
     ctx: Arc<GpuContext>,
     cfg: ModelConfig,
     vocab: usize,
-    dtype: WeightDtype,
+    dtype: Dtype,
     kernels: Kernels,
     buffers: Buffers,
     embed: embed::EmbedBinding,
@@ -291,9 +304,10 @@ impl GpuBackend {
         file: &[u8],
         options: &GpuOptions,
     ) -> Result<GpuBackend> {
-        let mut loader = GpuLoader::new(ctx, config, vocab, options).await?;
-        crate::weights::stream::stream_file(file, &mut loader)?;
-        loader.finish().await
+        let loader = GpuLoader::new(ctx, config.clone(), vocab, options).await?;
+        let mut converter = crate::model::Converter::new(config, vocab, options.dtype, options.embedding, loader);
+        crate::weights::stream::stream_file(file, &mut converter)?;
+        converter.finish()?.finish().await
     }
 
     /// Opens the default adapter and uploads `model`.
@@ -305,7 +319,7 @@ impl GpuBackend {
         &self.ctx
     }
 
-    pub fn dtype(&self) -> WeightDtype {
+    pub fn dtype(&self) -> Dtype {
         self.dtype
     }
 
@@ -453,7 +467,7 @@ impl GpuBackend {
         }
         if rows > 0 {
             k.norm.encode(enc, &self.final_norm, rows, t - rows, d, true);
-            k.linear.encode(enc, &self.head, &LinearArgs::plain(rows, d, self.vocab));
+            k.head().encode(enc, &self.head, &LinearArgs::plain(rows, d, self.vocab));
         }
         per_block
     }

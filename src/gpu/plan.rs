@@ -8,51 +8,42 @@ use std::sync::Arc;
 use super::context::{f32_bytes, ParamPages};
 use super::decode::{self, DecodeKernels};
 use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS};
-use super::weights::{chunk_rows, Matrix, Store};
+use super::weights::{chunk_rows, row_bytes, Matrix, Store};
 use super::{attention, decode_attention, rope};
-use super::{
-    Buffers, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, WeightDtype, PREFILL_CHUNK,
-};
+use super::{Buffers, Dtype, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, PREFILL_CHUNK};
 use crate::config::ModelConfig;
 use crate::cpu::kernels::rope_inv_freq;
 use crate::error::{Error, Result};
-use crate::model::{Model, Projection, TensorPlan};
+use crate::model::{Converter, Model, Projection, TensorPlan};
 use crate::weights::stream::{TensorInfo, TensorSink};
-use crate::weights::{DType, TensorRole};
+use crate::weights::TensorRole;
 
 /// Bytes written through the queue between flushes (which release the staging memory).
 const FLUSH_BYTES: usize = 64 << 20;
 
 impl GpuBackend {
-    /// Uploads a model in memory through the same loader a stream feeds, one tensor at a time.
+    /// Uploads a model in memory through the same loader a stream feeds, one tensor at a time,
+    /// converted to the options' dtypes (a model already stored so passes as it is).
     pub(super) async fn upload(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        let mut loader = GpuLoader::new(ctx, model.config.clone(), model.vocab_size, options).await?;
-        let roles = TensorRole::all(model.config.num_layers);
-        let infos: Vec<TensorInfo> = roles
-            .iter()
-            .map(|&role| TensorInfo {
-                name: role.name(crate::weights::Naming::Project, model.config.num_layers),
-                dtype: DType::F32,
-                shape: model.shape(role),
-            })
-            .collect();
-        loader.begin(&infos)?;
-        for (i, &role) in roles.iter().enumerate() {
-            loader.rows(i, 0, &model.tensor(role).1)?;
-        }
-        loader.finish().await
+        let (cfg, vocab) = (model.config.clone(), model.vocab_size);
+        let loader = GpuLoader::new(ctx, cfg.clone(), vocab, options).await?;
+        let mut converter = Converter::new(cfg, vocab, options.dtype, options.embedding, loader);
+        model.feed(&mut converter)?;
+        converter.finish()?.finish().await
     }
 }
 
-/// Uploads a model as its tensors arrive. The kernels are compiled and the weight matrices created
-/// from the config first; embedding and key rows are written as they come; a value tensor, stored
-/// transposed, is gathered whole (one tensor, never the model) and then written.
-/// [`GpuLoader::finish`] builds the rest.
+/// Uploads a model as its tensors arrive, in the dtypes a [`Converter`] in front announces (the
+/// options'). The kernels are compiled and the weight matrices created from the config first;
+/// embedding and key rows are written as they come, and quantized values (already Vᵀ); a float
+/// value tensor, stored transposed, is gathered whole (one tensor, never the model) and then
+/// written. [`GpuLoader::finish`] builds the rest.
 pub struct GpuLoader {
     ctx: Arc<GpuContext>,
     cfg: ModelConfig,
     vocab: usize,
-    dtype: WeightDtype,
+    dtype: Dtype,
+    embedding_dtype: Dtype,
     embedding: Matrix,
     layers: Vec<LayerWeights>,
     final_norm: [Vec<f32>; 2],
@@ -97,8 +88,9 @@ impl GpuLoader {
             }
             cfg.max_positions = cfg.max_positions.min(context);
         }
+        let embedding_dtype = options.embedding.unwrap_or(options.dtype.default_embedding());
         if let Some(budget) = options.memory_budget {
-            let needs = DeviceMemory::of(&cfg, vocab, options.dtype);
+            let needs = DeviceMemory::of(&cfg, vocab, options.dtype, embedding_dtype);
             if needs.total() > budget {
                 return Err(Error::Gpu(format!(
                     "this model needs {needs} on the device, more than its {:.1} MB budget; {}",
@@ -158,13 +150,13 @@ impl GpuLoader {
         // browser) holds hundreds of MB while it works, which then never adds to the weights'.
         let (kernels, decode_kernels) = ctx
             .refusals("the model's kernels", || {
-                let decode = if whole { DecodeKernels::new(&ctx, &cfg, shape) } else { None };
-                (Kernels::new(&ctx, &cfg, dtype, gpu_shapes), decode)
+                let decode = if whole { DecodeKernels::new(&ctx, &cfg, shape, embedding_dtype) } else { None };
+                (Kernels::new(&ctx, &cfg, dtype, embedding_dtype, gpu_shapes), decode)
             })
             .await?;
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
         let c = &*ctx;
-        let embedding = Matrix::create(c, "embedding", vocab, d, 1, store)?;
+        let embedding = Matrix::create(c, "embedding", vocab, d, 1, Store { dtype: embedding_dtype, ..store })?;
         let layers = (0..cfg.num_layers)
             .map(|l| {
                 let [qkv_keys, qkv_values, proj_keys, proj_values, ffn_keys, ffn_values] =
@@ -186,6 +178,7 @@ impl GpuLoader {
             cfg,
             vocab,
             dtype,
+            embedding_dtype,
             embedding,
             layers,
             final_norm: [Vec::new(), Vec::new()],
@@ -200,7 +193,7 @@ impl GpuLoader {
     }
 
     /// How the matrices are stored.
-    pub fn dtype(&self) -> WeightDtype {
+    pub fn dtype(&self) -> Dtype {
         self.dtype
     }
 
@@ -240,8 +233,12 @@ impl GpuLoader {
         }
         self.ctx.flush_writes()?;
         let scope = self.scope.take();
-        let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype);
-        let hint = if self.dtype == WeightDtype::F32 { "; f16 weights (--dtype f16) take half" } else { "" };
+        let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype, self.embedding_dtype);
+        let hint = match self.dtype {
+            Dtype::F32 => "; f16 weights (dtype f16) take half, q4 a sixth",
+            Dtype::F16 | Dtype::Q8 => "; q4 weights (dtype q4) take less",
+            Dtype::Q4 => "",
+        };
         let ctx = self.ctx.clone();
         let backend = ctx.refusals("the model's buffers and bind groups", move || self.build()).await;
         if let Some(e) = match scope {
@@ -259,6 +256,7 @@ impl GpuLoader {
             cfg,
             vocab,
             dtype,
+            embedding_dtype,
             embedding,
             layers: layer_weights,
             final_norm,
@@ -273,7 +271,7 @@ impl GpuLoader {
         let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
         let cache_bytes = cfg.max_positions as u64 * df;
         let c = &*ctx;
-        let weight_bytes = cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64;
+        let weight_bytes = DeviceMemory::of(&cfg, vocab, dtype, embedding_dtype).weights;
 
         use wgpu::BufferUsages as U;
         let buffers = Buffers {
@@ -403,7 +401,29 @@ impl TensorSink for GpuLoader {
             TensorRole::FinalNormWeight => self.final_norm[0].extend_from_slice(values),
             TensorRole::FinalNormBias => self.final_norm[1].extend_from_slice(values),
         }
-        self.written(values.len() * self.dtype.bytes())
+        self.written(values.len() * 4)
+    }
+
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> Result<()> {
+        let Some(plan) = &self.plan else { return Err(Error::Usage("rows before the tensor list".into())) };
+        let d = self.cfg.hidden_size;
+        match plan.roles[index] {
+            TensorRole::Embedding => {
+                // Rows past the vocabulary are padding no token reaches.
+                let row_bytes = self.embedding_dtype.row_bytes(d);
+                let rows = (blocks.len() / row_bytes).min(self.vocab.saturating_sub(row0));
+                self.embedding.write_blocks(&self.ctx, row0, &blocks[..rows * row_bytes])?;
+            }
+            // Quantized values arrive as Vᵀ, the layout they are stored in.
+            TensorRole::ParamTokens { layer, proj, values } => {
+                let (matrix, first) = self.target(layer, proj, values);
+                matrix.write_blocks(&self.ctx, first + row0, blocks)?;
+            }
+            TensorRole::FinalNormWeight | TensorRole::FinalNormBias => {
+                return Err(Error::Usage("the final norm arrived quantized".into()))
+            }
+        }
+        self.written(blocks.len())
     }
 }
 
@@ -416,11 +436,14 @@ pub struct DeviceMemory {
 }
 
 impl DeviceMemory {
-    pub fn of(cfg: &ModelConfig, vocab: usize, dtype: WeightDtype) -> DeviceMemory {
+    /// A model of `cfg` whose parameter tokens are stored in `dtype` and embedding in `embedding`.
+    pub fn of(cfg: &ModelConfig, vocab: usize, dtype: Dtype, embedding: Dtype) -> DeviceMemory {
         let (t, d, v) = (PREFILL_CHUNK as u64, cfg.hidden_size as u64, vocab as u64);
         let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let matrices: usize = block_matrices(cfg).iter().map(|&(_, rows, cols, _)| rows * row_bytes(cols, dtype)).sum();
         DeviceMemory {
-            weights: cfg.weight_bytes_per_token(vocab, dtype.bytes()) as u64,
+            // Every weight is read for each token; the head reads the vocabulary's rows.
+            weights: (cfg.num_layers * matrices + vocab * row_bytes(cfg.hidden_size, embedding)) as u64,
             kv_cache: 2 * cfg.num_layers as u64 * cfg.max_positions as u64 * d * 4,
             // Residual, norm, q, o, head input (d each), q|k|v (3d), scores, logits and their read-back.
             activations: t * (8 * d + widest + 2 * v) * 4,
@@ -431,15 +454,16 @@ impl DeviceMemory {
         self.weights + self.kv_cache + self.activations
     }
 
-    /// What would fit `budget` instead: f16 weights, a shorter context, or neither.
-    pub fn alternatives(cfg: &ModelConfig, vocab: usize, dtype: WeightDtype, budget: u64) -> String {
+    /// What would fit `budget` instead: smaller weights, a shorter context, or neither.
+    pub fn alternatives(cfg: &ModelConfig, vocab: usize, dtype: Dtype, budget: u64) -> String {
         let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
-        let with = |dtype: WeightDtype, context: usize| {
+        let with = |dtype: Dtype, context: usize| {
             let cfg = ModelConfig { max_positions: cfg.max_positions.min(context), ..cfg.clone() };
-            DeviceMemory::of(&cfg, vocab, dtype).total()
+            DeviceMemory::of(&cfg, vocab, dtype, dtype.default_embedding()).total()
         };
         let mut fits = Vec::new();
-        for d in [dtype, WeightDtype::F16] {
+        let smaller = Dtype::ALL.iter().skip_while(|&&d| d != dtype).copied();
+        for d in smaller {
             if let Some(&context) =
                 [cfg.max_positions, 1024, 512, 256].iter().find(|&&c| c <= cfg.max_positions && with(d, c) <= budget)
             {
@@ -454,8 +478,8 @@ impl DeviceMemory {
         match fits.first() {
             Some(_) => format!("would fit: {}", fits.join(", or ")),
             None => format!(
-                "even f16 weights with a 256-position context need {}: a smaller model would fit",
-                mb(with(WeightDtype::F16, 256))
+                "even q4 weights with a 256-position context need {}: a smaller model would fit",
+                mb(with(Dtype::Q4, 256))
             ),
         }
     }

@@ -5,7 +5,7 @@
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
-use super::weights::{octets, Matrix, WeightDtype};
+use super::weights::Matrix;
 use crate::config::NormActivation;
 
 shader_params!(ScoresParams for "scores.wgsl" {
@@ -46,7 +46,7 @@ pub(crate) enum ScoresInput {
 /// How the decode products are built for an adapter.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DecodeShape {
-    pub dtype: WeightDtype,
+    pub dtype: crate::dtype::Dtype,
     /// Workgroups each product launches at least, where it has the rows.
     pub min_workgroups: usize,
     /// Lanes whose sums go through subgroup shuffles (the adapter's smallest subgroup), or None:
@@ -83,6 +83,8 @@ pub(crate) struct ScoresBinding {
     /// (bind group, first row, rows, weight bytes) of each chunk.
     chunks: Vec<(wgpu::BindGroup, usize, usize, u64)>,
     cols: usize,
+    /// Octets of a stored row.
+    k_octets: usize,
     groups: usize,
     group_rows: usize,
 }
@@ -155,7 +157,7 @@ impl Scores {
                 (bind, ch.row0, ch.rows, ch.buffer.size())
             })
             .collect();
-        ScoresBinding { chunks, cols: w.cols, groups, group_rows: w.rows / groups }
+        ScoresBinding { chunks, cols: w.cols, k_octets: w.row_octets(), groups, group_rows: w.rows / groups }
     }
 
     /// Workgroups per group of the binding's matrix (where its statistics go), if it has one chunk.
@@ -185,7 +187,7 @@ impl Scores {
             let params = ScoresParams {
                 mode,
                 d: b.cols as u32,
-                k_octets: octets(b.cols) as u32,
+                k_octets: b.k_octets as u32,
                 n: n as u32,
                 parts: parts as u32,
                 hd: head_dim as u32,
@@ -206,8 +208,9 @@ mod tests {
     use crate::cpu::kernels::layer_norm_affine;
     use crate::cpu::products::matmul_bt;
     use crate::gpu::context::{f32_bytes, ParamPages};
-    use crate::gpu::testing::{assert_close, decode_shapes, random, read_f32, test_context};
-    use crate::gpu::weights::{padded, Store};
+    use crate::gpu::testing::{assert_close, decode_shapes, random, read_f32, stored, test_context};
+    use crate::gpu::weights::{padded, row_bytes, Store};
+    use crate::Dtype;
 
     /// The head: the final norm (weight and bias) of a residual stream in partial rows, against a
     /// matrix split into chunks, each chunk writing its own rows of the logits.
@@ -215,7 +218,7 @@ mod tests {
     fn the_head_matches_the_cpu_across_chunks() {
         let ctx = test_context();
         let mut pages = ParamPages::default();
-        let shapes = [WeightDtype::F32, WeightDtype::F16].into_iter().flat_map(|dtype| decode_shapes(&ctx, dtype));
+        let shapes = Dtype::ALL.into_iter().flat_map(|dtype| decode_shapes(&ctx, dtype));
         for shape in shapes {
             let dtype = shape.dtype;
             let (d, vocab, parts): (usize, usize, usize) = (70, 301, 3);
@@ -224,7 +227,7 @@ mod tests {
             let x: Vec<f32> = (0..d).map(|c| (0..parts).map(|s| rows[s * dq + c]).sum()).collect();
             let (weight, bias) = (random(d, 82), random(d, 83));
             let table = random(vocab * d, 84);
-            let store = Store { dtype, max_chunk_bytes: 100 * dq as u64 * dtype.bytes() as u64 };
+            let store = Store { dtype, max_chunk_bytes: 100 * row_bytes(d, dtype) as u64 };
             let m = Matrix::create(&ctx, "embedding", vocab, d, 1, store).unwrap();
             m.write_rows(&ctx, 0, &table).unwrap();
             assert!(m.chunks.len() > 1);
@@ -240,12 +243,8 @@ mod tests {
             enc.submit();
             let mut a = x.clone();
             layer_norm_affine(&mut a, &weight, &bias, 1e-5);
-            let rounded: Vec<f32> = match dtype {
-                WeightDtype::F32 => table.clone(),
-                WeightDtype::F16 => table.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
-            };
             let mut want = vec![0f32; vocab];
-            matmul_bt(&a, &rounded, 1, d, vocab, &mut want);
+            matmul_bt(&a, &stored(dtype, &table, d), 1, d, vocab, &mut want);
             assert_close(&read_f32(&ctx, &logits, vocab), &want, 2e-5, &format!("{shape:?}"));
         }
     }
@@ -254,7 +253,7 @@ mod tests {
     fn released_shapes_launch_the_workgroup_target() {
         // (rows per group, groups): q|k|v, proj, FFN at 150M and 1.5B.
         let gpu = DecodeShape {
-            dtype: WeightDtype::F16,
+            dtype: Dtype::F16,
             min_workgroups: MIN_WORKGROUPS,
             subgroup_lanes: None,
             max_rows: GPU_MAX_ROWS,

@@ -4,7 +4,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::context::{bytes_to_f32, read_back, GpuContext};
 use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS, MIN_WORKGROUPS};
-use super::weights::WeightDtype;
+use super::weights::Dtype;
 
 /// One device for all tests of the crate. Without an adapter the tests fail, loudly: a silent pass
 /// would hide that nothing was tested.
@@ -32,6 +32,21 @@ pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<f32>
     bytes_to_f32(&pollster::block_on(read_back(ctx, &staging, bytes, None)).unwrap())
 }
 
+/// `values`, rows of `cols`, as `dtype` stores them: the weights a CPU check multiplies by.
+pub fn stored(dtype: Dtype, values: &[f32], cols: usize) -> Vec<f32> {
+    match dtype.quant() {
+        Some(format) => {
+            let mut blocks = Vec::new();
+            for row in values.chunks(cols) {
+                format.quantize_row(row, &mut blocks).unwrap();
+            }
+            format.dequantize_rows(cols, &blocks)
+        }
+        None if dtype == Dtype::F16 => values.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect(),
+        None => values.to_vec(),
+    }
+}
+
 /// |got - want| <= tol * max(1, |want|) everywhere.
 pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
@@ -45,7 +60,7 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
 /// rows) and at a GPU's launch target (`bench --min-workgroups`: its few threads shared by fewer
 /// rows), each summing through workgroup memory and, where the adapter has them, through
 /// subgroups.
-pub fn decode_shapes(ctx: &GpuContext, dtype: WeightDtype) -> Vec<DecodeShape> {
+pub fn decode_shapes(ctx: &GpuContext, dtype: Dtype) -> Vec<DecodeShape> {
     let reductions = [None].into_iter().chain(ctx.subgroup_lanes().map(Some));
     let launches =
         [(MIN_WORKGROUPS, GPU_MAX_ROWS), (1, GPU_MAX_ROWS), (1, CPU_MAX_ROWS), (MIN_WORKGROUPS, CPU_MAX_ROWS)];

@@ -6,7 +6,7 @@
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
 use super::scores::{decode_source, rows_per_workgroup, DecodeShape};
-use super::weights::{self, padded, Matrix};
+use super::weights::{padded, Matrix};
 use crate::config::NormActivation;
 
 shader_params!(ValuesParams for "values.wgsl" {
@@ -31,13 +31,15 @@ pub(crate) struct Values {
 pub(crate) struct ValuesBinding {
     bind: wgpu::BindGroup,
     slots: usize,
+    /// Octets of a stored row.
+    k_octets: usize,
     d_out: usize,
     groups: usize,
     weight_bytes: u64,
 }
 
 /// How one product is split: workgroups of `rows` output rows, the slots in `splits` parts of
-/// `split_octets` octets.
+/// `split_octets` octets (whole blocks of the dtype's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Split {
     pub rows: usize,
@@ -46,14 +48,15 @@ pub(crate) struct Split {
 }
 
 impl Split {
-    /// The split of `groups` products of `d_out` rows over `slots` slots: as few splits as reach
-    /// the shape's `min_workgroups`, at most [`MAX_SPLITS`], each within workgroup memory.
-    pub fn of(d_out: usize, slots: usize, groups: usize, shape: &DecodeShape) -> Split {
-        let octets = weights::octets(slots);
+    /// The split of `groups` products of `d_out` rows over `slots` slots (rows of `octets`
+    /// octets): as few splits as reach the shape's `min_workgroups`, at most [`MAX_SPLITS`], each
+    /// within workgroup memory.
+    pub fn of(d_out: usize, slots: usize, octets: usize, groups: usize, shape: &DecodeShape) -> Split {
         let rows = rows_per_workgroup(d_out, groups, shape).max(MIN_ROWS);
         let blocks = groups * d_out.div_ceil(rows);
         let wanted = shape.min_workgroups.div_ceil(blocks).clamp(1, MAX_SPLITS);
-        let split_octets = octets.div_ceil(wanted.max(slots.div_ceil(SPLIT_SLOTS))).max(1);
+        let block = shape.dtype.block_octets();
+        let split_octets = octets.div_ceil(wanted.max(slots.div_ceil(SPLIT_SLOTS))).next_multiple_of(block).max(block);
         Split { rows, splits: octets.div_ceil(split_octets), split_octets }
     }
 }
@@ -84,7 +87,8 @@ impl Values {
     ) -> ValuesBinding {
         let values = &w.chunks[0].buffer;
         let bind = self.kernel.bind(ctx, &[scores, values, out, stats, residual]);
-        ValuesBinding { bind, slots: w.cols, d_out: w.rows / w.groups, groups: w.groups, weight_bytes: values.size() }
+        let (slots, k_octets, d_out, groups) = (w.cols, w.row_octets(), w.rows / w.groups, w.groups);
+        ValuesBinding { bind, slots, k_octets, d_out, groups, weight_bytes: values.size() }
     }
 
     /// Records the product, counted as `kind`: the statistics are `stat_blocks` per group; split 0
@@ -98,7 +102,7 @@ impl Values {
         stat_blocks: usize,
         residual_parts: usize,
     ) -> usize {
-        let split = Split::of(b.d_out, b.slots, b.groups, &self.shape);
+        let split = Split::of(b.d_out, b.slots, b.k_octets, b.groups, &self.shape);
         let norm = match norm {
             NormActivation::L2NormGelu => 0,
             NormActivation::GeluL2Norm => 1,
@@ -106,7 +110,7 @@ impl Values {
         };
         let params = ValuesParams {
             n: b.slots as u32,
-            k_octets: weights::octets(b.slots) as u32,
+            k_octets: b.k_octets as u32,
             d_out: b.d_out as u32,
             rows: split.rows as u32,
             split_octets: split.split_octets as u32,
@@ -127,8 +131,10 @@ mod tests {
     use crate::cpu::kernels::{layer_norm, normalize_scores};
     use crate::gpu::context::{f32_bytes, ParamPages};
     use crate::gpu::scores::{Scores, ScoresInput};
+    use crate::gpu::testing::stored;
     use crate::gpu::testing::{decode_shapes, random, read_f32, test_context};
-    use crate::gpu::weights::{Store, WeightDtype};
+    use crate::gpu::weights::{row_octets, Store};
+    use crate::Dtype;
 
     /// A whole Pattention with the residual add, fused (scores then values) on the device, against
     /// the CPU's layer norm, scores, normalisation and product; the residual stream arrives as
@@ -137,7 +143,7 @@ mod tests {
     fn fused_pattention_matches_the_cpu() {
         let ctx = test_context();
         let mut pages = ParamPages::default();
-        let shapes = decode_shapes(&ctx, WeightDtype::F32);
+        let shapes: Vec<DecodeShape> = Dtype::ALL.into_iter().flat_map(|dtype| decode_shapes(&ctx, dtype)).collect();
         let cases = [NormActivation::L2NormGelu, NormActivation::GeluL2Norm, NormActivation::Softmax]
             .into_iter()
             .flat_map(|f| shapes.iter().map(move |&shape| (f, shape)));
@@ -153,7 +159,7 @@ mod tests {
                 }
                 let keys = random(n * d, 62);
                 let values_t = random(d * n, 63);
-                let store = Store { dtype: WeightDtype::F32, max_chunk_bytes: 1 << 30 };
+                let store = Store { dtype: shape.dtype, max_chunk_bytes: 1 << 30 };
                 let k = Matrix::create(&ctx, "keys", n, d, 1, store).unwrap();
                 k.write_rows(&ctx, 0, &keys).unwrap();
                 let v = Matrix::create(&ctx, "values", d, n, 1, store).unwrap();
@@ -179,17 +185,32 @@ mod tests {
                 for s in 0..splits {
                     got.iter_mut().zip(&got_rows[s * dq..]).for_each(|(g, v)| *g += v);
                 }
+                let (keys, values_t) = (stored(shape.dtype, &keys, d), stored(shape.dtype, &values_t, n));
                 let mut a = x.clone();
                 layer_norm(&mut a, 1e-5);
                 let mut theta: Vec<f32> =
                     keys.chunks_exact(d).map(|row| row.iter().zip(&a).map(|(w, a)| w * a).sum()).collect();
                 normalize_scores(&mut theta, f);
                 // Softmax Theta reaches n times a probability: an output can be a small difference
-                // of large terms, so the bound is relative to the terms' magnitudes.
+                // of large terms, so the bound is relative to the terms' magnitudes. q4 sums each
+                // group's d · Σ q θ and m · Σ θ apart (m, a group's minimum, is its smallest value):
+                // those are terms too.
                 for c in 0..d {
-                    let terms = values_t[c * n..][..n].iter().zip(&theta).map(|(w, t)| (w * t) as f64);
+                    let row = &values_t[c * n..][..n];
+                    let terms = row.iter().zip(&theta).map(|(w, t)| (w * t) as f64);
                     let want = x[c] as f64 + terms.clone().sum::<f64>();
-                    let scale = x[c].abs() as f64 + terms.map(f64::abs).sum::<f64>();
+                    let offsets: f64 = match shape.dtype {
+                        Dtype::Q4 => row
+                            .chunks(32)
+                            .zip(theta.chunks(32))
+                            .map(|(w, t)| {
+                                w.iter().fold(f32::MAX, |m, &v| m.min(v)).abs() as f64
+                                    * t.iter().map(|t| t.abs() as f64).sum::<f64>()
+                            })
+                            .sum(),
+                        _ => 0.0,
+                    };
+                    let scale = x[c].abs() as f64 + terms.map(f64::abs).sum::<f64>() + offsets;
                     let err = (got[c] as f64 - want).abs();
                     assert!(
                         err <= 2e-6 * scale.max(1.0),
@@ -205,15 +226,16 @@ mod tests {
     fn splits_reach_the_workgroup_target_and_fit_workgroup_memory() {
         // The 150M and 1.5B shapes: (d, slots, groups).
         let ctx = test_context();
-        let shapes = decode_shapes(&ctx, WeightDtype::F16);
+        let shapes: Vec<DecodeShape> = Dtype::ALL.into_iter().flat_map(|dtype| decode_shapes(&ctx, dtype)).collect();
         let cases = [(768, 768, 3), (768, 768, 1), (768, 3072, 1), (1536, 6144, 1), (1536, 1536, 3)];
         for ((d, slots, groups), shape) in cases.into_iter().flat_map(|c| shapes.iter().map(move |s| (c, s))) {
-            let s = Split::of(d, slots, groups, shape);
+            let octets = row_octets(slots, shape.dtype);
+            let s = Split::of(d, slots, octets, groups, shape);
             let workgroups = groups * d.div_ceil(s.rows) * s.splits;
             assert!(workgroups >= shape.min_workgroups, "{d} {slots} {shape:?}: {s:?}");
             assert!(s.rows >= MIN_ROWS && s.rows <= shape.max_rows.max(MIN_ROWS));
             assert!(s.split_octets * 8 <= SPLIT_SLOTS && s.splits <= MAX_SPLITS, "{s:?}");
-            let octets = slots.div_ceil(8);
+            assert_eq!(s.split_octets % shape.dtype.block_octets(), 0, "{shape:?}: splits of whole blocks");
             assert!(s.split_octets * s.splits >= octets && s.split_octets * (s.splits - 1) < octets);
         }
     }

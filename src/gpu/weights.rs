@@ -1,43 +1,47 @@
 //! Weight matrices on the device: rows padded to whole octets of 8 values, stored as f32 or as f16
-//! packed two per u32, and split into row chunks that each fit one storage binding.
+//! packed two per u32, or quantized (q8, q4) in superblocks of groups with their scales ahead of
+//! their quants (the preludes `shaders/weights_*.wgsl` say how), and split into row chunks that
+//! each fit one storage binding.
 
 use crate::error::{Error, Result};
+use crate::quant::{QuantFormat, GROUP};
 
 use super::context::GpuContext;
+pub use crate::dtype::Dtype;
 
-/// How weights are stored on the device. Activations and accumulation are always f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightDtype {
-    F32,
-    /// Half the bytes; unpacked with WGSL's `unpack2x16float`, so no shader-f16 feature is needed.
-    F16,
-}
+impl Dtype {
+    /// The WGSL prelude declaring the weight binding and how kernels read it: `wo(i)`, the i-th octet
+    /// of 8 values as two quads (mat2x4<f32>); `BLOCK_OCTETS` and `wb_dot(b, a)`, block b (an octet
+    /// of floats, a group of 32 quantized values) against the activations `a` of its values; and
+    /// `lib/octets.wgsl`'s `octet_dot` and `wo_dot(i, a0, a1)`.
+    pub(crate) fn prelude(self) -> String {
+        let (weights, blocks) = match self {
+            Dtype::F32 => {
+                (include_str!("../../shaders/weights_f32.wgsl"), include_str!("../../shaders/lib/octet_blocks.wgsl"))
+            }
+            Dtype::F16 => {
+                (include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/lib/octet_blocks.wgsl"))
+            }
+            Dtype::Q8 => (include_str!("../../shaders/weights_q8.wgsl"), ""),
+            Dtype::Q4 => (include_str!("../../shaders/weights_q4.wgsl"), ""),
+        };
+        [weights, include_str!("../../shaders/lib/octets.wgsl"), blocks].concat()
+    }
 
-impl WeightDtype {
-    pub fn bytes(self) -> usize {
+    /// Octets per block of the decode products' loops (see [`Dtype::prelude`]).
+    pub(crate) fn block_octets(self) -> usize {
         match self {
-            WeightDtype::F32 => 4,
-            WeightDtype::F16 => 2,
+            Dtype::F32 | Dtype::F16 => 1,
+            Dtype::Q8 | Dtype::Q4 => GROUP / 8,
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// Values per superblock of a quantized dtype (see the preludes): rows are whole superblocks.
+    fn superblock(self) -> Option<(QuantFormat, usize)> {
         match self {
-            WeightDtype::F32 => "f32",
-            WeightDtype::F16 => "f16",
-        }
-    }
-
-    /// The WGSL prelude declaring the weight binding, `wo(i)`, the i-th octet of 8 values as two
-    /// quads (mat2x4<f32>), and `lib/octets.wgsl`'s `octet_dot` and `wo_dot(i, a0, a1)`.
-    pub(crate) fn prelude(self) -> &'static str {
-        match self {
-            WeightDtype::F32 => {
-                concat!(include_str!("../../shaders/weights_f32.wgsl"), include_str!("../../shaders/lib/octets.wgsl"))
-            }
-            WeightDtype::F16 => {
-                concat!(include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/lib/octets.wgsl"))
-            }
+            Dtype::F32 | Dtype::F16 => None,
+            Dtype::Q8 => Some((QuantFormat::Q8, 8 * GROUP)),
+            Dtype::Q4 => Some((QuantFormat::Q4, 4 * GROUP)),
         }
     }
 }
@@ -57,13 +61,13 @@ pub(crate) struct Matrix {
     pub groups: usize,
     pub chunks: Vec<Chunk>,
     label: String,
-    dtype: WeightDtype,
+    dtype: Dtype,
 }
 
 /// Where and how a matrix is stored: the dtype, and the largest buffer allowed for one chunk.
 #[derive(Clone, Copy)]
 pub(crate) struct Store {
-    pub dtype: WeightDtype,
+    pub dtype: Dtype,
     pub max_chunk_bytes: u64,
 }
 
@@ -108,12 +112,60 @@ impl Matrix {
         Ok(Matrix { rows, cols, groups, chunks, label: label.to_string(), dtype })
     }
 
+    /// Octets in one stored row (see [`row_octets`]): the decode products' `k_octets`.
+    pub(crate) fn row_octets(&self) -> usize {
+        row_octets(self.cols, self.dtype)
+    }
+
     /// Writes rows `row0..` from `values` (whole rows of `cols` values) in the device format,
-    /// through the queue: the host holds only the encoded block being written.
+    /// quantized here for a quantized matrix, through the queue: the host holds only the encoded
+    /// block being written.
     pub(crate) fn write_rows(&self, ctx: &GpuContext, row0: usize, values: &[f32]) -> Result<()> {
-        let n = values.len() / self.cols;
+        if let Some((format, _)) = self.dtype.superblock() {
+            let mut blocks = Vec::with_capacity(values.len() / self.cols.max(1) * format.row_bytes(self.cols));
+            for (r, row) in values.chunks(self.cols.max(1)).enumerate() {
+                format
+                    .quantize_row(row, &mut blocks)
+                    .map_err(|e| Error::Gpu(format!("{}: row {}: {e}", self.label, row0 + r)))?;
+            }
+            return self.write_blocks(ctx, row0, &blocks);
+        }
+        let mut padded = vec![0f32; row_octets(self.cols, self.dtype) * 8];
+        self.write_encoded(ctx, row0, values.len() / self.cols, |row, out| {
+            padded[..self.cols].copy_from_slice(&values[row * self.cols..][..self.cols]);
+            encode_row(&padded, self.dtype == Dtype::F16, out).then_some(()).ok_or_else(|| {
+                Error::Gpu(format!(
+                    "{}: row {} holds a value beyond the f16 range (±65504); use f32 weights",
+                    self.label,
+                    row0 + row
+                ))
+            })
+        })
+    }
+
+    /// Writes rows `row0..` of a quantized matrix from their blocks (as `crate::quant` stores
+    /// them), rearranged into superblocks.
+    pub(crate) fn write_blocks(&self, ctx: &GpuContext, row0: usize, blocks: &[u8]) -> Result<()> {
+        let Some((format, superblock)) = self.dtype.superblock() else {
+            return Err(Error::Gpu(format!("{}: quantized rows for a {} matrix", self.label, self.dtype)));
+        };
+        let row_bytes = format.row_bytes(self.cols);
+        self.write_encoded(ctx, row0, blocks.len() / row_bytes, |row, out| {
+            superblocks(format, superblock, &blocks[row * row_bytes..][..row_bytes], out);
+            Ok(())
+        })
+    }
+
+    /// Writes `n` rows from `row0`, each appended in the device format by `encode(i, out)` (row
+    /// `row0 + i`), chunk by chunk.
+    fn write_encoded(
+        &self,
+        ctx: &GpuContext,
+        row0: usize,
+        n: usize,
+        mut encode: impl FnMut(usize, &mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let row_bytes = row_bytes(self.cols, self.dtype);
-        let mut padded = vec![0f32; row_bytes / self.dtype.bytes()];
         let mut block = Vec::new();
         let mut r = row0;
         for chunk in &self.chunks {
@@ -123,18 +175,37 @@ impl Matrix {
             }
             block.clear();
             for row in r..end {
-                padded[..self.cols].copy_from_slice(&values[(row - row0) * self.cols..][..self.cols]);
-                if !encode_row(&padded, self.dtype, &mut block) {
-                    return Err(Error::Gpu(format!(
-                        "{}: row {row} holds a value beyond the f16 range (±65504); use f32 weights",
-                        self.label
-                    )));
-                }
+                encode(row - row0, &mut block)?;
             }
             ctx.queue.write_buffer(&chunk.buffer, ((r - chunk.row0) * row_bytes) as u64, &block);
             r = end;
         }
         Ok(())
+    }
+}
+
+/// One row's blocks in the device layout: superblocks of `superblock` values, each its groups'
+/// scales (q8: their `d`; q4: their `d` and `m`, a word a group) and then their quants; groups past
+/// the row's are zero.
+fn superblocks(format: QuantFormat, superblock: usize, blocks: &[u8], out: &mut Vec<u8>) {
+    let bytes = format.block_bytes();
+    let head = match format {
+        QuantFormat::Q8 => 2,
+        QuantFormat::Q4 => 4,
+    };
+    let per = superblock / GROUP;
+    let groups = blocks.len() / bytes;
+    for first in (0..groups).step_by(per) {
+        let group = |j: usize| blocks.get((first + j) * bytes..(first + j + 1) * bytes);
+        for j in 0..per {
+            out.extend_from_slice(group(j).map_or(&[0u8; 4][..head], |b| &b[..head]));
+        }
+        for j in 0..per {
+            match group(j) {
+                Some(b) => out.extend_from_slice(&b[head..]),
+                None => out.resize(out.len() + bytes - head, 0),
+            }
+        }
     }
 }
 
@@ -157,16 +228,31 @@ pub(crate) fn octets(cols: usize) -> usize {
     cols.div_ceil(8)
 }
 
-/// Bytes of one row on the device.
-fn row_bytes(cols: usize, dtype: WeightDtype) -> usize {
-    padded(cols) * dtype.bytes()
+/// Octets in a stored row of `cols` values: whole octets for floats, whole superblocks for the
+/// quantized dtypes.
+pub(crate) fn row_octets(cols: usize, dtype: Dtype) -> usize {
+    match dtype.superblock() {
+        Some((_, superblock)) => cols.div_ceil(superblock) * superblock / 8,
+        None => octets(cols),
+    }
 }
 
-/// Appends one row in the device format; false if a value does not fit (f16 overflow).
-fn encode_row(values: &[f32], dtype: WeightDtype, out: &mut Vec<u8>) -> bool {
-    match dtype {
-        WeightDtype::F32 => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
-        WeightDtype::F16 => {
+/// Bytes of one row on the device.
+pub(crate) fn row_bytes(cols: usize, dtype: Dtype) -> usize {
+    let values = row_octets(cols, dtype) * 8;
+    match dtype.superblock() {
+        // A superblock is its groups' blocks, the scales gathered ahead of the quants.
+        Some((format, superblock)) => values / superblock * (superblock / GROUP * format.block_bytes()),
+        None if dtype == Dtype::F16 => values * 2,
+        None => values * 4,
+    }
+}
+
+/// Appends one row of floats as f32 or as f16 pairs; false if a value does not fit (f16 overflow).
+fn encode_row(values: &[f32], f16: bool, out: &mut Vec<u8>) -> bool {
+    match f16 {
+        false => out.extend(values.iter().flat_map(|v| v.to_le_bytes())),
+        true => {
             for pair in values.chunks_exact(2) {
                 let (lo, hi) = (half::f16::from_f32(pair[0]), half::f16::from_f32(pair[1]));
                 if lo.is_infinite() || hi.is_infinite() {

@@ -1,13 +1,16 @@
 //! From a weights stream to a model: which role each tensor plays (checked against the config),
-//! and the CPU backend's sink that decodes rows into place as they arrive.
+//! and the CPU backend's sink that stores rows as they arrive, in the dtype each tensor is
+//! announced in (a [`Converter`](super::storage::Converter) in front chooses it).
 
 use std::collections::HashMap;
 
-use super::{Block, CpuDtype, Model, Pattention, Projection, WeightData};
+use super::storage::Converter;
+use super::{Block, Dtype, Model, Pattention, Projection, WeightData};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::quant::GROUP;
 use crate::weights::stream::{stream_file, TensorInfo, TensorSink};
-use crate::weights::{naming_of, Naming, TensorRole};
+use crate::weights::{naming_of, DType, Naming, TensorRole};
 
 /// The role of every tensor of a file, checked against the config and the tokenizer: every
 /// role present once under one naming scheme, each with its shape, and nothing else.
@@ -40,13 +43,28 @@ impl TensorPlan {
         for role in TensorRole::all(layers) {
             let name = role.name(naming, layers);
             let t = found.get(&role).ok_or_else(|| Error::MissingTensor(name.clone()))?;
+            // Quantized matrices hold whole groups (their rows may be padded to them), and value
+            // tensors are stored transposed.
+            let quant = t.dtype.quant().is_some();
+            let cols_match =
+                |c: usize, want: usize| if quant { c.div_ceil(GROUP) == want.div_ceil(GROUP) } else { c == want };
+            let padded =
+                |want: usize| if quant { format!("{want} (or its {GROUP}-value groups)") } else { want.to_string() };
             let (ok, expected) = match (role, t.shape.as_slice()) {
-                (TensorRole::FinalNormWeight | TensorRole::FinalNormBias, s) => (s == [d], format!("[{d}]")),
+                (TensorRole::FinalNormWeight | TensorRole::FinalNormBias, s) => {
+                    (!quant && s == [d], format!("[{d}] as floats"))
+                }
+                (TensorRole::ParamTokens { proj, values: true, .. }, &[r, c]) if quant => {
+                    let n = proj.slots(config);
+                    (r == d && cols_match(c, n), format!("[{d}, {}] (values quantized as Vᵀ)", padded(n)))
+                }
                 (TensorRole::ParamTokens { proj, .. }, s) => {
                     let n = proj.slots(config);
-                    (s == [n, d], format!("[{n}, {d}]"))
+                    (matches!(s, &[r, c] if r == n && cols_match(c, d)), format!("[{n}, {}]", padded(d)))
                 }
-                (TensorRole::Embedding, s) => (matches!(s, [r, c] if *r > 0 && *c == d), format!("[rows, {d}]")),
+                (TensorRole::Embedding, s) => {
+                    (matches!(s, &[r, c] if r > 0 && cols_match(c, d)), format!("[rows, {}]", padded(d)))
+                }
             };
             if !ok {
                 return Err(Error::TensorShape { name, found: t.shape.clone(), expected });
@@ -62,12 +80,12 @@ impl TensorPlan {
     }
 }
 
-/// The CPU backend's sink: each tensor is allocated in the chosen dtype when the file announces
-/// it, and rows are converted into place as they arrive, so no f32 copy of a whole tensor exists.
+/// The CPU backend's sink: each tensor is allocated in its announced dtype (f32, f16, or quantized
+/// blocks) when the stream lists it, and rows are stored as they arrive, so no f32 copy of a whole
+/// tensor exists.
 pub struct ModelBuilder<'p> {
     config: ModelConfig,
     vocab_size: usize,
-    dtype: CpuDtype,
     plan: Option<TensorPlan>,
     names: Vec<String>,
     data: Vec<WeightData>,
@@ -79,18 +97,12 @@ pub struct ModelBuilder<'p> {
 }
 
 impl<'p> ModelBuilder<'p> {
-    /// A model of `config` whose tokenizer has `vocab_size` ids, its matrices stored in `dtype`;
-    /// `progress(done, total)` is called as tensors complete.
-    pub fn new(
-        config: ModelConfig,
-        vocab_size: usize,
-        dtype: CpuDtype,
-        progress: Option<&'p mut dyn FnMut(usize, usize)>,
-    ) -> Self {
+    /// A model of `config` whose tokenizer has `vocab_size` ids; `progress(done, total)` is called
+    /// as tensors complete.
+    pub fn new(config: ModelConfig, vocab_size: usize, progress: Option<&'p mut dyn FnMut(usize, usize)>) -> Self {
         ModelBuilder {
             config,
             vocab_size,
-            dtype,
             plan: None,
             names: Vec::new(),
             data: Vec::new(),
@@ -140,35 +152,36 @@ impl<'p> ModelBuilder<'p> {
     }
 }
 
-/// An empty buffer of `len` values, reserved fallibly: a model larger than memory (a tab's wasm
-/// heap) is an error, not an abort.
-fn reserve(dtype: CpuDtype, len: usize, name: &str) -> Result<WeightData> {
-    let oom =
-        || Error::OutOfMemory { name: name.to_string(), bytes: (len as u64).saturating_mul(dtype.bytes() as u64) };
-    Ok(match dtype {
-        CpuDtype::F32 => {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len).map_err(|_| oom())?;
-            WeightData::F32(v)
-        }
-        CpuDtype::F16 => {
-            let mut v = Vec::new();
-            v.try_reserve_exact(len).map_err(|_| oom())?;
-            WeightData::F16(v)
-        }
-    })
+/// An empty matrix for `t`'s rows in its dtype, reserved fallibly: a model larger than memory (a
+/// tab's wasm heap) is an error, not an abort.
+fn reserve(t: &TensorInfo) -> Result<WeightData> {
+    let dtype = match t.dtype {
+        DType::F32 | DType::BF16 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::Q8 => Dtype::Q8,
+        DType::Q4 => Dtype::Q4,
+    };
+    let (rows, cols) = (t.rows(), t.cols());
+    let bytes = (rows as u64).saturating_mul(dtype.row_bytes(cols) as u64);
+    let oom = || Error::OutOfMemory { name: t.name.clone(), bytes };
+    let mut data = WeightData::empty(dtype, cols);
+    let values = rows.checked_mul(cols);
+    let reserved = match &mut data {
+        WeightData::F32(v) => values.is_some_and(|n| v.try_reserve_exact(n).is_ok()),
+        WeightData::F16(v) => values.is_some_and(|n| v.try_reserve_exact(n).is_ok()),
+        WeightData::Quant(q) => usize::try_from(bytes).is_ok_and(|b| q.blocks.try_reserve_exact(b).is_ok()),
+    };
+    if !reserved {
+        return Err(oom());
+    }
+    Ok(data)
 }
 
 impl TensorSink for ModelBuilder<'_> {
     fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
         let plan = TensorPlan::new(&self.config, self.vocab_size, tensors)?;
-        for (t, role) in tensors.iter().zip(&plan.roles) {
-            // Norm vectors stay f32 whatever the matrices' dtype.
-            let dtype = match role {
-                TensorRole::FinalNormWeight | TensorRole::FinalNormBias => CpuDtype::F32,
-                _ => self.dtype,
-            };
-            self.data.push(reserve(dtype, t.rows() * t.cols(), &t.name)?);
+        for t in tensors {
+            self.data.push(reserve(t)?);
             self.missing.push(t.rows());
             self.cols.push(t.cols().max(1));
             self.names.push(t.name.clone());
@@ -179,7 +192,24 @@ impl TensorSink for ModelBuilder<'_> {
 
     fn rows(&mut self, index: usize, _row0: usize, values: &[f32]) -> Result<()> {
         self.data[index].extend_from_f32(values, &self.names[index])?;
-        let rows = values.len() / self.cols[index];
+        self.arrived(index, values.len() / self.cols[index]);
+        Ok(())
+    }
+
+    fn blocks(&mut self, index: usize, _row0: usize, blocks: &[u8]) -> Result<()> {
+        let WeightData::Quant(q) = &mut self.data[index] else {
+            return Err(Error::Usage(format!("{} arrived as blocks but was announced as floats", self.names[index])));
+        };
+        q.blocks.extend_from_slice(blocks);
+        let rows = blocks.len() / q.row_bytes().max(1);
+        self.arrived(index, rows);
+        Ok(())
+    }
+}
+
+impl ModelBuilder<'_> {
+    /// Counts `rows` more rows of tensor `index`, reporting progress when it is complete.
+    fn arrived(&mut self, index: usize, rows: usize) {
         self.missing[index] -= rows;
         if self.missing[index] == 0 {
             self.done += 1;
@@ -187,23 +217,25 @@ impl TensorSink for ModelBuilder<'_> {
                 progress(self.done, self.names.len());
             }
         }
-        Ok(())
     }
 }
 
 impl Model {
     /// Reads a whole model from a weights file in either format and naming (the same stream the
     /// browser reads), checking every name and shape; `progress(done, total)` is called as
-    /// tensors complete.
+    /// tensors complete. The parameter tokens are stored in `dtype`, the embedding in `embedding`
+    /// (default: [`Dtype::default_embedding`]).
     pub fn from_file(
         config: ModelConfig,
         vocab_size: usize,
         file: &[u8],
-        dtype: CpuDtype,
+        dtype: Dtype,
+        embedding: Option<Dtype>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Model> {
-        let mut builder = ModelBuilder::new(config, vocab_size, dtype, Some(progress));
-        stream_file(file, &mut builder)?;
-        builder.finish()
+        let builder = ModelBuilder::new(config.clone(), vocab_size, Some(progress));
+        let mut converter = Converter::new(config, vocab_size, dtype, embedding, builder);
+        stream_file(file, &mut converter)?;
+        converter.finish()?.finish()
     }
 }

@@ -5,13 +5,17 @@ use std::borrow::Cow;
 use half::f16;
 
 use crate::config::ModelConfig;
+pub use crate::dtype::Dtype;
 use crate::error::{Error, Result};
+use crate::quant::{QuantFormat, QuantMatrix};
 use crate::weights::{Naming, TensorRole};
 
 pub(crate) mod load;
+pub mod storage;
 mod synthetic;
 
 pub use load::{ModelBuilder, TensorPlan};
+pub use storage::Converter;
 pub use synthetic::OFFICIAL_SIZES;
 
 /// The five Pattention layers of a block, in the order the inspector lists them.
@@ -51,51 +55,31 @@ impl Projection {
     }
 }
 
-/// How the CPU backend stores a model's large matrices (parameter tokens, embedding).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CpuDtype {
-    F32,
-    /// Half the memory and half the bytes read per token; converted to f32 inside the products,
-    /// which accumulate in f32.
-    F16,
-}
-
-impl CpuDtype {
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "f32" => Ok(Self::F32),
-            "f16" => Ok(Self::F16),
-            _ => Err(Error::Usage(format!("unknown dtype {name:?} (f32 or f16)"))),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::F16 => "f16",
-        }
-    }
-
-    pub fn bytes(self) -> usize {
-        match self {
-            Self::F32 => 4,
-            Self::F16 => 2,
-        }
-    }
-}
-
 /// A weight matrix, row-major, in the dtype the CPU backend computes from.
 #[derive(Debug, Clone)]
 pub enum WeightData {
     F32(Vec<f32>),
     F16(Vec<f16>),
+    /// Rows quantized in groups along the dimension the products reduce (see [`crate::quant`]).
+    Quant(QuantMatrix),
 }
 
 impl WeightData {
+    /// An empty matrix of rows `cols` long in `dtype`.
+    pub fn empty(dtype: Dtype, cols: usize) -> Self {
+        match dtype.quant() {
+            Some(format) => Self::Quant(QuantMatrix::new(format, cols)),
+            None if dtype == Dtype::F16 => Self::F16(Vec::new()),
+            None => Self::F32(Vec::new()),
+        }
+    }
+
+    /// Values held (rows × cols).
     pub fn len(&self) -> usize {
         match self {
             Self::F32(v) => v.len(),
             Self::F16(v) => v.len(),
+            Self::Quant(q) => q.rows() * q.cols,
         }
     }
 
@@ -103,32 +87,39 @@ impl WeightData {
         self.len() == 0
     }
 
-    pub fn dtype(&self) -> CpuDtype {
+    pub fn dtype(&self) -> Dtype {
         match self {
-            Self::F32(_) => CpuDtype::F32,
-            Self::F16(_) => CpuDtype::F16,
+            Self::F32(_) => Dtype::F32,
+            Self::F16(_) => Dtype::F16,
+            Self::Quant(q) => match q.format {
+                QuantFormat::Q8 => Dtype::Q8,
+                QuantFormat::Q4 => Dtype::Q4,
+            },
         }
     }
 
-    /// The values as f32: borrowed when stored so, widened (exactly) when f16.
+    /// The values as f32: borrowed when stored so, widened (exactly) or dequantized otherwise.
     pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match self {
             Self::F32(v) => Cow::Borrowed(v),
             Self::F16(v) => Cow::Owned(v.iter().map(|h| h.to_f32()).collect()),
+            Self::Quant(q) => Cow::Owned(q.dequantize()),
         }
     }
 
-    /// `out.len()` values from `start` on, as f32 (an embedding row).
-    pub fn read_into(&self, start: usize, out: &mut [f32]) {
+    /// Row `row` (of `out.len()` values) as f32: an embedding row.
+    pub fn read_row(&self, row: usize, out: &mut [f32]) {
+        let start = row * out.len();
         match self {
             Self::F32(v) => out.copy_from_slice(&v[start..start + out.len()]),
             Self::F16(v) => out.iter_mut().zip(&v[start..]).for_each(|(o, h)| *o = h.to_f32()),
+            Self::Quant(q) => q.format.dequantize_row(q.row(row), out),
         }
     }
 
-    /// Appends `values` in the stored dtype; `name` says which tensor in an error. f16 rounds to
-    /// nearest even, as the GPU upload does; a value beyond f16's range (±65504) is refused, not
-    /// made ∞.
+    /// Appends whole rows of `values` in the stored dtype; `name` says which tensor in an error.
+    /// f16 rounds to nearest even, as the GPU upload does; a value beyond f16's range (±65504), or
+    /// needing a quantization scale beyond it, is refused, not made ∞.
     pub fn extend_from_f32(&mut self, values: &[f32], name: &str) -> Result<()> {
         match self {
             Self::F32(v) => v.extend_from_slice(values),
@@ -143,30 +134,75 @@ impl WeightData {
                     )));
                 }
             }
+            Self::Quant(q) => {
+                let first = q.rows();
+                for (r, row) in values.chunks(q.cols.max(1)).enumerate() {
+                    q.format.quantize_row(row, &mut q.blocks).map_err(|e| {
+                        Error::Usage(format!("{name} row {}: {e}: load it with dtype f32 or f16", first + r))
+                    })?;
+                }
+            }
         }
         Ok(())
     }
-
-    /// The same values in `dtype` (see [`WeightData::extend_from_f32`]).
-    pub fn into_dtype(self, dtype: CpuDtype, name: &str) -> Result<Self> {
-        match (self, dtype) {
-            (Self::F32(v), CpuDtype::F16) => {
-                let mut halves = Self::F16(Vec::with_capacity(v.len()));
-                halves.extend_from_f32(&v, name)?;
-                Ok(halves)
-            }
-            (Self::F16(v), CpuDtype::F32) => Ok(Self::F32(v.iter().map(|h| h.to_f32()).collect())),
-            (same, _) => Ok(same),
-        }
-    }
 }
 
-/// One Pattention layer: `n` parameter tokens with keys [n, d_in] and values [n, d_out].
+/// `rows × cols` row-major values transposed.
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; values.len()];
+    for (r, row) in values.chunks_exact(cols.max(1)).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
+/// One Pattention layer: `n` parameter tokens with keys [n, d_in] and values [n, d_out]. Quantized
+/// values are stored transposed, Vᵀ [d_out, n], so that their groups run along the slots, the
+/// dimension `Theta · V` reduces.
 #[derive(Debug, Clone)]
 pub struct Pattention {
     pub n: usize,
     pub key_param_tokens: WeightData,
     pub value_param_tokens: WeightData,
+}
+
+impl Pattention {
+    /// Whether the values are stored as Vᵀ (quantized).
+    pub fn values_transposed(&self) -> bool {
+        matches!(self.value_param_tokens, WeightData::Quant(_))
+    }
+
+    pub fn d_out(&self) -> usize {
+        self.value_param_tokens.len() / self.n.max(1)
+    }
+
+    /// The values as f32 in the authors' orientation, [n, d_out].
+    pub fn values_f32(&self) -> Cow<'_, [f32]> {
+        let v = self.value_param_tokens.to_f32();
+        match self.values_transposed() {
+            true => Cow::Owned(transpose(&v, self.d_out(), self.n)),
+            false => v,
+        }
+    }
+
+    /// Parameter token `slot`'s value vector (d_out values).
+    pub fn value_token(&self, slot: usize) -> Vec<f32> {
+        let d_out = self.d_out();
+        let mut out = vec![0f32; d_out];
+        match &self.value_param_tokens {
+            WeightData::Quant(q) => {
+                let mut row = vec![0f32; self.n];
+                for (c, o) in out.iter_mut().enumerate() {
+                    q.format.dequantize_row(q.row(c), &mut row);
+                    *o = row[slot];
+                }
+            }
+            v => v.read_row(slot, &mut out),
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -179,25 +215,6 @@ pub struct Block {
 }
 
 impl Block {
-    /// The block with its parameter tokens in `dtype` (block `layer` of `layers`, for errors).
-    pub fn into_dtype(self, dtype: CpuDtype, layer: usize, layers: usize) -> Result<Block> {
-        let convert = |p: Pattention, proj: Projection| -> Result<Pattention> {
-            let name = |values| TensorRole::ParamTokens { layer, proj, values }.name(Naming::Project, layers);
-            Ok(Pattention {
-                n: p.n,
-                key_param_tokens: p.key_param_tokens.into_dtype(dtype, &name(false))?,
-                value_param_tokens: p.value_param_tokens.into_dtype(dtype, &name(true))?,
-            })
-        };
-        Ok(Block {
-            query: convert(self.query, Projection::Query)?,
-            key: convert(self.key, Projection::Key)?,
-            value: convert(self.value, Projection::Value)?,
-            proj: convert(self.proj, Projection::Proj)?,
-            ffn: convert(self.ffn, Projection::Ffn)?,
-        })
-    }
-
     pub fn get(&self, proj: Projection) -> &Pattention {
         match proj {
             Projection::Query => &self.query,
@@ -223,18 +240,20 @@ pub struct Model {
 }
 
 impl Model {
-    /// The model with its matrices in `dtype`, converted one tensor at a time.
-    pub fn into_dtype(self, dtype: CpuDtype) -> Result<Model> {
-        let layers = self.config.num_layers;
-        let embedding = self.embedding.into_dtype(dtype, &TensorRole::Embedding.name(Naming::Project, layers))?;
-        let blocks =
-            self.blocks.into_iter().enumerate().map(|(l, b)| b.into_dtype(dtype, l, layers)).collect::<Result<_>>()?;
-        Ok(Model { embedding, blocks, ..self })
+    /// The dtype the parameter tokens are stored in.
+    pub fn dtype(&self) -> Dtype {
+        self.blocks.first().map_or(self.embedding.dtype(), |b| b.query.key_param_tokens.dtype())
     }
 
-    /// The dtype the matrices are stored in.
-    pub fn dtype(&self) -> CpuDtype {
+    /// The dtype the embedding (the tied head) is stored in.
+    pub fn embedding_dtype(&self) -> Dtype {
         self.embedding.dtype()
+    }
+
+    /// Bytes of weights one decoded token reads as stored: every parameter token and the
+    /// embedding as the head (see [`ModelConfig::weight_bytes_per_token`]).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        self.config.weight_bytes_per_token(self.vocab_size, self.dtype(), self.embedding_dtype())
     }
 
     /// Every tensor with its project name, shape and data, in the authors' order.
@@ -249,13 +268,25 @@ impl Model {
             .collect()
     }
 
-    /// One tensor's shape and values as f32 (borrowed when stored as f32).
+    /// The matrix a role is stored in (None for the final norm's vectors).
+    pub fn stored(&self, role: TensorRole) -> Option<&WeightData> {
+        match role {
+            TensorRole::Embedding => Some(&self.embedding),
+            TensorRole::ParamTokens { layer, proj, values } => {
+                let p = self.blocks[layer].get(proj);
+                Some(if values { &p.value_param_tokens } else { &p.key_param_tokens })
+            }
+            TensorRole::FinalNormWeight | TensorRole::FinalNormBias => None,
+        }
+    }
+
+    /// One tensor's shape and values as f32 (borrowed when stored as f32), values as [n, d].
     pub fn tensor(&self, role: TensorRole) -> (Vec<usize>, Cow<'_, [f32]>) {
         let data = match role {
             TensorRole::Embedding => self.embedding.to_f32(),
-            TensorRole::ParamTokens { layer, proj, values } => {
-                let p = self.blocks[layer].get(proj);
-                if values { &p.value_param_tokens } else { &p.key_param_tokens }.to_f32()
+            TensorRole::ParamTokens { layer, proj, values: true } => self.blocks[layer].get(proj).values_f32(),
+            TensorRole::ParamTokens { layer, proj, values: false } => {
+                self.blocks[layer].get(proj).key_param_tokens.to_f32()
             }
             TensorRole::FinalNormWeight => Cow::Borrowed(&self.final_norm_weight[..]),
             TensorRole::FinalNormBias => Cow::Borrowed(&self.final_norm_bias[..]),

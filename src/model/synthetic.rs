@@ -62,9 +62,4 @@ impl Model {
             final_norm_bias: vec![0.0; d],
         })
     }
-
-    /// Bytes of weights one decoded token reads (see [`ModelConfig::weight_bytes_per_token`]).
-    pub fn weight_bytes_per_token(&self, bytes_per_value: usize) -> usize {
-        self.config.weight_bytes_per_token(self.vocab_size, bytes_per_value)
-    }
 }

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::dtype::Dtype;
 use crate::error::Result;
 use crate::generation::Backend;
 #[cfg(feature = "gpu")]
@@ -37,25 +38,59 @@ pub(super) enum KernelsChoice {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum DtypeChoice {
-    /// f16 for models of more than [`AUTO_F16_PARAMETERS`] parameters (the released ones), f32
-    /// for smaller ones.
+    /// f32 for models of at most [`AUTO_F32_PARAMETERS`] parameters; for larger ones the largest
+    /// dtype (f16, q8, q4) whose memory plan fits the budget (see [`DtypeChoice::resolve`]).
     #[default]
     Auto,
     F32,
     F16,
+    Q8,
+    Q4,
 }
 
-/// Above this many parameters "auto" stores weights as f16: half the memory and bandwidth.
-pub(super) const AUTO_F16_PARAMETERS: u64 = 100_000_000;
+/// Up to this many parameters "auto" keeps weights as f32: the exact numbers, at no real cost.
+pub(super) const AUTO_F32_PARAMETERS: u64 = 100_000_000;
+/// The memory "auto" fits a model in when no `memoryBudget` is given: what a laptop's or a
+/// phone's browser can expect to get (WebGPU cannot say how much memory a device has).
+pub(super) const AUTO_BUDGET: u64 = 2 << 30;
 
 impl DtypeChoice {
-    /// Whether a model of `config` with `vocab` ids stores its weights as f16.
-    pub(super) fn is_f16(self, config: &crate::config::ModelConfig, vocab: usize) -> bool {
-        match self {
-            DtypeChoice::F16 => true,
-            DtypeChoice::F32 => false,
-            DtypeChoice::Auto => config.weight_bytes_per_token(vocab, 1) as u64 > AUTO_F16_PARAMETERS,
-        }
+    /// The dtype a model of `config` with `vocab` ids is stored in, and for "auto" why:
+    /// the first of f16, q8, q4 whose `needs(dtype)` (bytes) fits `budget`, q4 if none does.
+    pub(super) fn resolve(
+        self,
+        config: &crate::config::ModelConfig,
+        vocab: usize,
+        budget: u64,
+        needs: impl Fn(Dtype) -> u64,
+    ) -> (Dtype, Option<String>) {
+        let chosen = match self {
+            DtypeChoice::F32 => Dtype::F32,
+            DtypeChoice::F16 => Dtype::F16,
+            DtypeChoice::Q8 => Dtype::Q8,
+            DtypeChoice::Q4 => Dtype::Q4,
+            DtypeChoice::Auto => {
+                let parameters = config.weight_bytes_per_token(vocab, Dtype::F32, Dtype::F32) as u64 / 4;
+                if parameters <= AUTO_F32_PARAMETERS {
+                    return (Dtype::F32, None);
+                }
+                let mb = |b: u64| format!("{:.0} MB", b as f64 / 1e6);
+                let fits = [Dtype::F16, Dtype::Q8, Dtype::Q4].into_iter().find(|&d| needs(d) <= budget);
+                let dtype = fits.unwrap_or(Dtype::Q4);
+                let larger: Vec<String> = [Dtype::F16, Dtype::Q8]
+                    .into_iter()
+                    .take_while(|&d| d != dtype)
+                    .map(|d| format!("{d} needs {}", mb(needs(d))))
+                    .collect();
+                let why = match (fits, larger.is_empty()) {
+                    (Some(_), true) => format!("it needs {} of {}", mb(needs(dtype)), mb(budget)),
+                    (Some(_), false) => format!("{}, over {}", larger.join(" and "), mb(budget)),
+                    (None, _) => format!("even q4 needs {}, over {}", mb(needs(dtype)), mb(budget)),
+                };
+                return (dtype, Some(format!("weights as {dtype}: {why}")));
+            }
+        };
+        (chosen, None)
     }
 }
 
@@ -63,8 +98,8 @@ impl DtypeChoice {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct LoadOptions {
     pub(super) backend: BackendChoice,
-    /// Weight format on either backend (f16 halves memory; the CPU widens each weight exactly and
-    /// accumulates in f32).
+    /// Weight format on either backend (f16 halves memory, q8 and q4 quantize the parameter tokens;
+    /// compute is f32).
     pub(super) dtype: DtypeChoice,
     /// Positions the WebGPU KV cache holds (default: the model's maximum).
     pub(super) context: Option<usize>,
@@ -156,12 +191,14 @@ impl Compute {
 #[wasm_bindgen(typescript_custom_section)]
 const OPTION_TYPES: &str = r#"
 /** How `Engine.load` runs the model: WebGPU when available ("auto", the default), or one backend;
- *  `dtype` is the weights' format on either backend ("f16" halves memory and bandwidth; the CPU
- *  widens each weight exactly and accumulates in f32). */
+ *  `dtype` is the weights' format on either backend ("f16" halves memory and bandwidth; "q8" and
+ *  "q4" quantize the parameter tokens to 8.5 and 5 bits a weight, the embedding kept f16; compute
+ *  is f32 always). */
 export interface LoadOptions {
   backend?: "auto" | "webgpu" | "cpu";
-  /** "auto" (the default): f16 for models over 100M parameters, f32 below. */
-  dtype?: "auto" | "f32" | "f16";
+  /** "auto" (the default): f32 up to 100M parameters; above, the largest of f16, q8, q4 whose
+   *  memory plan fits `memoryBudget` (default 2 GiB), said in `Engine.notice`. */
+  dtype?: "auto" | "f32" | "f16" | "q8" | "q4";
   /** Positions the WebGPU KV cache holds (default: the model's maximum). */
   context?: number;
   /** Device bytes a WebGPU model may take: a model that needs more is refused before its weights

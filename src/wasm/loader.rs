@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 use wasm_bindgen::prelude::*;
 
-use super::backend::{BackendChoice, Compute, DtypeChoice, LoadOptions};
+use super::backend::{BackendChoice, Compute, LoadOptions, AUTO_BUDGET};
 use super::{js_error, Engine};
 use crate::config::ModelConfig;
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 #[cfg(feature = "gpu")]
-use crate::gpu::{GpuContext, GpuLoader, GpuOptions, WeightDtype};
-use crate::model::{CpuDtype, ModelBuilder};
+use crate::gpu::{DeviceMemory, GpuContext, GpuLoader, GpuOptions};
+use crate::model::{Converter, ModelBuilder};
 use crate::tokenizer::Tokenizer;
 use crate::weights::copy::SafetensorsCopy;
 use crate::weights::stream::{TensorInfo, TensorSink, WeightStream};
@@ -22,12 +23,9 @@ use crate::CpuBackend;
 /// The largest model (in bytes of weights) the CPU backend takes in wasm32's 4 GiB address space.
 const WASM_CPU_LIMIT: u64 = 3 << 30;
 
-/// Where the streamed tensors go.
+/// Where the streamed tensors go, in the dtypes a [`Converter`] in front announces.
 enum LoadSink {
-    Cpu {
-        builder: ModelBuilder<'static>,
-        dtype: CpuDtype,
-    },
+    Cpu(ModelBuilder<'static>),
     #[cfg(feature = "gpu")]
     Gpu(Box<GpuLoader>),
 }
@@ -40,16 +38,15 @@ fn parameters(tensors: &[TensorInfo]) -> u64 {
 impl TensorSink for LoadSink {
     fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
         match self {
-            LoadSink::Cpu { builder, dtype } => {
+            LoadSink::Cpu(builder) => {
                 // Refuse before allocating what cannot fit (the tokenizer and the page need room too).
-                let parameters = parameters(tensors);
-                let bytes = parameters * dtype.bytes() as u64;
+                let bytes: u64 = tensors.iter().map(|t| (t.rows() * t.dtype.row_bytes(t.cols())) as u64).sum();
                 if bytes > WASM_CPU_LIMIT {
                     return Err(Error::Usage(format!(
-                        "the model's {parameters} parameters take {:.1} GB as {} on the CPU backend, more than \
-                         the {:.1} GB WebAssembly can hold; load it with f16 weights or on WebGPU",
+                        "the model's {} parameters take {:.1} GB on the CPU backend as loaded, more than the \
+                         {:.1} GB WebAssembly can hold; load it with q4 weights or on WebGPU",
+                        parameters(tensors),
                         bytes as f64 / 1e9,
-                        dtype.as_str(),
                         WASM_CPU_LIMIT as f64 / 1e9
                     )));
                 }
@@ -62,52 +59,71 @@ impl TensorSink for LoadSink {
 
     fn rows(&mut self, index: usize, row0: usize, values: &[f32]) -> Result<()> {
         match self {
-            LoadSink::Cpu { builder, .. } => builder.rows(index, row0, values),
+            LoadSink::Cpu(builder) => builder.rows(index, row0, values),
             #[cfg(feature = "gpu")]
             LoadSink::Gpu(loader) => loader.rows(index, row0, values),
+        }
+    }
+
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> Result<()> {
+        match self {
+            LoadSink::Cpu(builder) => builder.blocks(index, row0, blocks),
+            #[cfg(feature = "gpu")]
+            LoadSink::Gpu(loader) => loader.blocks(index, row0, blocks),
         }
     }
 }
 
 impl LoadSink {
-    /// Whether the backend stores its matrices as f16.
-    fn f16(&self) -> bool {
-        match self {
-            LoadSink::Cpu { dtype, .. } => *dtype == CpuDtype::F16,
-            #[cfg(feature = "gpu")]
-            LoadSink::Gpu(loader) => loader.dtype() == WeightDtype::F16,
-        }
-    }
-
     async fn into_compute(self) -> Result<Compute> {
         Ok(match self {
-            LoadSink::Cpu { builder, .. } => Compute::Cpu(CpuBackend::new(std::sync::Arc::new(builder.finish()?))),
+            LoadSink::Cpu(builder) => Compute::Cpu(CpuBackend::new(std::sync::Arc::new(builder.finish()?))),
             #[cfg(feature = "gpu")]
             LoadSink::Gpu(loader) => Compute::Gpu(Box::new(loader.finish().await?)),
         })
     }
 }
 
-fn cpu_sink(config: &ModelConfig, vocab: usize, dtype: DtypeChoice) -> LoadSink {
-    let dtype = if dtype.is_f16(config, vocab) { CpuDtype::F16 } else { CpuDtype::F32 };
-    LoadSink::Cpu { builder: ModelBuilder::new(config.clone(), vocab, dtype, None), dtype }
+/// The CPU backend's sink and the dtype `options` choose for it (with why, for "auto").
+fn cpu_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) -> (LoadSink, Dtype, Option<String>) {
+    let needs = |d: Dtype| config.weight_bytes_per_token(vocab, d, d.default_embedding()) as u64;
+    let (dtype, why) = options.dtype.resolve(config, vocab, WASM_CPU_LIMIT, needs);
+    (LoadSink::Cpu(ModelBuilder::new(config.clone(), vocab, None)), dtype, why)
 }
 
-/// The sink `options` ask for, and why "auto" fell back to the CPU if it did.
+/// Both reasons, where there are two.
+fn join(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The sink `options` ask for, the dtype it stores, and why "auto" chose the backend or the dtype
+/// it did.
 #[cfg(feature = "gpu")]
-async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) -> Result<(LoadSink, Option<String>)> {
+async fn open_sink(
+    config: &ModelConfig,
+    vocab: usize,
+    options: &LoadOptions,
+) -> Result<(LoadSink, Dtype, Option<String>)> {
     if options.backend == BackendChoice::Cpu {
-        return Ok((cpu_sink(config, vocab, options.dtype), None));
+        return Ok(cpu_sink(config, vocab, options));
     }
     let context: Arc<GpuContext> = match GpuContext::new().await {
         Ok(context) => context,
         Err(e) if options.backend == BackendChoice::Auto => {
-            let notice = format!("WebGPU unavailable, running on the CPU: {e}");
-            return Ok((cpu_sink(config, vocab, options.dtype), Some(notice)));
+            let (sink, dtype, why) = cpu_sink(config, vocab, options);
+            return Ok((sink, dtype, join(Some(format!("WebGPU unavailable, running on the CPU: {e}")), why)));
         }
         Err(e) => return Err(e),
     };
-    let dtype = if options.dtype.is_f16(config, vocab) { WeightDtype::F16 } else { WeightDtype::F32 };
+    let planned = ModelConfig {
+        max_positions: options.context.map_or(config.max_positions, |c| c.min(config.max_positions)),
+        ..config.clone()
+    };
+    let needs = |d: Dtype| DeviceMemory::of(&planned, vocab, d, d.default_embedding()).total();
+    let (dtype, why) = options.dtype.resolve(config, vocab, options.memory_budget.unwrap_or(AUTO_BUDGET), needs);
     let gpu_shapes = match options.kernels {
         super::backend::KernelsChoice::Auto => None,
         super::backend::KernelsChoice::Gpu => Some(true),
@@ -123,20 +139,25 @@ async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) ->
         ..GpuOptions::default()
     };
     let loader = GpuLoader::new(context, config.clone(), vocab, &gpu_options).await?;
-    Ok((LoadSink::Gpu(Box::new(loader)), None))
+    Ok((LoadSink::Gpu(Box::new(loader)), dtype, why))
 }
 
 #[cfg(not(feature = "gpu"))]
-async fn open_sink(config: &ModelConfig, vocab: usize, options: &LoadOptions) -> Result<(LoadSink, Option<String>)> {
+async fn open_sink(
+    config: &ModelConfig,
+    vocab: usize,
+    options: &LoadOptions,
+) -> Result<(LoadSink, Dtype, Option<String>)> {
     if options.backend == BackendChoice::Webgpu {
         return Err(Error::Gpu("this build has no WebGPU backend (built without the `gpu` feature)".into()));
     }
     let notice = (options.backend == BackendChoice::Auto).then(|| "this build has no WebGPU backend".to_string());
-    Ok((cpu_sink(config, vocab, options.dtype), notice))
+    let (sink, dtype, why) = cpu_sink(config, vocab, options);
+    Ok((sink, dtype, join(notice, why)))
 }
 
 /// A sink that also counts the model's parameters (what `Engine.parameters` reports) and, when
-/// asked, writes a safetensors copy in the backend's dtype (what the page caches).
+/// asked, writes a safetensors copy in the backend's dtypes (what the page caches).
 struct Counted {
     sink: LoadSink,
     parameters: u64,
@@ -160,13 +181,23 @@ impl TensorSink for Counted {
             None => Ok(()),
         }
     }
+
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> Result<()> {
+        self.sink.blocks(index, row0, blocks)?;
+        match &mut self.copy {
+            Some(copy) => copy.blocks(index, row0, blocks),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A model being loaded: push the weights file's bytes in order, then `finish`.
 #[wasm_bindgen]
 pub struct ModelLoader {
     stream: WeightStream,
-    sink: Counted,
+    sink: Converter<Counted>,
+    /// How the backend stores the parameter tokens.
+    dtype: Dtype,
     tokenizer: Tokenizer,
     config: ModelConfig,
     notice: Option<String>,
@@ -187,9 +218,10 @@ impl ModelLoader {
             Some(s) => return Err(Error::Usage(format!("weights size {s} is not a byte count"))),
             None => None,
         };
-        let (sink, notice) = open_sink(&config, tokenizer.vocab_size(), &options).await?;
-        let sink = Counted { sink, parameters: 0, copy: None };
-        Ok(ModelLoader { stream: WeightStream::new(size), sink, tokenizer, config, notice })
+        let vocab = tokenizer.vocab_size();
+        let (sink, dtype, notice) = open_sink(&config, vocab, &options).await?;
+        let sink = Converter::new(config.clone(), vocab, dtype, None, Counted { sink, parameters: 0, copy: None });
+        Ok(ModelLoader { stream: WeightStream::new(size), sink, dtype, tokenizer, config, notice })
     }
 
     pub(super) fn push_bytes(&mut self, bytes: &[u8]) -> Result<()> {
@@ -198,8 +230,9 @@ impl ModelLoader {
 
     pub(super) async fn into_engine(self) -> Result<Engine> {
         self.stream.finish()?;
-        let parameters = self.sink.parameters as usize;
-        let compute = self.sink.sink.into_compute().await?;
+        let counted = self.sink.finish()?;
+        let parameters = counted.parameters as usize;
+        let compute = counted.sink.into_compute().await?;
         Ok(Engine::new(compute, self.tokenizer, self.config, parameters, self.notice))
     }
 }
@@ -218,24 +251,25 @@ impl ModelLoader {
         self.stream.position() as f64
     }
 
-    /// "f16" or "f32": how the backend stores the matrices (what "auto" chose).
+    /// "f32", "f16", "q8" or "q4": how the backend stores the parameter tokens (what "auto"
+    /// chose; the embedding is f16 with q8 and q4).
     #[wasm_bindgen(getter)]
     pub fn dtype(&self) -> String {
-        if self.sink.sink.f16() { "f16" } else { "f32" }.to_string()
+        self.dtype.as_str().to_string()
     }
 
-    /// Also writes a safetensors copy of the weights in the backend's dtype (call before the first
-    /// push): `takeCopy()` after each push gives its writes.
+    /// Also writes a safetensors copy of the weights in the backend's dtypes (call before the
+    /// first push): `takeCopy()` after each push gives its writes.
     #[wasm_bindgen(js_name = keepCopy)]
     pub fn keep_copy(&mut self) {
-        self.sink.copy = Some(SafetensorsCopy::new(self.sink.sink.f16()));
+        self.sink.sink_mut().copy = Some(SafetensorsCopy::new());
     }
 
     /// The copy's writes since the last call: `[position, bytes, position, bytes, ...]`.
     #[wasm_bindgen(js_name = takeCopy)]
     pub fn take_copy(&mut self) -> js_sys::Array {
         let out = js_sys::Array::new();
-        for (at, bytes) in self.sink.copy.as_mut().map(SafetensorsCopy::take).unwrap_or_default() {
+        for (at, bytes) in self.sink.sink_mut().copy.as_mut().map(SafetensorsCopy::take).unwrap_or_default() {
             out.push(&JsValue::from(at as f64));
             out.push(&js_sys::Uint8Array::from(&bytes[..]));
         }
@@ -245,12 +279,12 @@ impl ModelLoader {
     /// The copy's size in bytes and CRC-32 (complete once every byte was pushed).
     #[wasm_bindgen(js_name = copySize, getter)]
     pub fn copy_size(&self) -> f64 {
-        self.sink.copy.as_ref().map_or(0, SafetensorsCopy::size) as f64
+        self.sink.sink().copy.as_ref().map_or(0, SafetensorsCopy::size) as f64
     }
 
     #[wasm_bindgen(js_name = copyChecksum, getter)]
     pub fn copy_checksum(&self) -> u32 {
-        self.sink.copy.as_ref().map_or(0, SafetensorsCopy::checksum)
+        self.sink.sink().copy.as_ref().map_or(0, SafetensorsCopy::checksum)
     }
 
     /// CRC-32 of the bytes pushed so far (what a cached copy of the file is checked against).

@@ -268,8 +268,9 @@ impl Engine {
     /// `WeightsReader`. The weights are read front to back in 1 MiB pieces, each tensor decoded
     /// into the backend's storage as it comes (on WebGPU straight to the device), so they are never
     /// copied whole into wasm memory. `options`: `{ backend?: "auto" | "webgpu" | "cpu", dtype?:
-    /// "f32" | "f16" }`. With "auto" the engine uses WebGPU when the browser offers an adapter,
-    /// else the CPU, and says why in `notice`. `onProgress(done, total)`, if given, is called with
+    /// "auto" | "f32" | "f16" | "q8" | "q4" }` (see `LoadOptions`). With "auto" the engine uses
+    /// WebGPU when the browser offers an adapter, else the CPU, and says why in `notice` (and which
+    /// dtype "auto" chose, and why). `onProgress(done, total)`, if given, is called with
     /// the bytes read so far.
     pub async fn load(
         config: Vec<u8>,
@@ -302,8 +303,9 @@ impl Engine {
     /// errors name it; `undefined` if not), and the load options. Opens the backend first, so a missing WebGPU adapter
     /// shows before any weights are fetched.
     /// What a model of `config` (config.json's bytes) needs on a WebGPU device with `dtype`
-    /// ("f32" | "f16") weights, known before any weights are fetched: `{ weights, kvCache,
-    /// activations, total }` in bytes, for a tokenizer of `vocabSize` ids.
+    /// ("f32" | "f16" | "q8" | "q4"; the embedding f16 with q8 and q4) weights, known before any
+    /// weights are fetched: `{ weights, kvCache, activations, total }` in bytes, for a tokenizer of
+    /// `vocabSize` ids.
     #[cfg(feature = "gpu")]
     #[wasm_bindgen(js_name = planMemory)]
     pub fn plan_memory(
@@ -312,12 +314,8 @@ impl Engine {
         dtype: &str,
     ) -> std::result::Result<JsValue, JsError> {
         let config = ModelConfig::from_json(config).map_err(js_error)?;
-        let dtype = match dtype {
-            "f32" => crate::gpu::WeightDtype::F32,
-            "f16" => crate::gpu::WeightDtype::F16,
-            _ => return Err(JsError::new(&format!("unknown dtype {dtype:?} (f32 or f16)"))),
-        };
-        let plan = crate::gpu::DeviceMemory::of(&config, vocab_size, dtype);
+        let dtype = crate::Dtype::parse(dtype).map_err(js_error)?;
+        let plan = crate::gpu::DeviceMemory::of(&config, vocab_size, dtype, dtype.default_embedding());
         let field = |bytes: u64| JsValue::from(bytes as f64);
         object(&[
             ("weights", field(plan.weights)),

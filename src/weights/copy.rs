@@ -1,29 +1,38 @@
 //! A safetensors copy of a weights stream, written while it loads: what the browser caches, in
-//! the dtype the backend uses (so the 1.5B checkpoint's 6.35 GB of f32 is kept as 3.2 GB of f16).
-//! Every shape is known when the stream announces its tensors, so the header comes first and each
-//! block of rows goes straight to its place in the file: the copy is a list of positioned writes,
-//! never held whole. Its CRC-32 over the whole file is known at the end (combined from the
-//! header's and each tensor's, which are written in order), so a later read can check it.
+//! the dtypes the backend keeps (announced by the [`Converter`](crate::model::Converter) in front:
+//! the 1.5B checkpoint's 6.35 GB of f32 is kept as 3.2 GB of f16, or about 1 GB of q4). Every shape
+//! is known when the stream announces its tensors, so the header comes first and each block of
+//! rows goes straight to its place in the file: the copy is a list of positioned writes, never held
+//! whole. Its CRC-32 over the whole file is known at the end (combined from the header's and each
+//! tensor's, which are written in order), so a later read can check it.
 
+use super::safetensors::quantized_name;
 use super::stream::{TensorInfo, TensorSink};
+use super::DType;
 use crate::error::Result;
 
 /// Rows written at byte `position` of the copy.
 pub type Write = (u64, Vec<u8>);
 
+/// Where a tensor goes in the copy and how its rows are written.
+struct Placed {
+    start: u64,
+    dtype: DType,
+    cols: usize,
+    crc: crc32fast::Hasher,
+}
+
+#[derive(Default)]
 pub struct SafetensorsCopy {
-    /// Matrices in f16 (vectors, the norms, stay f32).
-    f16: bool,
-    /// Per tensor: first byte in the file, bytes per value, values per row, CRC-32 so far.
-    tensors: Vec<(u64, usize, usize, crc32fast::Hasher)>,
+    tensors: Vec<Placed>,
     header: crc32fast::Hasher,
     size: u64,
     pending: Vec<Write>,
 }
 
 impl SafetensorsCopy {
-    pub fn new(f16: bool) -> Self {
-        SafetensorsCopy { f16, tensors: Vec::new(), header: crc32fast::Hasher::new(), size: 0, pending: Vec::new() }
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The writes produced since the last call, in order.
@@ -39,10 +48,16 @@ impl SafetensorsCopy {
     /// CRC-32 of the whole copy, valid once every row was written.
     pub fn checksum(&self) -> u32 {
         let mut all = self.header.clone();
-        for (.., crc) in &self.tensors {
-            all.combine(crc);
+        for t in &self.tensors {
+            all.combine(&t.crc);
         }
         all.finalize()
+    }
+
+    fn write(&mut self, index: usize, row0: usize, bytes: Vec<u8>) {
+        let t = &mut self.tensors[index];
+        t.crc.update(&bytes);
+        self.pending.push((t.start + (row0 * t.dtype.row_bytes(t.cols)) as u64, bytes));
     }
 }
 
@@ -52,14 +67,17 @@ impl TensorSink for SafetensorsCopy {
         let mut at = 0u64;
         let mut layout = Vec::with_capacity(tensors.len());
         for t in tensors {
-            let half = self.f16 && t.shape.len() > 1;
-            let elem = if half { 2 } else { 4 };
-            let bytes = (t.rows() * t.cols() * elem) as u64;
-            header.insert(
-                t.name.clone(),
-                serde_json::json!({ "dtype": if half { "F16" } else { "F32" }, "shape": t.shape, "data_offsets": [at, at + bytes] }),
-            );
-            layout.push((at, elem, t.cols()));
+            // Floats are kept as f16 or f32 (bf16 rows arrive as f32).
+            let dtype = if t.dtype == DType::BF16 { DType::F32 } else { t.dtype };
+            let row_bytes = dtype.row_bytes(t.cols());
+            let bytes = (t.rows() * row_bytes) as u64;
+            let (name, stored, shape) = match dtype.quant() {
+                Some(format) => (quantized_name(&t.name, format), "U8", vec![t.rows(), row_bytes]),
+                None => (t.name.clone(), if dtype == DType::F16 { "F16" } else { "F32" }, t.shape.clone()),
+            };
+            header
+                .insert(name, serde_json::json!({ "dtype": stored, "shape": shape, "data_offsets": [at, at + bytes] }));
+            layout.push((at, dtype, t.cols()));
             at += bytes;
         }
         let mut json = serde_json::Value::Object(header).to_string().into_bytes();
@@ -72,21 +90,23 @@ impl TensorSink for SafetensorsCopy {
         self.pending.push((0, head));
         self.tensors = layout
             .into_iter()
-            .map(|(at, elem, cols)| (data_start + at, elem, cols, crc32fast::Hasher::new()))
+            .map(|(at, dtype, cols)| Placed { start: data_start + at, dtype, cols, crc: crc32fast::Hasher::new() })
             .collect();
         self.size = data_start + at;
         Ok(())
     }
 
     fn rows(&mut self, index: usize, row0: usize, values: &[f32]) -> Result<()> {
-        let (start, elem, cols, crc) = &mut self.tensors[index];
-        let bytes: Vec<u8> = if *elem == 2 {
-            values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect()
-        } else {
-            values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        let bytes: Vec<u8> = match self.tensors[index].dtype {
+            DType::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         };
-        crc.update(&bytes);
-        self.pending.push((*start + (row0 * *cols * *elem) as u64, bytes));
+        self.write(index, row0, bytes);
+        Ok(())
+    }
+
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> Result<()> {
+        self.write(index, row0, blocks.to_vec());
         Ok(())
     }
 }
@@ -104,7 +124,9 @@ mod tests {
             TensorInfo { name: "v".into(), dtype: DType::F32, shape: vec![4] },
         ];
         for f16 in [false, true] {
-            let mut copy = SafetensorsCopy::new(f16);
+            let mut tensors = tensors.clone();
+            tensors[0].dtype = if f16 { DType::F16 } else { DType::F32 };
+            let mut copy = SafetensorsCopy::new();
             copy.begin(&tensors).unwrap();
             // Rows out of tensor order, as a pytorch_model.bin's storages arrive.
             copy.rows(1, 0, &[9.0, 8.0, 7.0, 6.0]).unwrap();

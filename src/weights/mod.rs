@@ -19,29 +19,47 @@ pub mod stream;
 
 use crate::error::{Error, Result};
 use crate::model::Projection;
+use crate::quant::QuantFormat;
 
-/// Element types a weight file may hold. Compute is always f32.
+/// Element types a weight file may hold: floats, or rows of quantized blocks ([`crate::quant`]).
+/// Compute is always f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DType {
     F32,
     F16,
     BF16,
+    Q8,
+    Q4,
 }
 
 impl DType {
-    pub fn size(self) -> usize {
+    /// Bytes of a row of `cols` values.
+    pub fn row_bytes(self, cols: usize) -> usize {
         match self {
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
+            DType::F32 => 4 * cols,
+            DType::F16 | DType::BF16 => 2 * cols,
+            DType::Q8 => QuantFormat::Q8.row_bytes(cols),
+            DType::Q4 => QuantFormat::Q4.row_bytes(cols),
         }
     }
 
-    /// Appends the little-endian values in `bytes` to `out` as f32 (f16 and bf16 widen exactly).
-    pub fn decode(self, bytes: &[u8], out: &mut Vec<f32>) {
+    pub fn quant(self) -> Option<QuantFormat> {
+        match self {
+            DType::Q8 => Some(QuantFormat::Q8),
+            DType::Q4 => Some(QuantFormat::Q4),
+            _ => None,
+        }
+    }
+
+    /// Appends the little-endian values in `bytes`, whole rows of `cols` values, to `out` as f32
+    /// (f16 and bf16 widen exactly; blocks are dequantized).
+    pub fn decode(self, bytes: &[u8], cols: usize, out: &mut Vec<f32>) {
         match self {
             DType::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
             DType::F16 => out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())),
             DType::BF16 => out.extend(bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+            DType::Q8 => out.extend(QuantFormat::Q8.dequantize_rows(cols, bytes)),
+            DType::Q4 => out.extend(QuantFormat::Q4.dequantize_rows(cols, bytes)),
         }
     }
 }
@@ -97,12 +115,13 @@ pub struct TensorEntry {
 }
 
 impl TensorEntry {
-    /// Reads and decodes the tensor to f32 (f16 and bf16 widen exactly). The file is read in
-    /// blocks, so only the decoded tensor is held whole.
+    /// Reads and decodes the tensor to f32 (f16 and bf16 widen exactly, blocks are dequantized).
+    /// The file is read in blocks of whole rows, so only the decoded tensor is held whole.
     pub fn read_f32(&self, file: &dyn WeightsFile) -> Result<Vec<f32>> {
-        const BLOCK: u64 = 4 << 20;
-        let elem = self.dtype.size() as u64;
-        let values = self.range.end.saturating_sub(self.range.start) / elem;
+        let cols = self.shape.last().copied().unwrap_or(1);
+        let row_bytes = self.dtype.row_bytes(cols).max(1) as u64;
+        let block = ((4 << 20) / row_bytes).max(1) * row_bytes;
+        let values = self.range.end.saturating_sub(self.range.start) / row_bytes * cols as u64;
         // Reserved fallibly: a tensor larger than memory (a tab's wasm heap) is an error, not an abort.
         let mut out = Vec::new();
         usize::try_from(values)
@@ -111,9 +130,9 @@ impl TensorEntry {
             .ok_or_else(|| Error::OutOfMemory { name: self.name.clone(), bytes: values.saturating_mul(4) })?;
         let mut at = self.range.start;
         while at < self.range.end {
-            let end = (at + BLOCK).min(self.range.end);
+            let end = (at + block).min(self.range.end);
             let bytes = read_range(file, at..end)?;
-            self.dtype.decode(&bytes, &mut out);
+            self.dtype.decode(&bytes, cols, &mut out);
             at = end;
         }
         Ok(out)

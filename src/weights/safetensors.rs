@@ -1,10 +1,14 @@
-//! safetensors files through the `safetensors` crate: reading any of F32/F16/BF16, writing F32/F16.
+//! safetensors files through the `safetensors` crate: reading any of F32/F16/BF16, writing F32/F16,
+//! and quantized matrices (q8, q4) both ways. A quantized matrix is one U8 tensor named after the
+//! matrix with `.q8` or `.q4` appended, shape `[rows, bytes per row]`: each row its blocks
+//! ([`crate::quant`]), so rows stream like any other tensor's.
 
 use safetensors::tensor::{Dtype, TensorView};
 use serde::de::{Deserializer, MapAccess, Visitor};
 
 use super::{read_range, DType, TensorEntry, WeightsFile};
 use crate::error::{Error, Result};
+use crate::quant::{QuantFormat, GROUP};
 
 /// The format's own bound on the JSON header (the `safetensors` crate's `MAX_HEADER_SIZE`).
 const MAX_HEADER: u64 = 100_000_000;
@@ -75,18 +79,41 @@ pub(super) fn parse_header(header: &[u8]) -> Result<Vec<TensorEntry>> {
         }
         let info: RawTensorInfo =
             serde_json::from_value(record).map_err(|e| bad(format!("tensor {name:?}: invalid record: {e}")))?;
-        let dtype = match info.dtype.as_str() {
-            "F32" => DType::F32,
-            "F16" => DType::F16,
-            "BF16" => DType::BF16,
+        let quant = quant_suffix(&name);
+        let dtype = match (info.dtype.as_str(), quant) {
+            ("F32", None) => DType::F32,
+            ("F16", None) => DType::F16,
+            ("BF16", None) => DType::BF16,
+            ("U8", Some(QuantFormat::Q8)) => DType::Q8,
+            ("U8", Some(QuantFormat::Q4)) => DType::Q4,
+            (dtype, Some(format)) => {
+                return Err(bad(format!("tensor {name:?}: {} blocks are stored as U8, not {dtype}", format.as_str())))
+            }
             _ => return Err(Error::UnsupportedDtype { name, dtype: info.dtype }),
         };
         let [start, end] = info.data_offsets;
-        let bytes = info.shape.iter().try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d));
+        let elem = if quant.is_some() { 1 } else { dtype.row_bytes(1) as u64 };
+        let bytes = info.shape.iter().try_fold(elem, |acc, &d| acc.checked_mul(d));
         let shape: Option<Vec<usize>> = info.shape.iter().map(|&d| usize::try_from(d).ok()).collect();
-        let (Some(shape), true) = (shape, end >= start && bytes == Some(end - start)) else {
+        let (Some(mut shape), true) = (shape, end >= start && bytes == Some(end - start)) else {
             return Err(bad(format!("tensor {name:?}: shape {:?} does not match bytes {start}..{end}", info.shape)));
         };
+        let mut name = name;
+        if let Some(format) = quant {
+            // [rows, bytes per row] -> [rows, values per row] (whole groups).
+            let block = format.block_bytes();
+            match shape[..] {
+                [_, row_bytes] if row_bytes > 0 && row_bytes % block == 0 => shape[1] = row_bytes / block * GROUP,
+                _ => {
+                    return Err(bad(format!(
+                        "tensor {name:?}: shape {shape:?} is not [rows, bytes per row] of whole {block}-byte {} \
+                         blocks",
+                        format.as_str()
+                    )))
+                }
+            }
+            name.truncate(name.len() - 3);
+        }
         let range = data_start.checked_add(start).zip(data_start.checked_add(end)).map(|(a, b)| a..b);
         let range = range.ok_or_else(|| bad(format!("tensor {name:?}: bytes {start}..{end} overflow")))?;
         entries.push(TensorEntry { name, dtype, shape, range });
@@ -100,6 +127,16 @@ pub(super) fn parse_header(header: &[u8]) -> Result<Vec<TensorEntry>> {
         at = e.range.end;
     }
     Ok(entries)
+}
+
+/// The name a quantized tensor is stored under: the matrix's, with `.q8` or `.q4` appended.
+pub fn quantized_name(name: &str, format: QuantFormat) -> String {
+    format!("{name}.{}", format.as_str())
+}
+
+/// The block format a quantized tensor's name ends with (`.q8`, `.q4`).
+fn quant_suffix(name: &str) -> Option<QuantFormat> {
+    name.rsplit_once('.').and_then(|(_, suffix)| QuantFormat::parse(suffix))
 }
 
 /// One tensor's record in the header, before any check (the `safetensors` crate's own parser
@@ -131,35 +168,38 @@ impl<'de> Visitor<'de> for HeaderVisitor {
     }
 }
 
-/// Output precision of `tokenformer convert`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreDtype {
-    F32,
-    F16,
+/// One tensor's data as it is written.
+pub enum Stored<'a> {
+    F32(&'a [f32]),
+    /// f32 values, rounded to f16 as they are written.
+    F16(&'a [f32]),
+    /// Rows of quantized blocks (the shape given is the matrix's, [rows, values per row]).
+    Blocks(QuantFormat, &'a [u8]),
 }
 
-/// Serialises f32 tensors as one safetensors file, rounding to f16 when asked.
-pub fn write<'a>(
-    tensors: impl IntoIterator<Item = (String, Vec<usize>, &'a [f32])>,
-    dtype: StoreDtype,
-) -> Result<Vec<u8>> {
-    let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+/// A tensor's name, dtype, shape and bytes as written.
+type Encoded<'a> = (String, Dtype, Vec<usize>, std::borrow::Cow<'a, [u8]>);
+
+/// Serialises tensors as one safetensors file; quantized ones as U8 tensors named `NAME.q8` or
+/// `NAME.q4`, shape `[rows, bytes per row]`.
+pub fn write<'a>(tensors: impl IntoIterator<Item = (String, Vec<usize>, Stored<'a>)>) -> Result<Vec<u8>> {
+    let encoded: Vec<Encoded<'a>> = tensors
         .into_iter()
-        .map(|(name, shape, data)| {
-            let bytes = match dtype {
-                StoreDtype::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                StoreDtype::F16 => data.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
-            };
-            (name, shape, bytes)
+        .map(|(name, shape, data)| match data {
+            Stored::F32(v) => (name, Dtype::F32, shape, v.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            Stored::F16(v) => {
+                (name, Dtype::F16, shape, v.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
+            }
+            Stored::Blocks(format, bytes) => {
+                let rows = shape.first().copied().unwrap_or(0);
+                let row_bytes = bytes.len().checked_div(rows).unwrap_or(0);
+                (quantized_name(&name, format), Dtype::U8, vec![rows, row_bytes], bytes.into())
+            }
         })
         .collect();
-    let st_dtype = match dtype {
-        StoreDtype::F32 => Dtype::F32,
-        StoreDtype::F16 => Dtype::F16,
-    };
     let mut views = Vec::with_capacity(encoded.len());
-    for (name, shape, bytes) in &encoded {
-        let view = TensorView::new(st_dtype, shape.clone(), bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
+    for (name, dtype, shape, bytes) in &encoded {
+        let view = TensorView::new(*dtype, shape.clone(), bytes).map_err(|e| Error::Safetensors(e.to_string()))?;
         views.push((name.clone(), view));
     }
     safetensors::tensor::serialize(views, None).map_err(|e| Error::Safetensors(e.to_string()))
@@ -179,14 +219,15 @@ mod tests {
     #[test]
     fn round_trips_f32_and_f16() {
         let a = [1.0f32, -2.5, 3.25, 0.1];
-        for dtype in [StoreDtype::F32, StoreDtype::F16] {
-            let bytes = write([("a".to_string(), vec![2, 2], &a[..])], dtype).unwrap();
+        for f16 in [false, true] {
+            let data = if f16 { Stored::F16(&a) } else { Stored::F32(&a) };
+            let bytes = write([("a".to_string(), vec![2, 2], data)]).unwrap();
             let t = index(&&bytes[..]).unwrap();
             assert_eq!(t.len(), 1);
             assert_eq!(t[0].shape, vec![2, 2]);
             let back = t[0].read_f32(&&bytes[..]).unwrap();
             for (x, y) in a.iter().zip(&back) {
-                assert!((x - y).abs() <= if dtype == StoreDtype::F32 { 0.0 } else { 1e-3 }, "{x} {y}");
+                assert!((x - y).abs() <= if f16 { 1e-3 } else { 0.0 }, "{x} {y}");
             }
         }
     }
@@ -213,7 +254,7 @@ mod tests {
         let h = r#"{"a":{"dtype":"I64","shape":[2],"data_offsets":[0,16]}}"#;
         assert!(matches!(read(&file_with_header(h, &[0; 16])), Err(Error::UnsupportedDtype { .. })));
         // Truncated: a valid file cut short.
-        let full = write([("a".to_string(), vec![4], &[1.0f32; 4][..])], StoreDtype::F32).unwrap();
+        let full = write([("a".to_string(), vec![4], Stored::F32(&[1.0f32; 4]))]).unwrap();
         assert!(matches!(read(&full[..full.len() - 3]), Err(Error::Safetensors(_))));
         // Padded: bytes after the last tensor.
         let mut padded = full.clone();

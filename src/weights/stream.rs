@@ -37,6 +37,9 @@ pub trait TensorSink {
     /// Rows `row0..` of tensor `index` (of `begin`'s list), decoded to f32: `values.len()` is a
     /// whole number of rows. Each tensor's rows arrive in order, each exactly once.
     fn rows(&mut self, index: usize, row0: usize, values: &[f32]) -> Result<()>;
+    /// Rows `row0..` of a quantized tensor (dtype Q8 or Q4), as stored: whole rows of blocks,
+    /// whose scales are finite. Arrive as `rows` do.
+    fn blocks(&mut self, index: usize, row0: usize, blocks: &[u8]) -> Result<()>;
 }
 
 /// Rows are decoded and handed over in blocks of about this many bytes of f32.
@@ -52,6 +55,7 @@ struct Assembly {
     name: String,
     dtype: DType,
     row_bytes: usize,
+    cols: usize,
     rows: usize,
     next_row: usize,
     partial: Vec<u8>,
@@ -66,7 +70,8 @@ impl Router {
             .map(|t| Assembly {
                 name: t.name.clone(),
                 dtype: t.dtype,
-                row_bytes: t.cols() * t.dtype.size(),
+                row_bytes: t.dtype.row_bytes(t.cols()),
+                cols: t.cols(),
                 rows: if t.cols() == 0 { 0 } else { t.rows() },
                 next_row: 0,
                 partial: Vec::new(),
@@ -94,7 +99,7 @@ impl Router {
             a.partial.clear();
         }
         let whole = bytes.len() / a.row_bytes * a.row_bytes;
-        let block = (BLOCK_BYTES / 4 * a.dtype.size()).max(a.row_bytes) / a.row_bytes * a.row_bytes;
+        let block = (BLOCK_BYTES / (4 * a.cols)).max(1) * a.row_bytes;
         for rows in bytes[..whole].chunks(block) {
             deliver(a, index, rows, &mut self.decoded, sink)?;
         }
@@ -120,8 +125,19 @@ fn deliver(
     if a.next_row + n > a.rows {
         return Err(Error::Usage(format!("tensor {} received more rows than its shape holds", a.name)));
     }
+    if let Some(format) = a.dtype.quant() {
+        for (r, row) in bytes.chunks_exact(a.row_bytes).enumerate() {
+            format.check_row(row).map_err(|e| Error::BadBlocks {
+                name: format!("{}.{}", a.name, format.as_str()),
+                message: format!("row {}: {e}", a.next_row + r),
+            })?;
+        }
+        sink.blocks(index, a.next_row, bytes)?;
+        a.next_row += n;
+        return Ok(());
+    }
     decoded.clear();
-    a.dtype.decode(bytes, decoded);
+    a.dtype.decode(bytes, a.cols, decoded);
     // No TokenFormer tensor may hold NaN or infinity: refused as it arrives, in either format.
     if decoded.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite { name: a.name.clone() });
@@ -319,6 +335,9 @@ pub fn verify(bytes: &[u8], chunk: usize) -> Result<Vec<TensorInfo>> {
             Ok(())
         }
         fn rows(&mut self, _: usize, _: usize, _: &[f32]) -> Result<()> {
+            Ok(())
+        }
+        fn blocks(&mut self, _: usize, _: usize, _: &[u8]) -> Result<()> {
             Ok(())
         }
     }

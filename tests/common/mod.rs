@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use tokenformer::loader::ModelPaths;
-use tokenformer::{CpuBackend, Model, SamplingParams, Tokenizer};
+use tokenformer::{CpuBackend, Dtype, Model, SamplingParams, Tokenizer};
 
 /// Every model fixture, one per norm_activation_type, plus bf16 safetensors in the project's layout.
 pub const VARIANTS: [&str; 4] = ["l2_norm_gelu", "gelu_l2_norm", "softmax", "l2_norm_gelu_bf16"];
@@ -57,7 +57,7 @@ pub fn expected(name: &str) -> Expected {
 
 pub fn load(name: &str) -> (Model, Tokenizer) {
     let paths = ModelPaths::resolve(&fixture_dir(name), None, None).unwrap();
-    paths.load(&mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"))
+    paths.load((Dtype::F32, None), &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 pub fn cpu(model: Model) -> CpuBackend {

@@ -169,7 +169,7 @@ fn stored_tensors(root: Value) -> Result<Vec<StoredTensor>> {
 fn describe(name: &str, t: &TensorRef) -> Result<StoredTensor> {
     let overflow = || PytorchError::SizeOverflow { name: name.to_owned() };
     let dtype = t.storage.dtype;
-    let elem = dtype.size();
+    let elem = dtype.row_bytes(1);
     let shape = t.shape.iter().map(|&d| usize::try_from(d).map_err(|_| overflow())).collect::<Result<Vec<usize>>>()?;
     let numel = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
     let nbytes = numel.checked_mul(elem).ok_or_else(overflow)?;

@@ -41,7 +41,7 @@ fn halves(file: &[u8], t: &PickledTensor) -> Vec<f32> {
             match t.dtype {
                 DType::F16 => f16_to_f32(bits),
                 DType::BF16 => f32::from_bits(u32::from(bits) << 16),
-                DType::F32 => panic!("not a half type"),
+                other => panic!("{other:?} is not a half type"),
             }
         })
         .collect()

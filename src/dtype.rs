@@ -1,0 +1,69 @@
+//! How a model's weight matrices are stored on either backend: the one choice behind every
+//! `--dtype`, the JS `dtype` option and the page's Weights menu. Compute is always f32.
+
+use crate::error::{Error, Result};
+use crate::quant::QuantFormat;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    F32,
+    /// Half the bytes; widened exactly to f32 as it is read.
+    F16,
+    /// int8 in groups of 32 with an f16 scale (8.5 bits a weight): see [`crate::quant`].
+    Q8,
+    /// 4-bit in groups of 32 with an f16 scale and minimum (5 bits a weight).
+    Q4,
+}
+
+impl Dtype {
+    pub const ALL: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::Q8, Dtype::Q4];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == name)
+            .ok_or_else(|| Error::Usage(format!("unknown dtype {name:?} (f32, f16, q8 or q4)")))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Q8 => "q8",
+            Self::Q4 => "q4",
+        }
+    }
+
+    /// The block format of a quantized dtype.
+    pub fn quant(self) -> Option<QuantFormat> {
+        match self {
+            Self::F32 | Self::F16 => None,
+            Self::Q8 => Some(QuantFormat::Q8),
+            Self::Q4 => Some(QuantFormat::Q4),
+        }
+    }
+
+    /// Bytes of a row of `cols` values, as the CPU backend and weight files store it.
+    pub fn row_bytes(self, cols: usize) -> usize {
+        match (self, self.quant()) {
+            (_, Some(q)) => q.row_bytes(cols),
+            (Self::F16, None) => 2 * cols,
+            _ => 4 * cols,
+        }
+    }
+
+    /// The embedding's dtype when the parameter tokens take `self`: f16 for the quantized formats
+    /// (on the built-in model, quantizing the tied head to q4 as well roughly doubles q4's loss).
+    pub fn default_embedding(self) -> Dtype {
+        match self {
+            Self::Q8 | Self::Q4 => Self::F16,
+            same => same,
+        }
+    }
+}
+
+impl std::fmt::Display for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
