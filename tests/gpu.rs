@@ -357,6 +357,38 @@ fn f16_weights_stay_within_the_stated_tolerance() {
     }
 }
 
+/// Quantized weights (q8, q4) on the device: the quantized fixtures, kept as blocks by both
+/// backends, in a CPU adapter's and a GPU's kernel shapes, against the CPU on the same blocks and
+/// the reference on their dequantized weights (1e-3), with the reference's greedy and seeded tokens.
+#[test]
+fn quantized_weights_match_the_cpu_and_the_reference() {
+    let run = |backend: &mut dyn Backend, prompt: &[u32], params: &SamplingParams, eos| {
+        generate(backend, prompt, params, eos, |_| ControlFlow::Continue(())).unwrap().ids
+    };
+    for (variant, _, dtype) in common::QUANTIZED {
+        let exp = expected(variant);
+        let (model, tokenizer) = common::load_as(variant, dtype);
+        let options = |s| GpuOptions { dtype, gpu_shapes: Some(s), ..Default::default() };
+        let mut gpus = [false, true].map(|s| gpu(&model, &options(s)));
+        let mut c = cpu(model);
+        for case in &exp.cases {
+            let want = logits(&mut c, &case.ids);
+            for (g, shapes) in gpus.iter_mut().zip([false, true]) {
+                let got = logits(g, &case.ids);
+                let err = max_abs_diff(got.iter().copied(), want.iter().copied());
+                assert!(err < LOGITS_TOLERANCE, "{variant} gpu shapes {shapes}: max |GPU - CPU| {err:e}");
+                let err = max_abs_diff(got, case.logits.iter().flatten().copied());
+                assert!(err < LOGITS_TOLERANCE, "{variant} gpu shapes {shapes}: max |GPU - reference| {err:e}");
+                let eos = tokenizer.eos_id();
+                assert_eq!(run(g, &case.ids, &SamplingParams::greedy(32), eos), case.greedy, "{variant} greedy");
+                for s in &case.sampled {
+                    assert_eq!(run(g, &case.ids, &s.params, eos), s.ids, "{variant} {:?}", s.params);
+                }
+            }
+        }
+    }
+}
+
 /// The model with every weight the device stores as f16 rounded to f16 (final norm stays f32).
 fn round_to_f16(model: Model) -> Model {
     let rounded = model.into_dtype(Dtype::F16, None).unwrap().into_dtype(Dtype::F32, None).unwrap();

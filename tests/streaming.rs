@@ -97,7 +97,8 @@ fn real_torch_save_files_stream_like_they_read_whole() {
 
 #[test]
 fn every_fixture_streams_to_the_same_tensors_and_model() {
-    for fixture in ["l2_norm_gelu", "gelu_l2_norm", "softmax", "l2_norm_gelu_bf16"] {
+    let quantized = ["l2_norm_gelu_q8", "l2_norm_gelu_q4", "gelu_l2_norm_q4", "softmax_q4"];
+    for fixture in ["l2_norm_gelu", "gelu_l2_norm", "softmax", "l2_norm_gelu_bf16"].into_iter().chain(quantized) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(fixture);
         let paths = ModelPaths::resolve(&dir, None, None).unwrap();
         let bytes = std::fs::read(&paths.weights).unwrap();

@@ -25,6 +25,7 @@ import zipfile
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.numpy import save_file as save_numpy
 from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -172,6 +173,67 @@ def to_bf16(a):
     """float32 -> bf16 (round to nearest even, as torch does) -> float32 again, plus the torch bf16 tensor."""
     t = torch.from_numpy(a).to(torch.bfloat16)
     return t.float().numpy(), t
+
+
+def round_half_away(x):
+    """float32 values rounded to integers, halves away from zero (Rust's f32::round), exactly."""
+    x = x.astype(np.float64)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def quantize(fmt, w):
+    """Rows of float32 values [rows, cols] as rows of blocks (uint8), written here from src/quant.rs's rule and
+    not from its code, so the fixtures check Rust's quantizer byte for byte: each group of 32 values (the last one
+    of a row may be short: values past the row are not part of its range and get q = 0), in float32,
+    q8: d = f16(max |w| / 127), q = clamp(round(w / d), -127, 127);
+    q4: m = f16(min w), d = f16((max w - min w) / 15), q = clamp(round((w - m) / d), 0, 15);
+    halves rounded away from zero, q = 0 where d = 0. Blocks: f16 d, (q4: f16 m,) then the quants (q4: byte j holds
+    q[2j] in its low nibble, q[2j+1] in its high)."""
+    w = np.asarray(w, dtype=np.float32)
+    rows, cols = w.shape
+    groups = -(-cols // ref.GROUP)
+    g = np.zeros((rows, groups * ref.GROUP), np.float32)
+    g[:, :cols] = w
+    g = g.reshape(rows, groups, ref.GROUP)
+    valid = (np.arange(groups * ref.GROUP) < cols).reshape(groups, ref.GROUP)[None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if fmt == "q8":
+            d = (np.where(valid, np.abs(g), 0).max(-1) / np.float32(127)).astype(np.float16)
+            d32 = d.astype(np.float32)[..., None]
+            q = np.clip(round_half_away(g / d32), -127, 127)
+            q = np.where(valid & (d32 > 0), q, 0).astype(np.int8).view(np.uint8)
+            parts = [d[..., None].view(np.uint8), q]
+        else:
+            lo = np.where(valid, g, np.inf).min(-1)
+            hi = np.where(valid, g, -np.inf).max(-1)
+            m, d = lo.astype(np.float16), ((hi - lo) / np.float32(15)).astype(np.float16)
+            d32, m32 = d.astype(np.float32)[..., None], m.astype(np.float32)[..., None]
+            q = np.clip(round_half_away((g - m32) / d32), 0, 15)
+            q = np.where(valid & (d32 > 0), q, 0).astype(np.uint8)
+            parts = [d[..., None].view(np.uint8), m[..., None].view(np.uint8), q[..., 0::2] | (q[..., 1::2] << 4)]
+    assert np.isfinite(d.astype(np.float32)).all(), "a scale beyond f16's range"
+    return np.concatenate(parts, axis=-1).reshape(rows, -1)
+
+
+def write_quantized(folder, fmt, w, names, config, tokenizer_json):
+    """A project-layout folder whose parameter tokens are quantized to `fmt` (values as Vᵀ, grouped along the
+    slots), the embedding f16 (the runtime's default with q8 and q4), the final norm f32."""
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder)
+    write_json(os.path.join(folder, "config.json"), config)
+    with open(os.path.join(folder, "tokenizer.json"), "w", encoding="utf-8", newline="\n") as f:
+        f.write(tokenizer_json)
+    tensors = {}
+    for k, v in w.items():
+        name = names[k]
+        if name.endswith("_param_tokens"):
+            rows = v.T if name.endswith("value_param_tokens") else v
+            tensors[f"{name}.{fmt}"] = quantize(fmt, rows)
+        elif name == "embed.weight":
+            tensors[name] = v.astype(np.float16)
+        else:
+            tensors[name] = v.astype(np.float32)
+    save_numpy(tensors, os.path.join(folder, "model.safetensors"))
 
 
 # ----------------------------------------------------------------------------------------------- independent check
@@ -472,18 +534,31 @@ def main():
                             f32_agreement(model, ref.Config(config), w, exp, True), logit_spread(exp))
         inspected.append((variant, model, ref.Config(config), w, tok))
 
+        names = {ref.authors_name(j, p, kv): ref.project_name(j, p, kv)
+                 for j in range(spec["num_layers"]) for p in ref.PROJS for kv in ("key", "value")}
+        L = spec["num_layers"]
+        names |= {"sequential.0.word_embeddings.weight": "embed.weight",
+                  f"sequential.{L + 3}.norm.weight": "final_norm.weight",
+                  f"sequential.{L + 3}.norm.bias": "final_norm.bias"}
+        for fmt in ("q8", "q4"):  # the weights quantized, project layout + names
+            name = f"{variant}_{fmt}"
+            qf = os.path.join(OUT, name)
+            write_quantized(qf, fmt, w, names, config, tok_json)
+            mq = ref.load_model(qf)
+            expq = expected_for(mq, tok, name, vi, long_case=False)
+            write_json(os.path.join(qf, "expected.json"), expq)
+            wq = {"embed.weight": mq.embed, "final_norm.weight": mq.final_w, "final_norm.bias": mq.final_b}
+            wq |= {ref.project_name(j, p, kv): mq.blocks[j][p][i]
+                   for j in range(L) for p in ref.PROJS for i, kv in enumerate(("key", "value"))}
+            summary[name] = (cross_check(mq, ref.Config(config), wq, expq, False),
+                             f32_agreement(mq, ref.Config(config), wq, expq, False), logit_spread(expq))
+
         if variant == "l2_norm_gelu":  # same weights rounded to bf16, project layout + names
             bf = os.path.join(OUT, "l2_norm_gelu_bf16")
             shutil.rmtree(bf, ignore_errors=True)
             os.makedirs(bf)
             write_json(os.path.join(bf, "config.json"), config | {"torch_dtype": "bfloat16"})
             shutil.copyfile(os.path.join(folder, "tokenizer.json"), os.path.join(bf, "tokenizer.json"))
-            names = {ref.authors_name(j, p, kv): ref.project_name(j, p, kv)
-                     for j in range(spec["num_layers"]) for p in ref.PROJS for kv in ("key", "value")}
-            L = spec["num_layers"]
-            names |= {"sequential.0.word_embeddings.weight": "embed.weight",
-                      f"sequential.{L + 3}.norm.weight": "final_norm.weight",
-                      f"sequential.{L + 3}.norm.bias": "final_norm.bias"}
             wb, tensors = {}, {}
             for k, v in w.items():
                 wb[names[k]], tensors[names[k]] = to_bf16(v)

@@ -12,10 +12,15 @@ Convention for the degenerate case the released code leaves undefined: when the 
 `gelu_l2_norm` is exactly zero (e.g. an all-zero score row), that row of Theta is all zeros (the released code would
 produce NaN). `softmax` has no degenerate case (a zero row gives Theta = all ones).
 
+Quantized weights (README, "Weight files"; src/quant.rs) are read as the float values their blocks stand for, by the
+one dequantization rule: a group of 32 values of a row holds an f16 scale d (and for q4 an f16 minimum m) and a quant q
+per value; the value is d*q (q8) or d*q + m (q4), evaluated in float32. The reference then computes in float64 from
+those values, like from any other weights.
+
 Usage as a library: `model = load_model(folder)`, `forward(model, ids)`, `generate(model, ids, params)`,
 `perplexity(model, ids, window, stride)`, `inspect(model, ids, layer)` (Theta of every Pattention layer of a block and
-its attention probabilities, for the inspector). Requires numpy and tokenizers; torch only to read pytorch_model.bin,
-safetensors only to read model.safetensors.
+its attention probabilities, for the inspector). Requires numpy and tokenizers: pytorch_model.bin and model.safetensors
+are read by the small readers below.
 
 Usage as a command: `python3 tools/reference.py tests/fixtures/<model>...` recomputes each folder's expected.json
 from its weights and prints the largest logit difference and whether every generated id and the eval agree.
@@ -144,6 +149,8 @@ class Config:
         self.kind = raw.get("norm_activation_type", "l2_norm_gelu")
         self.eps = float(raw.get("layernorm_epsilon", 1e-5))
         self.max_positions = raw["max_position_embeddings"]
+        self.slots = {"query": raw["qkv_slot_num"], "key": raw["qkv_slot_num"], "value": raw["qkv_slot_num"],
+                      "proj": raw["proj_slot_num"], "ffn": raw["ffn_slot_num"]}
 
 
 def authors_name(j, proj, kv):
@@ -185,15 +192,114 @@ def load_model(folder):
     vocab_size = Tokenizer.from_file(os.path.join(folder, "tokenizer.json")).get_vocab_size(with_added_tokens=True)
     bin_path = os.path.join(folder, "pytorch_model.bin")
     if os.path.exists(bin_path):
-        import torch
-
-        sd = torch.load(bin_path, map_location="cpu", weights_only=True)
-        tensors = {k: v.double().numpy() for k, v in sd.items()}
-        return Model(cfg, tensors, vocab_size, authors_names=True)
-    from safetensors.torch import load_file
-
-    tensors = {k: v.double().numpy() for k, v in load_file(os.path.join(folder, "model.safetensors")).items()}
+        return Model(cfg, read_pytorch_bin(bin_path), vocab_size, authors_names=True)
+    tensors = read_safetensors(os.path.join(folder, "model.safetensors"))
+    for name, t in tensors.items():
+        if isinstance(t, tuple):
+            # Blocks hold whole groups: cut rows to the config's width; values come back from Vᵀ to V.
+            proj = name.split(".")[-2] if name.startswith("blocks.") else None
+            values = name.endswith("value_param_tokens")
+            tensors[name] = t[1][:, : cfg.slots[proj]].T if values else t[1][:, : cfg.d]
     return Model(cfg, tensors, vocab_size, authors_names=False)
+
+
+# ----------------------------------------------------------------------------------------------- weight files
+
+GROUP = 32  # values per quantization group
+
+
+def dequantize(fmt, blocks, cols):
+    """The values of rows of blocks (uint8 [rows, bytes per row]) as float32 [rows, cols], by the one rule:
+    q8 block (34 bytes): f16 d, 32 int8 q; value d*q. q4 block (20 bytes): f16 d, f16 m, 16 bytes whose byte j holds
+    q[2j] in its low nibble and q[2j+1] in its high; value d*q + m. Both in float32 (d*q is exact; q4 rounds the sum
+    once). Values past `cols` in a row's last block are padding."""
+    size = {"q8": 2 + GROUP, "q4": 4 + GROUP // 2}[fmt]
+    rows = blocks.shape[0]
+    b = blocks.reshape(rows, -1, size)
+    d = b[:, :, 0:2].copy().view(np.float16).astype(np.float32)  # [rows, groups, 1]
+    if fmt == "q8":
+        q = b[:, :, 2:].view(np.int8).astype(np.float32)
+        values = d * q
+    else:
+        m = b[:, :, 2:4].copy().view(np.float16).astype(np.float32)
+        packed = b[:, :, 4:]
+        q = np.stack([packed & 15, packed >> 4], axis=-1).reshape(rows, -1, GROUP).astype(np.float32)
+        values = d * q + m
+    return values.reshape(rows, -1)[:, :cols]
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16, "U8": np.uint8}
+
+
+def read_safetensors(path):
+    """Every tensor of a safetensors file as float64, by name. Quantized matrices (U8 tensors named NAME.q8 or
+    NAME.q4, rows of blocks) come back as ("blocks", float32 values [rows, whole groups]) under NAME, for the
+    caller to cut to the config's sizes (a quantized value tensor is stored transposed: Vᵀ, [d_out, n], grouped
+    along the slots). BF16 is widened by its bits."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header.pop("__metadata__", None)
+    out = {}
+    for name, t in header.items():
+        start, end = (8 + n + o for o in t["data_offsets"])
+        raw = data[start:end]
+        if t["dtype"] == "BF16":
+            bits = np.frombuffer(raw, np.uint16).astype(np.uint32) << 16
+            arr = bits.view(np.float32).reshape(t["shape"])
+        else:
+            arr = np.frombuffer(raw, _SAFETENSORS_DTYPES[t["dtype"]]).reshape(t["shape"])
+        base, _, fmt = name.rpartition(".")
+        if fmt in ("q8", "q4"):
+            assert t["dtype"] == "U8", f"{name}: quantized blocks are U8"
+            groups = arr.shape[1] // (2 + GROUP if fmt == "q8" else 4 + GROUP // 2)
+            out[base] = ("blocks", dequantize(fmt, arr, groups * GROUP))
+        else:
+            out[name] = arr.astype(np.float64)
+    return out
+
+
+def read_pytorch_bin(path):
+    """The float tensors of a torch.save zip archive (pytorch_model.bin) as float64 arrays, by name, read with
+    pickle and numpy alone: the storages are the archive's data/N entries, the tensors contiguous views of them."""
+    import pickle
+    import zipfile
+
+    storages = {"FloatStorage": np.float32, "HalfStorage": np.float16, "BFloat16Storage": "bf16"}
+    with zipfile.ZipFile(path) as z:
+        prefix = next(n for n in z.namelist() if n.endswith("/data.pkl"))[: -len("data.pkl")]
+
+        def storage(pid):
+            _, kind, key, _, _ = pid
+            raw = z.read(f"{prefix}data/{key}")
+            if kind == "bf16":
+                return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+            return np.frombuffer(raw, kind)
+
+        def rebuild(storage, offset, size, stride, *_):
+            count = int(np.prod(size))
+            expect = tuple(int(np.prod(size[i + 1 :])) for i in range(len(size)))
+            assert count == 0 or tuple(stride) == expect, "non-contiguous tensor"
+            return storage[offset : offset + count].reshape(size)
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if module == "torch" and name in storages:
+                    return storages[name]
+                if (module, name) == ("collections", "OrderedDict"):
+                    import collections
+
+                    return collections.OrderedDict
+                raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
+
+            def persistent_load(self, pid):
+                return storage(pid)
+
+        state = Unpickler(z.open(f"{prefix}data.pkl")).load()
+    return {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
 
 
 def forward(model, ids, return_hidden=False, record=None):

@@ -80,6 +80,16 @@ impl TensorPlan {
     }
 }
 
+/// Values per stored row of a tensor of `role` in a model of `config`: quantized value tensors are
+/// stored as Vᵀ (rows of n slots), everything else has rows of the hidden size. (Quantized rows in
+/// a file hold whole groups; this is how many of their values are real.)
+pub(crate) fn stored_cols(role: TensorRole, quantized: bool, config: &ModelConfig) -> usize {
+    match role {
+        TensorRole::ParamTokens { proj, values: true, .. } if quantized => proj.slots(config),
+        _ => config.hidden_size,
+    }
+}
+
 /// The CPU backend's sink: each tensor is allocated in its announced dtype (f32, f16, or quantized
 /// blocks) when the stream lists it, and rows are stored as they arrive, so no f32 copy of a whole
 /// tensor exists.
@@ -152,16 +162,16 @@ impl<'p> ModelBuilder<'p> {
     }
 }
 
-/// An empty matrix for `t`'s rows in its dtype, reserved fallibly: a model larger than memory (a
-/// tab's wasm heap) is an error, not an abort.
-fn reserve(t: &TensorInfo) -> Result<WeightData> {
+/// An empty matrix for `t`'s rows of `cols` values in its dtype, reserved fallibly: a model larger
+/// than memory (a tab's wasm heap) is an error, not an abort.
+fn reserve(t: &TensorInfo, cols: usize) -> Result<WeightData> {
     let dtype = match t.dtype {
         DType::F32 | DType::BF16 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::Q8 => Dtype::Q8,
         DType::Q4 => Dtype::Q4,
     };
-    let (rows, cols) = (t.rows(), t.cols());
+    let rows = t.rows();
     let bytes = (rows as u64).saturating_mul(dtype.row_bytes(cols) as u64);
     let oom = || Error::OutOfMemory { name: t.name.clone(), bytes };
     let mut data = WeightData::empty(dtype, cols);
@@ -180,10 +190,12 @@ fn reserve(t: &TensorInfo) -> Result<WeightData> {
 impl TensorSink for ModelBuilder<'_> {
     fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
         let plan = TensorPlan::new(&self.config, self.vocab_size, tensors)?;
-        for t in tensors {
-            self.data.push(reserve(t)?);
+        for (t, &role) in tensors.iter().zip(&plan.roles) {
+            let quantized = t.dtype.quant().is_some();
+            let cols = if quantized { stored_cols(role, true, &self.config) } else { t.cols() };
+            self.data.push(reserve(t, cols)?);
             self.missing.push(t.rows());
-            self.cols.push(t.cols().max(1));
+            self.cols.push(cols.max(1));
             self.names.push(t.name.clone());
         }
         self.plan = Some(plan);

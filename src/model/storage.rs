@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use super::load::stored_cols;
 use super::{transpose, Dtype, Model, TensorPlan, WeightData};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -101,11 +102,7 @@ impl<S: TensorSink> TensorSink for Converter<S> {
             };
             let (from, to) = (t.dtype.quant(), target.and_then(Dtype::quant));
             // Blocks hold whole groups: the config says how many values a row really has.
-            let cols = match (from, values) {
-                (Some(_), Some((n, _))) => n,
-                (Some(_), None) => d,
-                (None, _) => t.cols(),
-            };
+            let cols = if from.is_some() { stored_cols(role, true, &self.config) } else { t.cols() };
             let rows = t.rows();
             let (dtype, shape) = match (to, target, values) {
                 (Some(q), _, Some((n, d_out))) => (quant_dtype(q), vec![d_out, n]),

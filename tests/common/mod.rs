@@ -12,6 +12,17 @@ use tokenformer::{CpuBackend, Dtype, Model, SamplingParams, Tokenizer};
 /// Every model fixture, one per norm_activation_type, plus bf16 safetensors in the project's layout.
 pub const VARIANTS: [&str; 4] = ["l2_norm_gelu", "gelu_l2_norm", "softmax", "l2_norm_gelu_bf16"];
 
+/// The three norm variants' weights quantized (`tools/make_fixtures.py`, its own quantizer), their
+/// expected numbers the reference's on the dequantized weights: (folder, the f32 original, dtype).
+pub const QUANTIZED: [(&str, &str, Dtype); 6] = [
+    ("l2_norm_gelu_q8", "l2_norm_gelu", Dtype::Q8),
+    ("l2_norm_gelu_q4", "l2_norm_gelu", Dtype::Q4),
+    ("gelu_l2_norm_q8", "gelu_l2_norm", Dtype::Q8),
+    ("gelu_l2_norm_q4", "gelu_l2_norm", Dtype::Q4),
+    ("softmax_q8", "softmax", Dtype::Q8),
+    ("softmax_q4", "softmax", Dtype::Q4),
+];
+
 #[derive(Debug, Deserialize)]
 pub struct Expected {
     pub vocab_size: usize,
@@ -56,8 +67,13 @@ pub fn expected(name: &str) -> Expected {
 }
 
 pub fn load(name: &str) -> (Model, Tokenizer) {
+    load_as(name, Dtype::F32)
+}
+
+/// A fixture with its parameter tokens stored in `dtype` (the embedding as that dtype's default).
+pub fn load_as(name: &str, dtype: Dtype) -> (Model, Tokenizer) {
     let paths = ModelPaths::resolve(&fixture_dir(name), None, None).unwrap();
-    paths.load((Dtype::F32, None), &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"))
+    paths.load((dtype, None), &mut |_, _| {}).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 pub fn cpu(model: Model) -> CpuBackend {
