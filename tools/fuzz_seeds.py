@@ -1,5 +1,6 @@
 """Writes the fuzz targets' seed corpora (fuzz/corpus/<target>/seed-*): a tiny TokenFormer in both
-weight formats and both namings, and the fixtures' configs. Needs torch (for a real torch.save file).
+weight formats and both namings (and quantized), and the fixtures' configs. Needs torch (for a real torch.save
+file).
 
     python3 tools/fuzz_seeds.py
 """
@@ -11,6 +12,7 @@ import struct
 
 import numpy as np
 import torch
+from make_fixtures import quantize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(REPO, "fuzz", "corpus")
@@ -38,10 +40,18 @@ def tensors(authors):
 
 
 def safetensors_bytes(w, dtype="F32"):
+    """dtype F32 or F16, or q8 / q4: the parameter tokens quantized (values as Vᵀ), the embedding F16."""
     header, data = {}, b""
     for name, v in w.items():
-        raw = (v.astype(np.float16) if dtype == "F16" else v).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(v.shape), "data_offsets": [len(data), len(data) + len(raw)]}
+        stored = dtype
+        if dtype in ("q8", "q4"):
+            if name.endswith("_param_tokens"):
+                v = quantize(dtype, v.T if name.endswith("value_param_tokens") else v)
+                name, stored = f"{name}.{dtype}", "U8"
+            else:
+                stored = "F16" if name == "embed.weight" else "F32"
+        raw = (v.astype(np.float16) if stored == "F16" else v).tobytes()
+        header[name] = {"dtype": stored, "shape": list(v.shape), "data_offsets": [len(data), len(data) + len(raw)]}
         data += raw
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
@@ -59,7 +69,9 @@ def main():
     torch.save(collections.OrderedDict((k, torch.from_numpy(v)) for k, v in tensors(True).items()), tmp)
     pytorch = open(tmp, "rb").read()
     os.remove(tmp)
-    for name, w, dtype in [("project-f32", tensors(False), "F32"), ("authors-f16", tensors(True), "F16")]:
+    seeds = [("project-f32", tensors(False), "F32"), ("authors-f16", tensors(True), "F16")]
+    seeds += [("project-q8", tensors(False), "q8"), ("project-q4", tensors(False), "q4")]
+    for name, w, dtype in seeds:
         st = safetensors_bytes(w, dtype)
         write("safetensors_index", name, st)
         write("load_model", f"{name}.safetensors", config + b"\0" + st)

@@ -333,6 +333,82 @@ def weights_cases(real):
         'tensor name "embed.weight" appears twice',
         raw_safetensors('{"embed.weight":%s,"embed.weight":%s}' % (one, one), f32_bytes(row)),
     )
+    quantized_cases(d)
+
+
+def q_blocks(fmt, rows, cols, nan_group=None):
+    """Rows of quantized blocks (README, "Weight files") standing for zeros: scale 0, quants 0; with `nan_group`,
+    that group of the first row has a NaN scale."""
+    size = {"q8": 34, "q4": 20}[fmt]
+    data = bytearray(rows * -(-cols // 32) * size)
+    if nan_group is not None:
+        data[nan_group * size : nan_group * size + 2] = b"\x00\x7e"  # f16 NaN
+    return bytes(data)
+
+
+def quantized_cases(d):
+    """Quantized matrices (NAME.q8 / NAME.q4, U8 rows of blocks) that the reader or the model refuses."""
+    w = "weights"
+    q4_row = -(-d // 32) * 20
+    case(
+        "st_q4_not_u8.safetensors",
+        w,
+        'tensor "blocks.0.query.key_param_tokens.q4": q4 blocks are stored as U8, not F16',
+        safetensors([("blocks.0.query.key_param_tokens.q4", "F16", [37, d], f16_bytes([0.0] * 37 * d))]),
+    )
+    case(
+        "st_u8_without_format.safetensors",
+        w,
+        "tensor embed.weight has dtype U8; supported: F32, F16, BF16, and U8 blocks named NAME.q8 or NAME.q4",
+        safetensors([("embed.weight", "U8", [1, d], bytes(d))]),
+    )
+    case(
+        "st_q4_partial_block.safetensors",
+        w,
+        "is not [rows, bytes per row] of whole 20-byte q4 blocks",
+        safetensors([("blocks.0.query.key_param_tokens.q4", "U8", [37, q4_row - 7], bytes(37 * (q4_row - 7)))]),
+    )
+    case(
+        "st_q4_too_few_groups.safetensors",
+        w,
+        "tensor blocks.0.query.key_param_tokens has shape [37, 64], expected [37, 72 (or its 32-value groups)]",
+        safetensors(
+            [
+                ("embed.weight.q4", "U8", [300, q4_row], q_blocks("q4", 300, d)),
+                ("blocks.0.query.key_param_tokens.q4", "U8", [37, 40], q_blocks("q4", 37, 64)),
+            ]
+        ),
+    )
+    case(
+        "st_q8_values_not_transposed.safetensors",
+        w,
+        "tensor blocks.0.query.value_param_tokens has shape [37, 96], expected [72, 37 (or its 32-value groups)] "
+        "(values quantized as Vᵀ)",
+        safetensors(
+            [
+                ("embed.weight.q4", "U8", [300, q4_row], q_blocks("q4", 300, d)),
+                ("blocks.0.query.key_param_tokens.q8", "U8", [37, 102], q_blocks("q8", 37, d)),
+                ("blocks.0.query.value_param_tokens.q8", "U8", [37, 102], q_blocks("q8", 37, d)),
+            ]
+        ),
+    )
+    # A whole model (every matrix q4, zeros) but one group of the first key matrix has a NaN scale.
+    slots = {"query": 37, "key": 37, "value": 37, "proj": 29, "ffn": 83}
+    tensors = [("embed.weight.q4", "U8", [320, q4_row], q_blocks("q4", 320, d))]
+    for j in range(3):
+        for p, n in slots.items():
+            nan = 1 if (j, p) == (0, "query") else None
+            keys = q_blocks("q4", n, d, nan)
+            tensors.append((f"blocks.{j}.{p}.key_param_tokens.q4", "U8", [n, q4_row], keys))
+            values = q_blocks("q4", d, n)
+            tensors.append((f"blocks.{j}.{p}.value_param_tokens.q4", "U8", [d, len(values) // d], values))
+    tensors += [("final_norm.weight", "F32", [d], f32_bytes([1.0] * d)), ("final_norm.bias", "F32", [d], bytes(4 * d))]
+    case(
+        "st_q4_nan_scale.safetensors",
+        w,
+        "tensor blocks.0.query.key_param_tokens.q4: row 0: group 1 has a NaN or infinite scale or minimum",
+        safetensors(tensors),
+    )
 
 
 # ------------------------------------------------------------------------------ pytorch_model.bin
