@@ -20,8 +20,8 @@ export type ModelSource =
 export interface EngineOptions {
   /** 'auto' (default): WebGPU when the browser has an adapter, else the CPU. */
   backend?: 'auto' | 'webgpu' | 'cpu';
-  /** Weight format on either backend: 'f16' halves memory and bytes read (the CPU widens each weight exactly, accumulating in f32); 'auto' (default) is f16 for models over 100M parameters. */
-  dtype?: 'auto' | 'f32' | 'f16';
+  /** Weight format on either backend: 'f16' halves memory and bytes read; 'q8' and 'q4' quantize the parameter tokens (8.5 and 5 bits a weight, the embedding kept f16); compute is f32 always. 'auto' (default): f32 up to 100M parameters, above it the largest of f16, q8, q4 whose memory plan fits `memoryBudget` (default 2 GiB), said in `engine.notice`. */
+  dtype?: 'auto' | 'f32' | 'f16' | 'q8' | 'q4';
   /** Positions the WebGPU KV cache holds (default: the model's maximum); shorter takes less GPU memory. */
   context?: number;
   /** Device bytes a WebGPU model may take: more is refused before the weights are fetched, saying what would fit. */

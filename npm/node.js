@@ -42,7 +42,7 @@ function fileReader(fd) {
 /**
  * Loads a model folder (config.json, tokenizer.json, and model.safetensors or pytorch_model.bin;
  * the built-in model by default) on the CPU backend. `onProgress(done, total)` counts tensors;
- * `dtype: 'f16'` stores the weights in half the memory.
+ * `dtype: 'f16'` stores the weights in half the memory, `'q8'` and `'q4'` quantize the parameter tokens.
  */
 export async function loadModel(dir = DEFAULT_MODEL_DIR, { wasm, onProgress, dtype = 'f32' } = {}) {
   await initWasm(wasm);

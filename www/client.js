@@ -3,7 +3,7 @@
 // Protocol (page -> worker):
 //   { type: 'load', req, source?: { kind: 'url', url } | { kind: 'urls', config, tokenizer, weights }
 //       | { kind: 'files', files: File[] } | { kind: 'bytes', config, tokenizer, weights },
-//     options: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16', wasm?: string } }
+//     options: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'auto' | 'f32' | 'f16' | 'q8' | 'q4', wasm?: string } }
 //     (no source: the built-in model)
 //   { type: 'generate', req, prompt: string, params: SamplingParams }
 //   { type: 'stop' }
@@ -100,7 +100,7 @@ export class TokenFormerClient {
    * @param {{ kind: 'url', url: string } | { kind: 'urls', config: string, tokenizer: string, weights: string }
    *   | { kind: 'files', files: File[] } | { kind: 'bytes', config: Uint8Array, tokenizer: Uint8Array,
    *   weights: Uint8Array }} [source]
-   * @param {{ backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16', wasm?: string }} [options]
+   * @param {{ backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'auto' | 'f32' | 'f16' | 'q8' | 'q4', wasm?: string }} [options]
    *   (`wasm`: the URL of tokenformer_bg.wasm, if not next to pkg/tokenformer.js)
    * @param {(p: Progress) => void} [onProgress]
    * @returns {Promise<ModelInfo>}

@@ -439,7 +439,7 @@ async function adapterName() {
 
 /**
  * Loads a model (the built-in one by default) and returns the engine with a description of it.
- * `options`: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'f32' | 'f16', wasm?: URL | bytes }.
+ * `options`: { backend?: 'auto' | 'webgpu' | 'cpu', dtype?: 'auto' | 'f32' | 'f16' | 'q8' | 'q4', wasm?: URL | bytes }.
  */
 export async function createEngine(source = DEFAULT_MODEL, options = {}, onProgress = () => {}) {
   const { wasm: wasmSource, cache = true, ...load } = options ?? {};

@@ -3,12 +3,13 @@
 import { list, remove, estimate } from './cache.js';
 
 /** The released checkpoints (float32 pytorch_model.bin on the hub): download size and what the
- *  weights take on the GPU in f16 (Engine.planMemory adds the KV cache for the chosen context). */
+ *  weights take on the GPU in f16 and in q4 (the parameter tokens in 4 bits, the embedding f16;
+ *  Engine.planMemory gives these and adds the KV cache for the chosen context). */
 export const RELEASED = [
-  { id: 'Haiyang-W/TokenFormer-150M', download: 608e6, f16: 0.30e9 },
-  { id: 'Haiyang-W/TokenFormer-450M', download: 1.82e9, f16: 0.91e9 },
-  { id: 'Haiyang-W/TokenFormer-900M', download: 3.61e9, f16: 1.80e9 },
-  { id: 'Haiyang-W/TokenFormer-1-5B', download: 6.35e9, f16: 3.17e9 },
+  { id: 'Haiyang-W/TokenFormer-150M', download: 608e6, f16: 0.30e9, q4: 0.148e9 },
+  { id: 'Haiyang-W/TokenFormer-450M', download: 1.82e9, f16: 0.91e9, q4: 0.355e9 },
+  { id: 'Haiyang-W/TokenFormer-900M', download: 3.61e9, f16: 1.80e9, q4: 0.653e9 },
+  { id: 'Haiyang-W/TokenFormer-1-5B', download: 6.35e9, f16: 3.17e9, q4: 1.10e9 },
 ];
 
 /** A hub repository id (`owner/name`) as its download folder; anything else is a URL as given. */
@@ -24,7 +25,7 @@ export function fillReleasedMenu(select, urlInput, onPick) {
   for (const m of RELEASED) {
     const option = document.createElement('option');
     option.value = m.id;
-    option.textContent = `${m.id.split('/')[1]}: ${size(m.download)} download, ${size(m.f16)} of f16 weights on the GPU`;
+    option.textContent = `${m.id.split('/')[1]}: ${size(m.download)} download; on the GPU ${size(m.f16)} of f16 or ${size(m.q4)} of q4 weights`;
     select.append(option);
   }
   select.onchange = () => {

@@ -17,9 +17,10 @@ export function tokenformer(args) {
 }
 
 /** Greedy continuation from the native CPU backend: { ids, text }. */
-export function nativeGreedy(prompt, maxTokens, model) {
+export function nativeGreedy(prompt, maxTokens, model, dtype) {
   const args = ['generate', '--prompt', prompt, '--temperature', '0', '--max-tokens', String(maxTokens), '--json'];
   if (model) args.push('--model', model);
+  if (dtype) args.push('--dtype', dtype);
   return tokenformer(args);
 }
 

@@ -1,12 +1,13 @@
 // node --test: a released-size checkpoint loaded the way a user loads one from the hub. A
 // 150M-shaped model in the authors' layout (a float32 pytorch_model.bin of 608 MB, written by
 // `tokenformer synthetic --layout authors`) is served by `cargo xtask serve` (streamed, Range,
-// CORS) on another port, loaded through the page's URL field on WebGPU (SwiftShader) with f16
-// weights, and must give the native CLI's greedy token while the browser's resident memory grows
-// by no more than the GPU buffers + 512 MiB (SwiftShader keeps the buffers in process memory; the
-// RSS of every browser process is summed from /proc every 100 ms). A model over a forced memory
-// budget is refused before its weights are requested. With the server stopped, the reloaded page
-// loads the model from its cache (the f16 copy, half the file). Corrupting and deleting a cache
+// CORS) on another port, loaded through the page's URL field on WebGPU (SwiftShader) with q4
+// weights (quantized as the f32 rows stream in), and must give the native CLI's greedy token with
+// `--dtype q4` while the browser's resident memory grows by no more than the GPU buffers + 512 MiB
+// (SwiftShader keeps the buffers in process memory; the RSS of every browser process is summed
+// from /proc every 100 ms). A model over a forced memory budget is refused before its weights are
+// requested. With the server stopped, the reloaded page loads the model from its cache (the q4
+// copy, a quarter of the file). Corrupting and deleting a cache
 // entry are tested on a small model in cache.test.mjs.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -49,7 +50,7 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
         const { Engine, initWasm } = await import('/www/engine.js');
         await initWasm();
         const config = new Uint8Array(await (await fetch(url + 'config.json')).arrayBuffer());
-        return Engine.planMemory(config, 50277, 'f16');
+        return Engine.planMemory(config, 50277, 'q4');
       }, model.url);
       let before = 0;
       let peak = 0;
@@ -60,7 +61,7 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       };
       let loaded;
       try {
-        loaded = await loadUrl(page, model.url, { backend: 'webgpu', dtype: 'f16', timeout: 600_000, beforeClick: start });
+        loaded = await loadUrl(page, model.url, { backend: 'webgpu', dtype: 'q4', timeout: 600_000, beforeClick: start });
       } finally {
         clearInterval(sampler);
       }
@@ -71,23 +72,25 @@ test('a 150M-shaped checkpoint in the authors\' layout streams from a hub-like s
       assert.ok(grew <= budget, `grew by ${grew} bytes, more than the GPU buffers (${plan.total}) + 512 MiB`);
       await setGreedy(page, 1);
       const got = await generate(page, 'The sea was');
-      assert.deepEqual(got.ids, nativeGreedy('The sea was', 1, dir).ids);
-      // Cached for the next visit as the f16 copy the GPU uses: about half the f32 file.
+      assert.deepEqual(got.ids, nativeGreedy('The sea was', 1, dir, 'q4').ids);
+      // Cached for the next visit as the q4 copy the GPU uses (the embedding in f16): a quarter of the
+      // f32 file.
       assert.match(loaded.line, /cached for the next visit/);
       const cached = await page.evaluate(async () => (await import('/www/cache.js')).list());
       assert.equal(cached.length, 1);
-      assert.equal(cached[0].dtype, 'f16');
-      assert.ok(cached[0].size < 0.55 * 607.6e6, `cached ${cached[0].size} bytes`);
+      assert.equal(cached[0].dtype, 'q4');
+      t.diagnostic(`cached copy ${(cached[0].size / 1e6).toFixed(1)} MB`);
+      assert.ok(cached[0].size < 0.25 * 607.6e6, `cached ${cached[0].size} bytes`);
     });
 
     await t.test('with the server stopped, the reloaded page loads it from the cache', async () => {
       await model.close();
       await page.reload();
       await waitLoaded(page, 'tokenformer-moby');
-      const { line } = await loadUrl(page, model.url, { backend: 'webgpu', dtype: 'f16', timeout: 600_000 });
+      const { line } = await loadUrl(page, model.url, { backend: 'webgpu', dtype: 'q4', timeout: 600_000 });
       assert.match(line, /from the cache/);
       await setGreedy(page, 1);
-      assert.deepEqual((await generate(page, 'The sea was')).ids, nativeGreedy('The sea was', 1, dir).ids);
+      assert.deepEqual((await generate(page, 'The sea was')).ids, nativeGreedy('The sea was', 1, dir, 'q4').ids);
     });
 
     assert.deepEqual(errors, []);
