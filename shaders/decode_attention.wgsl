@@ -1,8 +1,8 @@
 // Attention of one decoded token on a CPU adapter (lavapipe, SwiftShader), over one split of the
 // context. lib/decode_attention.wgsl (prepended) holds the parameters, bindings, the RoPE and
 // KV-cache prologue and what the partial results are; lib/attend.wgsl (prepended, with WG and
-// DIMS_PER_THREAD) walks the split's positions a tile at a time with the hooks below. The earlier
-// 64-thread kernel cost lavapipe ~10× its loads (barriers between its 8 SIMD groups).
+// DIMS_PER_THREAD) walks the split's positions a tile at a time with the hooks below. Its
+// workgroups are one SIMD group of 8 threads: a wider one's SIMD groups are switched at every barrier.
 // The caches are read a quad (4 dims) per load: software Vulkan runs each load as a loop over its
 // lanes, paying more per load than per value, so a quad costs about half what 4 floats do. Head
 // dims must be whole quads (decode_attention.rs gives other heads the GPU kernel); thread lid sums

@@ -57,9 +57,8 @@ fn main(
     let scale = select(0.0, sqrt(n) / norm, norm > 0.0);
     let o0 = split * p.split_octets;
     let len = min(p.split_octets, p.k_octets - o0);
-    // Whole quads, slots past n clamped and zeroed after: a branch around each load and a vector
-    // element written at a loop index cost lavapipe 2.4 ms per dispatch at any size (0.1 ms now on
-    // the built-in model).
+    // Whole quads, slots past n clamped and zeroed after: a branch around each load, or a vector
+    // element written at a loop index, costs software Vulkan more than the arithmetic around it.
     let last = vec4<u32>(p.n - 1u);
     for (var q = lid; q < 2u * len; q += WG) {
         let slot = 4u * (2u * o0 + q) + vec4<u32>(0u, 1u, 2u, 3u);

@@ -1,7 +1,6 @@
 // Weight rows stored as f16 packed two per u32 (no shader-f16 feature needed), padded with zeros
 // to whole octets of 8 values: one vec4<u32> per octet, read in one load. Software Vulkan runs
-// each load as a loop over its lanes, paying more per load and lane than per byte: 8 values per
-// load instead of 4 made f16 decode a fifth to a quarter faster on lavapipe.
+// each load as a loop over its lanes, paying more per load and lane than per byte.
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 
 // Octet i as two quads.

@@ -253,8 +253,8 @@ pub fn gpu_bandwidth_gb_s(ctx: &crate::gpu::GpuContext) -> Result<(f64, f64)> {
 
 /// The wall-clock cost of one dispatch with next to no work, in µs: the best of several
 /// submissions of 256 one-workgroup copies of 4 KiB. On software Vulkan this is the driver waking
-/// its threads for each dispatch (20-55 µs on a 2-vCPU VM), a cost a decoded token pays once per
-/// dispatch whatever its kernels do.
+/// its threads for each dispatch, a cost a decoded token pays once per dispatch whatever its
+/// kernels do.
 #[cfg(feature = "gpu")]
 pub fn gpu_dispatch_us(ctx: &crate::gpu::GpuContext) -> Result<f64> {
     const REPEATS: usize = 256;

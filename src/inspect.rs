@@ -1,9 +1,9 @@
 //! The Pattention inspector: what a TokenFormer layer does with each token of a prompt.
 //!
 //! Every projection of a TokenFormer block is a Pattention layer, `out = Theta · V` with
-//! `Theta = f(X · Kᵀ)` over the layer's `n` parameter tokens (README, "What is computed"). Theta says
-//! how much of each parameter token's value a token takes, so it is the thing to look at when asking
-//! "which parameters does this token use?". This module records Theta (after the normalisation and
+//! `Theta = f(X · Kᵀ)` over the layer's `n` parameter tokens (docs/numerics.md, "What is
+//! computed"). Theta says how much of each parameter token's value a token takes, so it is the thing
+//! to look at when asking "which parameters does this token use?". This module records Theta (after the normalisation and
 //! activation, i.e. exactly the numbers multiplied into the value tokens) and the token-to-token
 //! attention probabilities of a block, then reduces them (top-k slots per token, column sums).
 //!

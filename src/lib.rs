@@ -1,5 +1,5 @@
-//! TokenFormer inference: the exact computation of the authors' released models (README,
-//! "What is computed"), their files loaded unchanged, a CPU reference backend, and sampling
+//! TokenFormer inference: the exact computation of the authors' released models
+//! (docs/numerics.md, "What is computed"), their files loaded unchanged, a CPU reference backend, and sampling
 //! that gives the same tokens on every backend.
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -7,8 +7,9 @@
 # rather than the scheduler. Prints the bench's report.
 #   tools/bench_pinned.sh [BINARY] [BENCH ARGS...]
 #   tools/bench_pinned.sh target/release/tokenformer --synthetic 150m --backend gpu --dtype f16
+# (BINARY defaults to the release build in cargo's target directory, as `cargo metadata` reports it.)
 set -euo pipefail
-bin=${1:-target/release/tokenformer}
+bin=${1:-$(cargo metadata --format-version 1 --no-deps --manifest-path "$(dirname "$0")/../Cargo.toml" | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')/release/tokenformer}
 shift || true
 out=$(mktemp)
 "$bin" bench "$@" > "$out" 2>&1 &

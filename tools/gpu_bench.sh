@@ -2,13 +2,14 @@
 # The GPU decode benchmark for a machine with a real GPU (not part of CI): the released 150M and
 # 1.5B shapes through native wgpu (Vulkan), with the release binary built on another machine.
 #   cargo build --release && tools/gpu_bench.sh [BINARY] [GENERATED_TOKENS]
+# (BINARY defaults to the release build in cargo's target directory, as `cargo metadata` reports it.)
 # Prints each run's report: prefill and decode tokens/s, weight bytes per token against the
 # copy-shader and read-only bandwidths, dispatches per block, and per kind of dispatch its
 # workgroups, device time (timestamp queries) and the GB/s its weights are read at.
 # Each run has its own time limit (RUN_TIMEOUT seconds, default 120); one that fails or runs out
 # is reported and the rest still run, so a lent machine's few minutes are never lost to one.
 set -uo pipefail
-bin=${1:-target/release/tokenformer}
+bin=${1:-$(cargo metadata --format-version 1 --no-deps --manifest-path "$(dirname "$0")/../Cargo.toml" | sed 's/.*"target_directory":"\([^"]*\)".*/\1/')/release/tokenformer}
 gen=${2:-128}
 limit=${RUN_TIMEOUT:-120}
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader

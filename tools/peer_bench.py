@@ -176,13 +176,20 @@ def bench(binary, folder, model, vocab, threads, args, threads_option):
     }
 
 
+def release_binary(name):
+    """Where `cargo build --release` puts binary `name`: cargo's target directory as `cargo metadata` reports it
+    (CARGO_TARGET_DIR or a cargo config may move it)."""
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps", "--manifest-path",
+                           os.path.join(ROOT, "Cargo.toml")], check=True, capture_output=True, text=True).stdout
+    return os.path.join(json.loads(meta)["target_directory"], "release", name)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--size", choices=SIZES, default="150m", help="shape of the synthetic model (default 150m)")
     ap.add_argument("--model", help="model folder to use (made with `tokenformer synthetic` when missing); "
                     "default: a temporary folder")
-    ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "tokenformer"),
-                    help="tokenformer binary (default target/release/tokenformer)")
+    ap.add_argument("--bin", help="tokenformer binary (default: the release build in cargo's target directory)")
     ap.add_argument("--threads", type=int, nargs="+", default=[os.cpu_count()],
                     help="thread counts to measure (default: all cores, %(default)s)")
     ap.add_argument("--prompt-len", type=int, default=64, help="as tokenformer bench (default 64)")
@@ -190,6 +197,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per side, best counts (default 3)")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = ap.parse_args()
+    args.bin = args.bin or release_binary("tokenformer")
     if not os.path.exists(args.bin):
         sys.exit(f"{args.bin} not found: cargo build --release, or give --bin")
 

@@ -1,4 +1,4 @@
-"""TokenFormer float64 numpy reference, written from the authors' computation (README, "What is computed": the numerical contract).
+"""TokenFormer float64 numpy reference, written from the authors' computation (docs/numerics.md, "What is computed": the numerical contract).
 
 Everything is computed in float64 from float32 (or bf16-rounded) weights. It is deliberately plain: no KV cache,
 generation re-runs the whole context every step. The functions follow the contract's formulas one to one:

@@ -1,4 +1,4 @@
-"""TokenFormer in PyTorch, exactly the computation of README, "What is computed" (used for training the default model).
+"""TokenFormer in PyTorch, exactly the computation of docs/numerics.md, "What is computed" (used for training the default model).
 
 Pattention:  S = X K^T (no scale);  Theta = gelu_erf(S / ||S||_2 * sqrt(n));  out = Theta V
 Block:       a = LN(x) (no affine, eps 1e-5); q,k,v = P(a); contiguous heads; partial NeoX rotate-half RoPE on

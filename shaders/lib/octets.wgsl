@@ -6,8 +6,8 @@ fn octet_dot(a: mat2x4<f32>, w: mat2x4<f32>) -> f32 {
     return dot(a[0], w[0]) + dot(a[1], w[1]);
 }
 
-// Weight octet i · the activation octet (a0, a1). Not octet_dot(mat2x4(a0, a1), wo(i)): that cost
-// lavapipe's value products half as much time again.
+// Weight octet i · the activation octet (a0, a1). Not octet_dot(mat2x4(a0, a1), wo(i)): lavapipe
+// runs the value products markedly slower that way (docs/performance.md).
 fn wo_dot(i: u32, a0: vec4<f32>, a1: vec4<f32>) -> f32 {
     let w = wo(i);
     return dot(w[0], a0) + dot(w[1], a1);

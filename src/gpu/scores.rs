@@ -27,9 +27,7 @@ const MIN_ROWS: usize = 8;
 pub(crate) const GPU_MAX_ROWS: usize = 64;
 /// On a CPU adapter: 16 threads, each walking 8 whole rows. Software Vulkan runs a workgroup's
 /// threads as SIMD lanes, 8 at a time, and its workgroups one after another: a thread per 8 rows
-/// needs no sums across lanes, and 128-row workgroups spread over a few cores (on lavapipe, with the
-/// layer-norm prologue fix, a 150M token's device time fell by a fifth to a quarter against 256
-/// threads, 8 per group of 256 rows).
+/// needs no sums across lanes, and 128-row workgroups spread over a few cores.
 pub(crate) const CPU_MAX_ROWS: usize = 128;
 
 /// What the input row is.

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { chromium } from 'playwright-core';
+import { binary } from './cargo.mjs';
 
 export const ROOT = normalize(join(dirname(fileURLToPath(import.meta.url)), '..', '..'));
 const TYPES = {
@@ -73,7 +74,7 @@ export async function serve({ csp, root = ROOT, drops = {} } = {}) {
   return { url: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
 }
 
-/** Headless Chromium from Debian with WebGPU on SwiftShader (the flags the README's test set-up uses), or
+/** Headless Chromium from Debian with WebGPU on SwiftShader (the flags docs/testing.md describes), or
  * with WebGPU switched off to exercise the CPU fallback. */
 export async function launch({ webgpu = true } = {}) {
   const gpuFlags = webgpu ? ['--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'] : ['--disable-webgpu'];
@@ -97,7 +98,7 @@ export async function launch({ webgpu = true } = {}) {
 /** `cargo xtask serve DIR` (streamed files, Range, CORS: a hub-like host) on `port` (default: a
  *  random free-ish one); `url` ends with '/'. */
 export async function hubServer(dir, port = 20000 + Math.floor(Math.random() * 20000)) {
-  const xtask = join(ROOT, 'target', 'debug', 'xtask');
+  const xtask = binary('xtask');
   if (!existsSync(xtask)) throw new Error(`${xtask} is missing: cargo xtask builds it`);
   const child = spawn(xtask, ['serve', dir], { env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => { child.stdout.once('data', resolve); child.once('exit', reject); });

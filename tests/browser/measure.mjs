@@ -1,7 +1,7 @@
 // Measures the page per backend: load time, wasm memory after loading, and generation speed
 // (time to first token, decode tokens/s) for 16 greedy tokens. Not part of the test suite:
 //   node tests/browser/measure.mjs                  # the built-in model
-//   target/debug/tokenformer synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
+//   cargo run --release -- synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
 //   node tests/browser/measure.mjs /tmp/tf150m      # a 150M-shaped model from local files
 //   node tests/browser/measure.mjs --backend=cpu    # only the CPU backend (or webgpu)
 //   node tests/browser/measure.mjs --tokens=128     # generate 128 tokens (default 16)

@@ -1,7 +1,7 @@
 // Measures the inspector on a long prompt: time to compute the grid (every layer × projection,
 // reduced) and to open one map, and the frame time of zooming, panning and re-thresholding the
 // map. Not part of the test suite:
-//   target/debug/tokenformer synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
+//   cargo run --release -- synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
 //   node tests/browser/measure_inspector.mjs /tmp/tf150m [cpu|webgpu] [TOKENS]
 //   node tests/browser/measure_inspector.mjs                # the built-in model, 256 tokens
 import { join } from 'node:path';

@@ -4,7 +4,7 @@
 // the native CLI. Prints load time, download rate and the browser's peak resident memory during
 // the load next to what the GPU buffers take (SwiftShader keeps them in process memory). Not part
 // of the test suite:
-//   target/release/tokenformer synthetic --size 150m --layout authors --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m-authors
+//   cargo run --release -- synthetic --size 150m --layout authors --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m-authors
 //   node tests/browser/measure_load.mjs /tmp/tf150m-authors [--dtype=f16] [--tokens=1]
 // Memory: every 100 ms the resident set sizes (RSS, /proc) of all of this browser's processes are
 // summed; "during the load" is that sum's peak minus its value just before the load starts. Each
@@ -13,8 +13,9 @@
 import { execFileSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve, launch, hubServer, rssByProcess, BROWSER_MARKER, ROOT } from './harness.mjs';
+import { serve, launch, hubServer, rssByProcess, BROWSER_MARKER } from './harness.mjs';
 import { loadUrl } from './pages.mjs';
+import { binary } from './cargo.mjs';
 
 const args = process.argv.slice(2);
 const dir = args.find((a) => !a.startsWith('--'));
@@ -25,7 +26,7 @@ const prompt = 'The sea was';
 
 const gb = (b) => `${(b / 1e9).toFixed(2)} GB`;
 // The release CLI: a debug build would take minutes per token at the 1.5B shape.
-const native = JSON.parse(execFileSync(join(ROOT, 'target/release/tokenformer'),
+const native = JSON.parse(execFileSync(binary('tokenformer', 'release'),
   ['generate', '--model', dir, '--prompt', prompt, '--max-tokens', String(tokens), '--temperature', '0', '--json'], { encoding: 'utf8' }));
 
 const hub = await hubServer(dir);

@@ -4,10 +4,10 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT } from './harness.mjs';
+import { binary, targetDir } from './cargo.mjs';
 
-const TARGET = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
-export const BIN = process.env.TOKENFORMER_BIN ?? join(TARGET, 'debug', 'tokenformer');
-export const ARTIFACTS = join(TARGET, 'browser-artifacts');
+export const BIN = process.env.TOKENFORMER_BIN ?? binary('tokenformer');
+export const ARTIFACTS = join(targetDir(), 'browser-artifacts');
 export const PAGE_CSP = readFileSync(join(ROOT, 'index.html'), 'utf8').match(/http-equiv="Content-Security-Policy" content="([^"]*)"/)?.[1];
 
 /** Runs the native `tokenformer` CLI and parses its JSON output. */

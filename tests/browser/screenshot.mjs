@@ -1,6 +1,6 @@
-// Writes the README's screenshots: www/screenshot.png (the page on WebGPU after a sampled
-// generation with the page's default settings) and the inspector's grid, a large map and a slot's
-// dictionary (www/inspector-*.png). Run: node tests/browser/screenshot.mjs
+// Writes the screenshots README.md and docs/api.md show: www/screenshot.png (the page on WebGPU
+// after a sampled generation with the page's default settings) and the inspector's grid, a large
+// map and a slot's dictionary (www/inspector-*.png). Run: node tests/browser/screenshot.mjs
 import { join } from 'node:path';
 import { serve, launch, ROOT } from './harness.mjs';
 

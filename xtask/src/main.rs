@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("build-web") => setup_wasm().and_then(|()| build_web()),
         Some("package") => {
-            setup_wasm().and_then(|()| build_web()).and_then(|()| package::package(&root(), &target()).map(drop))
+            setup_wasm().and_then(|()| build_web()).and_then(|()| package::package(&root(), &target()?).map(drop))
         }
         // A folder (e.g. a model in the authors' layout) is served as it is, like a hub would.
         Some("serve") if args.len() > 1 => serve::serve(Path::new(&args[1])),
@@ -90,7 +90,7 @@ fn setup_wasm() -> Result<(), String> {
 
 /// The string value of the first `"key": "value"` in a JSON text (the xtask has no JSON parser).
 fn json_string<'a>(json: &'a str, key: &str) -> Option<&'a str> {
-    json.split(&format!("\"{key}\": \"")).nth(1)?.split('"').next()
+    json.split(&format!("\"{key}\":")).nth(1)?.trim_start().strip_prefix('"')?.split('"').next()
 }
 
 /// Everything the tests need that a fresh machine lacks. Idempotent and quick when already done.
@@ -139,7 +139,7 @@ const WASM_OPT_ARGS: [&str; 10] = [
 
 fn build_web() -> Result<(), String> {
     run("cargo", &[&["build", "--release"][..], &WASM_LIB].concat())?;
-    let wasm = target().join("wasm32-unknown-unknown/release/tokenformer.wasm");
+    let wasm = target()?.join("wasm32-unknown-unknown/release/tokenformer.wasm");
     run("wasm-bindgen", &["--target", "web", "--out-dir", "pkg", &wasm.to_string_lossy()])?;
     // Smaller and no slower: wasm-opt rewrites the bound module in place (it drops the names section).
     let wasm_opt = format!("{WASM_OPT_DIR}/node_modules/binaryen/bin/wasm-opt");
@@ -147,8 +147,14 @@ fn build_web() -> Result<(), String> {
     run("node", &[&[wasm_opt.as_str()][..], &WASM_OPT_ARGS, &[out, "-o", out]].concat())
 }
 
-fn target() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+/// Where cargo builds, as `cargo metadata` reports it: CARGO_TARGET_DIR or a cargo config may move it.
+fn target() -> Result<PathBuf, String> {
+    let manifest = root().join("Cargo.toml");
+    let args = ["metadata", "--format-version", "1", "--no-deps", "--manifest-path", &manifest.to_string_lossy()];
+    let metadata = output("cargo", &args).ok_or("`cargo metadata` failed")?;
+    json_string(&metadata, "target_directory")
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata names no target directory".into())
 }
 
 fn test() -> Result<(), String> {
@@ -159,6 +165,21 @@ fn test() -> Result<(), String> {
     run("cargo", &[&["clippy"][..], &WASM_LIB, &["--", "-D", "warnings"]].concat())?;
     run("cargo", &["test", "--workspace"])?;
     build_web()?;
-    package::package(&root(), &target())?;
+    package::package(&root(), &target()?)?;
     run("node", &["--test", "tests/browser/", "tests/npm/"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_strings_are_read_with_or_without_a_space_after_the_colon() {
+        // package.json writes `"key": "value"`, cargo metadata `"key":"value"`.
+        let text = r#"{"version": "1.2.3", "target_directory":"/tmp/t", "n": 4}"#;
+        assert_eq!(json_string(text, "version"), Some("1.2.3"));
+        assert_eq!(json_string(text, "target_directory"), Some("/tmp/t"));
+        assert_eq!(json_string(text, "n"), None);
+        assert_eq!(json_string(text, "missing"), None);
+    }
 }
