@@ -11,18 +11,23 @@ struct Params {
 
 @group(1) @binding(0) var<uniform> p: Params;
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<KvWord>;
+@group(0) @binding(2) var<storage, read> v_cache: array<KvWord>;
 @group(0) @binding(3) var<storage, read_write> o: array<f32>;
 
 // Head dims up to 256 (checked on the CPU when the backend is built).
 var<workgroup> qs: array<f32, 256>;
 
+// The head's key j, a word (KV_ELEMS dims) per load: a head starts on a word (head dims are whole
+// words).
 fn key_dot(j: u32, head: u32) -> f32 {
-    let kb = j * p.d + head;
+    let kb = (j * p.d + head) / KV_ELEMS;
     var dot_qk = 0.0;
-    for (var c = 0u; c < p.hd; c++) {
-        dot_qk += qs[c] * k_cache[kb + c];
+    for (var w = 0u; w < p.hd / KV_ELEMS; w++) {
+        let k = kv_elems(k_cache[kb + w]);
+        for (var e = 0u; e < KV_ELEMS; e++) {
+            dot_qk += qs[KV_ELEMS * w + e] * k[e];
+        }
     }
     return dot_qk;
 }
@@ -30,7 +35,8 @@ fn key_dot(j: u32, head: u32) -> f32 {
 fn add_value(j: u32, prob: f32, lid: u32, head: u32) {
     let vb = j * p.d + head;
     for (var r = 0u; r < DIMS_PER_THREAD; r++) {
-        acc[r] += prob * v_cache[vb + value_dim(lid, r)];
+        let i = vb + value_dim(lid, r);
+        acc[r] += prob * kv_elems(v_cache[i / KV_ELEMS])[i % KV_ELEMS];
     }
 }
 

@@ -14,7 +14,7 @@ struct Params {
 
 @group(1) @binding(0) var<uniform> p: Params;
 @group(0) @binding(0) var<storage, read> q: array<f32>;
-@group(0) @binding(1) var<storage, read> k_cache: array<f32>;
+@group(0) @binding(1) var<storage, read> k_cache: array<KvWord>;
 @group(0) @binding(2) var<storage, read_write> probs: array<f32>;
 
 const WG: u32 = 64u;
@@ -23,7 +23,8 @@ var<workgroup> partial: array<f32, 64>;
 fn score(t: u32, head: u32, j: u32) -> f32 {
     var s = 0.0;
     for (var c = 0u; c < p.hd; c++) {
-        s += q[t * p.d + head + c] * k_cache[j * p.d + head + c];
+        let i = j * p.d + head + c;
+        s += q[t * p.d + head + c] * kv_elems(k_cache[i / KV_ELEMS])[i % KV_ELEMS];
     }
     return s * p.scale;
 }

@@ -8,8 +8,8 @@
 // dims must be whole quads (decode_attention.rs gives other heads the GPU kernel); thread lid sums
 // the head's quads lid + r * WG, 4 dims of acc each.
 
-@group(0) @binding(2) var<storage, read_write> k_cache: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> k_cache: array<KvQuad>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<KvQuad>;
 
 // This head's rotated q as quads.
 var<workgroup> q4: array<vec4<f32>, MAX_HD / 4>;
@@ -19,8 +19,8 @@ var<workgroup> q4: array<vec4<f32>, MAX_HD / 4>;
 fn append_kv(lid: u32, threads: u32, at: u32) {
     for (var q = lid; q < p.hd / 4u; q += threads) {
         let c = 4u * q;
-        k_cache[at / 4u + q] = vec4<f32>(ks[c], ks[c + 1u], ks[c + 2u], ks[c + 3u]);
-        v_cache[at / 4u + q] = vec4<f32>(vs[c], vs[c + 1u], vs[c + 2u], vs[c + 3u]);
+        k_cache[at / 4u + q] = kv_make_quad(vec4<f32>(ks[c], ks[c + 1u], ks[c + 2u], ks[c + 3u]));
+        v_cache[at / 4u + q] = kv_make_quad(vec4<f32>(vs[c], vs[c + 1u], vs[c + 2u], vs[c + 3u]));
     }
 }
 
@@ -39,7 +39,7 @@ fn key_dot(j: u32, head: u32) -> f32 {
     } else {
         let kb = (j * p.d + head) / 4u;
         for (var c = 0u; c < p.hd / 4u; c++) {
-            dot_qk += dot(q4[c], k_cache[kb + c]);
+            dot_qk += dot(q4[c], kv_quad(k_cache[kb + c]));
         }
     }
     return dot_qk;
@@ -53,7 +53,7 @@ fn add_value(j: u32, prob: f32, lid: u32, head: u32) {
             let c = 4u * value_quad(lid, r);
             v = vec4<f32>(vs[c], vs[c + 1u], vs[c + 2u], vs[c + 3u]);
         } else {
-            v = v_cache[vb + value_quad(lid, r)];
+            v = kv_quad(v_cache[vb + value_quad(lid, r)]);
         }
         acc[4u * r] += prob * v.x;
         acc[4u * r + 1u] += prob * v.y;

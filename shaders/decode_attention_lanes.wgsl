@@ -6,14 +6,16 @@
 // loads per thread is what a real GPU cannot hide.
 
 // DIMS_PER_LANE, head dims over LANES rounded up, is prepended by decode_attention.rs.
-@group(0) @binding(2) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(3) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(2) var<storage, read_write> k_cache: array<KvWord>;
+@group(0) @binding(3) var<storage, read_write> v_cache: array<KvWord>;
 
-// Writes this head's k and v at `at` of the caches.
+// Writes this head's k and v at `at` of the caches, a whole word per thread.
 fn append_kv(lid: u32, threads: u32, at: u32) {
-    for (var c = lid; c < p.hd; c += threads) {
-        k_cache[at + c] = ks[c];
-        v_cache[at + c] = vs[c];
+    for (var w = lid; w < p.hd / KV_ELEMS; w += threads) {
+        let c = KV_ELEMS * w;
+        let second = min(c + 1u, p.hd - 1u);
+        k_cache[at / KV_ELEMS + w] = kv_word(vec2<f32>(ks[c], ks[second]));
+        v_cache[at / KV_ELEMS + w] = kv_word(vec2<f32>(vs[c], vs[second]));
     }
 }
 
@@ -57,8 +59,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
                     part += qs[c] * ks[c];
                     v[i] = vs[c];
                 } else {
-                    part += qs[c] * k_cache[row + c];
-                    v[i] = v_cache[row + c];
+                    let at = row + c;
+                    part += qs[c] * kv_elems(k_cache[at / KV_ELEMS])[at % KV_ELEMS];
+                    v[i] = kv_elems(v_cache[at / KV_ELEMS])[at % KV_ELEMS];
                 }
             }
         }

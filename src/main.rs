@@ -18,7 +18,7 @@ use tokenformer::bench::DispatchReport;
 use tokenformer::convert::to_safetensors;
 use tokenformer::default_model;
 use tokenformer::generation::{compare, perplexity};
-use tokenformer::gpu::{GpuBackend, GpuOptions, PREFILL_CHUNK};
+use tokenformer::gpu::{GpuBackend, GpuOptions, KvDtype, PREFILL_CHUNK};
 use tokenformer::inspect::top_k;
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
@@ -94,14 +94,16 @@ fn load_model(args: &ModelArgs, dtypes: (Dtype, Option<Dtype>)) -> Result<(Model
 
 fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
     let (model, tokenizer) = load_model(args, args.dtypes())?;
-    Ok((backend_for(model, args.backend, args.dtypes())?, tokenizer))
+    Ok((backend_for(model, args, args.dtypes())?, tokenizer))
 }
 
-/// `model` on `kind`'s backend, stored in `dtypes`.
-fn backend_for(model: Model, kind: BackendKind, dtypes: (Dtype, Option<Dtype>)) -> Result<Box<dyn Backend>> {
-    Ok(match kind {
+/// `model` on the backend `args` name, stored in `dtypes`.
+fn backend_for(model: Model, args: &ModelArgs, dtypes: (Dtype, Option<Dtype>)) -> Result<Box<dyn Backend>> {
+    Ok(match args.backend {
         BackendKind::Cpu => Box::new(cpu_backend(model, dtypes)?),
-        BackendKind::Gpu => Box::new(gpu_backend(&model, dtypes, GpuOptions::default())?),
+        BackendKind::Gpu => {
+            Box::new(gpu_backend(&model, dtypes, GpuOptions { kv_cache: args.kv_cache, ..GpuOptions::default() })?)
+        }
     })
 }
 
@@ -226,7 +228,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         // default), on the same backend.
         let dtypes = (Dtype::from(reference), None);
         let model = load_model(&args.model, dtypes)?.0;
-        let mut reference_backend = backend_for(model, args.model.backend, dtypes)?;
+        let mut reference_backend = backend_for(model, &args.model, dtypes)?;
         let c = compare(reference_backend.as_mut(), backend.as_mut(), &ids, window, stride)?;
         let (name, reference) = (Dtype::from(args.model.dtype).as_str(), Dtype::from(reference).as_str());
         if args.json {
@@ -307,8 +309,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             drop(model);
             let times = timing(&mut gpu)?;
             let (limit, read) = tokenformer::bench::gpu_bandwidth_gb_s(gpu.context())?;
-            let (adapter, dtype) = (gpu.context().adapter_name(), gpu.dtype().as_str());
-            let label = format!("gpu {adapter} ({dtype} weights; {})", gpu.kernel_shapes());
+            let (adapter, dtype, kv) = (gpu.context().adapter_name(), gpu.dtype().as_str(), gpu.kv_dtype().as_str());
+            let label = format!("gpu {adapter} ({dtype} weights, {kv} KV cache; {})", gpu.kernel_shapes());
             let bytes = gpu.weight_bytes_per_token() as usize;
             // Three more steps, each dispatch timed by the device (where it has timestamps); each
             // kind's fastest.

@@ -101,6 +101,9 @@ pub(crate) struct ModelArgs {
     /// The embedding's (tied head's) storage; default f16 with q8 or q4, else --dtype's.
     #[arg(long, value_enum)]
     pub(crate) embedding_dtype: Option<DtypeArg>,
+    /// GPU only: the KV cache's storage, f32 or f16 (default f16 with f16, q8 or q4 weights).
+    #[arg(long, value_parser = KvDtype::parse)]
+    pub(crate) kv_cache: Option<KvDtype>,
 }
 
 impl ModelArgs {
@@ -272,6 +275,9 @@ pub(crate) struct BenchArgs {
     /// The embedding's storage; default f16 with q8 or q4, else --dtype's.
     #[arg(long, value_enum)]
     pub(crate) embedding_dtype: Option<DtypeArg>,
+    /// GPU only: the KV cache's storage, f32 or f16 (default f16 with f16, q8 or q4 weights).
+    #[arg(long, value_parser = KvDtype::parse)]
+    pub(crate) kv_cache: Option<KvDtype>,
     #[arg(long, default_value_t = 64)]
     pub(crate) prompt_len: usize,
     #[arg(long, default_value_t = 32)]
@@ -307,6 +313,7 @@ impl BenchArgs {
             min_workgroups: self.min_workgroups,
             gpu_shapes: self.gpu_shapes,
             subgroups: self.subgroups,
+            kv_cache: self.kv_cache,
             ..GpuOptions::default()
         }
     }

@@ -1,6 +1,7 @@
 //! Causal multi-head attention of the new tokens over the KV cache.
 
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::kv_cache::KvDtype;
 use super::params::shader_params;
 
 shader_params!(AttentionParams for "attention.wgsl" { start: u32, d: u32, hd: u32, scale: f32 });
@@ -26,11 +27,13 @@ pub(crate) struct Attention {
 }
 
 impl Attention {
-    /// The kernel for heads of `head_dim`, shaped for a GPU (64 threads) or a CPU adapter (8).
-    pub fn new(ctx: &GpuContext, head_dim: usize, gpu_shapes: bool) -> Attention {
+    /// The kernel for heads of `head_dim` over caches of `kv`, shaped for a GPU (64 threads) or a
+    /// CPU adapter (8).
+    pub fn new(ctx: &GpuContext, head_dim: usize, gpu_shapes: bool, kv: KvDtype) -> Attention {
         let threads = if gpu_shapes { GPU_THREADS } else { CPU_THREADS };
         let source = format!(
-            "{}\n{}",
+            "{}\n{}\n{}",
+            kv.prelude(),
             attend_source(threads, head_dim.div_ceil(threads).max(1)),
             include_str!("../../shaders/attention.wgsl")
         );
@@ -70,9 +73,11 @@ mod tests {
         let ctx = test_context();
         // Head dims 18 and 200 (more than either kernel's threads: several dims per thread); context
         // past one 64-key tile. Both kernels: a GPU's (64 threads) and a CPU adapter's (8).
+        // Both caches: f32, and f16 (the CPU then attends over the f16-rounded keys and values).
         let cases = [(3, 18, 1, 0), (3, 18, 7, 3), (2, 200, 1, 130), (4, 24, 70, 0)];
-        for (gpu_shapes, (heads, hd, t, start)) in [true, false].into_iter().flat_map(|g| cases.map(|c| (g, c))) {
-            let attention = Attention::new(&ctx, hd, gpu_shapes);
+        let shapes = [true, false].into_iter().flat_map(|g| [KvDtype::F32, KvDtype::F16].map(|kv| (g, kv)));
+        for ((gpu_shapes, kv), (heads, hd, t, start)) in shapes.flat_map(|s| cases.map(|c| (s, c))) {
+            let attention = Attention::new(&ctx, hd, gpu_shapes, kv);
             let d = heads * hd;
             let total = start + t;
             let q: Vec<f32> = random(t * d, 51).iter().map(|v| v * 4.0).collect();
@@ -80,9 +85,10 @@ mod tests {
             let vc = random(total * d, 53);
             let (qb, kb, vb) = (
                 ctx.storage_init("q", &f32_bytes(&q)),
-                ctx.storage_init("k", &f32_bytes(&kc)),
-                ctx.storage_init("v", &f32_bytes(&vc)),
+                ctx.storage_init("k", &kv.encode(&kc)),
+                ctx.storage_init("v", &kv.encode(&vc)),
             );
+            let (kc, vc) = (kv.decode(&kv.encode(&kc)), kv.decode(&kv.encode(&vc)));
             let o = ctx.storage("o", (t * d * 4) as u64);
             let bind = attention.bind(&ctx, &qb, &kb, &vb, &o);
             let mut params = ParamPages::default();
@@ -109,7 +115,7 @@ mod tests {
                 &got,
                 &want,
                 2e-5,
-                &format!("gpu shapes {gpu_shapes} heads {heads} hd {hd} t {t} start {start}"),
+                &format!("gpu shapes {gpu_shapes} {kv:?} heads {heads} hd {hd} t {t} start {start}"),
             );
         }
     }

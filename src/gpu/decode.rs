@@ -16,6 +16,7 @@
 use super::context::{Encoder, GpuContext};
 use super::decode_attention::{self, DecodeAttention};
 use super::embed::{Embed, EmbedBinding};
+use super::kv_cache::KvDtype;
 use super::scores::{self, DecodeShape, Scores, ScoresBinding, ScoresInput, MAX_HIDDEN};
 use super::values::{self, Values, ValuesBinding, MAX_SPLITS};
 use super::weights::{padded, Matrix};
@@ -68,13 +69,19 @@ fn fits_kernels(cfg: &ModelConfig) -> bool {
 impl DecodeKernels {
     /// The decode path's pipelines for a model of `cfg` whose embedding is stored in `embedding`,
     /// or None when it does not fit them.
-    pub fn new(ctx: &GpuContext, cfg: &ModelConfig, shape: DecodeShape, embedding: Dtype) -> Option<DecodeKernels> {
+    pub fn new(
+        ctx: &GpuContext,
+        cfg: &ModelConfig,
+        shape: DecodeShape,
+        embedding: Dtype,
+        kv: KvDtype,
+    ) -> Option<DecodeKernels> {
         fits_kernels(cfg).then(|| DecodeKernels {
             scores: Scores::new(ctx, shape, cfg.layernorm_eps),
             head: (embedding != shape.dtype)
                 .then(|| Scores::new(ctx, DecodeShape { dtype: embedding, ..shape }, cfg.layernorm_eps)),
             values: Values::new(ctx, shape),
-            attention: DecodeAttention::new(ctx, cfg.head_dim(), shape.for_gpu()),
+            attention: DecodeAttention::new(ctx, cfg.head_dim(), shape.for_gpu(), kv),
         })
     }
 

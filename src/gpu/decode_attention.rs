@@ -5,6 +5,7 @@
 
 use super::attention::{attend_source, CPU_THREADS};
 use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::kv_cache::KvDtype;
 use super::params::shader_params;
 use super::weights::padded;
 
@@ -46,9 +47,10 @@ impl DecodeAttention {
     /// into registers) or for a CPU adapter (`shaders/lib/attend.wgsl`'s tile loop, as prefill,
     /// reading the caches in quads: heads of whole quads only, as every released checkpoint's are;
     /// other heads get the GPU kernel, exact there too).
-    pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool) -> DecodeAttention {
+    /// The caches hold `kv`.
+    pub fn new(ctx: &GpuContext, head_dim: usize, lanes: bool, kv: KvDtype) -> DecodeAttention {
         use Access::{Read, ReadWrite};
-        let lib = include_str!("../../shaders/lib/decode_attention.wgsl");
+        let lib = format!("{}\n{}", kv.prelude(), include_str!("../../shaders/lib/decode_attention.wgsl"));
         let source = if lanes || !head_dim.is_multiple_of(4) {
             let dims = head_dim.div_ceil(LANES).max(1);
             format!(
@@ -106,7 +108,7 @@ mod tests {
     use crate::cpu::kernels::{apply_rope, axpy, dot, rope_inv_freq, softmax_scaled};
     use crate::gpu::context::{f32_bytes, ParamPages};
     use crate::gpu::rope::rope_table;
-    use crate::gpu::testing::{assert_close, random, read_f32, test_context};
+    use crate::gpu::testing::{assert_close, random, read_bytes, read_f32, test_context};
 
     #[test]
     fn matches_the_cpu_with_rope_and_the_cache_append() {
@@ -124,8 +126,11 @@ mod tests {
             (3, 96, 333, 2),
             (1, 256, 40, 1),
         ];
-        for (lanes, (heads, hd, pos, parts)) in [true, false].into_iter().flat_map(|l| cases.map(|c| (l, c))) {
-            let attention = DecodeAttention::new(&ctx, hd, lanes);
+        // Both caches: f32, and f16 (the earlier positions f16-rounded; the new one's k and v come
+        // from workgroup memory unrounded, and are stored rounded).
+        let shapes = [true, false].into_iter().flat_map(|l| [KvDtype::F32, KvDtype::F16].map(|kv| (l, kv)));
+        for ((lanes, kv), (heads, hd, pos, parts)) in shapes.flat_map(|s| cases.map(|c| (s, c))) {
+            let attention = DecodeAttention::new(&ctx, hd, lanes, kv);
             let d = heads * hd;
             let stride = padded(d);
             let max_pos = pos + 3;
@@ -139,9 +144,11 @@ mod tests {
             let vc = random(max_pos * d, 73);
             let (qkv, k_buf, v_buf) = (
                 ctx.storage_init("qkv", &f32_bytes(&rows)),
-                ctx.storage_init("k", &f32_bytes(&kc)),
-                ctx.storage_init("v", &f32_bytes(&vc)),
+                ctx.storage_init("k", &kv.encode(&kc)),
+                ctx.storage_init("v", &kv.encode(&vc)),
             );
+            let stored = |v: &[f32]| kv.decode(&kv.encode(v));
+            let (kc, vc) = (stored(&kc), stored(&vc));
             let out = ctx.storage("out", (partial_floats(d, heads) * 4) as u64);
             let bind = attention.bind(&ctx, &qkv, &table, [&k_buf, &v_buf], &out);
             let mut enc = Encoder::new(&ctx, &mut pages);
@@ -153,9 +160,10 @@ mod tests {
                 apply_rope(&mut q[h * hd..(h + 1) * hd], pos, &inv_freq);
                 apply_rope(&mut k[h * hd..(h + 1) * hd], pos, &inv_freq);
             }
-            let (got_k, got_v) = (read_f32(&ctx, &k_buf, max_pos * d), read_f32(&ctx, &v_buf, max_pos * d));
-            assert_close(&got_k[pos * d..(pos + 1) * d], &k, 1e-6, "appended k");
-            assert_close(&got_v[pos * d..(pos + 1) * d], &v, 1e-6, "appended v");
+            let cache = |b: &wgpu::Buffer| kv.decode(&read_bytes(&ctx, b, max_pos * d * kv.bytes()));
+            let (got_k, got_v) = (cache(&k_buf), cache(&v_buf));
+            assert_close(&got_k[pos * d..(pos + 1) * d], &stored(&k), 1e-6, "appended k");
+            assert_close(&got_v[pos * d..(pos + 1) * d], &stored(&v), 1e-6, "appended v");
             assert_eq!(&got_k[..pos * d], &kc[..pos * d], "earlier keys untouched");
             let (mut kc, mut vc) = (kc, vc);
             kc[pos * d..(pos + 1) * d].copy_from_slice(&k);
@@ -182,7 +190,7 @@ mod tests {
                     &got,
                     &want,
                     2e-5,
-                    &format!("lanes {lanes} heads {heads} hd {hd} pos {pos} splits {splits} head {h}"),
+                    &format!("lanes {lanes} {kv:?} heads {heads} hd {hd} pos {pos} splits {splits} head {h}"),
                 );
             }
         }

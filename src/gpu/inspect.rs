@@ -6,6 +6,7 @@
 use super::context::{
     bytes_to_f32, f32_bytes, groups_for, read_back, read_storage, Access, Encoder, GpuContext, Kernel,
 };
+use super::kv_cache::KvDtype;
 use super::matmul::LinearArgs;
 use super::params::shader_params;
 use super::{GpuBackend, PREFILL_CHUNK};
@@ -63,7 +64,8 @@ pub(crate) struct ThetaLayout {
 }
 
 impl Inspector {
-    pub fn new(ctx: &GpuContext) -> Inspector {
+    /// The kernels for a backend whose KV cache holds `kv`.
+    pub fn new(ctx: &GpuContext, kv: KvDtype) -> Inspector {
         let top_k = Kernel::new(
             ctx,
             "theta top-k",
@@ -74,7 +76,7 @@ impl Inspector {
         let probs = Kernel::new(
             ctx,
             "attention probabilities",
-            include_str!("../../shaders/attention_probs.wgsl"),
+            &format!("{}\n{}", kv.prelude(), include_str!("../../shaders/attention_probs.wgsl")),
             &[Access::Read, Access::Read, Access::ReadWrite],
         );
         Inspector { top_k, sums, probs }
@@ -177,7 +179,7 @@ impl GpuBackend {
     async fn inspector(&mut self) -> Result<Inspector> {
         match self.inspector.take() {
             Some(inspector) => Ok(inspector),
-            None => self.ctx.refusals("the inspector's kernels", || Inspector::new(&self.ctx)).await,
+            None => self.ctx.refusals("the inspector's kernels", || Inspector::new(&self.ctx, self.kv)).await,
         }
     }
 

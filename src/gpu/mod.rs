@@ -12,6 +12,7 @@ mod decode;
 mod decode_attention;
 mod embed;
 mod inspect;
+pub mod kv_cache;
 mod layer_norm;
 mod matmul;
 mod params;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 pub use crate::dtype::Dtype;
 pub use context::GpuContext;
 pub use copy::CopyProbe;
+pub use kv_cache::KvDtype;
 pub use plan::{DeviceMemory, GpuLoader};
 pub use scores::MIN_WORKGROUPS;
 
@@ -58,6 +60,8 @@ pub struct GpuOptions {
     pub dtype: Dtype,
     /// How the embedding (the tied head) is stored; default [`Dtype::default_embedding`].
     pub embedding: Option<Dtype>,
+    /// How the KV cache holds keys and values; default [`KvDtype::default_for`] the weights.
+    pub kv_cache: Option<KvDtype>,
     /// Largest weight buffer, in bytes; default the device's storage binding limit. Tests lower it
     /// to exercise the chunked path on small models.
     pub max_chunk_bytes: Option<u64>,
@@ -86,6 +90,7 @@ impl Default for GpuOptions {
         GpuOptions {
             dtype: Dtype::F32,
             embedding: None,
+            kv_cache: None,
             max_chunk_bytes: None,
             context: None,
             memory_budget: None,
@@ -163,16 +168,23 @@ struct Kernels {
 }
 
 impl Kernels {
-    /// `dtype`: the parameter tokens'; `embedding`: the embedding's.
-    fn new(c: &GpuContext, cfg: &ModelConfig, dtype: Dtype, embedding: Dtype, gpu_shapes: bool) -> Kernels {
+    /// `dtype`: the parameter tokens'; `embedding`: the embedding's; `kv`: the KV cache's.
+    fn new(
+        c: &GpuContext,
+        cfg: &ModelConfig,
+        dtype: Dtype,
+        embedding: Dtype,
+        kv: KvDtype,
+        gpu_shapes: bool,
+    ) -> Kernels {
         Kernels {
             embed: embed::Embed::new(c, embedding),
             norm: layer_norm::LayerNorm::new(c, cfg.layernorm_eps),
             linear: Linear::new(c, dtype, gpu_shapes),
             head: (embedding != dtype).then(|| Linear::new(c, embedding, gpu_shapes)),
             pnorm: pnorm::PNorm::new(c),
-            rope: rope::Rope::new(c),
-            attention: attention::Attention::new(c, cfg.head_dim(), gpu_shapes),
+            rope: rope::Rope::new(c, kv),
+            attention: attention::Attention::new(c, cfg.head_dim(), gpu_shapes, kv),
             sampler: sampler::Sampler::new(c, gpu_shapes),
         }
     }
@@ -259,6 +271,7 @@ pub struct GpuBackend {
     cfg: ModelConfig,
     vocab: usize,
     dtype: Dtype,
+    kv: KvDtype,
     kernels: Kernels,
     buffers: Buffers,
     embed: embed::EmbedBinding,
@@ -321,6 +334,11 @@ impl GpuBackend {
 
     pub fn dtype(&self) -> Dtype {
         self.dtype
+    }
+
+    /// How the KV cache holds keys and values.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv
     }
 
     /// The kernel shapes chosen for the adapter (or by [`GpuOptions`]), in words.

@@ -9,7 +9,7 @@ use super::context::{f32_bytes, ParamPages};
 use super::decode::{self, DecodeKernels};
 use super::scores::{DecodeShape, CPU_MAX_ROWS, GPU_MAX_ROWS};
 use super::weights::{chunk_rows, row_bytes, Matrix, Store};
-use super::{attention, decode_attention, rope};
+use super::{attention, decode_attention, rope, KvDtype};
 use super::{Buffers, Dtype, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBinds, LayerWeights, PREFILL_CHUNK};
 use crate::config::ModelConfig;
 use crate::cpu::kernels::rope_inv_freq;
@@ -44,6 +44,7 @@ pub struct GpuLoader {
     vocab: usize,
     dtype: Dtype,
     embedding_dtype: Dtype,
+    kv: KvDtype,
     embedding: Matrix,
     layers: Vec<LayerWeights>,
     final_norm: [Vec<f32>; 2],
@@ -89,8 +90,15 @@ impl GpuLoader {
             cfg.max_positions = cfg.max_positions.min(context);
         }
         let embedding_dtype = options.embedding.unwrap_or(options.dtype.default_embedding());
+        let kv = options.kv_cache.unwrap_or(KvDtype::default_for(options.dtype, cfg.head_dim()));
+        if kv == KvDtype::F16 && cfg.head_dim() % 2 == 1 {
+            return Err(Error::Gpu(format!(
+                "an f16 KV cache holds two dims of a head per word: head dim {} is odd; use an f32 cache",
+                cfg.head_dim()
+            )));
+        }
         if let Some(budget) = options.memory_budget {
-            let needs = DeviceMemory::of(&cfg, vocab, options.dtype, embedding_dtype);
+            let needs = DeviceMemory::of(&cfg, vocab, options.dtype, embedding_dtype, kv);
             if needs.total() > budget {
                 return Err(Error::Gpu(format!(
                     "this model needs {needs} on the device, more than its {:.1} MB budget; {}",
@@ -116,8 +124,8 @@ impl GpuLoader {
         }
         let t = PREFILL_CHUNK as u64;
         let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
-        let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
-        let cache_bytes = cfg.max_positions as u64 * df;
+        let vf = vocab as u64 * 4;
+        let cache_bytes = cfg.max_positions as u64 * d as u64 * kv.bytes() as u64;
         // Activations and caches are bound whole; weights are the only tensors split into chunks.
         for (what, bytes) in [("Pattention scores", t * widest * 4), ("logits", t * vf), ("KV cache", cache_bytes)] {
             if bytes > ctx.max_binding_bytes() {
@@ -150,8 +158,8 @@ impl GpuLoader {
         // browser) holds hundreds of MB while it works, which then never adds to the weights'.
         let (kernels, decode_kernels) = ctx
             .refusals("the model's kernels", || {
-                let decode = if whole { DecodeKernels::new(&ctx, &cfg, shape, embedding_dtype) } else { None };
-                (Kernels::new(&ctx, &cfg, dtype, embedding_dtype, gpu_shapes), decode)
+                let decode = if whole { DecodeKernels::new(&ctx, &cfg, shape, embedding_dtype, kv) } else { None };
+                (Kernels::new(&ctx, &cfg, dtype, embedding_dtype, kv, gpu_shapes), decode)
             })
             .await?;
         let scope = Some(ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory));
@@ -179,6 +187,7 @@ impl GpuLoader {
             vocab,
             dtype,
             embedding_dtype,
+            kv,
             embedding,
             layers,
             final_norm: [Vec::new(), Vec::new()],
@@ -233,7 +242,7 @@ impl GpuLoader {
         }
         self.ctx.flush_writes()?;
         let scope = self.scope.take();
-        let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype, self.embedding_dtype);
+        let needs = DeviceMemory::of(&self.cfg, self.vocab, self.dtype, self.embedding_dtype, self.kv);
         let hint = match self.dtype {
             Dtype::F32 => "; f16 weights (dtype f16) take half, q4 a sixth",
             Dtype::F16 | Dtype::Q8 => "; q4 weights (dtype q4) take less",
@@ -257,6 +266,7 @@ impl GpuLoader {
             vocab,
             dtype,
             embedding_dtype,
+            kv,
             embedding,
             layers: layer_weights,
             final_norm,
@@ -269,9 +279,9 @@ impl GpuLoader {
         let t = PREFILL_CHUNK as u64;
         let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
         let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
-        let cache_bytes = cfg.max_positions as u64 * df;
+        let cache_bytes = cfg.max_positions as u64 * d as u64 * kv.bytes() as u64;
         let c = &*ctx;
-        let weight_bytes = DeviceMemory::of(&cfg, vocab, dtype, embedding_dtype).weights;
+        let weight_bytes = DeviceMemory::of(&cfg, vocab, dtype, embedding_dtype, kv).weights;
 
         use wgpu::BufferUsages as U;
         let buffers = Buffers {
@@ -352,6 +362,7 @@ impl GpuLoader {
             cfg,
             vocab,
             dtype,
+            kv,
             ctx,
         };
         Ok(backend)
@@ -436,18 +447,25 @@ pub struct DeviceMemory {
 }
 
 impl DeviceMemory {
-    /// A model of `cfg` whose parameter tokens are stored in `dtype` and embedding in `embedding`.
-    pub fn of(cfg: &ModelConfig, vocab: usize, dtype: Dtype, embedding: Dtype) -> DeviceMemory {
+    /// A model of `cfg` whose parameter tokens are stored in `dtype`, embedding in `embedding` and
+    /// KV cache in `kv`.
+    pub fn of(cfg: &ModelConfig, vocab: usize, dtype: Dtype, embedding: Dtype, kv: KvDtype) -> DeviceMemory {
         let (t, d, v) = (PREFILL_CHUNK as u64, cfg.hidden_size as u64, vocab as u64);
         let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
         let matrices: usize = block_matrices(cfg).iter().map(|&(_, rows, cols, _)| rows * row_bytes(cols, dtype)).sum();
         DeviceMemory {
             // Every weight is read for each token; the head reads the vocabulary's rows.
             weights: (cfg.num_layers * matrices + vocab * row_bytes(cfg.hidden_size, embedding)) as u64,
-            kv_cache: 2 * cfg.num_layers as u64 * cfg.max_positions as u64 * d * 4,
+            kv_cache: 2 * cfg.num_layers as u64 * cfg.max_positions as u64 * d * kv.bytes() as u64,
             // Residual, norm, q, o, head input (d each), q|k|v (3d), scores, logits and their read-back.
             activations: t * (8 * d + widest + 2 * v) * 4,
         }
+    }
+
+    /// [`DeviceMemory::of`] with the embedding and the KV cache as `dtype`'s defaults.
+    pub fn planned(cfg: &ModelConfig, vocab: usize, dtype: Dtype) -> DeviceMemory {
+        let kv = KvDtype::default_for(dtype, cfg.head_dim());
+        DeviceMemory::of(cfg, vocab, dtype, dtype.default_embedding(), kv)
     }
 
     pub fn total(&self) -> u64 {
@@ -459,7 +477,7 @@ impl DeviceMemory {
         let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
         let with = |dtype: Dtype, context: usize| {
             let cfg = ModelConfig { max_positions: cfg.max_positions.min(context), ..cfg.clone() };
-            DeviceMemory::of(&cfg, vocab, dtype, dtype.default_embedding()).total()
+            DeviceMemory::planned(&cfg, vocab, dtype).total()
         };
         let mut fits = Vec::new();
         let smaller = Dtype::ALL.iter().skip_while(|&&d| d != dtype).copied();

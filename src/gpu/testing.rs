@@ -24,12 +24,17 @@ pub fn random(len: usize, seed: u32) -> Vec<f32> {
 }
 
 pub fn read_f32(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<f32> {
-    let bytes = (len * 4) as u64;
+    bytes_to_f32(&read_bytes(ctx, buffer, len * 4))
+}
+
+/// The first `len` bytes of a storage buffer (a multiple of 4).
+pub fn read_bytes(ctx: &GpuContext, buffer: &wgpu::Buffer, len: usize) -> Vec<u8> {
+    let bytes = len as u64;
     let staging = ctx.buffer("read", bytes, wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST);
     let mut enc = ctx.device.create_command_encoder(&Default::default());
     enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
     ctx.queue.submit([enc.finish()]);
-    bytes_to_f32(&pollster::block_on(read_back(ctx, &staging, bytes, None)).unwrap())
+    pollster::block_on(read_back(ctx, &staging, bytes, None)).unwrap()
 }
 
 /// `values`, rows of `cols`, as `dtype` stores them: the weights a CPU check multiplies by.

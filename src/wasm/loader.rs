@@ -122,7 +122,7 @@ async fn open_sink(
         max_positions: options.context.map_or(config.max_positions, |c| c.min(config.max_positions)),
         ..config.clone()
     };
-    let needs = |d: Dtype| DeviceMemory::of(&planned, vocab, d, d.default_embedding()).total();
+    let needs = |d: Dtype| DeviceMemory::planned(&planned, vocab, d).total();
     let (dtype, why) = options.dtype.resolve(config, vocab, options.memory_budget.unwrap_or(AUTO_BUDGET), needs);
     let gpu_shapes = match options.kernels {
         super::backend::KernelsChoice::Auto => None,

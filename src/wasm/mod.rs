@@ -303,7 +303,8 @@ impl Engine {
     /// errors name it; `undefined` if not), and the load options. Opens the backend first, so a missing WebGPU adapter
     /// shows before any weights are fetched.
     /// What a model of `config` (config.json's bytes) needs on a WebGPU device with `dtype`
-    /// ("f32" | "f16" | "q8" | "q4"; the embedding f16 with q8 and q4) weights, known before any
+    /// ("f32" | "f16" | "q8" | "q4"; the embedding f16 with q8 and q4, and the KV cache f16 with all
+    /// but f32) weights, known before any
     /// weights are fetched: `{ weights, kvCache, activations, total }` in bytes, for a tokenizer of
     /// `vocabSize` ids.
     #[cfg(feature = "gpu")]
@@ -315,7 +316,7 @@ impl Engine {
     ) -> std::result::Result<JsValue, JsError> {
         let config = ModelConfig::from_json(config).map_err(js_error)?;
         let dtype = crate::Dtype::parse(dtype).map_err(js_error)?;
-        let plan = crate::gpu::DeviceMemory::of(&config, vocab_size, dtype, dtype.default_embedding());
+        let plan = crate::gpu::DeviceMemory::planned(&config, vocab_size, dtype);
         let field = |bytes: u64| JsValue::from(bytes as f64);
         object(&[
             ("weights", field(plan.weights)),
