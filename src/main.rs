@@ -24,8 +24,8 @@ use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
 use tokenformer::weights::safetensors::StoreDtype;
 use tokenformer::{
-    generate, Backend, CpuBackend, CpuDtype, Error, InspectRequest, Model, Projection, Result, SamplingParams,
-    Tokenizer,
+    generate, Backend, CpuBackend, CpuDtype, Error, InspectRequest, Intervention, Interventions, Model, Projection,
+    Result, SamplingParams, Tokenizer,
 };
 
 /// Decode steps `bench` times dispatch by dispatch on a GPU.
@@ -41,6 +41,7 @@ fn main() {
         Command::Bench(args) => run_bench(args),
         Command::Inspect(args) => run_inspect(args),
         Command::Dictionary(args) => run_dictionary(args),
+        Command::Search(args) => run_search(args),
         Command::Synthetic(args) => run_synthetic(args),
     });
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
@@ -92,11 +93,23 @@ fn load_model(args: &ModelArgs) -> Result<(Model, Tokenizer)> {
     }
 }
 
-fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+/// The model on the chosen backend with `intervene`'s interventions applied.
+fn load_backend(args: &ModelArgs, intervene: &InterveneArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+    // Mistyped interventions fail before the model loads.
+    let wanted = intervene.parse()?;
     let (model, tokenizer) = load_model(args)?;
+    let set = Interventions::new(wanted, &model.config)?;
     let backend: Box<dyn Backend> = match args.backend {
-        BackendKind::Cpu => Box::new(cpu_backend(model, args.dtype)?),
-        BackendKind::Gpu => Box::new(gpu_backend(&model, args.dtype, GpuOptions::default())?),
+        BackendKind::Cpu => {
+            let mut cpu = cpu_backend(model, args.dtype)?;
+            cpu.set_interventions(set);
+            Box::new(cpu)
+        }
+        BackendKind::Gpu => {
+            let mut gpu = gpu_backend(&model, args.dtype, GpuOptions::default())?;
+            gpu.set_interventions(set);
+            Box::new(gpu)
+        }
     };
     Ok((backend, tokenizer))
 }
@@ -154,7 +167,7 @@ fn parse_ids(text: &str) -> Result<Vec<u32>> {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let (mut backend, tokenizer) = load_backend(&args.model)?;
+    let (mut backend, tokenizer) = load_backend(&args.model, &args.intervene)?;
     let prompt = args.prompt.ids(&tokenizer)?;
     let params = SamplingParams {
         temperature: args.temperature,
@@ -209,7 +222,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 
 fn run_logits(args: LogitsArgs) -> Result<()> {
     let ids = parse_ids(&args.ids)?;
-    let (mut backend, _) = load_backend(&args.model)?;
+    let (mut backend, _) = load_backend(&args.model, &args.intervene)?;
     let logits = backend.forward(&ids, true)?;
     let rows: Vec<&[f32]> = logits.chunks(backend.vocab_size()).collect();
     println!("{}", serde_json::json!({ "logits": rows }));
@@ -217,7 +230,7 @@ fn run_logits(args: LogitsArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
-    let (mut backend, tokenizer) = load_backend(&args.model)?;
+    let (mut backend, tokenizer) = load_backend(&args.model, &args.intervene)?;
     let bytes = tokenformer::loader::read(&args.text)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::File { path: args.text.display().to_string(), message: "not UTF-8 text".into() })?;
