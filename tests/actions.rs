@@ -38,7 +38,9 @@ fn interventions_match_the_reference_in_prefill_decode_inspection_and_perplexity
         assert!(err < TOLERANCE, "{name}: max |logit error| under interventions {err:e}");
         // The set changes the prediction far beyond the tolerance (the test can fail).
         let moved = max_abs_diff(got.iter().map(|&v| v as f64), plain.iter().map(|&v| v as f64));
-        eprintln!("{name}: max |logit error| under interventions {err:.2e} (they moved the logits by up to {moved:.2})");
+        eprintln!(
+            "{name}: max |logit error| under interventions {err:.2e} (they moved the logits by up to {moved:.2})"
+        );
         assert!(moved > 0.05, "{name}: the interventions moved the logits by only {moved:e}");
 
         // Decode: one token at a time through the cache gives the same last row.

@@ -347,8 +347,7 @@ fn interventions_search_and_the_logit_lens_on_both_backends() {
     let fixture = common::actions_fixture();
     let entry = fixture.models.iter().find(|e| e.model == "softmax").unwrap();
     let model = fixture_dir(&entry.model);
-    let specs: Vec<String> =
-        entry.interventions.iter().map(|(l, p, s, f)| format!("{l}:{p}:{s}={f}")).collect();
+    let specs: Vec<String> = entry.interventions.iter().map(|(l, p, s, f)| format!("{l}:{p}:{s}={f}")).collect();
     let ids = ids_arg(&entry.ids);
     for backend in ["cpu", "gpu"] {
         let mut args = vec!["logits", "--model", path(&model), "--ids", &ids, "--backend", backend];

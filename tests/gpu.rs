@@ -606,7 +606,10 @@ fn actions_on_the_gpu_match_the_cpu() {
             host.set_interventions(set.clone());
             assert!(!device.decoding_ahead() && device.position() == 0, "{name}: a new set empties the cache");
             let err = max_abs_diff(logits(&mut device, &entry.ids), logits(&mut host, &entry.ids));
-            eprintln!("{name} chunks {:?}: max |GPU - CPU| logits under interventions {err:.2e}", options.max_chunk_bytes);
+            eprintln!(
+                "{name} chunks {:?}: max |GPU - CPU| logits under interventions {err:.2e}",
+                options.max_chunk_bytes
+            );
             assert!(err < LOGITS_TOLERANCE, "{name}: logits under interventions, max |GPU - CPU| {err:e}");
             let sampled = SamplingParams { temperature: 0.9, top_k: 20, top_p: 0.95, seed: 11, ..Default::default() };
             for params in [SamplingParams::greedy(12), SamplingParams { max_tokens: 12, ..sampled }] {
@@ -663,7 +666,10 @@ fn actions_on_the_gpu_match_the_cpu() {
             let err = max_abs_diff(got.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
             assert!(err < LOGITS_TOLERANCE, "{name} {options:?}: search scores {err:e}");
             let rank = |s: &[f32]| tokenformer::search::rank(s, &model.config, 1)[0];
-            assert_eq!((rank(&got).layer, rank(&got).proj, rank(&got).slot), (rank(&want).layer, rank(&want).proj, rank(&want).slot));
+            assert_eq!(
+                (rank(&got).layer, rank(&got).proj, rank(&got).slot),
+                (rank(&want).layer, rank(&want).proj, rank(&want).slot)
+            );
             eprintln!("{name} chunks {:?}: max |search error| {err:.2e}", options.max_chunk_bytes);
         }
     }

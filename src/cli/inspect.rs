@@ -96,7 +96,9 @@ fn print_lens(lens: &LogitLens, ids: &[u32], tokenizer: &Tokenizer, json: bool) 
     let text = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
     if json {
         let layers: Vec<Vec<Vec<(u32, f32, String)>>> = (0..lens.layers)
-            .map(|l| (0..lens.tokens).map(|t| lens.get(l, t).iter().map(|&(id, p)| (id, p, text(id))).collect()).collect())
+            .map(|l| {
+                (0..lens.tokens).map(|t| lens.get(l, t).iter().map(|&(id, p)| (id, p, text(id))).collect()).collect()
+            })
             .collect();
         println!("{}", serde_json::json!({ "ids": ids, "lens": layers }));
         return Ok(());

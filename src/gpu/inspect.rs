@@ -8,6 +8,7 @@ use super::context::{
 };
 use super::matmul::LinearArgs;
 use super::params::shader_params;
+use super::weights::{octets, WeightDtype};
 use super::{GpuBackend, PREFILL_CHUNK};
 use crate::error::{Error, Result};
 use crate::generation::check_ids;
@@ -15,7 +16,6 @@ use crate::inspect::{check_slot, AttentionCapture, Capture, InspectRequest, Insp
 use crate::lens::{with_probabilities, LogitLens};
 use crate::model::Projection;
 use crate::search::{check_token, projection_offset, slots_per_layer};
-use super::weights::{octets, WeightDtype};
 
 shader_params!(ThetaTopKParams for "theta_top_k.wgsl" { n: u32, lda: u32, offset: u32, k: u32, row0: u32 });
 shader_params!(ThetaSumsParams for "theta_sums.wgsl" { rows: u32, n: u32, lda: u32, offset: u32 });
@@ -468,7 +468,8 @@ impl GpuBackend {
             .map(|l| inspector.attention_sink(ctx, l, &self.buffers.q, &self.layers[l].k_cache, heads, tokens))
             .collect();
         let layers = self.cfg.num_layers;
-        let lens = request.lens.map(|k| inspector.lens_sink(ctx, &self.buffers.logits, layers, tokens, k.min(self.vocab)));
+        let lens =
+            request.lens.map(|k| inspector.lens_sink(ctx, &self.buffers.logits, layers, tokens, k.min(self.vocab)));
         Ok(CapturePlan { inspector, tokens, k: top_k.unwrap_or(0), maps, attention, lens })
     }
 

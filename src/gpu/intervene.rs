@@ -58,7 +58,13 @@ impl Intervene {
         self.set = set;
     }
 
-    fn upload(&self, ctx: &GpuContext, set: &Interventions, cfg: &ModelConfig, scores: &wgpu::Buffer) -> DeviceInterventions {
+    fn upload(
+        &self,
+        ctx: &GpuContext,
+        set: &Interventions,
+        cfg: &ModelConfig,
+        scores: &wgpu::Buffer,
+    ) -> DeviceInterventions {
         let mut pairs: Vec<u32> = Vec::new();
         let mut ranges = Vec::with_capacity(cfg.num_layers);
         for layer in 0..cfg.num_layers {

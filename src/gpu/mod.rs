@@ -39,9 +39,9 @@ pub use weights::WeightDtype;
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::generation::check_ids;
-use crate::intervene::Interventions;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
+use crate::intervene::Interventions;
 use crate::model::{Model, Projection};
 use crate::sampling::SamplingParams;
 use context::{bytes_to_f32, read_back, u32_bytes, Dispatch, Encoder, ParamPages};

@@ -44,8 +44,8 @@ pub(crate) use shader_params;
 mod tests {
     use super::ShaderParams;
     use crate::gpu::{
-        attention, copy, decode_attention, embed, inspect, intervene, layer_norm, matmul, pnorm, rope, sampler,
-        scores, subgroup_probe, values,
+        attention, copy, decode_attention, embed, inspect, intervene, layer_norm, matmul, pnorm, rope, sampler, scores,
+        subgroup_probe, values,
     };
 
     /// (name, type) of each field of `struct Params` in WGSL source, comments dropped.

@@ -107,7 +107,11 @@ impl Engine {
     /// scores are computed on the device. Leaves any generation and the cache as they are (on WebGPU
     /// a decode step computed ahead is redone).
     #[wasm_bindgen(unchecked_return_type = "Promise<SearchResult>")]
-    pub fn search(&self, #[wasm_bindgen(unchecked_param_type = "string | number")] token: JsValue, k: usize) -> Promise {
+    pub fn search(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | number")] token: JsValue,
+        k: usize,
+    ) -> Promise {
         let shared = self.shared.clone();
         let config = self.config.clone();
         future_to_promise(async move {

@@ -9,9 +9,9 @@ use crate::generation::Backend;
 use crate::gpu::GpuBackend;
 use crate::inspect::{self, InspectRequest, Inspection, ThetaSummary};
 use crate::intervene::Interventions;
-use crate::search;
 use crate::model::Projection;
 use crate::sampling::SamplingParams;
+use crate::search;
 use crate::CpuBackend;
 use wasm_bindgen::prelude::*;
 
