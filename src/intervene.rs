@@ -105,7 +105,7 @@ mod tests {
 
     fn cfg() -> ModelConfig {
         ModelConfig::from_json(
-            br#"{"num_layers": 2, "hidden_size": 8, "num_attention_heads": 2, "qkv_slot_num": 5,
+            br#"{"num_layers": 2, "hidden_size": 16, "num_attention_heads": 2, "qkv_slot_num": 5,
                  "proj_slot_num": 6, "ffn_slot_num": 7, "max_position_embeddings": 16}"#,
         )
         .unwrap()

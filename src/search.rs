@@ -104,7 +104,7 @@ mod tests {
     #[test]
     fn ranks_map_back_to_layer_projection_and_slot() {
         let cfg = ModelConfig::from_json(
-            br#"{"num_layers": 2, "hidden_size": 8, "num_attention_heads": 2, "qkv_slot_num": 2,
+            br#"{"num_layers": 2, "hidden_size": 16, "num_attention_heads": 2, "qkv_slot_num": 2,
                  "proj_slot_num": 3, "ffn_slot_num": 4, "max_position_embeddings": 16}"#,
         )
         .unwrap();
