@@ -117,14 +117,19 @@ async function load(source, name) {
   }
 }
 
-async function generate() {
-  let params;
+/** The sampling settings, or null (with a notice saying which field is wrong). */
+function checkedParams() {
   try {
-    params = samplingParams();
+    return samplingParams();
   } catch (e) {
     showNotice(e.message);
-    return;
+    return null;
   }
+}
+
+async function generate() {
+  const params = checkedParams();
+  if (!params) return;
   const prompt = $('prompt').value;
   const output = $('output');
   output.replaceChildren();
@@ -235,21 +240,16 @@ function linkedInterventions() {
 }
 inspector.addEventListener('interventions-change', (e) => {
   const list = e.detail.interventions;
-  const hash = list.length ? `#${HASH_KEY}=${list.map(interventionText).join(',')}` : ' ';
-  history.replaceState(null, '', hash === ' ' ? location.pathname + location.search : hash);
+  const hash = `#${HASH_KEY}=${list.map(interventionText).join(',')}`;
+  history.replaceState(null, '', list.length ? hash : location.pathname + location.search);
   refreshButtons();
 });
 
 /** Generates twice with the same prompt, seed and settings, without and with the interventions,
  *  and shows the two texts side by side. */
 async function generateAgain() {
-  let params;
-  try {
-    params = samplingParams();
-  } catch (e) {
-    showNotice(e.message);
-    return;
-  }
+  const params = checkedParams();
+  if (!params) return;
   const active = inspector.interventions.slice();
   const prompt = $('prompt').value;
   const columns = { without: $('compare-without'), with: $('compare-with') };

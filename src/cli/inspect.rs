@@ -126,19 +126,32 @@ pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
         (None, None) => return Err(Error::Usage("give --token or --id".into())),
     };
     let cfg = model.config.clone();
+    let timed;
     let scores = match args.model.backend {
-        BackendKind::Cpu => search::scores(cpu_backend(model, args.model.dtype)?.model(), id)?,
+        BackendKind::Cpu => {
+            let cpu = cpu_backend(model, args.model.dtype)?;
+            timed = std::time::Instant::now();
+            search::scores(cpu.model(), id)?
+        }
         BackendKind::Gpu => {
-            pollster::block_on(gpu_backend(&model, args.model.dtype, GpuOptions::default())?.search_async(id))?
+            let mut gpu = gpu_backend(&model, args.model.dtype, GpuOptions::default())?;
+            // The first search compiles the kernels; the time is the second's.
+            pollster::block_on(gpu.search_async(id))?;
+            timed = std::time::Instant::now();
+            pollster::block_on(gpu.search_async(id))?
         }
     };
+    let ms = timed.elapsed().as_secs_f64() * 1e3;
     let top = search::rank(&scores, &cfg, args.top_k);
     let text = tokenizer.decode(&[id]).unwrap_or_default();
     if args.json {
         let top: Vec<_> = top.iter().map(|s| (s.layer, s.proj.as_str(), s.slot, s.score)).collect();
         println!("{}", serde_json::json!({ "id": id, "text": text, "top": top }));
     } else {
-        println!("value parameter tokens pointing at token {id} {text:?} (its embedding · each value vector)");
+        println!(
+            "value parameter tokens pointing at token {id} {text:?} (its embedding · each value vector; {} scored in {ms:.0} ms)",
+            scores.len()
+        );
         for s in top {
             println!("{:>10.4}  layer {:>2} {:<5} slot {}", s.score, s.layer, s.proj.as_str(), s.slot);
         }

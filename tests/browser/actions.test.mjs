@@ -61,7 +61,7 @@ for (const mode of ['webgpu', 'no-webgpu']) {
       // The slot the last token uses most: knocking it out moves the next-token distribution.
       const slot = ids.top.at(-1)[0][0];
       const spec = `${LAYER}:${PROJ}:${slot}=0`;
-      const promptIds = tokenformer(['logits', '--ids', '0', '--intervene', '0:ffn:0=1']) && await page.evaluate((p) => document.getElementById('inspector').client.encode(p), PROMPT);
+      const promptIds = await page.evaluate((p) => document.getElementById('inspector').client.encode(p), PROMPT);
       const cli = (extra) => topProbabilities(tokenformer(['logits', '--ids', promptIds.join(','), ...extra]).logits.at(-1), 10);
 
       await t.test('knocking out a slot changes the next-token bars as the CLI says, in one forward pass', async () => {
@@ -70,6 +70,7 @@ for (const mode of ['webgpu', 'no-webgpu']) {
         await page.locator(`.tfi-cell[data-layer="${LAYER}"][data-proj="${PROJ}"]`).click();
         await page.waitForFunction(([l, p]) => document.getElementById('inspector').map?.layer === l
           && document.getElementById('inspector').map?.proj === p, [LAYER, PROJ], { timeout: 120_000 });
+        await page.locator('.tfi-map').scrollIntoViewIfNeeded();
         const box = await page.locator('.tfi-map').boundingBox();
         const slots = await page.evaluate(() => document.getElementById('inspector').map.slots);
         await page.mouse.click(box.x + ((slot + 0.5) / slots) * box.width, box.y + 3);
