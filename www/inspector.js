@@ -494,6 +494,8 @@ export class TokenFormerInspector extends HTMLElement {
     this.open = { layer, proj };
     const ids = this.ids === undefined ? undefined : [...this.summary.ids];
     this.showMap(await this.client.inspectView(ids, 0, this.open));
+    // Opened by a click on the grid or a search hit, perhaps far above: bring the map into view.
+    this.ui.title.scrollIntoView({ block: 'start' });
   }
 
   showMap({ map, attention, texts }) {

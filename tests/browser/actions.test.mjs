@@ -2,7 +2,7 @@
 // would, against the native CPU backend (`tokenformer logits --intervene`, `search`, `inspect
 // --logit-lens`, `generate --intervene`): open a slot, knock it out, see the next-token bars change as
 // the CLI says (one forward pass); reload from the shared link and find the interventions active;
-// search a token and find the slot the CLI ranks first; the logit lens; generate again side by side.
+// search a token and find the slot the CLI ranks first; the logit lens; the texts without and with, side by side.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
@@ -134,9 +134,9 @@ for (const mode of ['webgpu', 'no-webgpu']) {
         assert.equal(last[2], (await bars(page, 'with'))[0][0], 'the last block predicts what the bars show');
       });
 
-      await t.test('generate again shows the texts without and with the interventions', async () => {
+      await t.test('compare shows the texts without and with the interventions', async () => {
         await setGreedy(page, 6);
-        await page.getByRole('button', { name: /Generate again/ }).click();
+        await page.getByRole('button', { name: 'Compare without / with interventions' }).click();
         await page.waitForFunction(() => document.getElementById('compare').dataset.done, null, { timeout: 120_000 });
         const got = await page.evaluate(() => ['without', 'with'].map((k) => document.getElementById(`compare-${k}`).dataset.ids.split(',').map(Number)));
         const greedy = (extra) => tokenformer(['generate', '--prompt', PROMPT, '--temperature', '0', '--max-tokens', '6', '--json', ...extra]).ids;
