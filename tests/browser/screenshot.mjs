@@ -53,9 +53,9 @@ try {
   await page.waitForFunction(() => document.querySelectorAll('.tfi-bars-with .tfi-bar').length === 10, null, { timeout: 300_000 });
   const actions = page.locator('.tfi-actions');
   await actions.evaluate((e) => e.scrollIntoView());
-  const box = await actions.boundingBox();
+  const area = await actions.boundingBox();
   const next = await page.locator('.tfi-next').boundingBox();
-  await page.screenshot({ path: join(ROOT, 'www/inspector-intervention.png'), clip: { x: box.x, y: box.y, width: box.width, height: next.y + next.height - box.y + 8 } });
+  await page.screenshot({ path: join(ROOT, 'www/inspector-intervention.png'), clip: { x: area.x, y: area.y, width: area.width, height: next.y + next.height - area.y + 8 } });
 } finally {
   await browser.close();
   server.close();
