@@ -1,13 +1,14 @@
 // Types of tokenformer-web in the browser. The engine's own types come from the wasm bindings.
 import type {
   Engine, Projection, SamplingParams, PattentionCapture, PattentionSummary, AttentionCapture, DictionaryEntry,
-  InitInput,
+  InitInput, Intervention, NextToken, SearchResult, LogitLens,
 } from './pkg/tokenformer.js';
 
 export { Engine, Token } from './pkg/tokenformer.js';
 export type {
   Projection, SamplingParams, LoadOptions, WeightsReader, PattentionCapture, PattentionMapSummary,
-  PattentionSummary, AttentionCapture, BlockCapture, DictionaryEntry,
+  PattentionSummary, AttentionCapture, BlockCapture, DictionaryEntry, Intervention, NextToken, SearchHit,
+  SearchResult, LogitLens,
 } from './pkg/tokenformer.js';
 
 /** Where a model's three files come from. */
@@ -97,6 +98,18 @@ export class TokenFormerClient {
   attention(ids: number[] | undefined, layer: number): Promise<WithTexts<AttentionCapture>>;
   dictionary(layer: number, proj: Projection, slot: number, k: number): Promise<DictionaryEntry[]>;
   inspectView(ids: number[] | undefined, k: number, open?: { layer: number; proj: Projection } | null): Promise<InspectorView>;
+  /** Scales parameter tokens' Theta columns in every forward pass from now on (0 knocks one out);
+   *  `[]` removes them. Ends a running generation. Resolves to the set in force. */
+  setInterventions(list: Intervention[]): Promise<Intervention[]>;
+  /** The `k` most likely next tokens after `ids` under the interventions (one forward pass), and
+   *  the engine's count of forward passes so far. */
+  nextTokens(ids: number[], k: number): Promise<{ top: NextToken[]; passes: number }>;
+  /** The value parameter tokens pointing at `token` (one token's text, or its id), the `k` best. */
+  search(token: string | number, k: number): Promise<SearchResult>;
+  /** Each block's `k` most likely next tokens per position, with the texts of inputs and tokens. */
+  logitLens(ids: number[] | undefined, k: number): Promise<LogitLens & { texts: string[]; topTexts: string[] }>;
+  /** Forward passes the engine has run since it loaded. */
+  passes(): Promise<number>;
 }
 
 /** The built-in model's three files, next to the package's modules. */

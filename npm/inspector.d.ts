@@ -1,8 +1,25 @@
 // Types of <tokenformer-inspector> (tokenformer-web/inspector).
 import type { TokenFormerClient, ModelInfo, InspectorView } from './index.js';
-import type { Projection, PattentionSummary, PattentionCapture, AttentionCapture } from './pkg/tokenformer.js';
+import type {
+  Projection, PattentionSummary, PattentionCapture, AttentionCapture, Intervention, NextToken, SearchResult, LogitLens,
+} from './pkg/tokenformer.js';
 
 export const PROJECTIONS: readonly Projection[];
+/** The factors the Knock out and Boost buttons apply (0 and 2). */
+export const KNOCK_OUT: number;
+export const BOOST: number;
+/** `L:proj:slot=factor`, as the CLI's --intervene and the page's link write it. */
+export function interventionText(i: Intervention): string;
+export function parseIntervention(text: string): Intervention | null;
+
+/** The next-token distribution after the inspected tokens without and (when any) with the interventions. */
+export interface NextTokensView {
+  key: string;
+  without: NextToken[];
+  with: NextToken[] | null;
+  /** The engine's forward passes after the last one (null without interventions). */
+  passes: number | null;
+}
 
 /** The inspector's colour for `v`: blue below zero, red above, white at 0 and below `threshold`. */
 export function divergingColor(v: number, limit: number, threshold?: number): [number, number, number];
@@ -18,11 +35,11 @@ export type ExportKind = 'PNG' | 'JSON' | 'CSV';
 /**
  * The Pattention inspector: a grid of every layer × projection, one large Theta map with zoom and
  * pan, token top-k, slot users and dictionaries, attention per head, exports. Set `client` and
- * `model`, then call `inspect`. Events: 'inspected', 'map-open', 'slot-select', 'inspector-error'.
+ * `model`, then call `inspect`. Events: 'inspected', 'map-open', 'slot-select', 'inspector-error', 'interventions-change', 'next-tokens', 'search', 'logit-lens'.
  */
 export class TokenFormerInspector extends HTMLElement {
   /** The engine to inspect with (anything with TokenFormerClient's inspection methods). */
-  client: Pick<TokenFormerClient, 'inspectView' | 'dictionary'> | null;
+  client: Pick<TokenFormerClient, 'inspectView' | 'dictionary' | 'setInterventions' | 'nextTokens' | 'search' | 'logitLens'> | null;
   /** The loaded model's description (layers, heads, slots, growth), e.g. TokenFormerClient.load's result. */
   model: ModelInfo | null;
   /** Parameter tokens kept per token in the grid's summaries. */
@@ -46,6 +63,22 @@ export class TokenFormerInspector extends HTMLElement {
   exportBlob(kind: ExportKind): Promise<Blob>;
   /** Downloads the open map as tokenformer-layer{L}-{proj}.{png,json,csv}. */
   export(kind: ExportKind): Promise<void>;
+  /** The interventions in force (chips), ordered by layer, projection and slot. */
+  interventions: Intervention[];
+  readonly next: NextTokensView | null;
+  readonly searchResult: SearchResult | null;
+  readonly lens: (LogitLens & { texts: string[]; topTexts: string[] }) | null;
+  /** Replaces the interventions; the engine applies them, chips and the next-token bars follow. */
+  setInterventions(list: Intervention[]): Promise<void>;
+  /** Adds one intervention (or changes its factor). */
+  intervene(layer: number, proj: Projection, slot: number, factor: number): Promise<void>;
+  removeIntervention(layer: number, proj: Projection, slot: number): Promise<void>;
+  /** Lists the 20 value parameter tokens that point most at `token` (one token's text, or its id). */
+  search(token: string | number): Promise<SearchResult>;
+  /** Opens a map and selects one of its parameter tokens. */
+  openSlot(layer: number, proj: Projection, slot: number): Promise<void>;
+  /** Draws the logit lens of the inspected tokens (blocks × tokens, hover: top 5). */
+  showLens(): Promise<LogitLens>;
 }
 
 export type { InspectorView };
@@ -59,5 +92,9 @@ declare global {
     'map-open': CustomEvent<{ layer: number; proj: Projection }>;
     'slot-select': CustomEvent<{ layer: number; proj: Projection; slot: number }>;
     'inspector-error': CustomEvent<{ message: string }>;
+    'interventions-change': CustomEvent<{ interventions: Intervention[] }>;
+    'next-tokens': CustomEvent<NextTokensView>;
+    search: CustomEvent<SearchResult>;
+    'logit-lens': CustomEvent<{ layers: number; tokens: number }>;
   }
 }

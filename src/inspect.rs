@@ -13,6 +13,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::lens::LogitLens;
 use crate::model::{Model, Projection};
 
 /// What to record during one forward pass over a prompt.
@@ -25,22 +26,24 @@ pub struct InspectRequest {
     pub projections: Vec<Projection>,
     /// Also keep the blocks' causal attention probabilities.
     pub attention: bool,
+    /// Also read every block's prediction (the logit lens), keeping this many tokens per position.
+    pub lens: Option<usize>,
 }
 
 impl InspectRequest {
     /// Theta of one Pattention layer.
     pub fn theta(layer: usize, proj: Projection) -> Self {
-        InspectRequest { layers: vec![layer], projections: vec![proj], attention: false }
+        InspectRequest { layers: vec![layer], projections: vec![proj], attention: false, lens: None }
     }
 
     /// The attention probabilities of one block.
     pub fn attention(layer: usize) -> Self {
-        InspectRequest { layers: vec![layer], projections: Vec::new(), attention: true }
+        InspectRequest { layers: vec![layer], projections: Vec::new(), attention: true, lens: None }
     }
 
     /// Everything about one block: Theta of all five Pattention layers and the attention probabilities.
     pub fn block(layer: usize) -> Self {
-        InspectRequest { layers: vec![layer], projections: Projection::ALL.to_vec(), attention: true }
+        InspectRequest { layers: vec![layer], projections: Projection::ALL.to_vec(), attention: true, lens: None }
     }
 
     /// Theta of every Pattention layer of the model (what the inspector's grid shows).
@@ -49,11 +52,20 @@ impl InspectRequest {
             layers: (0..cfg.num_layers).collect(),
             projections: Projection::ALL.to_vec(),
             attention: false,
+            lens: None,
         }
+    }
+
+    /// The logit lens alone: every block's `k` most likely next tokens at every position.
+    pub fn logit_lens(k: usize) -> Self {
+        InspectRequest { layers: Vec::new(), projections: Vec::new(), attention: false, lens: Some(k) }
     }
 
     /// Fails with [`Error::LayerOutOfRange`] when the model lacks one of the blocks.
     pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
+        if self.lens == Some(0) {
+            return Err(Error::Usage("the logit lens needs k of at least 1".into()));
+        }
         self.layers.iter().try_for_each(|&layer| check_layer(layer, cfg))
     }
 
@@ -227,6 +239,8 @@ pub struct Inspection {
     pub theta: Vec<Capture>,
     /// One capture per block in [`InspectRequest::attention_layers`] order.
     pub attention: Vec<AttentionCapture>,
+    /// Every block's prediction, when the request asked for the lens.
+    pub lens: Option<LogitLens>,
 }
 
 impl Inspection {
@@ -249,8 +263,8 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Buffers for `request` on a `tokens`-long prompt. The request must be valid for `cfg`.
-    pub fn new(request: &InspectRequest, cfg: &ModelConfig, tokens: usize) -> Result<Self> {
+    /// Buffers for `request` on a `tokens`-long prompt of a model scoring `vocab` ids.
+    pub fn new(request: &InspectRequest, cfg: &ModelConfig, vocab: usize, tokens: usize) -> Result<Self> {
         request.validate(cfg)?;
         let theta = request
             .maps()
@@ -266,7 +280,8 @@ impl Recorder {
             .into_iter()
             .map(|layer| AttentionCapture { layer, heads, tokens, probs: vec![0.0; heads * tokens * tokens] })
             .collect();
-        Ok(Recorder { inspection: Inspection { theta, attention } })
+        let lens = request.lens.map(|k| LogitLens::new(cfg.num_layers, tokens, k.min(vocab)));
+        Ok(Recorder { inspection: Inspection { theta, attention, lens } })
     }
 
     /// Where Theta [tokens × slots] of `proj` in block `layer` goes, if it is wanted.
@@ -277,6 +292,11 @@ impl Recorder {
     /// Where the attention probabilities of block `layer` go, if they are wanted.
     pub fn attention_sink(&mut self, layer: usize) -> Option<&mut AttentionCapture> {
         self.inspection.attention.iter_mut().find(|c| c.layer == layer)
+    }
+
+    /// Where the logit lens goes, if it is wanted.
+    pub fn lens_sink(&mut self) -> Option<&mut LogitLens> {
+        self.inspection.lens.as_mut()
     }
 
     pub fn finish(self) -> Inspection {

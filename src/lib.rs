@@ -16,10 +16,13 @@ pub mod generation;
 #[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod inspect;
+pub mod intervene;
+pub mod lens;
 pub mod loader;
 pub mod model;
 pub mod quant;
 pub mod sampling;
+pub mod search;
 pub mod tokenizer;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
@@ -31,6 +34,8 @@ pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use generation::{generate, perplexity, Backend, Generation, StopReason};
 pub use inspect::{AttentionCapture, Capture, InspectRequest, Inspection};
+pub use intervene::{Intervention, Interventions};
+pub use lens::LogitLens;
 pub use model::{Model, Projection, WeightData};
 pub use sampling::SamplingParams;
 pub use tokenizer::Tokenizer;

@@ -23,7 +23,8 @@ use tokenformer::inspect::top_k;
 use tokenformer::loader::ModelPaths;
 use tokenformer::tokenizer::TextStream;
 use tokenformer::{
-    generate, Backend, CpuBackend, Dtype, Error, InspectRequest, Model, Projection, Result, SamplingParams, Tokenizer,
+    generate, Backend, CpuBackend, Dtype, Error, InspectRequest, Intervention, Interventions, Model, Projection,
+    Result, SamplingParams, Tokenizer,
 };
 
 /// Decode steps `bench` times dispatch by dispatch on a GPU.
@@ -39,6 +40,7 @@ fn main() {
         Command::Bench(args) => run_bench(args),
         Command::Inspect(args) => run_inspect(args),
         Command::Dictionary(args) => run_dictionary(args),
+        Command::Search(args) => run_search(args),
         Command::Synthetic(args) => run_synthetic(args),
     });
     // One line, no backtrace: these are the user's mistakes or bad files, not bugs.
@@ -92,17 +94,33 @@ fn load_model(args: &ModelArgs, dtypes: (Dtype, Option<Dtype>)) -> Result<(Model
     }
 }
 
-fn load_backend(args: &ModelArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+/// The model on the chosen backend with `intervene`'s interventions applied.
+fn load_backend(args: &ModelArgs, intervene: &InterveneArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+    // Mistyped interventions fail before the model loads.
+    let wanted = intervene.parse()?;
     let (model, tokenizer) = load_model(args, args.dtypes())?;
-    Ok((backend_for(model, args, args.dtypes())?, tokenizer))
+    let set = Interventions::new(wanted, &model.config)?;
+    Ok((backend_for(model, args, args.dtypes(), set)?, tokenizer))
 }
 
-/// `model` on the backend `args` name, stored in `dtypes`.
-fn backend_for(model: Model, args: &ModelArgs, dtypes: (Dtype, Option<Dtype>)) -> Result<Box<dyn Backend>> {
+/// `model` on the backend `args` name, stored in `dtypes`, with the interventions `set`.
+fn backend_for(
+    model: Model,
+    args: &ModelArgs,
+    dtypes: (Dtype, Option<Dtype>),
+    set: Interventions,
+) -> Result<Box<dyn Backend>> {
     Ok(match args.backend {
-        BackendKind::Cpu => Box::new(cpu_backend(model, dtypes)?),
+        BackendKind::Cpu => {
+            let mut cpu = cpu_backend(model, dtypes)?;
+            cpu.set_interventions(set);
+            Box::new(cpu)
+        }
         BackendKind::Gpu => {
-            Box::new(gpu_backend(&model, dtypes, GpuOptions { kv_cache: args.kv_cache, ..GpuOptions::default() })?)
+            let options = GpuOptions { kv_cache: args.kv_cache, ..GpuOptions::default() };
+            let mut gpu = gpu_backend(&model, dtypes, options)?;
+            gpu.set_interventions(set);
+            Box::new(gpu)
         }
     })
 }
@@ -153,7 +171,7 @@ fn parse_ids(text: &str) -> Result<Vec<u32>> {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let (mut backend, tokenizer) = load_backend(&args.model)?;
+    let (mut backend, tokenizer) = load_backend(&args.model, &args.intervene)?;
     let prompt = args.prompt.ids(&tokenizer)?;
     let params = SamplingParams {
         temperature: args.temperature,
@@ -208,7 +226,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 
 fn run_logits(args: LogitsArgs) -> Result<()> {
     let ids = parse_ids(&args.ids)?;
-    let (mut backend, _) = load_backend(&args.model)?;
+    let (mut backend, _) = load_backend(&args.model, &args.intervene)?;
     let logits = backend.forward(&ids, true)?;
     let rows: Vec<&[f32]> = logits.chunks(backend.vocab_size()).collect();
     println!("{}", serde_json::json!({ "logits": rows }));
@@ -216,7 +234,7 @@ fn run_logits(args: LogitsArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
-    let (mut backend, tokenizer) = load_backend(&args.model)?;
+    let (mut backend, tokenizer) = load_backend(&args.model, &args.intervene)?;
     let bytes = tokenformer::loader::read(&args.text)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::File { path: args.text.display().to_string(), message: "not UTF-8 text".into() })?;
@@ -228,7 +246,8 @@ fn run_eval(args: EvalArgs) -> Result<()> {
         // default), on the same backend.
         let dtypes = (Dtype::from(reference), None);
         let model = load_model(&args.model, dtypes)?.0;
-        let mut reference_backend = backend_for(model, &args.model, dtypes)?;
+        let set = Interventions::new(args.intervene.parse()?, &model.config)?;
+        let mut reference_backend = backend_for(model, &args.model, dtypes, set)?;
         let c = compare(reference_backend.as_mut(), backend.as_mut(), &ids, window, stride)?;
         let (name, reference) = (Dtype::from(args.model.dtype).as_str(), Dtype::from(reference).as_str());
         if args.json {

@@ -327,5 +327,70 @@ fn bad_inputs_give_one_clear_line() {
     assert!(line.contains("parameter token 999 is out of range"), "{line}");
     assert!(fails(&["inspect", "--model", m, "--ids", "1,99999", "--layer", "0", "--proj", "key"])
         .contains("outside the vocabulary"));
+
+    let logits = |spec: &str| fails(&["logits", "--model", m, "--ids", "1,2", "--intervene", spec]);
+    assert!(logits("0:ffn:1").contains("LAYER:PROJ:SLOT=FACTOR"));
+    assert!(logits("3:ffn:1=0").contains("layer 3 is out of range"));
+    assert!(logits("0:ffn:83=0").contains("parameter token 83 is out of range"));
+    assert!(logits("0:mlp:1=0").contains("unknown projection"));
+    assert!(logits("0:ffn:1=nan").contains("finite"));
+    let line = fails(&["search", "--model", m, "--token", "the keeper"]);
+    assert!(line.contains("tokens (") && line.contains("search takes one token"), "{line}");
+    assert!(fails(&["search", "--model", m, "--id", "99999"]).contains("outside the vocabulary"));
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--intervene`, `search` and `inspect --logit-lens` print the float64 reference's numbers
+/// (`tests/fixtures/actions.json`), on both backends.
+#[test]
+fn interventions_search_and_the_logit_lens_on_both_backends() {
+    let fixture = common::actions_fixture();
+    let entry = fixture.models.iter().find(|e| e.model == "softmax").unwrap();
+    let model = fixture_dir(&entry.model);
+    let specs: Vec<String> = entry.interventions.iter().map(|(l, p, s, f)| format!("{l}:{p}:{s}={f}")).collect();
+    let ids = ids_arg(&entry.ids);
+    for backend in ["cpu", "gpu"] {
+        let mut args = vec!["logits", "--model", path(&model), "--ids", &ids, "--backend", backend];
+        for spec in &specs {
+            args.extend(["--intervene", spec.as_str()]);
+        }
+        let json = stdout_json(&tokenformer(&args));
+        let got: Vec<Vec<f64>> = serde_json::from_value(json["logits"].clone()).unwrap();
+        let err = max_abs_diff(got.into_iter().flatten(), entry.logits.iter().flatten().copied());
+        assert!(err < 1e-3, "{backend}: logits under --intervene {err:e}");
+        if let Some(greedy) = &entry.greedy {
+            let n = greedy.len().to_string();
+            let mut args = vec!["generate", "--model", path(&model), "--ids", &ids, "--max-tokens", &n, "--json"];
+            args.extend(["--backend", backend]);
+            for spec in &specs {
+                args.extend(["--intervene", spec.as_str()]);
+            }
+            let got: Vec<u32> = serde_json::from_value(stdout_json(&tokenformer(&args))["ids"].clone()).unwrap();
+            assert_eq!(&got, greedy, "{backend}: greedy under --intervene");
+        }
+
+        let token = entry.search.token.to_string();
+        let args = ["search", "--model", path(&model), "--id", &token, "--top-k", "5", "--json", "--backend", backend];
+        let json = stdout_json(&tokenformer(&args));
+        let top = json["top"].as_array().unwrap();
+        assert_eq!(top.len(), 5);
+        let mut want: Vec<f64> = entry.search.scores.clone();
+        want.sort_by(|a, b| b.total_cmp(a));
+        for (hit, want) in top.iter().zip(want) {
+            assert!((hit[3].as_f64().unwrap() - want).abs() < 1e-3, "{backend}: {hit} vs {want}");
+        }
+        // The same token given as text.
+        let text = json["text"].as_str().unwrap().to_string();
+        let by_text = stdout_json(&tokenformer(&["search", "--model", path(&model), "--token", &text, "--json"]));
+        assert_eq!((&by_text["id"], &by_text["top"][0][2]), (&json["id"], &json["top"][0][2]));
+
+        let args = ["inspect", "--model", path(&model), "--ids", &ids, "--logit-lens", "--json", "--backend", backend];
+        let lens: Vec<Vec<Vec<(u32, f64, String)>>> =
+            serde_json::from_value(stdout_json(&tokenformer(&args))["lens"].clone()).unwrap();
+        assert_eq!(lens.len(), entry.lens.len());
+        for (got, want) in lens.iter().flatten().zip(entry.lens.iter().flatten()) {
+            let err = max_abs_diff(got.iter().map(|p| p.1), want.iter().map(|p| p.1));
+            assert!(err < 1e-3, "{backend}: lens {got:?} vs {want:?}");
+        }
+    }
 }

@@ -26,7 +26,7 @@ fn run(model: &Arc<Model>, threads: usize, prompt: &[u32]) -> (Vec<f32>, Vec<u32
         let params = SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, seed: 7, ..SamplingParams::greedy(24) };
         let sampled = generate(&mut backend, prompt, &params, None, |_| ControlFlow::Continue(())).unwrap().ids;
         let layers = (0..model.config.num_layers).collect();
-        let request = InspectRequest { layers, projections: Projection::ALL.to_vec(), attention: true };
+        let request = InspectRequest { layers, projections: Projection::ALL.to_vec(), attention: true, lens: None };
         let inspection = backend.inspect(prompt, &request).unwrap();
         let maps = inspection.theta.iter().map(|c| &c.weights).chain(inspection.attention.iter().map(|c| &c.probs));
         (logits, sampled, maps.flatten().copied().collect())

@@ -12,7 +12,7 @@ use tokenformer::gpu::GpuLoader;
 use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, KvDtype};
 use tokenformer::loader::ModelPaths;
 use tokenformer::weights::stream::WeightStream;
-use tokenformer::{generate, Backend, Dtype, Model, SamplingParams};
+use tokenformer::{generate, Backend, Dtype, InspectRequest, Interventions, Model, Projection, SamplingParams};
 
 /// f32 on the device against f32 on the CPU: different summation orders and an erf approximation.
 const LOGITS_TOLERANCE: f64 = 1e-3;
@@ -553,6 +553,7 @@ fn inspection_on_the_gpu_matches_the_cpu_capture() {
             layers: (0..cfg.num_layers).collect(),
             projections: tokenformer::Projection::ALL.to_vec(),
             attention: true,
+            lens: None,
         };
         let want = host.inspect(ids, &request).unwrap();
         let got = pollster::block_on(device.inspect_async(ids, &request)).unwrap();
@@ -665,4 +666,97 @@ fn device_memory_needs_are_stated_in_megabytes() {
     let text = f32.to_string();
     assert!(text.starts_with(&format!("about {:.1} MB (", f32.total() as f64 / 1e6)), "{text}");
     assert!((600e6..620e6).contains(&(f32.weights as f64)), "{text}");
+}
+
+/// Interventions, the logit lens and search by token on the device against the CPU backend, on
+/// every fixture model, with weights split into chunks (search reads them chunk by chunk): logits
+/// of every position, greedy and seeded samples (identical), Theta as inspected, the lens, the
+/// search scores; a changed set drops a decode step computed ahead; an empty set gives the decode
+/// path back.
+#[test]
+fn actions_on_the_gpu_match_the_cpu() {
+    let fixture = common::actions_fixture();
+    for entry in &fixture.models {
+        let name = entry.model.as_str();
+        let (model, _) = load(name);
+        let set = common::fixture_interventions(entry, &model);
+        for options in [GpuOptions::default(), GpuOptions { max_chunk_bytes: Some(16384), ..Default::default() }] {
+            let mut device = gpu(&model, &options);
+            let mut host = cpu(model.clone());
+            let plain_pass = {
+                device.forward(&entry.ids, false).unwrap();
+                device.next_token(&[1], &[1], &SamplingParams::greedy(4), 0).unwrap();
+                device.last_pass()
+            };
+            device.set_interventions(set.clone());
+            host.set_interventions(set.clone());
+            assert!(!device.decoding_ahead() && device.position() == 0, "{name}: a new set empties the cache");
+            let err = max_abs_diff(logits(&mut device, &entry.ids), logits(&mut host, &entry.ids));
+            eprintln!(
+                "{name} chunks {:?}: max |GPU - CPU| logits under interventions {err:.2e}",
+                options.max_chunk_bytes
+            );
+            assert!(err < LOGITS_TOLERANCE, "{name}: logits under interventions, max |GPU - CPU| {err:e}");
+            let sampled = SamplingParams { temperature: 0.9, top_k: 20, top_p: 0.95, seed: 11, ..Default::default() };
+            for params in [SamplingParams::greedy(12), SamplingParams { max_tokens: 12, ..sampled }] {
+                let on = |b: &mut dyn Backend| {
+                    generate(b, &entry.ids, &params, None, |_| ControlFlow::Continue(())).unwrap().ids
+                };
+                assert_eq!(on(&mut device), on(&mut host), "{name}: {params:?} under interventions");
+            }
+            // Two steps in: a step is in flight ahead; changing the set drops it and starts over.
+            device.reset();
+            let greedy = SamplingParams::greedy(8);
+            device.next_token(&entry.ids, &entry.ids, &greedy, 0).unwrap();
+            assert!(device.decoding_ahead());
+            device.set_interventions(Interventions::default());
+            assert!(!device.decoding_ahead() && device.position() == 0);
+            host.set_interventions(Interventions::default());
+            let mut fresh = gpu(&model, &options);
+            assert_eq!(
+                device.next_token(&entry.ids, &entry.ids, &greedy, 0).unwrap(),
+                fresh.next_token(&entry.ids, &entry.ids, &greedy, 0).unwrap(),
+                "{name}: after the set was removed"
+            );
+            // Without interventions a token is the decode path's again.
+            device.next_token(&[1], &[1], &greedy, 0).unwrap();
+            assert_eq!(device.last_pass(), plain_pass, "{name}: the decode path after the set was removed");
+
+            device.set_interventions(set.clone());
+            host.set_interventions(set.clone());
+            let request = InspectRequest {
+                layers: vec![0, model.config.num_layers - 1],
+                projections: Projection::ALL.to_vec(),
+                attention: false,
+                lens: Some(fixture.lens_top),
+            };
+            let want = host.inspect(&entry.ids, &request).unwrap();
+            let got = pollster::block_on(device.inspect_async(&entry.ids, &request)).unwrap();
+            for (g, w) in got.theta.iter().zip(&want.theta) {
+                let err = max_abs_diff(g.weights.iter().map(|&v| v as f64), w.weights.iter().map(|&v| v as f64));
+                assert!(err < LOGITS_TOLERANCE, "{name} layer {} {:?} Theta: {err:e}", g.layer, g.proj);
+            }
+            let (g, w) = (got.lens.unwrap(), want.lens.unwrap());
+            assert_eq!((g.layers, g.tokens, g.k), (w.layers, w.tokens, w.k));
+            let err = max_abs_diff(g.top.iter().map(|p| p.1 as f64), w.top.iter().map(|p| p.1 as f64));
+            eprintln!("{name}: max |GPU - CPU| lens probability {err:.2e}");
+            assert!(err < LOGITS_TOLERANCE, "{name}: lens probabilities {err:e}");
+            for (gp, wp) in g.top.iter().zip(&w.top) {
+                let tie = w.top.iter().any(|q| q.0 != wp.0 && (q.1 - wp.1).abs() < 1e-3);
+                assert!(gp.0 == wp.0 || tie, "{name}: lens ids {g:?} vs {w:?}");
+            }
+
+            let token = entry.search.token;
+            let got = pollster::block_on(device.search_async(token)).unwrap();
+            let want = tokenformer::search::scores(&model, token).unwrap();
+            let err = max_abs_diff(got.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
+            assert!(err < LOGITS_TOLERANCE, "{name} {options:?}: search scores {err:e}");
+            let rank = |s: &[f32]| tokenformer::search::rank(s, &model.config, 1)[0];
+            assert_eq!(
+                (rank(&got).layer, rank(&got).proj, rank(&got).slot),
+                (rank(&want).layer, rank(&want).proj, rank(&want).slot)
+            );
+            eprintln!("{name} chunks {:?}: max |search error| {err:.2e}", options.max_chunk_bytes);
+        }
+    }
 }

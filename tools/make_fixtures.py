@@ -498,6 +498,58 @@ def inspect_fixture(models):
     return worst
 
 
+LENS_TOP = 5  # tokens per position the logit lens keeps (the inspector's hover shows 5)
+ACTION_GREEDY_TOKENS = 16
+
+
+def action_set(model, ids):
+    """The interventions actions.json runs under: every kind of Pattention (q, v, proj, ffn), factors 0 (knock out),
+    2, 3, 0.5 and a negative one; the FFN slots are the ones the prompt uses most, so the change shows."""
+    last = model.cfg.num_layers - 1
+    used = lambda layer: int(np.argmax(ref.inspect(model, ids, layer)["theta"]["ffn"].sum(axis=0)))  # noqa: E731
+    return [(0, "ffn", used(0), 0.0), (0, "proj", 5, -1.5), (last, "query", 3, 2.0), (last, "value", 1, 0.5),
+            (last, "ffn", used(last), 3.0)]
+
+
+def actions_fixture(models):
+    """tests/fixtures/actions.json: for every model folder (all three activations and bf16 weights), INSPECT_TEXT run
+    under a set of interventions (logits of every position, Theta of the affected FFNs, greedy tokens when no step is
+    within the margin of a tie, the eval text's perplexity), every value parameter token's search score for one
+    prompt token, and the logit lens (each block's top LENS_TOP next tokens at each position, no interventions).
+    numpy only: the reference computes everything. Returns the largest |lens last block - softmax(logits)|."""
+    out, worst = {"text": INSPECT_TEXT, "lens_top": LENS_TOP, "models": []}, 0.0
+    for name, model, tok in models:
+        ids = tok.encode(INSPECT_TEXT, add_special_tokens=False).ids
+        chosen = action_set(model, ids)
+        scales = collections.defaultdict(list)
+        for layer, proj, slot, factor in chosen:
+            scales[(layer, proj)].append((slot, factor))
+        record = {}
+        logits = ref.forward(model, ids, record=record, interventions=scales)
+        theta = {f"{layer}:ffn": record[(layer, "ffn")].tolist() for layer, proj, _, _ in chosen if proj == "ffn"}
+        acted = lambda ctx: ref.forward(model, ctx, interventions=scales)[-1]  # noqa: E731
+        greedy = robust_generate(model, ids, dict(ref.GREEDY, max_tokens=ACTION_GREEDY_TOKENS), f"{name}/actions",
+                                 acted)
+        eval_ids = tok.encode(EVAL_TEXT, add_special_tokens=False).ids
+        scored, nll, _ = ref.perplexity(model, eval_ids, 64, 32, scales)
+        token = ids[2]
+        lens = ref.logit_lens(model, ids)
+        worst = max(worst, float(np.max(np.abs(lens[-1] - np.exp(ref.log_softmax(ref.forward(model, ids)))))))
+        order = np.argsort(-lens, axis=-1, kind="stable")[..., :LENS_TOP]
+        top = [[[[int(i), float(lens[layer, t, i])] for i in order[layer, t]] for t in range(len(ids))]
+               for layer in range(model.cfg.num_layers)]
+        out["models"].append({
+            "model": name, "ids": ids, "interventions": [list(c) for c in chosen],
+            "logits": logits.tolist(), "theta": theta, "greedy": None if greedy is None else greedy[1],
+            "eval": {"ids": eval_ids, "window": 64, "stride": 32, "tokens_scored": scored, "nll_mean": nll},
+            "search": {"token": token, "scores": ref.search(model, token).tolist()},
+            "lens": top,
+        })
+    assert worst < 1e-12, worst
+    write_json(os.path.join(OUT, "actions.json"), out)
+    return worst
+
+
 def logit_spread(exp):
     lg = np.array([row for c in exp["cases"] for row in c["logits"]])
     return float(np.mean(np.std(lg, axis=1)))
@@ -511,6 +563,7 @@ def main():
     rows = (vocab + 63) // 64 * 64
     summary = {}
     inspected = []  # (variant, model, config, weights, tokenizer) for inspect.json
+    acted = []  # (folder, model, tokenizer) for actions.json
 
     for vi, (variant, spec) in enumerate(VARIANTS.items()):
         folder = os.path.join(OUT, variant)
@@ -533,6 +586,7 @@ def main():
         summary[variant] = (cross_check(model, ref.Config(config), w, exp, True),
                             f32_agreement(model, ref.Config(config), w, exp, True), logit_spread(exp))
         inspected.append((variant, model, ref.Config(config), w, tok))
+        acted.append((variant, model, tok))
 
         names = {ref.authors_name(j, p, kv): ref.project_name(j, p, kv)
                  for j in range(spec["num_layers"]) for p in ref.PROJS for kv in ("key", "value")}
@@ -566,10 +620,12 @@ def main():
             mb = ref.load_model(bf)
             expb = expected_for(mb, tok, "l2_norm_gelu_bf16", vi, long_case=False)
             write_json(os.path.join(bf, "expected.json"), expb)
+            acted.append(("l2_norm_gelu_bf16", mb, tok))
             summary["l2_norm_gelu_bf16"] = (cross_check(mb, ref.Config(config), wb, expb, False),
                                             f32_agreement(mb, ref.Config(config), wb, expb, False), logit_spread(expb))
 
     inspect_err = inspect_fixture(inspected)
+    lens_err = actions_fixture(acted)
 
     write_json(os.path.join(OUT, "rng.json"), {"cases": [
         {"seed": s, "step": t, "hash": ref.pcg_hash(ref.pcg_hash(s) ^ t), "uniform": ref.uniform(s, t)}
@@ -602,6 +658,7 @@ def main():
         print(f"{k}: max |reference - torch f64| = {err:.2e}, max |reference - torch f32| = {err32:.2e} (all ids "
               f"equal), mean per-position logit std = {spread:.3f}")
     print(f"inspect.json: max |reference - torch f64| over Theta and attention = {inspect_err:.2e}")
+    print(f"actions.json: max |lens after the last block - softmax(logits)| = {lens_err:.2e}")
     for k in ("greedy_margin", "top_k_margin", "top_p_margin", "draw_margin"):
         print(f"min {k} = {STATS[k][0]:.3e} at {STATS[k][1]}")
     print("seed retries:", {k: v for k, v in SEED_TRIES.items() if v})

@@ -19,8 +19,10 @@ those values, like from any other weights.
 
 Usage as a library: `model = load_model(folder)`, `forward(model, ids)`, `generate(model, ids, params)`,
 `perplexity(model, ids, window, stride)`, `inspect(model, ids, layer)` (Theta of every Pattention layer of a block and
-its attention probabilities, for the inspector). Requires numpy and tokenizers: pytorch_model.bin and model.safetensors
-are read by the small readers below.
+its attention probabilities, for the inspector); acting on what the inspector shows: `forward(..., interventions=...)`
+(Theta columns scaled after the normalisation), `search(model, token)` (every value parameter token's dictionary score
+for one token) and `logit_lens(model, ids)` (each block's next-token probabilities). Requires numpy and tokenizers:
+pytorch_model.bin and model.safetensors are read by the small readers below.
 
 Usage as a command: `python3 tools/reference.py tests/fixtures/<model>...` recomputes each folder's expected.json
 from its weights and prints the largest logit difference and whether every generated id and the eval agree.
@@ -73,10 +75,14 @@ def pattention_theta(x, keys, kind):
     return normalize_scores(x @ keys.T, kind)
 
 
-def pattention(x, keys, values, kind, record=None):
+def pattention(x, keys, values, kind, record=None, scales=()):
     """Pattention: S = X K^T (scale exactly 1), Theta = f(S), out = Theta V.  x [T, d_in], K [n, d_in], V [n, d_out].
-    If `record` is a list, Theta is appended to it (for the inspector fixtures)."""
+    `scales`: (slot, factor) pairs, interventions: Theta's column `slot` is multiplied by `factor` after the
+    normalisation, so that slot's value vector enters `factor` times as much. If `record` is a list, Theta (scaled) is
+    appended to it (for the inspector fixtures)."""
     theta = pattention_theta(x, keys, kind)
+    for slot, factor in scales:
+        theta[:, slot] *= factor
     if record is not None:
         record.append(theta)
     return theta @ values
@@ -302,27 +308,54 @@ def read_pytorch_bin(path):
     return {k: np.asarray(v, dtype=np.float64) for k, v in state.items()}
 
 
-def forward(model, ids, return_hidden=False, record=None):
+def head(model, x):
+    """The tied head on residual rows x [T, d]: LN_affine(x) E[:vocab_size]^T."""
+    return layer_norm(x, model.cfg.eps, model.final_w, model.final_b) @ model.embed[: model.vocab_size].T
+
+
+def forward(model, ids, return_hidden=False, record=None, interventions=None, lens=None):
     """Logits [T, vocab_size] for every position of `ids` (positions 0..T-1); with return_hidden, the final
     normalised hidden states [T, d] instead.
     If `record` is a dict, it receives for every block j: record[(j, proj)] = Theta [T, n] of each Pattention layer
-    (proj in PROJS) and record[(j, "attention")] = the causal attention probabilities [H, T, T]."""
+    (proj in PROJS) and record[(j, "attention")] = the causal attention probabilities [H, T, T].
+    `interventions`: {(j, proj): [(slot, factor), ...]}, Theta columns scaled in every pass (see `pattention`).
+    If `lens` is a list, it receives for every block the logit lens: softmax(head(residual after the block)) [T, V]."""
     cfg = model.cfg
     assert 1 <= len(ids) <= cfg.max_positions
     x = model.embed[np.asarray(ids)]
     t = len(ids)
+    scales = lambda j, p: (interventions or {}).get((j, p), ())  # noqa: E731
     for j, blk in enumerate(model.blocks):
         rec = {name: ([] if record is not None else None) for name in PROJS + ("attention",)}
         a = layer_norm(x, cfg.eps)
-        q, k, v = (pattention(a, *blk[p], cfg.kind, rec[p]).reshape(t, cfg.heads, cfg.hd)
+        q, k, v = (pattention(a, *blk[p], cfg.kind, rec[p], scales(j, p)).reshape(t, cfg.heads, cfg.hd)
                    for p in ("query", "key", "value"))
         q, k = rope(q, cfg.rotary_dims, cfg.rotary_base), rope(k, cfg.rotary_dims, cfg.rotary_base)
-        x = x + pattention(causal_attention(q, k, v, rec["attention"]), *blk["proj"], cfg.kind, rec["proj"])
-        x = x + pattention(layer_norm(x, cfg.eps), *blk["ffn"], cfg.kind, rec["ffn"])
+        o = causal_attention(q, k, v, rec["attention"])
+        x = x + pattention(o, *blk["proj"], cfg.kind, rec["proj"], scales(j, "proj"))
+        x = x + pattention(layer_norm(x, cfg.eps), *blk["ffn"], cfg.kind, rec["ffn"], scales(j, "ffn"))
         if record is not None:
             record.update({(j, name): got[0] for name, got in rec.items()})
-    h = layer_norm(x, cfg.eps, model.final_w, model.final_b)
-    return h if return_hidden else h @ model.embed[: model.vocab_size].T
+        if lens is not None:
+            lens.append(np.exp(log_softmax(head(model, x))))
+    if return_hidden:
+        return layer_norm(x, cfg.eps, model.final_w, model.final_b)
+    return head(model, x)
+
+
+def logit_lens(model, ids, interventions=None):
+    """The logit lens: for every block, the next-token probabilities read from the residual stream after it through
+    the final norm and the tied head, [layers, T, vocab_size]. The last block's rows are the model's prediction."""
+    lens = []
+    forward(model, ids, interventions=interventions, lens=lens)
+    return np.stack(lens)
+
+
+def search(model, token):
+    """Every value parameter token's dictionary score for one vocabulary token, E[token] . v (no final norm), in the
+    order block by block, within a block query, key, value, proj, ffn, each projection's slots in order."""
+    e = model.embed[token]
+    return np.concatenate([blk[p][1] @ e for blk in model.blocks for p in PROJS])
 
 
 def inspect(model, ids, layer):
@@ -434,7 +467,7 @@ def log_softmax(x):
     return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
 
 
-def perplexity(model, ids, window, stride):
+def perplexity(model, ids, window, stride, interventions=None):
     """Sliding-window perplexity: windows start at b = 0, S, 2S, ...; each runs ids[b : min(b+W, N)] from position 0
     and scores targets t in [max(b+1, next_unscored), min(b+W, N)) with logits at t-1; next_unscored starts at 1 and
     becomes the window end; stop after the window that reaches N.
@@ -443,7 +476,7 @@ def perplexity(model, ids, window, stride):
     nlls, next_unscored, b = [], 1, 0
     while True:
         end = min(b + window, n)
-        lp = log_softmax(forward(model, ids[b:end]))
+        lp = log_softmax(forward(model, ids[b:end], interventions=interventions))
         for t in range(max(b + 1, next_unscored), end):
             nlls.append(-lp[t - 1 - b, ids[t]])
         next_unscored = end

@@ -1,7 +1,7 @@
 // The demo page: loads the built-in model on open, generates with streamed tokens, and loads
 // other models from a URL or local files. All model work happens in the worker (client.js).
 import { TokenFormerClient } from './client.js';
-import './inspector.js';
+import { interventionText, parseIntervention } from './inspector.js';
 import { fillReleasedMenu, renderCache, resolveModel } from './models.js';
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +31,7 @@ $('notice-close').onclick = () => { $('notice').hidden = true; };
 
 function refreshButtons() {
   $('generate').disabled = !loaded || generating || loading;
+  $('generate-again').disabled = !loaded || generating || loading || !inspector.interventions.length;
   $('inspect').disabled = !loaded || generating || loading;
   $('stop').disabled = !generating;
   $('load').disabled = loading;
@@ -98,6 +99,13 @@ async function load(source, name) {
     describe(info, name);
     $('load-text').textContent = `Loaded ${name}${info.cache === 'hit' ? ' from the cache' : info.cache === 'saved' ? ' (cached for the next visit)' : ''}.`;
     refreshCache();
+    const linked = linkedInterventions();
+    if (linked.length) {
+      await inspector.setInterventions(linked).catch((e) => showNotice(`The link's interventions: ${e.message}`));
+    } else {
+      inspector.interventions = [];
+      inspector.drawChips();
+    }
     document.body.dataset.model = name;
   } catch (e) {
     showNotice(`Could not load ${name}: ${e.message}`);
@@ -109,14 +117,19 @@ async function load(source, name) {
   }
 }
 
-async function generate() {
-  let params;
+/** The sampling settings, or null (with a notice saying which field is wrong). */
+function checkedParams() {
   try {
-    params = samplingParams();
+    return samplingParams();
   } catch (e) {
     showNotice(e.message);
-    return;
+    return null;
   }
+}
+
+async function generate() {
+  const params = checkedParams();
+  if (!params) return;
   const prompt = $('prompt').value;
   const output = $('output');
   output.replaceChildren();
@@ -213,6 +226,55 @@ $('inspect').onclick = async () => {
   }
 };
 inspector.addEventListener('inspector-error', (e) => showNotice(`Inspector: ${e.detail.message}`));
+
+// The interventions live in the page's address (#intervene=0:ffn:12=0,1:query:3=2), so a finding can
+// be shared as a link; a link's interventions are applied once its model has loaded.
+const HASH_KEY = 'intervene';
+function linkedInterventions() {
+  const value = new URLSearchParams(location.hash.slice(1)).get(HASH_KEY);
+  if (!value) return [];
+  const list = value.split(',').map((t) => [t, parseIntervention(t)]);
+  const bad = list.filter(([, i]) => !i).map(([t]) => t);
+  if (bad.length) showNotice(`The link's interventions ${bad.join(', ')} are not LAYER:PROJ:SLOT=FACTOR; they are ignored.`);
+  return list.map(([, i]) => i).filter(Boolean);
+}
+inspector.addEventListener('interventions-change', (e) => {
+  const list = e.detail.interventions;
+  const hash = `#${HASH_KEY}=${list.map(interventionText).join(',')}`;
+  history.replaceState(null, '', list.length ? hash : location.pathname + location.search);
+  refreshButtons();
+});
+
+/** Generates twice with the same prompt, seed and settings, without and with the interventions,
+ *  and shows the two texts side by side. */
+async function generateAgain() {
+  const params = checkedParams();
+  if (!params) return;
+  const active = inspector.interventions.slice();
+  const prompt = $('prompt').value;
+  const columns = { without: $('compare-without'), with: $('compare-with') };
+  $('compare').hidden = false;
+  for (const c of Object.values(columns)) { c.textContent = ''; delete c.dataset.ids; }
+  delete $('compare').dataset.done;
+  generating = true;
+  refreshButtons();
+  try {
+    for (const [kind, set] of [['without', []], ['with', active]]) {
+      await client.setInterventions(set);
+      const ids = [];
+      await client.generate(prompt, params, (t) => { ids.push(t.id); columns[kind].textContent += t.text; });
+      columns[kind].dataset.ids = ids.join(',');
+    }
+    $('compare').dataset.done = 'true';
+  } catch (e) {
+    showNotice(`Generation failed: ${e.message}`);
+    await client.setInterventions(active).catch(() => {});
+  } finally {
+    generating = false;
+    refreshButtons();
+  }
+}
+$('generate-again').onclick = generateAgain;
 $('stop').onclick = () => client.stop();
 $('prompt').addEventListener('keydown', (e) => {
   if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && !$('generate').disabled) generate();

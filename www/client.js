@@ -11,6 +11,8 @@
 //   { type: 'inspectSummary', req, ids?, k }   { type: 'inspect', req, ids?, layer, proj }
 //   { type: 'attention', req, ids?, layer }    { type: 'dictionary', req, layer, proj, slot, k }
 //   { type: 'inspectView', req, ids?, k, open?: { layer, proj } }
+//   { type: 'setInterventions', req, list }   { type: 'nextTokens', req, ids, k }
+//   { type: 'search', req, token, k }         { type: 'logitLens', req, ids?, k }   { type: 'passes', req }
 //   (inspection without ids covers the running generation's tokens and lets it go on)
 // (worker -> page), every reply carrying the request's `req`:
 //   { type: 'progress', phase: 'download' | 'read', file, loaded, total }
@@ -38,6 +40,12 @@
  * @typedef {{ id: number, text: string, score: number }} DictionaryEntry
  * @typedef {{ ids: number[], texts: string[], summary?: Summary, map?: ThetaMap,
  *             attention?: AttentionMap }} InspectorView
+ * @typedef {{ layer: number, proj: Projection, slot: number, factor: number }} Intervention
+ * @typedef {{ id: number, text: string, prob: number }} NextToken
+ * @typedef {{ id: number, text: string, hits: { layer: number, proj: Projection, slot: number,
+ *             score: number }[] }} SearchResult
+ * @typedef {{ ids: Uint32Array, texts: string[], layers: number, tokens: number, k: number,
+ *             top: Uint32Array, probs: Float32Array, topTexts: string[] }} LogitLens
  * @typedef {{ ids: number[], promptTokens: number, stopReason: string,
  *             timeToFirstTokenMs: number | null, tokensPerSecond: number | null }} GenerationStats
  */
@@ -168,6 +176,47 @@ export class TokenFormerClient {
    */
   inspectView(ids, k, open = null) {
     return this.call({ type: 'inspectView', ids, k, open });
+  }
+
+  /**
+   * Scales parameter tokens' Theta columns in every forward pass from now on (0 knocks a slot out,
+   * 2 doubles it); `[]` removes them. Ends a running generation. Resolves to the set in force.
+   * @param {Intervention[]} list @returns {Promise<Intervention[]>}
+   */
+  setInterventions(list) {
+    return this.call({ type: 'setInterventions', list });
+  }
+
+  /**
+   * The `k` most likely next tokens after `ids` under the interventions in force (one forward
+   * pass), with the engine's count of forward passes so far.
+   * @param {number[]} ids @param {number} k @returns {Promise<{ top: NextToken[], passes: number }>}
+   */
+  nextTokens(ids, k) {
+    return this.call({ type: 'nextTokens', ids, k });
+  }
+
+  /**
+   * The value parameter tokens of every layer and projection that point at `token` (text of one
+   * token, or its id), the `k` best by dictionary score (on WebGPU scored on the device).
+   * @param {string | number} token @param {number} k @returns {Promise<SearchResult>}
+   */
+  search(token, k) {
+    return this.call({ type: 'search', token, k });
+  }
+
+  /**
+   * Each block's `k` most likely next tokens at every position of `ids` (the logit lens), with the
+   * texts of the inputs and of every listed token. `ids` as for inspectSummary.
+   * @param {number[] | undefined} ids @param {number} k @returns {Promise<LogitLens>}
+   */
+  logitLens(ids, k) {
+    return this.call({ type: 'logitLens', ids, k });
+  }
+
+  /** @returns {Promise<number>} the forward passes the engine has run since it loaded */
+  passes() {
+    return this.call({ type: 'passes' });
   }
 
   /** Ends the running generation after the current token; its promise resolves normally. */

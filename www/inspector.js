@@ -2,12 +2,34 @@
 // TokenFormer does with each token: a grid of every layer × projection, one large Theta map
 // (tokens × parameter tokens, one pixel per cell, zoom and pan), each token's strongest parameter
 // tokens, the tokens that use a parameter token and its vocabulary "dictionary", the attention of
-// every head, and exports. It talks to the model only through `client` (a TokenFormerClient, or
-// anything with the same inspectSummary / inspect / attention / dictionary methods).
+// every head, and exports; and acting on it: knocking out or boosting parameter tokens (with the
+// next-token distribution with and without them), search by token, and the logit lens. It talks to
+// the model only through `client` (a TokenFormerClient, or anything with the same inspectView /
+// dictionary / setInterventions / nextTokens / search / logitLens methods).
 
 export const PROJECTIONS = ['query', 'key', 'value', 'proj', 'ffn'];
 const THUMB = { width: 72, height: 36 };
 const DICTIONARY_SIZE = 12;
+const NEXT_TOKENS = 10;
+const SEARCH_HITS = 20;
+const LENS_TOP = 5;
+/** The factors the buttons apply. */
+export const KNOCK_OUT = 0;
+export const BOOST = 2;
+
+/** An intervention as text, `L:proj:slot=factor` (the CLI's --intervene and the page's link). */
+export function interventionText(i) {
+  return `${i.layer}:${i.proj}:${i.slot}=${i.factor}`;
+}
+
+/** Parses `L:proj:slot=factor`; null when it is not one. */
+export function parseIntervention(text) {
+  const m = /^(\d+):(query|key|value|proj|ffn):(\d+)=(-?[0-9.]+(?:e-?\d+)?)$/.exec(text.trim());
+  if (!m || !Number.isFinite(Number(m[4]))) return null;
+  return { layer: Number(m[1]), proj: m[2], slot: Number(m[3]), factor: Number(m[4]) };
+}
+
+const sameTarget = (a, b) => a.layer === b.layer && a.proj === b.proj && a.slot === b.slot;
 
 /** Diverging colour of `v` for a scale clipped at `limit`: blue below zero, red above, white at 0;
  *  values whose magnitude is under `threshold` are drawn as zero. Returns [r, g, b]. */
@@ -140,6 +162,12 @@ export class TokenFormerInspector extends HTMLElement {
     this.pending = null; // the ids of an update asked for while one is running
     this.busy = false;
     this.frameTimes = [];
+    /** @type {{ layer: number, proj: string, slot: number, factor: number }[]} */
+    this.interventions = [];
+    this.baseline = null; // { key, top }: the next-token distribution without interventions
+    this.next = null; // { key, without, with, passes }
+    this.lens = null;
+    this.searchResult = null;
   }
 
   connectedCallback() {
@@ -169,6 +197,12 @@ export class TokenFormerInspector extends HTMLElement {
       attention: el('canvas', { className: 'tfi-attention', width: 260, height: 260 }),
       attentionInfo: el('p', { className: 'muted' }),
       exports: el('div', { className: 'tfi-exports' }),
+      chips: el('div', { className: 'tfi-chips', textContent: 'None: every parameter token as trained.' }),
+      nextTokens: el('div', { className: 'tfi-next' }),
+      searchInput: el('input', { type: 'text', className: 'tfi-search-input', placeholder: 'a token, e.g. " whale"', ariaLabel: 'Token to search for' }),
+      searchResults: el('div', { className: 'tfi-search-results' }),
+      lensButton: el('button', { type: 'button', className: 'tfi-lens-button', textContent: 'Show the logit lens' }),
+      lens: el('div', { className: 'tfi-lens-box' }),
     };
     this.ui = ui;
     ui.order.value = 'index';
@@ -186,7 +220,19 @@ export class TokenFormerInspector extends HTMLElement {
       ui.hover, ui.text, ui.slotInfo, ui.exports,
       el('h4', { textContent: 'Attention of this layer, per head' }), ui.heads, ui.attentionInfo, ui.attention);
     ui.mapPanel = mapPanel;
-    this.append(css, ui.status, el('div', { className: 'tfi-overview' }, ui.grid, ui.preview), mapPanel);
+    const searchForm = el('form', { className: 'tfi-search' }, ui.searchInput, el('button', { type: 'submit', textContent: 'Search' }));
+    searchForm.onsubmit = (e) => { e.preventDefault(); this.search(ui.searchInput.value).catch((err) => this.fail(err)); };
+    ui.lensButton.onclick = () => this.showLens().catch((e) => this.fail(e));
+    const actions = el('div', { className: 'tfi-actions' },
+      el('h4', { textContent: 'Interventions' }),
+      el('p', { className: 'muted tfi-help', textContent: 'Knock out (×0) or boost (×2) a parameter token from its panel or a search hit: its Theta column is scaled in every forward pass.' }),
+      ui.chips,
+      el('h4', { textContent: 'Next token after the inspected text' }), ui.nextTokens,
+      el('h4', { textContent: 'Search by token' }),
+      el('p', { className: 'muted tfi-help', textContent: 'The value parameter tokens of every layer and projection that point at a token: its embedding · each value vector (the dictionary score).' }),
+      searchForm, ui.searchResults,
+      el('h4', { textContent: 'Logit lens' }), ui.lensButton, ui.lens);
+    this.append(css, ui.status, el('div', { className: 'tfi-overview' }, ui.grid, ui.preview), actions, mapPanel);
 
     ui.order.onchange = () => this.redraw(true);
     ui.clip.onchange = () => this.redraw(true);
@@ -227,6 +273,153 @@ export class TokenFormerInspector extends HTMLElement {
     this.ui.status.textContent = `${this.summary.tokens} tokens × ${this.model.layers} layers × 5 Pattention layers; click a cell to open its map.`;
     if (view.map) this.showMap(view);
     this.dispatchEvent(new CustomEvent('inspected', { detail: { tokens: this.summary.tokens } }));
+    // A live update (no ids) only follows the maps; an inspection of given tokens also shows their
+    // next-token distribution.
+    if (ids !== undefined) await this.drawNextTokens();
+  }
+
+  /** The inspected tokens, when they are known (not while following a generation). */
+  inspectedIds() {
+    const ids = this.summary?.ids ?? this.map?.ids;
+    return ids ? [...ids] : null;
+  }
+
+  /** Replaces the interventions: the engine applies them from now on, the chips and the next-token
+   *  distribution follow (one forward pass when the distribution without them is known). */
+  async setInterventions(list) {
+    if (!this.client) throw new Error('tokenformer-inspector: set .client first');
+    const set = await this.client.setInterventions(list.map(({ layer, proj, slot, factor }) => ({ layer, proj, slot, factor })));
+    this.interventions = set;
+    this.drawChips();
+    this.dispatchEvent(new CustomEvent('interventions-change', { detail: { interventions: set.slice() } }));
+    await this.drawNextTokens();
+  }
+
+  /** Adds (or replaces the factor of) one intervention. */
+  intervene(layer, proj, slot, factor) {
+    const target = { layer, proj, slot, factor };
+    return this.setInterventions([...this.interventions.filter((i) => !sameTarget(i, target)), target]);
+  }
+
+  /** Removes the intervention on one parameter token. */
+  removeIntervention(layer, proj, slot) {
+    return this.setInterventions(this.interventions.filter((i) => !sameTarget(i, { layer, proj, slot })));
+  }
+
+  drawChips() {
+    const { chips } = this.ui;
+    if (!this.interventions.length) {
+      chips.replaceChildren('None: every parameter token as trained.');
+      return;
+    }
+    chips.replaceChildren(...this.interventions.map((i) => {
+      const label = i.factor === KNOCK_OUT ? 'knocked out' : `×${i.factor}`;
+      const remove = el('button', { type: 'button', className: 'tfi-chip-remove', textContent: '×', title: 'Remove', ariaLabel: `Remove ${interventionText(i)}` });
+      remove.onclick = () => this.removeIntervention(i.layer, i.proj, i.slot).catch((e) => this.fail(e));
+      const chip = el('span', { className: 'tfi-chip', title: interventionText(i) }, `layer ${i.layer} ${i.proj} slot ${i.slot} ${label}`, remove);
+      chip.dataset.intervention = interventionText(i);
+      return chip;
+    }), el('button', { type: 'button', className: 'tfi-clear', textContent: 'Clear all', onclick: () => this.setInterventions([]).catch((e) => this.fail(e)) }));
+  }
+
+  /** Knock-out and boost buttons for one parameter token. */
+  actionButtons(layer, proj, slot) {
+    const button = (text, factor, kind) => el('button', {
+      type: 'button', className: `tfi-${kind}`, textContent: text,
+      onclick: () => this.intervene(layer, proj, slot, factor).catch((e) => this.fail(e)),
+    });
+    return el('span', { className: 'tfi-act' }, button('Knock out', KNOCK_OUT, 'knock-out'), button(`Boost ×${BOOST}`, BOOST, 'boost'));
+  }
+
+  /** The next-token distribution after the inspected tokens, without and with the interventions:
+   *  the one without is computed once per text, so a change of interventions costs one pass. */
+  async drawNextTokens() {
+    const ids = this.inspectedIds();
+    if (!ids) return;
+    const key = ids.join(',');
+    if (this.baseline?.key !== key) {
+      if (this.interventions.length) await this.client.setInterventions([]);
+      const { top } = await this.client.nextTokens(ids, NEXT_TOKENS);
+      if (this.interventions.length) await this.client.setInterventions(this.interventions);
+      this.baseline = { key, top };
+    }
+    let acted = null;
+    let passes = null;
+    if (this.interventions.length) {
+      ({ top: acted, passes } = await this.client.nextTokens(ids, NEXT_TOKENS));
+    }
+    this.next = { key, without: this.baseline.top, with: acted, passes };
+    const bars = (title, top, kind) => el('div', { className: `tfi-bars tfi-bars-${kind}` },
+      el('strong', { textContent: title }),
+      ...top.map((t) => {
+        const fill = el('span', { className: 'tfi-bar-fill' });
+        fill.style.width = `${(100 * t.prob).toFixed(1)}%`;
+        const row = el('div', { className: 'tfi-bar' },
+          el('span', { className: 'tfi-bar-text', textContent: `“${visible(t.text)}”` }),
+          el('span', { className: 'tfi-bar-track' }, fill),
+          el('span', { className: 'tfi-bar-value', textContent: `${(100 * t.prob).toFixed(1)} %` }));
+        Object.assign(row.dataset, { id: String(t.id), prob: String(t.prob) });
+        return row;
+      }));
+    this.ui.nextTokens.replaceChildren(bars('Without interventions', this.baseline.top, 'without'),
+      acted ? bars(`With ${this.interventions.length} intervention${this.interventions.length > 1 ? 's' : ''}`, acted, 'with')
+        : el('p', { className: 'muted', textContent: 'Knock out or boost a parameter token to see how this changes.' }));
+    this.dispatchEvent(new CustomEvent('next-tokens', { detail: this.next }));
+  }
+
+  /** Ranks every value parameter token by how much it points at `token` (text of one token, or an
+   *  id) and lists the best, each with Open, Knock out and Boost. */
+  async search(token) {
+    if (!this.client) throw new Error('tokenformer-inspector: set .client first');
+    const result = await this.client.search(token, SEARCH_HITS);
+    this.searchResult = result;
+    const rows = result.hits.map((h, rank) => {
+      const open = el('button', { type: 'button', className: 'tfi-open', textContent: 'Open',
+        onclick: () => this.openSlot(h.layer, h.proj, h.slot).catch((e) => this.fail(e)) });
+      const row = el('li', {}, el('span', { textContent: `${rank + 1}. layer ${h.layer} ${h.proj} slot ${h.slot}: ${h.score.toFixed(3)} ` }),
+        open, this.actionButtons(h.layer, h.proj, h.slot));
+      Object.assign(row.dataset, { layer: String(h.layer), proj: h.proj, slot: String(h.slot), score: String(h.score) });
+      return row;
+    });
+    this.ui.searchResults.replaceChildren(
+      el('p', { className: 'muted', textContent: `Parameter tokens pointing at “${visible(result.text)}” (id ${result.id}), best first:` }),
+      el('ol', { className: 'tfi-hits' }, ...rows));
+    this.dispatchEvent(new CustomEvent('search', { detail: result }));
+    return result;
+  }
+
+  /** Opens the map of `proj` in block `layer` and selects `slot` in it. */
+  async openSlot(layer, proj, slot) {
+    await this.openMap(layer, proj);
+    await this.selectSlot(slot);
+  }
+
+  /** The logit lens of the inspected tokens: a blocks × tokens table of each block's most likely
+   *  next token (hover: its top 5). */
+  async showLens() {
+    if (!this.summary) throw new Error('inspect some tokens first');
+    const ids = this.ids === undefined ? undefined : [...this.summary.ids];
+    const lens = await this.client.logitLens(ids, LENS_TOP);
+    this.lens = lens;
+    const { layers, tokens, k } = lens;
+    const table = el('table', { className: 'tfi-lens' },
+      el('tr', {}, el('th', { textContent: 'input →' }), ...lens.texts.map((t) => el('th', { textContent: visible(t) }))));
+    for (let l = 0; l < layers; l++) {
+      const row = el('tr', {}, el('th', { textContent: `block ${l}` }));
+      for (let t = 0; t < tokens; t++) {
+        const at = (l * tokens + t) * k;
+        const top = Array.from({ length: k }, (_, i) => `${i + 1}. “${visible(lens.topTexts[at + i])}” ${(100 * lens.probs[at + i]).toFixed(1)} %`);
+        const p = lens.probs[at];
+        const cell = el('td', { textContent: `${visible(lens.topTexts[at])} ${(100 * p).toFixed(0)}%`, title: top.join('\n') });
+        cell.style.setProperty('--p', String(p));
+        Object.assign(cell.dataset, { layer: String(l), token: String(t), id: String(lens.top[at]), prob: String(p) });
+        row.append(cell);
+      }
+      table.append(row);
+    }
+    this.ui.lens.replaceChildren(el('p', { className: 'muted', textContent: 'What each block would predict next if the model stopped there (the residual after it through the final norm and the tied head); the last block is the model\'s prediction. Hover a cell for its top 5.' }), table);
+    this.dispatchEvent(new CustomEvent('logit-lens', { detail: { layers, tokens } }));
+    return lens;
   }
 
   mapSummary(layer, proj) {
@@ -301,6 +494,8 @@ export class TokenFormerInspector extends HTMLElement {
     this.open = { layer, proj };
     const ids = this.ids === undefined ? undefined : [...this.summary.ids];
     this.showMap(await this.client.inspectView(ids, 0, this.open));
+    // Opened by a click on the grid or a search hit, perhaps far above: bring the map into view.
+    this.ui.title.scrollIntoView({ block: 'start' });
   }
 
   showMap({ map, attention, texts }) {
@@ -527,14 +722,16 @@ export class TokenFormerInspector extends HTMLElement {
     const { layer, proj } = this.map;
     const grown = this.grownFrom() !== null && slot >= this.grownFrom() ? ' (added by growth)' : '';
     this.ui.slotInfo.replaceChildren(
-      el('strong', { textContent: `Parameter token ${slot} of layer ${layer} ${proj}${grown}` }),
+      el('strong', { textContent: `Parameter token ${slot} of layer ${layer} ${proj}${grown}` }), ' ',
+      this.actionButtons(layer, proj, slot),
       el('p', { className: 'tfi-users' }),
       el('p', { className: 'tfi-dictionary-box muted', textContent: 'Dictionary: loading…' }));
     this.highlightTokens();
     const entries = await this.client.dictionary(layer, proj, slot, DICTIONARY_SIZE);
     if (this.selectedSlot !== slot || this.map.layer !== layer || this.map.proj !== proj) return;
     const list = el('ol', { className: 'tfi-dictionary' }, ...entries.map((e) => {
-      const item = el('li', { textContent: `“${visible(e.text)}” (${e.id}) ${e.score.toFixed(3)}` });
+      const item = el('li', { textContent: `“${visible(e.text)}” (${e.id}) ${e.score.toFixed(3)}`, title: 'Search: which parameter tokens point at this token' });
+      item.onclick = () => this.search(e.id).catch((err) => this.fail(err));
       Object.assign(item.dataset, { id: String(e.id), score: String(e.score) });
       return item;
     }));

@@ -84,6 +84,21 @@ const inspectors = {
     return { ...a, texts: texts(a.ids) };
   }),
   dictionary: ({ layer, proj, slot, k }) => exclusive(() => loadedEngine().dictionary(layer, proj, slot, k)),
+  // Acting on what the inspector shows.
+  setInterventions: ({ list }) => exclusive(async () => {
+    loadedEngine().setInterventions(list);
+    return engine.interventions;
+  }),
+  nextTokens: ({ ids, k }) => exclusive(async () => {
+    const top = await loadedEngine().nextTokens(Uint32Array.from(ids), k);
+    return { top, passes: engine.passes };
+  }),
+  search: ({ token, k }) => exclusive(() => loadedEngine().search(token, k)),
+  logitLens: ({ ids, k }) => exclusive(async () => {
+    const lens = await loadedEngine().logitLens(idsArg(ids), k);
+    return { ...lens, texts: texts(lens.ids), topTexts: texts(lens.top) };
+  }),
+  passes: async () => loadedEngine().passes,
   // What the inspector shows, in one turn of the queue so that every part covers the same tokens
   // even while a generation runs: the summary (when k > 0), and the open map with its layer's
   // attention.

@@ -29,6 +29,9 @@ pub(crate) enum Command {
     /// A parameter token's dictionary: the vocabulary tokens its value vector scores highest
     /// through the tied embedding.
     Dictionary(DictionaryArgs),
+    /// The value parameter tokens of every layer and projection that point at one vocabulary token,
+    /// ranked by their dictionary score for it.
+    Search(SearchArgs),
     /// Write a random model of an official size (config.json + model.safetensors + tokenizer.json),
     /// for measurements: the same weights `bench --synthetic` uses.
     Synthetic(SyntheticArgs),
@@ -81,6 +84,41 @@ pub(crate) struct DictionaryArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct SearchArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// The token, as text: it must encode to exactly one token (" whale" with its leading space is
+    /// another token than "whale").
+    #[arg(long, conflicts_with = "id", required_unless_present = "id")]
+    pub(crate) token: Option<String>,
+    /// The token as an id instead.
+    #[arg(long)]
+    pub(crate) id: Option<u32>,
+    /// How many parameter tokens to print.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) top_k: usize,
+    /// Print {"id", "text", "top": [[layer, proj, slot, score], ...]} as one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Interventions on Theta (see `tokenformer::intervene`), for the commands that run the model.
+#[derive(Args)]
+pub(crate) struct InterveneArgs {
+    /// Scale parameter token SLOT of PROJ in block LAYER by FACTOR after the normalisation (0 knocks
+    /// it out, 2 doubles it, negative allowed), e.g. --intervene 1:ffn:42=0; repeatable.
+    #[arg(long = "intervene", value_name = "LAYER:PROJ:SLOT=FACTOR")]
+    pub(crate) specs: Vec<String>,
+}
+
+impl InterveneArgs {
+    /// The interventions, parsed (not yet checked against a model).
+    pub(crate) fn parse(&self) -> Result<Vec<Intervention>> {
+        self.specs.iter().map(|s| Intervention::parse(s)).collect()
+    }
+}
+
+#[derive(Args)]
 pub(crate) struct ModelArgs {
     /// Model folder (config.json + model.safetensors or pytorch_model.bin + tokenizer.json) or a weights
     /// file. Without it, the built-in default model (models/tokenformer-moby) is used.
@@ -124,6 +162,8 @@ pub(crate) enum BackendKind {
 pub(crate) struct GenerateArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) intervene: InterveneArgs,
     #[command(flatten)]
     pub(crate) prompt: PromptArgs,
     #[arg(long, default_value_t = 64)]
@@ -171,13 +211,20 @@ pub(crate) struct InspectArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
     #[command(flatten)]
+    pub(crate) intervene: InterveneArgs,
+    #[command(flatten)]
     pub(crate) prompt: PromptArgs,
     /// Block index, 0-based.
-    #[arg(long)]
-    pub(crate) layer: usize,
+    #[arg(long, required_unless_present = "logit_lens")]
+    pub(crate) layer: Option<usize>,
     /// Pattention layer: query, key, value, proj or ffn.
-    #[arg(long, required_unless_present = "attention", conflicts_with = "attention")]
+    #[arg(long, required_unless_present_any = ["attention", "logit_lens"], conflicts_with = "attention")]
     pub(crate) proj: Option<String>,
+    /// Every block's prediction instead (the logit lens): the residual after each block through the
+    /// final norm and the tied head; per block and token the top token and its probability (with
+    /// --json the top 5, or --top-k).
+    #[arg(long, conflicts_with_all = ["attention", "proj", "layer"])]
+    pub(crate) logit_lens: bool,
     /// The block's attention probabilities per head instead of a Pattention layer.
     #[arg(long)]
     pub(crate) attention: bool,
@@ -195,6 +242,8 @@ pub(crate) struct InspectArgs {
 pub(crate) struct LogitsArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) intervene: InterveneArgs,
     /// Token ids, e.g. 1,2,3.
     #[arg(long)]
     pub(crate) ids: String,
@@ -241,6 +290,8 @@ impl From<DtypeArg> for Dtype {
 pub(crate) struct EvalArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) intervene: InterveneArgs,
     /// UTF-8 text file to score.
     #[arg(long)]
     pub(crate) text: PathBuf,

@@ -1,6 +1,13 @@
-//! `tokenformer inspect` and `tokenformer dictionary`: Pattention maps and slot dictionaries.
+//! `tokenformer inspect`, `dictionary` and `search`: Pattention maps, the logit lens, slot
+//! dictionaries and the slots that point at a token.
+
+use tokenformer::lens::LogitLens;
+use tokenformer::search;
 
 use crate::*;
+
+/// Tokens per position the logit lens keeps unless --top-k says otherwise (the page's hover shows 5).
+const LENS_TOP: usize = 5;
 
 pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
     // Cheap checks first, so a typo does not wait for the model to load.
@@ -8,15 +15,23 @@ pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
     if args.top_k == Some(0) {
         return Err(Error::Usage("--top-k must be at least 1".into()));
     }
+    let wanted = args.intervene.parse()?;
     let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
-    tokenformer::inspect::check_layer(args.layer, &model.config)?;
+    let set = Interventions::new(wanted, &model.config)?;
     let ids = args.prompt.ids(&tokenizer)?;
-    let layer = args.layer;
+    let Some(layer) = args.layer else {
+        let request = InspectRequest::logit_lens(args.top_k.unwrap_or(LENS_TOP));
+        let mut inspector = Inspector::new(model, &args.model, set)?;
+        let lens = inspector.inspect(&ids, &request)?.lens;
+        let lens = lens.ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
+        return print_lens(&lens, &ids, &tokenizer, args.json);
+    };
+    tokenformer::inspect::check_layer(layer, &model.config)?;
     let request = match proj {
         Some(p) => InspectRequest::theta(layer, p),
         None => InspectRequest::attention(layer),
     };
-    let mut inspector = Inspector::new(model, args.model.backend, args.model.dtypes())?;
+    let mut inspector = Inspector::new(model, &args.model, set)?;
     let Some(proj) = proj else {
         let inspection = inspector.inspect(&ids, &request)?;
         let cap = inspection.attention(layer).ok_or_else(|| Error::Usage("inspect: nothing was captured".into()))?;
@@ -75,6 +90,76 @@ pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
     Ok(())
 }
 
+/// The logit lens as JSON (`{"ids", "lens": [per block [per token [[id, probability, text], ...]]]}`)
+/// or, for people, a row per block of each position's top token and its probability.
+fn print_lens(lens: &LogitLens, ids: &[u32], tokenizer: &Tokenizer, json: bool) -> Result<()> {
+    let text = |id: u32| tokenizer.decode(&[id]).unwrap_or_default();
+    if json {
+        let layers: Vec<Vec<Vec<(u32, f32, String)>>> = (0..lens.layers)
+            .map(|l| {
+                (0..lens.tokens).map(|t| lens.get(l, t).iter().map(|&(id, p)| (id, p, text(id))).collect()).collect()
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "ids": ids, "lens": layers }));
+        return Ok(());
+    }
+    println!("logit lens: each block's most likely next token at each position, with its probability");
+    let inputs: Vec<String> = ids.iter().map(|&id| format!("{:?}", text(id))).collect();
+    println!("{:>8} {}", "input", inputs.join(" "));
+    for l in 0..lens.layers {
+        let row: Vec<String> = (0..lens.tokens)
+            .map(|t| lens.get(l, t).first().map_or(String::new(), |&(id, p)| format!("{:?}:{p:.2}", text(id))))
+            .collect();
+        println!("{:>8} {}", format!("block {l}"), row.join(" "));
+    }
+    Ok(())
+}
+
+pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
+    if args.top_k == 0 {
+        return Err(Error::Usage("--top-k must be at least 1".into()));
+    }
+    let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
+    let id = match (&args.token, args.id) {
+        (_, Some(id)) => id,
+        (Some(text), None) => search::single_token(&tokenizer, text)?,
+        (None, None) => return Err(Error::Usage("give --token or --id".into())),
+    };
+    let cfg = model.config.clone();
+    let timed;
+    let scores = match args.model.backend {
+        BackendKind::Cpu => {
+            let cpu = cpu_backend(model, args.model.dtypes())?;
+            timed = std::time::Instant::now();
+            search::scores(cpu.model(), id)?
+        }
+        BackendKind::Gpu => {
+            let options = GpuOptions { kv_cache: args.model.kv_cache, ..GpuOptions::default() };
+            let mut gpu = gpu_backend(&model, args.model.dtypes(), options)?;
+            // The first search compiles the kernels; the time is the second's.
+            pollster::block_on(gpu.search_async(id))?;
+            timed = std::time::Instant::now();
+            pollster::block_on(gpu.search_async(id))?
+        }
+    };
+    let ms = timed.elapsed().as_secs_f64() * 1e3;
+    let top = search::rank(&scores, &cfg, args.top_k);
+    let text = tokenizer.decode(&[id]).unwrap_or_default();
+    if args.json {
+        let top: Vec<_> = top.iter().map(|s| (s.layer, s.proj.as_str(), s.slot, s.score)).collect();
+        println!("{}", serde_json::json!({ "id": id, "text": text, "top": top }));
+    } else {
+        println!(
+            "value parameter tokens pointing at token {id} {text:?} (its embedding · each value vector; {} scored in {ms:.0} ms)",
+            scores.len()
+        );
+        for s in top {
+            println!("{:>10.4}  layer {:>2} {:<5} slot {}", s.score, s.layer, s.proj.as_str(), s.slot);
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn run_dictionary(args: DictionaryArgs) -> Result<()> {
     let proj = Projection::parse(&args.proj)?;
     let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
@@ -117,10 +202,20 @@ pub(crate) enum Inspector {
 }
 
 impl Inspector {
-    fn new(model: Model, backend: BackendKind, dtype: (Dtype, Option<Dtype>)) -> Result<Inspector> {
-        Ok(match backend {
-            BackendKind::Cpu => Inspector::Cpu(cpu_backend(model, dtype)?),
-            BackendKind::Gpu => Inspector::Gpu(Box::new(gpu_backend(&model, dtype, GpuOptions::default())?)),
+    /// `model` on the backend `args` name, stored as they say, with the interventions `set`.
+    fn new(model: Model, args: &ModelArgs, set: Interventions) -> Result<Inspector> {
+        Ok(match args.backend {
+            BackendKind::Cpu => {
+                let mut cpu = cpu_backend(model, args.dtypes())?;
+                cpu.set_interventions(set);
+                Inspector::Cpu(cpu)
+            }
+            BackendKind::Gpu => {
+                let options = GpuOptions { kv_cache: args.kv_cache, ..GpuOptions::default() };
+                let mut gpu = gpu_backend(&model, args.dtypes(), options)?;
+                gpu.set_interventions(set);
+                Inspector::Gpu(Box::new(gpu))
+            }
         })
     }
 

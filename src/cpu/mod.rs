@@ -13,6 +13,7 @@ use crate::config::NormActivation;
 use crate::error::Result;
 use crate::generation::{check_ids, check_tokens, Backend};
 use crate::inspect::{InspectRequest, Inspection, Recorder};
+use crate::intervene::{scale_columns, Interventions};
 use crate::model::{Model, Pattention, Projection};
 use kernels::{apply_rope, layer_norm, layer_norm_affine, normalize_scores, rope_inv_freq};
 use products::{matmul_bt_weights, matmul_weights};
@@ -24,6 +25,8 @@ pub struct CpuBackend {
     k_cache: Vec<Vec<f32>>,
     v_cache: Vec<Vec<f32>>,
     len: usize,
+    /// Theta columns every forward pass scales (see [`crate::intervene`]).
+    interventions: Interventions,
 }
 
 impl CpuBackend {
@@ -31,7 +34,19 @@ impl CpuBackend {
         let cfg = &model.config;
         let inv_freq = rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base);
         let layers = cfg.num_layers;
-        CpuBackend { inv_freq, k_cache: vec![Vec::new(); layers], v_cache: vec![Vec::new(); layers], len: 0, model }
+        let (k_cache, v_cache) = (vec![Vec::new(); layers], vec![Vec::new(); layers]);
+        CpuBackend { inv_freq, k_cache, v_cache, len: 0, model, interventions: Interventions::default() }
+    }
+
+    /// Applies `set` to every forward pass from now on (an empty set removes them). The KV cache,
+    /// computed under the previous set, is emptied.
+    pub fn set_interventions(&mut self, set: Interventions) {
+        self.interventions = set;
+        self.reset();
+    }
+
+    pub fn interventions(&self) -> &Interventions {
+        &self.interventions
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -45,7 +60,7 @@ impl CpuBackend {
     /// ones generation uses. The cache is reset first and afterwards holds the prompt, as after
     /// `reset()` then `forward(ids, ..)`. A bad layer or prompt fails before the cache is touched.
     pub fn inspect(&mut self, ids: &[u32], request: &InspectRequest) -> Result<Inspection> {
-        let mut recorder = Recorder::new(request, &self.model.config, ids.len())?;
+        let mut recorder = Recorder::new(request, &self.model.config, self.model.vocab_size, ids.len())?;
         check_ids(ids, self.vocab_size(), 0, self.max_positions())?;
         self.reset();
         self.forward_pass(ids, false, Some(&mut recorder))?;
@@ -61,7 +76,6 @@ impl CpuBackend {
         let (d, t, start) = (cfg.hidden_size, ids.len(), self.len);
         let (heads, hd) = (cfg.num_heads, cfg.head_dim());
         debug_assert!(recorder.is_none() || start == 0, "a recorder is sized for a pass from position 0");
-        let act = cfg.norm_activation;
 
         let mut x = vec![0f32; t * d];
         for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
@@ -73,12 +87,12 @@ impl CpuBackend {
         let mut o_heads = vec![0f32; heads * t * hd];
         let scale = 1.0 / (hd as f32).sqrt();
 
-        for (layer, block) in model.blocks.iter().enumerate() {
+        for layer in 0..model.blocks.len() {
             a.copy_from_slice(&x);
             a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
-            pattention_recorded(&a, t, &block.query, act, &mut q, theta_sink(&mut recorder, layer, Projection::Query));
-            pattention_recorded(&a, t, &block.key, act, &mut k, theta_sink(&mut recorder, layer, Projection::Key));
-            pattention_recorded(&a, t, &block.value, act, &mut v, theta_sink(&mut recorder, layer, Projection::Value));
+            self.pattention(layer, Projection::Query, &a, t, &mut q, &mut recorder);
+            self.pattention(layer, Projection::Key, &a, t, &mut k, &mut recorder);
+            self.pattention(layer, Projection::Value, &a, t, &mut v, &mut recorder);
             for (i, (qrow, krow)) in q.chunks_exact_mut(d).zip(k.chunks_exact_mut(d)).enumerate() {
                 for h in 0..heads {
                     apply_rope(&mut qrow[h * hd..(h + 1) * hd], start + i, &self.inv_freq);
@@ -121,14 +135,16 @@ impl CpuBackend {
                     oh.copy_from_slice(&o_heads[(h * t + i) * hd..(h * t + i + 1) * hd]);
                 }
             }
-            let sink = theta_sink(&mut recorder, layer, Projection::Proj);
-            pattention_recorded(&o, t, &block.proj, act, &mut delta, sink);
+            self.pattention(layer, Projection::Proj, &o, t, &mut delta, &mut recorder);
             x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
 
             a.copy_from_slice(&x);
             a.chunks_exact_mut(d).for_each(|row| layer_norm(row, cfg.layernorm_eps));
-            pattention_recorded(&a, t, &block.ffn, act, &mut delta, theta_sink(&mut recorder, layer, Projection::Ffn));
+            self.pattention(layer, Projection::Ffn, &a, t, &mut delta, &mut recorder);
             x.iter_mut().zip(&delta).for_each(|(xi, di)| *xi += di);
+            if let Some(lens) = recorder.as_deref_mut().and_then(Recorder::lens_sink) {
+                crate::lens::record(lens, layer, model, &x);
+            }
         }
         self.len += t;
 
@@ -144,6 +160,25 @@ impl CpuBackend {
     }
 }
 
+impl CpuBackend {
+    /// Pattention `proj` of block `layer` on `t` rows of `x`, with this backend's interventions,
+    /// recording Theta where `recorder` wants it.
+    fn pattention(
+        &self,
+        layer: usize,
+        proj: Projection,
+        x: &[f32],
+        t: usize,
+        out: &mut [f32],
+        recorder: &mut Option<&mut Recorder>,
+    ) {
+        let p = self.model.blocks[layer].get(proj);
+        let scales = self.interventions.of(layer, proj);
+        let act = self.model.config.norm_activation;
+        pattention_scaled(x, t, p, act, &scales, out, theta_sink(recorder, layer, proj));
+    }
+}
+
 /// The recorder's buffer for Theta of `proj` in block `layer`, if there is a recorder and it wants it.
 fn theta_sink<'a>(recorder: &'a mut Option<&mut Recorder>, layer: usize, proj: Projection) -> Option<&'a mut [f32]> {
     recorder.as_deref_mut()?.theta_sink(layer, proj)
@@ -152,16 +187,18 @@ fn theta_sink<'a>(recorder: &'a mut Option<&mut Recorder>, layer: usize, proj: P
 /// `out[t×d_out] = f(x[t×d_in] · Kᵀ) · V`, the whole Pattention layer for `t` tokens.
 /// The widths come from the parameter tokens: d_in = |K| / n, d_out = |V| / n.
 pub fn pattention(x: &[f32], t: usize, p: &Pattention, activation: NormActivation, out: &mut [f32]) {
-    pattention_recorded(x, t, p, activation, out, None);
+    pattention_scaled(x, t, p, activation, &[], out, None);
 }
 
-/// [`pattention`], also copying Theta [t×n] (after the normalisation, the coefficients of the value
-/// tokens) into `theta_out` when one is given.
-pub fn pattention_recorded(
+/// [`pattention`] with Theta's columns `scales` (slot, factor) multiplied after the normalisation
+/// (interventions), also copying Theta [t×n] (the coefficients of the value tokens, scaled) into
+/// `theta_out` when one is given.
+pub fn pattention_scaled(
     x: &[f32],
     t: usize,
     p: &Pattention,
     activation: NormActivation,
+    scales: &[(usize, f32)],
     out: &mut [f32],
     theta_out: Option<&mut [f32]>,
 ) {
@@ -172,6 +209,7 @@ pub fn pattention_recorded(
     parallel::for_each(theta.chunks_mut(rows * p.n).collect(), |_, block| {
         block.chunks_exact_mut(p.n).for_each(|row| normalize_scores(row, activation));
     });
+    scale_columns(&mut theta, p.n, scales);
     if let Some(dst) = theta_out {
         dst.copy_from_slice(&theta);
     }

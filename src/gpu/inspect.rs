@@ -4,25 +4,45 @@
 //! cache. Only these results are read back; the kernels exist only once something is inspected.
 
 use super::context::{
-    bytes_to_f32, f32_bytes, groups_for, read_back, read_storage, Access, Encoder, GpuContext, Kernel,
+    bytes_to_f32, f32_bytes, groups_for, read_back, read_storage, u32_bytes, Access, Encoder, GpuContext, Kernel,
 };
 use super::kv_cache::KvDtype;
 use super::matmul::LinearArgs;
 use super::params::shader_params;
+use super::weights::Dtype;
 use super::{GpuBackend, PREFILL_CHUNK};
 use crate::error::{Error, Result};
 use crate::generation::check_ids;
 use crate::inspect::{check_slot, AttentionCapture, Capture, InspectRequest, Inspection, ThetaSummary};
+use crate::lens::{with_probabilities, LogitLens};
 use crate::model::Projection;
+use crate::search::{check_token, projection_offset, slots_per_layer};
 
 shader_params!(ThetaTopKParams for "theta_top_k.wgsl" { n: u32, lda: u32, offset: u32, k: u32, row0: u32 });
 shader_params!(ThetaSumsParams for "theta_sums.wgsl" { rows: u32, n: u32, lda: u32, offset: u32 });
 shader_params!(AttentionProbsParams for "attention_probs.wgsl" { start: u32, d: u32, hd: u32, scale: f32, tokens: u32 });
+shader_params!(LogSumExpParams for "logsumexp.wgsl" { n: u32, row0: u32 });
+shader_params!(SearchParams for "search.wgsl" {
+    rows: u32, span: u32, d: u32, row0: u32, n: u32, k_octets: u32, out_offset: u32,
+});
 
 pub(crate) struct Inspector {
     top_k: Kernel,
     sums: Kernel,
     probs: Kernel,
+    lse: Kernel,
+    search: Kernel,
+}
+
+/// The logit lens of one inspected pass: each block's top-k logits per token (as the Theta top-k
+/// pairs, [layers × tokens × k]) and each row's log-sum-exp [layers × tokens], with their bind groups
+/// over the logits buffer.
+pub(crate) struct LensSink {
+    k: usize,
+    top: wgpu::Buffer,
+    top_bind: wgpu::BindGroup,
+    lse: wgpu::Buffer,
+    lse_bind: wgpu::BindGroup,
 }
 
 /// What one inspected forward pass keeps of one Theta map.
@@ -53,6 +73,7 @@ pub(crate) struct CapturePlan<'a> {
     pub k: usize,
     pub maps: Vec<MapCapture>,
     pub attention: Vec<AttentionSink>,
+    pub lens: Option<LensSink>,
 }
 
 /// Where a projection's Theta rows sit in the scores buffer after its normalisation: q, k and v
@@ -64,8 +85,8 @@ pub(crate) struct ThetaLayout {
 }
 
 impl Inspector {
-    /// The kernels for a backend whose KV cache holds `kv`.
-    pub fn new(ctx: &GpuContext, kv: KvDtype) -> Inspector {
+    /// The kernels for a backend whose KV cache holds `kv` and parameter tokens `dtype`.
+    pub fn new(ctx: &GpuContext, kv: KvDtype, dtype: Dtype) -> Inspector {
         let top_k = Kernel::new(
             ctx,
             "theta top-k",
@@ -79,7 +100,27 @@ impl Inspector {
             &format!("{}\n{}", kv.prelude(), include_str!("../../shaders/attention_probs.wgsl")),
             &[Access::Read, Access::Read, Access::ReadWrite],
         );
-        Inspector { top_k, sums, probs }
+        let lse = top_k.sibling(ctx, "logit lens log-sum-exp", include_str!("../../shaders/logsumexp.wgsl"));
+        let search = Kernel::new(
+            ctx,
+            "search by token",
+            &format!("{}\n{}", dtype.prelude(), include_str!("../../shaders/search.wgsl")),
+            &[Access::Read, Access::Read, Access::ReadWrite],
+        );
+        Inspector { top_k, sums, probs, lse, search }
+    }
+
+    /// A lens sink over `logits` for `layers` blocks of `tokens` rows, keeping the top `k` of each.
+    fn lens_sink(&self, ctx: &GpuContext, logits: &wgpu::Buffer, layers: usize, tokens: usize, k: usize) -> LensSink {
+        let top = ctx.storage("lens top-k", (layers * tokens * k * 8) as u64);
+        let lse = ctx.storage("lens log-sum-exp", (layers * tokens * 4) as u64);
+        LensSink {
+            k,
+            top_bind: self.top_k.bind(ctx, &[logits, &top]),
+            lse_bind: self.lse.bind(ctx, &[logits, &lse]),
+            top,
+            lse,
+        }
     }
 
     /// A summary sink over `scores` for `tokens` rows of `slots` keeping the top `k` of each row.
@@ -116,6 +157,16 @@ impl Inspector {
 }
 
 impl CapturePlan<'_> {
+    /// Records block `layer`'s lens rows for the `t` tokens at positions `start..`, whose logits
+    /// [t × vocab] are now in the logits buffer.
+    pub fn lens(&self, enc: &mut Encoder, layer: usize, t: usize, start: usize, vocab: usize) {
+        let Some(lens) = &self.lens else { return };
+        let (n, row0) = (vocab as u32, (layer * self.tokens + start) as u32);
+        let top_k = ThetaTopKParams { n, lda: n, offset: 0, k: lens.k as u32, row0 };
+        enc.dispatch(&self.inspector.top_k, &lens.top_bind, &top_k, [t as u32, 1, 1]);
+        enc.dispatch(&self.inspector.lse, &lens.lse_bind, &LogSumExpParams { n, row0 }, [t as u32, 1, 1]);
+    }
+
     /// Records what is wanted of `proj` in block `layer`, whose Theta for the `t` rows at positions
     /// `start..` is now in `scores`.
     #[allow(clippy::too_many_arguments)]
@@ -174,12 +225,25 @@ impl CapturePlan<'_> {
     }
 }
 
+/// The lens from its read-back top-k pairs [layers × tokens × k × (id, logit bits)] and log-sum-exps.
+fn lens_of(top: &[u8], lse: &[f32], layers: usize, tokens: usize, k: usize) -> LogitLens {
+    let words: Vec<u32> = top.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let mut lens = LogitLens::new(layers, tokens, k);
+    for (row, (pairs, &lse)) in words.chunks_exact(2 * k).zip(lse).enumerate() {
+        let logits: Vec<(usize, f32)> = pairs.chunks_exact(2).map(|p| (p[0] as usize, f32::from_bits(p[1]))).collect();
+        lens.top[row * k..(row + 1) * k].copy_from_slice(&with_probabilities(&logits, lse as f64));
+    }
+    lens
+}
+
 impl GpuBackend {
     /// The inspector's kernels, compiled on first use.
     async fn inspector(&mut self) -> Result<Inspector> {
         match self.inspector.take() {
             Some(inspector) => Ok(inspector),
-            None => self.ctx.refusals("the inspector's kernels", || Inspector::new(&self.ctx, self.kv)).await,
+            None => {
+                self.ctx.refusals("the inspector's kernels", || Inspector::new(&self.ctx, self.kv, self.dtype)).await
+            }
         }
     }
 
@@ -213,8 +277,21 @@ impl GpuBackend {
         for sink in &plan.attention {
             parts.push((&sink.probs, (heads * tokens * tokens * 4) as u64));
         }
-        let mut read = read_storage(&self.ctx, &parts).await?.into_iter();
-        let mut inspection = Inspection { theta: Vec::new(), attention: Vec::new() };
+        let layers = self.cfg.num_layers;
+        if let Some(lens) = &plan.lens {
+            parts.push((&lens.top, (layers * tokens * lens.k * 8) as u64));
+            parts.push((&lens.lse, (layers * tokens * 4) as u64));
+        }
+        let mut read = read_storage(&self.ctx, &parts).await?;
+        let lens = match &plan.lens {
+            Some(sink) => {
+                let (lse, top) = (read.pop().unwrap_or_default(), read.pop().unwrap_or_default());
+                Some(lens_of(&top, &bytes_to_f32(&lse), layers, tokens, sink.k))
+            }
+            None => None,
+        };
+        let mut read = read.into_iter();
+        let mut inspection = Inspection { theta: Vec::new(), attention: Vec::new(), lens };
         for map in &plan.maps {
             if let (MapSink::Full(_), Some(bytes)) = (&map.sink, read.next()) {
                 let (layer, proj, slots) = (map.layer, map.proj, map.slots);
@@ -318,6 +395,51 @@ impl GpuBackend {
         Ok(bytes_to_f32(&read_back(&self.ctx, &b.logits_read, bytes, None).await?))
     }
 
+    /// Every value parameter token's score for `token` (see [`crate::search`], whose order the
+    /// vector follows), computed on the device: the token's embedding row through the embed kernel,
+    /// then each value matrix's columns weighted by it; only the scores are read back. A decode
+    /// step submitted ahead is dropped (the ids buffer it would read is overwritten); the KV cache
+    /// is untouched.
+    pub async fn search_async(&mut self, token: u32) -> Result<Vec<f32>> {
+        check_token(token, self.vocab)?;
+        self.ctx.check_alive()?;
+        self.discard_ahead();
+        let inspector = self.inspector().await?;
+        let cfg = &self.cfg;
+        let (d, per_layer) = (cfg.hidden_size, slots_per_layer(cfg));
+        let total = cfg.num_layers * per_layer;
+        let out = self.ctx.storage("search scores", (total * 4) as u64);
+        self.ctx.queue.write_buffer(&self.buffers.ids, 0, &u32_bytes(&[token]));
+        let mut pages = std::mem::take(&mut self.params);
+        let mut enc = Encoder::new(&self.ctx, &mut pages);
+        self.kernels.embed.encode(&mut enc, &self.embed, 1);
+        for (l, binds) in self.layers.iter().enumerate() {
+            let values = [(&binds.qkv_values, Projection::Query), (&binds.proj_values, Projection::Proj)];
+            for (matrix, proj) in values.into_iter().chain([(&binds.ffn_values, Projection::Ffn)]) {
+                let base = l * per_layer + projection_offset(proj, cfg);
+                for (buffer, row0, rows) in matrix.weight_chunks() {
+                    let bind = inspector.search.bind(&self.ctx, &[&self.buffers.x, buffer, &out]);
+                    let span = if matrix.groups > 1 { d } else { rows };
+                    let params = SearchParams {
+                        rows: rows as u32,
+                        span: span as u32,
+                        d: d as u32,
+                        row0: row0 as u32,
+                        n: matrix.cols as u32,
+                        k_octets: matrix.k_octets as u32,
+                        out_offset: base as u32,
+                    };
+                    let grid = [groups_for(matrix.k_octets, 64), rows.div_ceil(span) as u32, 1];
+                    enc.dispatch(&inspector.search, &bind, &params, grid);
+                }
+            }
+        }
+        enc.submit();
+        self.params = pages;
+        self.inspector = Some(inspector);
+        Ok(bytes_to_f32(&read_storage(&self.ctx, &[(&out, (total * 4) as u64)]).await?.concat()))
+    }
+
     /// Capture buffers for `request` on `ids`: whole maps, or summaries keeping `top_k` per row.
     fn plan<'a>(
         &self,
@@ -349,7 +471,10 @@ impl GpuBackend {
             .into_iter()
             .map(|l| inspector.attention_sink(ctx, l, &self.buffers.q, &self.layers[l].k_cache, heads, tokens))
             .collect();
-        Ok(CapturePlan { inspector, tokens, k: top_k.unwrap_or(0), maps, attention })
+        let layers = self.cfg.num_layers;
+        let lens =
+            request.lens.map(|k| inspector.lens_sink(ctx, &self.buffers.logits, layers, tokens, k.min(self.vocab)));
+        Ok(CapturePlan { inspector, tokens, k: top_k.unwrap_or(0), maps, attention, lens })
     }
 
     /// Runs the prompt from position 0 with `plan` recording, a chunk per submission.

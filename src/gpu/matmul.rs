@@ -30,11 +30,20 @@ pub(crate) struct Linear {
 /// A matrix bound to its input and output buffers, one bind group per chunk.
 pub(crate) struct LinearBinding {
     chunks: Vec<(wgpu::BindGroup, usize, usize)>,
-    rows: usize,
-    cols: usize,
+    /// The chunks' weight buffers, for kernels that read the matrix another way (search by token).
+    pub weights: Vec<wgpu::Buffer>,
+    pub rows: usize,
+    pub cols: usize,
     /// Octets of a stored row.
-    k_octets: usize,
-    groups: usize,
+    pub k_octets: usize,
+    pub groups: usize,
+}
+
+impl LinearBinding {
+    /// Each chunk's weight buffer with its first row and row count.
+    pub fn weight_chunks(&self) -> impl Iterator<Item = (&wgpu::Buffer, usize, usize)> {
+        self.weights.iter().zip(&self.chunks).map(|(w, &(_, row0, rows))| (w, row0, rows))
+    }
 }
 
 /// The shape of one product. Columns of c beyond `limit` (rows of w) are not computed: the head
@@ -84,7 +93,8 @@ impl Linear {
 
     pub fn bind(&self, ctx: &GpuContext, w: &Matrix, a: &wgpu::Buffer, c: &wgpu::Buffer) -> LinearBinding {
         let chunks = w.chunks.iter().map(|ch| (self.matvec.bind(ctx, &[a, &ch.buffer, c]), ch.row0, ch.rows)).collect();
-        LinearBinding { chunks, rows: w.rows, cols: w.cols, k_octets: w.row_octets(), groups: w.groups }
+        let weights = w.chunks.iter().map(|ch| ch.buffer.clone()).collect();
+        LinearBinding { chunks, weights, rows: w.rows, cols: w.cols, k_octets: w.row_octets(), groups: w.groups }
     }
 
     pub fn encode(&self, enc: &mut Encoder, b: &LinearBinding, args: &LinearArgs) {

@@ -12,6 +12,7 @@ mod decode;
 mod decode_attention;
 mod embed;
 mod inspect;
+mod intervene;
 pub mod kv_cache;
 mod layer_norm;
 mod matmul;
@@ -42,10 +43,12 @@ use crate::error::{Error, Result};
 use crate::generation::check_ids;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::generation::Backend;
+use crate::intervene::Interventions;
 use crate::model::{Model, Projection};
 use crate::sampling::SamplingParams;
 use context::{bytes_to_f32, read_back, u32_bytes, Dispatch, Encoder, ParamPages};
 use inspect::{CapturePlan, Inspector, ThetaLayout};
+use intervene::Stage;
 use matmul::{Linear, LinearArgs, LinearBinding};
 use timer::Timer;
 use weights::Matrix;
@@ -165,6 +168,7 @@ struct Kernels {
     rope: rope::Rope,
     attention: attention::Attention,
     sampler: sampler::Sampler,
+    intervene: intervene::Intervene,
 }
 
 impl Kernels {
@@ -186,6 +190,7 @@ impl Kernels {
             rope: rope::Rope::new(c, kv),
             attention: attention::Attention::new(c, cfg.head_dim(), gpu_shapes, kv),
             sampler: sampler::Sampler::new(c, gpu_shapes),
+            intervene: intervene::Intervene::new(c),
         }
     }
 
@@ -364,6 +369,20 @@ impl GpuBackend {
         &self.cfg
     }
 
+    /// Applies `set` to every forward pass from now on (an empty set removes them; see
+    /// [`crate::intervene`]). The KV cache, computed under the previous set, is emptied, and a
+    /// decode step submitted ahead under it is dropped. While a set is active, tokens take the
+    /// general path, whose normalisations the set's columns are scaled after.
+    pub fn set_interventions(&mut self, set: Interventions) {
+        self.reset();
+        let (ctx, scores) = (&self.ctx, &self.buffers.scores);
+        self.kernels.intervene.apply(ctx, set, &self.cfg, scores);
+    }
+
+    pub fn interventions(&self) -> &Interventions {
+        self.kernels.intervene.set()
+    }
+
     /// Empties the KV cache: positions past `len` are overwritten before attention reads them.
     pub fn reset(&mut self) {
         self.len = 0;
@@ -444,7 +463,7 @@ impl GpuBackend {
     fn encode_forward(&self, enc: &mut Encoder, t: usize, rows: usize, plan: Option<&CapturePlan>) -> u32 {
         let cfg = &self.cfg;
         let k = &self.kernels;
-        if let (1, None, Some(decode)) = (t, plan, &self.decode) {
+        if let (1, None, Some(decode), false) = (t, plan, &self.decode, k.intervene.active()) {
             return decode.encode(enc, &k.embed, cfg, self.len, rows > 0);
         }
         let mut per_block = 0;
@@ -457,6 +476,7 @@ impl GpuBackend {
             k.norm.encode(enc, &self.norm, t, 0, d, false);
             k.linear.encode(enc, &layer.qkv_scores, &LinearArgs::plain(t, d, 3 * nq));
             k.pnorm.encode(enc, &self.pnorm, 3 * t, nq, f);
+            k.intervene.encode(enc, l, Stage::Qkv, t, 3 * nq);
             if let Some(plan) = plan {
                 for (g, proj) in [Projection::Query, Projection::Key, Projection::Value].into_iter().enumerate() {
                     let at = ThetaLayout { n: nq, lda: 3 * nq, offset: g * nq };
@@ -468,6 +488,7 @@ impl GpuBackend {
             k.attention.encode(enc, &layer.attention, t, start, cfg.num_heads, d);
             k.linear.encode(enc, &layer.proj_scores, &LinearArgs::plain(t, d, np));
             k.pnorm.encode(enc, &self.pnorm, t, np, f);
+            k.intervene.encode(enc, l, Stage::Proj, t, np);
             if let Some(plan) = plan {
                 plan.attention(enc, l, t, start, cfg.num_heads, d, cfg.head_dim());
                 plan.theta(enc, scores, l, Projection::Proj, &ThetaLayout { n: np, lda: np, offset: 0 }, t, start);
@@ -477,11 +498,17 @@ impl GpuBackend {
             k.norm.encode(enc, &self.norm, t, 0, d, false);
             k.linear.encode(enc, &layer.ffn_scores, &LinearArgs::plain(t, d, nf));
             k.pnorm.encode(enc, &self.pnorm, t, nf, f);
+            k.intervene.encode(enc, l, Stage::Ffn, t, nf);
             if let Some(plan) = plan {
                 plan.theta(enc, scores, l, Projection::Ffn, &ThetaLayout { n: nf, lda: nf, offset: 0 }, t, start);
             }
             k.linear.encode(enc, &layer.ffn_values, &residual(nf));
             per_block = (enc.recorded.len() - before) as u32;
+            if let Some(plan) = plan.filter(|p| p.lens.is_some()) {
+                k.norm.encode(enc, &self.final_norm, t, 0, d, true);
+                k.linear.encode(enc, &self.head, &LinearArgs::plain(t, d, self.vocab));
+                plan.lens(enc, l, t, start, self.vocab);
+            }
         }
         if rows > 0 {
             k.norm.encode(enc, &self.final_norm, rows, t - rows, d, true);

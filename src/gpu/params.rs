@@ -44,7 +44,7 @@ pub(crate) use shader_params;
 mod tests {
     use super::ShaderParams;
     use crate::gpu::{
-        attention, copy, decode_attention, embed, inspect, layer_norm, matmul, pnorm, rope, sampler, scores,
+        attention, copy, decode_attention, embed, inspect, intervene, layer_norm, matmul, pnorm, rope, sampler, scores,
         subgroup_probe, values,
     };
 
@@ -78,6 +78,9 @@ mod tests {
         check::<inspect::ThetaTopKParams>();
         check::<inspect::ThetaSumsParams>();
         check::<inspect::AttentionProbsParams>();
+        check::<inspect::LogSumExpParams>();
+        check::<inspect::SearchParams>();
+        check::<intervene::InterveneParams>();
         check::<layer_norm::LayerNormParams>();
         check::<matmul::LinearParams>();
         check::<pnorm::PNormParams>();

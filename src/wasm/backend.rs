@@ -9,8 +9,10 @@ use crate::generation::Backend;
 #[cfg(feature = "gpu")]
 use crate::gpu::GpuBackend;
 use crate::inspect::{self, InspectRequest, Inspection, ThetaSummary};
+use crate::intervene::Interventions;
 use crate::model::Projection;
 use crate::sampling::SamplingParams;
+use crate::search;
 use crate::CpuBackend;
 use wasm_bindgen::prelude::*;
 
@@ -176,6 +178,24 @@ impl Compute {
                 let request = InspectRequest::every_theta(b.config());
                 b.summarize_async(ids, &request, k).await
             }
+        }
+    }
+
+    /// Applies `set` from now on; the cache is emptied.
+    pub(super) fn set_interventions(&mut self, set: Interventions) {
+        match self {
+            Compute::Cpu(b) => b.set_interventions(set),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.set_interventions(set),
+        }
+    }
+
+    /// Every value parameter token's score for `token` (on WebGPU computed on the device).
+    pub(super) async fn search(&mut self, token: u32) -> Result<Vec<f32>> {
+        match self {
+            Compute::Cpu(b) => search::scores(b.model(), token),
+            #[cfg(feature = "gpu")]
+            Compute::Gpu(b) => b.search_async(token).await,
         }
     }
 

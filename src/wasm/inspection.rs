@@ -69,7 +69,7 @@ impl Engine {
         let shared = self.shared.clone();
         future_to_promise(async move {
             let proj = Projection::parse(&proj).map_err(js_value)?;
-            let request = InspectRequest { layers: vec![layer], projections: vec![proj], attention: true };
+            let request = InspectRequest { layers: vec![layer], projections: vec![proj], attention: true, lens: None };
             let (ids, inspection) = shared.run_inspection(ids, request).await.map_err(js_value)?;
             let (Some(map), Some(attention)) =
                 (inspection.theta.into_iter().next(), inspection.attention.into_iter().next())
@@ -97,6 +97,7 @@ impl Engine {
                 return Err(js_value(Error::Usage("k must be at least 1".into())));
             }
             let ids = shared.inspected_ids(ids).map_err(js_value)?;
+            shared.count_pass();
             let summaries = shared.with_compute(async |c| c.summarize(&ids, k).await).await.map_err(js_value)?;
             let maps = js_sys::Array::new();
             for s in summaries {

@@ -22,11 +22,13 @@ use crate::generation::{Generator, StopReason};
 #[cfg(feature = "gpu")]
 use crate::gpu::GpuContext;
 use crate::inspect::{InspectRequest, Inspection};
+use crate::intervene::Interventions;
 use crate::model::Projection;
 use crate::sampling::SamplingParams;
 use crate::tokenizer::{TextStream, Tokenizer};
 use crate::weights::WeightsFile;
 
+mod actions;
 mod backend;
 mod inspection;
 mod loader;
@@ -89,6 +91,11 @@ struct Shared {
     stop: Cell<Option<StopReason>>,
     /// The tokens of the last generation that ended, which live inspection shows once it has.
     finished: RefCell<Vec<u32>>,
+    /// Forward passes run so far (prefills, decoded tokens, inspections), for callers that check
+    /// what an action costs.
+    passes: Cell<u64>,
+    /// The interventions every pass applies.
+    interventions: RefCell<Interventions>,
 }
 
 impl Shared {
@@ -110,15 +117,21 @@ impl Shared {
         }
     }
 
-    /// Runs `ids` from an empty cache. The backend is taken out of its cell while it computes,
-    /// so a second call meanwhile is refused ([`Shared::busy`]) rather than interleaved.
-    async fn logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+    /// Runs `ids` from an empty cache, with the logits of every position (`all`) or of the last.
+    /// The backend is taken out of its cell while it computes, so a second call meanwhile is refused
+    /// ([`Shared::busy`]) rather than interleaved.
+    async fn logits(&self, ids: &[u32], all: bool) -> Result<Vec<f32>> {
         let mut compute = self.compute.take().ok_or_else(Self::busy)?;
         self.cancel();
         compute.reset();
-        let logits = compute.forward(ids, true).await;
+        self.count_pass();
+        let logits = compute.forward(ids, all).await;
         self.compute.set(Some(compute));
         logits
+    }
+
+    fn count_pass(&self) {
+        self.passes.set(self.passes.get() + 1);
     }
 
     /// The tokens an inspection runs over: `ids` (ending any generation), or with `None` the
@@ -147,6 +160,7 @@ impl Shared {
     /// `request` recorded.
     async fn run_inspection(&self, ids: Option<Vec<u32>>, request: InspectRequest) -> Result<(Vec<u32>, Inspection)> {
         let ids = self.inspected_ids(ids)?;
+        self.count_pass();
         let inspection = self.with_compute(async |c| c.inspect(&ids, &request).await).await?;
         Ok((ids, inspection))
     }
@@ -171,7 +185,10 @@ impl Shared {
             run.fresh = false;
         }
         let sampled = match run.generator.request() {
-            Some(r) => Some(compute.next_token(r.feed, r.context, r.params, r.step).await),
+            Some(r) => {
+                self.count_pass();
+                Some(compute.next_token(r.feed, r.context, r.params, r.step).await)
+            }
             None => None,
         };
         self.compute.set(Some(compute));
@@ -247,6 +264,8 @@ impl Engine {
             epoch: Cell::new(0),
             stop: Cell::new(None),
             finished: RefCell::new(Vec::new()),
+            passes: Cell::new(0),
+            interventions: RefCell::new(Interventions::default()),
         };
         Engine {
             shared: Rc::new(shared),
@@ -399,7 +418,7 @@ impl Engine {
     pub fn logits(&self, ids: Vec<u32>) -> Promise {
         let shared = self.shared.clone();
         future_to_promise(async move {
-            let logits = shared.logits(&ids).await.map_err(js_value)?;
+            let logits = shared.logits(&ids, true).await.map_err(js_value)?;
             Ok(js_sys::Float32Array::from(logits.as_slice()).into())
         })
     }

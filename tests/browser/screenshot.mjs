@@ -1,6 +1,7 @@
-// Writes the screenshots README.md and docs/api.md show: www/screenshot.png (the page on WebGPU
-// after a sampled generation with the page's default settings) and the inspector's grid, a large
-// map and a slot's dictionary (www/inspector-*.png). Run: node tests/browser/screenshot.mjs
+// Writes the screenshots README.md and docs/ show: www/screenshot.png (the page on WebGPU after a
+// sampled generation with the page's default settings) and the inspector's grid, a large map, a
+// slot's dictionary and an intervention with its effect (www/inspector-*.png).
+// Run: node tests/browser/screenshot.mjs
 import { join } from 'node:path';
 import { serve, launch, ROOT } from './harness.mjs';
 
@@ -41,6 +42,21 @@ try {
   const bottom = await page.locator('.tfi-exports').boundingBox();
   const panelBox = await panel.boundingBox();
   await page.screenshot({ path: join(ROOT, 'www/inspector-dictionary.png'), clip: { x: panelBox.x, y: top.y, width: panelBox.width, height: bottom.y + bottom.height - top.y } });
+
+  // Knocking out the parameter token the last token uses most in layer 1's FFN, and its effect on the
+  // next token.
+  await page.evaluate(() => {
+    const i = document.getElementById('inspector');
+    const s = i.mapSummary(1, 'ffn');
+    return i.selectSlot(s.top[(i.summary.tokens - 1) * s.k]);
+  });
+  await page.locator('.tfi-slot .tfi-knock-out').click();
+  await page.waitForFunction(() => document.querySelectorAll('.tfi-bars-with .tfi-bar').length === 10, null, { timeout: 300_000 });
+  const actions = page.locator('.tfi-actions');
+  await actions.evaluate((e) => e.scrollIntoView());
+  const area = await actions.boundingBox();
+  const next = await page.locator('.tfi-next').boundingBox();
+  await page.screenshot({ path: join(ROOT, 'www/inspector-intervention.png'), clip: { x: area.x, y: area.y, width: area.width, height: next.y + next.height - area.y + 8 } });
 } finally {
   await browser.close();
   server.close();

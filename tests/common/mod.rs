@@ -124,3 +124,62 @@ pub fn top_values(row: &[f64], k: usize) -> Vec<f64> {
     v.truncate(k);
     v
 }
+
+/// `tests/fixtures/actions.json`: the float64 reference under interventions, search scores and the
+/// logit lens, for every model folder.
+#[derive(Debug, Deserialize)]
+pub struct ActionsFixture {
+    pub text: String,
+    pub lens_top: usize,
+    pub models: Vec<ActionsModel>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionsModel {
+    pub model: String,
+    pub ids: Vec<u32>,
+    /// [layer, proj, slot, factor]
+    pub interventions: Vec<(usize, String, usize, f32)>,
+    /// Every position's logits under the interventions.
+    pub logits: Vec<Vec<f64>>,
+    /// "LAYER:ffn" -> Theta [tokens][slots] under the interventions.
+    pub theta: std::collections::BTreeMap<String, Vec<Vec<f64>>>,
+    /// Greedy tokens under the interventions (absent when a step is within the margin of a tie).
+    pub greedy: Option<Vec<u32>>,
+    pub eval: ActionsEval,
+    pub search: ActionsSearch,
+    /// [layer][token][rank] = (id, probability), no interventions.
+    pub lens: Vec<Vec<Vec<(u32, f64)>>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionsEval {
+    pub ids: Vec<u32>,
+    pub window: usize,
+    pub stride: usize,
+    pub tokens_scored: usize,
+    pub nll_mean: f64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActionsSearch {
+    pub token: u32,
+    pub scores: Vec<f64>,
+}
+
+pub fn actions_fixture() -> ActionsFixture {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/actions.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixture's interventions for `model`.
+pub fn fixture_interventions(entry: &ActionsModel, model: &tokenformer::Model) -> tokenformer::Interventions {
+    let list = entry.interventions.iter().map(|(layer, proj, slot, factor)| tokenformer::Intervention {
+        layer: *layer,
+        proj: tokenformer::Projection::parse(proj).unwrap(),
+        slot: *slot,
+        factor: *factor,
+    });
+    tokenformer::Interventions::new(list, &model.config).unwrap()
+}
