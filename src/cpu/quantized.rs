@@ -34,12 +34,32 @@ fn matmul_bt_on(unit: Unit, a: &[f32], b: &QuantMatrix, (m, k, n): (usize, usize
     }
     let len = parallel::chunk_len(n, 4, 16, 64);
     super::products::split_columns(c, m, n, len, |first, out| {
-        let wide = b.format.dequantize_rows(k, rows(first, out.len() / m));
+        let wide = unit.widen_blocks(b.format, k, rows(first, out.len() / m));
         unit.row_dots(&a[..m * k], m, &wide, out);
     });
 }
 
 impl Unit {
+    /// Rows of blocks as f32 rows of `cols` values: the dequantization rule (`d · q + m`, one
+    /// rounding) on the vector unit.
+    fn widen_blocks(self, format: QuantFormat, cols: usize, blocks: &[u8]) -> Vec<f32> {
+        let mut out = vec![0f32; blocks.len() / format.row_bytes(cols).max(1) * cols];
+        match (self, format) {
+            // SAFETY (all four arms): detect() found these features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            (Unit::Avx512, QuantFormat::Q8) => unsafe { x86::widen_avx512::<Q8>(cols, blocks, &mut out) },
+            #[cfg(target_arch = "x86_64")]
+            (Unit::Avx512, QuantFormat::Q4) => unsafe { x86::widen_avx512::<Q4>(cols, blocks, &mut out) },
+            #[cfg(target_arch = "x86_64")]
+            (Unit::Avx2, QuantFormat::Q8) => unsafe { x86::widen_avx2::<Q8>(cols, blocks, &mut out) },
+            #[cfg(target_arch = "x86_64")]
+            (Unit::Avx2, QuantFormat::Q4) => unsafe { x86::widen_avx2::<Q4>(cols, blocks, &mut out) },
+            (Unit::Baseline, QuantFormat::Q8) => widen::<Q8, Portable>(cols, blocks, &mut out),
+            (Unit::Baseline, QuantFormat::Q4) => widen::<Q4, Portable>(cols, blocks, &mut out),
+        }
+        out
+    }
+
     /// `out[j] = x · (row j of blocks)`, for as many rows as `out` holds (see the module).
     fn block_dots(self, format: QuantFormat, x: &[f32], sums: &[f32], blocks: &[u8], out: &mut [f32]) {
         match (self, format) {
@@ -61,6 +81,8 @@ impl Unit {
 /// A block format as the loops read it.
 trait Block {
     const FORMAT: QuantFormat;
+    /// Whether blocks have a minimum (q4), which multiplies the token's group sum.
+    const HAS_MIN: bool;
     /// The block's 32 quants as two vectors of f32 lanes.
     fn quants<S: Simd>(block: &[u8]) -> [S::V; 2];
 }
@@ -70,6 +92,7 @@ struct Q4;
 
 impl Block for Q8 {
     const FORMAT: QuantFormat = QuantFormat::Q8;
+    const HAS_MIN: bool = false;
 
     #[inline(always)]
     fn quants<S: Simd>(block: &[u8]) -> [S::V; 2] {
@@ -79,6 +102,7 @@ impl Block for Q8 {
 
 impl Block for Q4 {
     const FORMAT: QuantFormat = QuantFormat::Q4;
+    const HAS_MIN: bool = true;
 
     #[inline(always)]
     fn quants<S: Simd>(block: &[u8]) -> [S::V; 2] {
@@ -107,7 +131,7 @@ fn block_dots<B: Block, S: Simd, const NR: usize>(x: &[f32], sums: &[f32], block
 
 /// The token against `NR` rows of blocks: per group, the quants times the token on the lanes,
 /// scaled by the group's `d` into each row's lane accumulator; the minimums times the token's group
-/// sums on the side.
+/// sums on the side. A block's `d` (and `m`) are its first 4 bytes, widened in one conversion.
 #[inline(always)]
 fn dot_rows<B: Block, S: Simd, const NR: usize>(x: &[f32], sums: &[f32], rows: [&[u8]; NR]) -> [f32; NR] {
     let bytes = B::FORMAT.block_bytes();
@@ -117,22 +141,42 @@ fn dot_rows<B: Block, S: Simd, const NR: usize>(x: &[f32], sums: &[f32], rows: [
     for (g, &sum) in sums.iter().enumerate() {
         let xs = [S::load(&x[g * GROUP..]), S::load(&x[g * GROUP + LANES..])];
         for r in 0..NR {
-            let block = &rows[r][g * bytes..(g + 1) * bytes];
-            let (d, m) = B::FORMAT.scale(block);
+            // SAFETY: every row holds sums.len() blocks (asserted above).
+            let block = unsafe { rows[r].get_unchecked(g * bytes..(g + 1) * bytes) };
+            let [d, m] = S::widen_pair(u32::from_le_bytes([block[0], block[1], block[2], block[3]]));
             let [q0, q1] = B::quants::<S>(block);
             let group = S::madd(q1, xs[1], S::madd(q0, xs[0], S::zero()));
             acc[r] = S::madd(group, S::splat(d), acc[r]);
-            offsets[r] += m * sum;
+            if B::HAS_MIN {
+                offsets[r] += m * sum;
+            }
         }
     }
     std::array::from_fn(|r| S::sum(acc[r]) + offsets[r])
+}
+
+/// [`Unit::widen_blocks`] on the unit `S`.
+#[inline(always)]
+fn widen<B: Block, S: Simd>(cols: usize, blocks: &[u8], out: &mut [f32]) {
+    let bytes = B::FORMAT.block_bytes();
+    let mut group = [0f32; GROUP];
+    for (row, values) in blocks.chunks_exact(B::FORMAT.row_bytes(cols)).zip(out.chunks_exact_mut(cols)) {
+        for (block, values) in row.chunks_exact(bytes).zip(values.chunks_mut(GROUP)) {
+            let [d, m] = S::widen_pair(u32::from_le_bytes([block[0], block[1], block[2], block[3]]));
+            let [q0, q1] = B::quants::<S>(block);
+            let (d, m) = (S::splat(d), S::splat(if B::HAS_MIN { m } else { 0.0 }));
+            S::store(S::madd(q0, d, m), &mut group[..LANES]);
+            S::store(S::madd(q1, d, m), &mut group[LANES..]);
+            values.copy_from_slice(&group[..values.len()]);
+        }
+    }
 }
 
 /// The same loops compiled with the x86-64 extensions enabled.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::super::simd::x86::{Avx2, Avx512};
-    use super::{block_dots, Block};
+    use super::{block_dots, widen, Block};
 
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn block_dots_avx512<B: Block>(x: &[f32], sums: &[f32], blocks: &[u8], out: &mut [f32]) {
@@ -142,6 +186,16 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn block_dots_avx2<B: Block>(x: &[f32], sums: &[f32], blocks: &[u8], out: &mut [f32]) {
         block_dots::<B, Avx2, 4>(x, sums, blocks, out)
+    }
+
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn widen_avx512<B: Block>(cols: usize, blocks: &[u8], out: &mut [f32]) {
+        widen::<B, Avx512>(cols, blocks, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn widen_avx2<B: Block>(cols: usize, blocks: &[u8], out: &mut [f32]) {
+        widen::<B, Avx2>(cols, blocks, out)
     }
 }
 
@@ -174,6 +228,8 @@ mod tests {
                 let a = pseudo_random(m * k, 1);
                 let want = reference(&a, &b, m, k);
                 for unit in [Unit::Baseline, Unit::detect()] {
+                    // Widened on the unit exactly as the rule says (one rounding of d · q + m).
+                    assert_eq!(unit.widen_blocks(format, k, &b.blocks), b.dequantize(), "{format:?} {unit:?} {k}");
                     let mut c = vec![0f32; m * n];
                     matmul_bt_on(unit, &a, &b, (m, k, n), &mut c);
                     for (x, y) in c.iter().zip(&want) {

@@ -44,6 +44,11 @@ pub trait Simd {
     }
     /// `a · b + c` for one element, rounded as `madd` rounds.
     fn madd_scalar(a: f32, b: f32, c: f32) -> f32;
+    /// The two halves of a little-endian u32 (the low one first) as f32, exactly.
+    #[inline(always)]
+    fn widen_pair(word: u32) -> [f32; 2] {
+        [widen(f16::from_bits(word as u16)), widen(f16::from_bits((word >> 16) as u16))]
+    }
 }
 
 /// Plain arrays that LLVM vectorises for the target's own features (SSE2 on x86-64, simd128 in
@@ -146,6 +151,17 @@ pub mod x86 {
 
     use super::{Simd, LANES};
 
+    /// [`Simd::widen_pair`] with one F16C conversion (part of both units' features).
+    #[inline(always)]
+    fn half_pair(word: u32) -> [f32; 2] {
+        // SAFETY: only inside row_*/block_* functions compiled with f16c or avx512f enabled, on a CPU
+        // that detect() found to have them.
+        unsafe {
+            let v = _mm_cvtph_ps(_mm_cvtsi32_si128(word as i32));
+            [_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_shuffle_ps(v, v, 1))]
+        }
+    }
+
     /// The 32 nibbles of 16 bytes, one per byte in value order: values 0..16 and 16..32.
     ///
     /// # Safety
@@ -235,6 +251,11 @@ pub mod x86 {
         #[inline(always)]
         fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
             a.mul_add(b, c)
+        }
+
+        #[inline(always)]
+        fn widen_pair(word: u32) -> [f32; 2] {
+            half_pair(word)
         }
     }
 
@@ -333,6 +354,11 @@ pub mod x86 {
         #[inline(always)]
         fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
             a.mul_add(b, c)
+        }
+
+        #[inline(always)]
+        fn widen_pair(word: u32) -> [f32; 2] {
+            half_pair(word)
         }
     }
 }
