@@ -29,6 +29,8 @@ export interface EngineOptions {
   memoryBudget?: number;
   /** WebGPU kernels shaped for a GPU or for a CPU adapter (SwiftShader, which runs workgroups one after another); 'auto' (default) picks by the adapter. */
   kernels?: 'auto' | 'gpu' | 'cpu';
+  /** The WebGPU KV cache: 'f16' (the default with f16, q8 and q4 weights: half the memory) or 'f32' (the default with f32 weights: the exact numbers). */
+  kvCache?: 'f32' | 'f16';
   /** Keep models loaded by URL between visits (Origin Private File System); default true. */
   cache?: boolean;
   /** Where tokenformer_bg.wasm is, if not next to pkg/tokenformer.js: its URL, or its bytes (createEngine). */

@@ -109,6 +109,18 @@ pub(super) struct LoadOptions {
     #[serde(rename = "memoryBudget")]
     pub(super) memory_budget: Option<u64>,
     pub(super) kernels: KernelsChoice,
+    /// The WebGPU KV cache's element type, "f32" or "f16" (default: f16 with f16 and quantized
+    /// weights, f32 with f32).
+    #[serde(rename = "kvCache")]
+    pub(super) kv_cache: Option<KvChoice>,
+}
+
+/// The WebGPU KV cache's element type.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum KvChoice {
+    F32,
+    F16,
 }
 
 /// The backend an engine runs on.
@@ -227,6 +239,9 @@ export interface LoadOptions {
   /** WebGPU kernels shaped for a GPU or for a CPU adapter (SwiftShader, which runs workgroups one
    *  after another); "auto" (the default) picks by the adapter. */
   kernels?: "auto" | "gpu" | "cpu";
+  /** The WebGPU KV cache: "f16" (the default with f16, q8 and q4 weights: half the memory) or "f32"
+   *  (the default with f32 weights: the exact numbers). */
+  kvCache?: "f32" | "f16";
 }
 /** Sampling as in the CLI: temperature 0 is greedy; top_k 0 and top_p 1 are off. */
 export interface SamplingParams {

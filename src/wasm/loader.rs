@@ -130,8 +130,13 @@ async fn open_sink(
         super::backend::KernelsChoice::Cpu => Some(false),
     };
     let min_workgroups = gpu_shapes.map(|gpu| if gpu { crate::gpu::MIN_WORKGROUPS } else { 1 });
+    let kv_cache = options.kv_cache.map(|kv| match kv {
+        super::backend::KvChoice::F32 => crate::gpu::KvDtype::F32,
+        super::backend::KvChoice::F16 => crate::gpu::KvDtype::F16,
+    });
     let gpu_options = GpuOptions {
         dtype,
+        kv_cache,
         context: options.context,
         memory_budget: options.memory_budget,
         gpu_shapes,

@@ -4,6 +4,9 @@
 import init, { Engine } from '/pkg/tokenformer.js';
 
 const VARIANTS = ['l2_norm_gelu', 'gelu_l2_norm', 'softmax', 'l2_norm_gelu_bf16'];
+// Each norm variant's weights quantized; their expected numbers are the reference's on the
+// dequantized weights, which the runtime must compute from the blocks.
+const QUANTIZED = ['l2_norm_gelu', 'gelu_l2_norm', 'softmax'].flatMap((v) => [`${v}_q8`, `${v}_q4`]);
 
 async function bytes(url) {
   const res = await fetch(url);
@@ -13,7 +16,10 @@ async function bytes(url) {
 
 // Logits tolerance against the float64 reference: f32 on the CPU, f32 weights on the GPU (other
 // summation orders, GPU exp/erf), f16 weights on the GPU (weight rounding shows).
-const TOLERANCE = { cpu: 1e-4, 'cpu-f16': 5e-2, webgpu: 1e-3, 'webgpu-f16': 5e-2, 'webgpu-gpu-kernels': 1e-3 };
+const TOLERANCE = {
+  cpu: 1e-4, 'cpu-f16': 5e-2, webgpu: 1e-3, 'webgpu-f16': 5e-2, 'webgpu-gpu-kernels': 1e-3,
+  'cpu-quantized': 1e-4, 'webgpu-quantized': 1e-3,
+};
 
 async function generate(engine, ids, params) {
   engine.start(Uint32Array.from(ids), params);
@@ -26,12 +32,16 @@ const same = (a, b) => a.length === b.length && a.every((v, i) => v === b[i]);
 
 async function checkVariant(variant, setup) {
   const base = `/tests/fixtures/${variant}/`;
-  const weightsFile = variant.endsWith('_bf16') ? 'model.safetensors' : 'pytorch_model.bin';
+  const weightsFile = /_(bf16|q8|q4)$/.test(variant) ? 'model.safetensors' : 'pytorch_model.bin';
   const [config, weights, tokenizer, expected] = await Promise.all([
     bytes(base + 'config.json'), bytes(base + weightsFile), bytes(base + 'tokenizer.json'),
     fetch(base + 'expected.json').then((r) => r.json()),
   ]);
-  const options = { backend: setup.backend, dtype: setup.dtype, kernels: setup.kernels };
+  // A quantized fixture is kept as its blocks (its own dtype), with the exact (f32) KV cache.
+  const quantized = variant.match(/_(q8|q4)$/)?.[1];
+  const options = quantized
+    ? { backend: setup.backend, dtype: quantized, kvCache: 'f32' }
+    : { backend: setup.backend, dtype: setup.dtype, kernels: setup.kernels };
   const engine = await Engine.load(config, weights, tokenizer, options);
   const name = `wasm ${setup.name} ${variant}`;
   const problems = [];
@@ -231,6 +241,8 @@ try {
     // are ~6x slower on SwiftShader, so only on one model, its shortest and longest prompts, and
     // the first 3 tokens.
     { name: 'webgpu-gpu-kernels', backend: 'webgpu', dtype: 'f32', kernels: 'gpu', variants: ['l2_norm_gelu'], cases: [0, 3], quick: 3 },
+    { name: 'cpu-quantized', backend: 'cpu', variants: QUANTIZED },
+    { name: 'webgpu-quantized', backend: 'webgpu', variants: QUANTIZED },
   ];
   for (const setup of setups) {
     for (const v of setup.variants ?? VARIANTS) results.push(await checkVariant(v, setup));
