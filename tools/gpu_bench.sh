@@ -13,7 +13,8 @@ bin=${1:-$(cargo metadata --format-version 1 --no-deps --manifest-path "$(dirnam
 gen=${2:-128}
 limit=${RUN_TIMEOUT:-120}
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-# After the plain greedy runs: a long prompt (split attention over 1,024 positions), the demo
+# Every weight dtype first (q8 and q4 read their blocks in the kernels; their KV cache is f16, and
+# one q4 run with an f32 cache shows what the cache costs). After the plain greedy runs: a long prompt (split attention over 1,024 positions), the demo
 # page's sampling (the two-pass sampler, pipelined with a repetition penalty), the same without
 # top-k (the vocabulary walked over many workgroups, then in one, as a CPU adapter does), a CPU
 # adapter's kernel shapes (prefill in registers, the sampler in one workgroup), and the decode sums
@@ -21,7 +22,8 @@ command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,dr
 # more and smaller workgroups than the default (at least 96): on a GPU of 132 multiprocessors the
 # 1.5B products ran at 0.7-1.0 TB/s with about one workgroup per multiprocessor.
 runs=(
-    "150m f16" "150m f32" "1.5b f16" "1.5b f32" "150m f16 --prompt-len 1024" "1.5b f16 --prompt-len 1024"
+    "150m f16" "150m f32" "150m q8" "150m q4" "1.5b f16" "1.5b f32" "1.5b q8" "1.5b q4"
+    "150m q4 --kv-cache f32" "1.5b q4 --prompt-len 1024" "150m f16 --prompt-len 1024" "1.5b f16 --prompt-len 1024"
     "150m f16 --sample" "1.5b f16 --sample" "150m f16 --sample --top-k 0"
     "150m f16 --sample --top-k 0 --gpu-shapes false" "150m f16 --gpu-shapes false" "150m f16 --subgroups false"
     "1.5b f16 --subgroups false"
