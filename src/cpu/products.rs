@@ -21,7 +21,7 @@ use half::f16;
 
 use super::kernels::widen;
 use super::parallel;
-use super::simd::{Portable, Simd, Unit, LANES};
+use super::simd::{BaselineVectors, Simd, Unit, LANES};
 use crate::model::WeightData;
 
 /// Weights packed per panel of a multi-token weighted sum: at most 32 KiB, an L1 data cache.
@@ -168,8 +168,8 @@ impl Unit {
             Unit::Avx512 => unsafe { x86::row_dots_avx512(a, m, b, out) },
             #[cfg(target_arch = "x86_64")]
             Unit::Avx2 => unsafe { x86::row_dots_avx2(a, m, b, out) },
-            Unit::Baseline if m == 1 => row_dots::<W, Portable, 1, 3>(a, m, b, out),
-            Unit::Baseline => row_dots::<W, Portable, 1, 1>(a, m, b, out),
+            Unit::Baseline if m == 1 => row_dots::<W, BaselineVectors, 1, 3>(a, m, b, out),
+            Unit::Baseline => row_dots::<W, BaselineVectors, 1, 1>(a, m, b, out),
         }
     }
 
@@ -181,8 +181,8 @@ impl Unit {
             Unit::Avx512 => unsafe { x86::row_sums_avx512(a, m, b, n, first, out) },
             #[cfg(target_arch = "x86_64")]
             Unit::Avx2 => unsafe { x86::row_sums_avx2(a, m, b, n, first, out) },
-            Unit::Baseline if m == 1 => row_sums::<W, Portable, 1, 3>(a, m, b, n, first, out),
-            Unit::Baseline => row_sums::<W, Portable, 2, 1>(a, m, b, n, first, out),
+            Unit::Baseline if m == 1 => row_sums::<W, BaselineVectors, 1, 3>(a, m, b, n, first, out),
+            Unit::Baseline => row_sums::<W, BaselineVectors, 2, 1>(a, m, b, n, first, out),
         }
     }
 }

@@ -9,7 +9,7 @@
 //! a piece of rows once into f32 and run the f32 tiles, which reuse each weight across tokens.
 
 use super::parallel;
-use super::simd::{Portable, Simd, Unit, LANES};
+use super::simd::{BaselineVectors, Simd, Unit, LANES};
 use crate::quant::{QuantFormat, QuantMatrix, GROUP};
 
 /// `c[m×n] = a[m×k] · bᵀ`, b holding n rows of k values in blocks.
@@ -54,8 +54,8 @@ impl Unit {
             (Unit::Avx2, QuantFormat::Q8) => unsafe { x86::widen_avx2::<Q8>(cols, blocks, &mut out) },
             #[cfg(target_arch = "x86_64")]
             (Unit::Avx2, QuantFormat::Q4) => unsafe { x86::widen_avx2::<Q4>(cols, blocks, &mut out) },
-            (Unit::Baseline, QuantFormat::Q8) => widen::<Q8, Portable>(cols, blocks, &mut out),
-            (Unit::Baseline, QuantFormat::Q4) => widen::<Q4, Portable>(cols, blocks, &mut out),
+            (Unit::Baseline, QuantFormat::Q8) => widen::<Q8, BaselineVectors>(cols, blocks, &mut out),
+            (Unit::Baseline, QuantFormat::Q4) => widen::<Q4, BaselineVectors>(cols, blocks, &mut out),
         }
         out
     }
@@ -72,8 +72,10 @@ impl Unit {
             (Unit::Avx2, QuantFormat::Q8) => unsafe { x86::block_dots_avx2::<Q8>(x, sums, blocks, out) },
             #[cfg(target_arch = "x86_64")]
             (Unit::Avx2, QuantFormat::Q4) => unsafe { x86::block_dots_avx2::<Q4>(x, sums, blocks, out) },
-            (Unit::Baseline, QuantFormat::Q8) => block_dots::<Q8, Portable, 4>(x, sums, blocks, out),
-            (Unit::Baseline, QuantFormat::Q4) => block_dots::<Q4, Portable, 4>(x, sums, blocks, out),
+            // One row at a time: a vector is four 128-bit registers here, and with more rows the
+            // accumulators and the token's group overflow the 16 that wasm engines use on x86.
+            (Unit::Baseline, QuantFormat::Q8) => block_dots::<Q8, BaselineVectors, 1>(x, sums, blocks, out),
+            (Unit::Baseline, QuantFormat::Q4) => block_dots::<Q4, BaselineVectors, 1>(x, sums, blocks, out),
         }
     }
 }

@@ -115,6 +115,13 @@ impl Simd for Portable {
     }
 }
 
+/// [`Unit::Baseline`]'s vectors: simd128 written out in wasm (plain arrays leave the widening of
+/// f16 and quantized weights scalar there), plain arrays elsewhere.
+#[cfg(target_arch = "wasm32")]
+pub type BaselineVectors = wasm::Simd128;
+#[cfg(not(target_arch = "wasm32"))]
+pub type BaselineVectors = Portable;
+
 /// The vector unit the loops are compiled for.
 #[derive(Clone, Copy, Debug)]
 pub enum Unit {
@@ -359,6 +366,123 @@ pub mod x86 {
         #[inline(always)]
         fn widen_pair(word: u32) -> [f32; 2] {
             half_pair(word)
+        }
+    }
+}
+
+/// wasm's 128-bit unit, written out where LLVM leaves [`Portable`]'s plain arrays scalar: the
+/// widening of f16 weights and quantized blocks to f32 lanes, in registers as they are loaded
+/// (f16 by `kernels::widen_by_scaling`'s rule). Arithmetic as [`Portable`]'s (no FMA), so both
+/// round alike.
+#[cfg(target_arch = "wasm32")]
+pub mod wasm {
+    use std::arch::wasm32::*;
+
+    use half::f16;
+
+    use super::{Simd, LANES};
+
+    /// Four simd128 registers.
+    pub struct Simd128;
+
+    /// 16 bytes as 16 f32 lanes, each byte's integer signed (`i8`) or not (`u8`).
+    #[inline(always)]
+    fn bytes_to_lanes(bytes: v128, signed: bool) -> [v128; 4] {
+        let (low, high) = if signed {
+            (i16x8_extend_low_i8x16(bytes), i16x8_extend_high_i8x16(bytes))
+        } else {
+            (u16x8_extend_low_u8x16(bytes), u16x8_extend_high_u8x16(bytes))
+        };
+        // Signed or not, the 16-bit lanes now hold the value as an i16.
+        [
+            f32x4_convert_i32x4(i32x4_extend_low_i16x8(low)),
+            f32x4_convert_i32x4(i32x4_extend_high_i16x8(low)),
+            f32x4_convert_i32x4(i32x4_extend_low_i16x8(high)),
+            f32x4_convert_i32x4(i32x4_extend_high_i16x8(high)),
+        ]
+    }
+
+    impl Simd for Simd128 {
+        type V = [v128; 4];
+        const WIDEN_AHEAD: bool = false;
+
+        #[inline(always)]
+        fn zero() -> Self::V {
+            [f32x4_splat(0.0); 4]
+        }
+
+        #[inline(always)]
+        fn splat(x: f32) -> Self::V {
+            [f32x4_splat(x); 4]
+        }
+
+        #[inline(always)]
+        fn load(src: &[f32]) -> Self::V {
+            let src = &src[..LANES];
+            // SAFETY: 16 f32 in bounds; v128_load has no alignment requirement.
+            std::array::from_fn(|i| unsafe { v128_load(src.as_ptr().add(4 * i).cast()) })
+        }
+
+        #[inline(always)]
+        fn load_half(src: &[f16]) -> Self::V {
+            let src = &src[..LANES];
+            // SAFETY: 16 halves in bounds.
+            let halves = |i: usize| unsafe { v128_load(src.as_ptr().add(8 * i).cast()) };
+            let [low, high] = [halves(0), halves(1)];
+            let words = [
+                u32x4_extend_low_u16x8(low),
+                u32x4_extend_high_u16x8(low),
+                u32x4_extend_low_u16x8(high),
+                u32x4_extend_high_u16x8(high),
+            ];
+            // The magnitude's bits moved into f32 position and rescaled by 2^112, then the sign.
+            words.map(|h| {
+                let magnitude = f32x4_mul(
+                    i32x4_shl(v128_and(h, u32x4_splat(0x7fff)), 13),
+                    f32x4_splat(f32::from_bits(0x7780_0000)),
+                );
+                v128_or(magnitude, i32x4_shl(v128_and(h, u32x4_splat(0x8000)), 16))
+            })
+        }
+
+        #[inline(always)]
+        fn load_q8(src: &[u8]) -> Self::V {
+            let src = &src[..LANES];
+            // SAFETY: 16 bytes in bounds.
+            bytes_to_lanes(unsafe { v128_load(src.as_ptr().cast()) }, true)
+        }
+
+        #[inline(always)]
+        fn load_q4(src: &[u8]) -> [Self::V; 2] {
+            let src = &src[..LANES];
+            // SAFETY: 16 bytes in bounds.
+            let bytes = unsafe { v128_load(src.as_ptr().cast()) };
+            let (low, high) = (v128_and(bytes, u8x16_splat(15)), u8x16_shr(bytes, 4));
+            // Value 2j is byte j's low nibble, 2j + 1 its high one: interleave them.
+            let first = u8x16_shuffle::<0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23>(low, high);
+            let second = u8x16_shuffle::<8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31>(low, high);
+            [bytes_to_lanes(first, false), bytes_to_lanes(second, false)]
+        }
+
+        #[inline(always)]
+        fn madd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+            std::array::from_fn(|i| f32x4_add(f32x4_mul(a[i], b[i]), c[i]))
+        }
+
+        #[inline(always)]
+        fn store(v: Self::V, dst: &mut [f32]) {
+            dst[..LANES].copy_from_slice(&Self::to_array(v));
+        }
+
+        #[inline(always)]
+        fn to_array(v: Self::V) -> [f32; LANES] {
+            // SAFETY: both are 64 bytes of f32.
+            unsafe { std::mem::transmute(v) }
+        }
+
+        #[inline(always)]
+        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
+            a * b + c
         }
     }
 }

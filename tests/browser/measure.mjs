@@ -4,6 +4,7 @@
 //   cargo run --release -- synthetic --size 150m --tokenizer models/gpt-neox-20b/tokenizer.json /tmp/tf150m
 //   node tests/browser/measure.mjs /tmp/tf150m      # a 150M-shaped model from local files
 //   node tests/browser/measure.mjs --backend=cpu    # only the CPU backend (or webgpu)
+//   node tests/browser/measure.mjs --dtype=f32,q8   # only these weight dtypes (f32, f16, q8, q4)
 //   node tests/browser/measure.mjs --tokens=128     # generate 128 tokens (default 16)
 import { join } from 'node:path';
 import { serve, launch } from './harness.mjs';
@@ -12,8 +13,10 @@ const args = process.argv.slice(2);
 const only = args.find((a) => a.startsWith('--backend='))?.slice('--backend='.length);
 const tokens = Number(args.find((a) => a.startsWith('--tokens='))?.slice('--tokens='.length) ?? 16);
 const dir = args.find((a) => !a.startsWith('--'));
-const runs = [['webgpu', 'f16'], ['webgpu', 'f32'], ['cpu', 'f32'], ['cpu', 'f16']].filter(([backend]) => !only || backend === only);
-if (!runs.length) throw new Error(`--backend=${only}: not webgpu or cpu`);
+const onlyDtype = args.find((a) => a.startsWith('--dtype='))?.slice('--dtype='.length);
+const runs = ['webgpu', 'cpu'].flatMap((backend) => ['f32', 'f16', 'q8', 'q4'].map((dtype) => [backend, dtype]))
+  .filter(([backend, dtype]) => (!only || backend === only) && (!onlyDtype || onlyDtype.split(',').includes(dtype)));
+if (!runs.length) throw new Error(`--backend=${only} --dtype=${onlyDtype}: no such run (webgpu or cpu; f32, f16, q8, q4)`);
 const server = await serve();
 const results = [];
 try {
