@@ -1,7 +1,8 @@
 // Matrix-vector products for decoding: c[m, col] (+)= sum_k a[m, k] * w[row, k] over the weight rows
 // of one chunk. Rows are split into groups (q, k, v stacked); group g reads its activations at
 // a_off + g * a_group_stride and writes columns c_col + g * c_group_stride + j.
-// A dtype prelude (weights_f32.wgsl or weights_f16.wgsl) supplies binding 1 and wo();
+// A dtype prelude (weights_f32.wgsl, weights_f16.wgsl, weights_q8.wgsl or weights_q4.wgsl)
+// supplies binding 1 and wo();
 // linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
 
 // 16 threads share each group of 4 weight rows, reading neighbouring octets along k; each thread

@@ -15,7 +15,8 @@
 //! `ceil(cols / 32)` blocks; the values past `cols` in the last block have `q = 0` and are never read.
 //!
 //! Quantizing is round-to-nearest, written so that a numpy implementation gives the same bytes
-//! (`tools/make_quant_fixtures.py` checks it): f32 arithmetic, halves rounded away from zero,
+//! (`quantize()` in `tools/make_fixtures.py` is one; `quantizing_on_load_gives_the_fixtures_bytes`
+//! in `tests/quantized.rs` checks they agree): f32 arithmetic, halves rounded away from zero,
 //! each group's scale (and q4's minimum) rounded to f16 before the values are divided by it.
 //! - q8: `d = f16(max |w| / 127)`, `q = clamp(round(w / d), -127, 127)`.
 //! - q4: `m = f16(min w)`, `d = f16((max w - min w) / 15)`, `q = clamp(round((w - m) / d), 0, 15)`.

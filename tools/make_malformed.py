@@ -337,7 +337,7 @@ def weights_cases(real):
 
 
 def q_blocks(fmt, rows, cols, nan_group=None):
-    """Rows of quantized blocks (README, "Weight files") standing for zeros: scale 0, quants 0; with `nan_group`,
+    """Rows of quantized blocks (docs/formats.md, "Quantized weights (q8, q4)") standing for zeros: scale 0, quants 0; with `nan_group`,
     that group of the first row has a NaN scale."""
     size = {"q8": 34, "q4": 20}[fmt]
     data = bytearray(rows * -(-cols // 32) * size)

@@ -1,4 +1,4 @@
-"""Writes the tiny real torch.save files used by the src/weights/pytorch.rs tests.
+"""Writes the tiny real torch.save files used by the src/weights/pytorch/tests.rs tests.
 
 Run from the crate root: python3 tools/make_pytorch_testdata.py
 """

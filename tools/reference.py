@@ -12,7 +12,7 @@ Convention for the degenerate case the released code leaves undefined: when the 
 `gelu_l2_norm` is exactly zero (e.g. an all-zero score row), that row of Theta is all zeros (the released code would
 produce NaN). `softmax` has no degenerate case (a zero row gives Theta = all ones).
 
-Quantized weights (README, "Weight files"; src/quant.rs) are read as the float values their blocks stand for, by the
+Quantized weights (docs/formats.md, "Quantized weights (q8, q4)"; src/quant.rs) are read as the float values their blocks stand for, by the
 one dequantization rule: a group of 32 values of a row holds an f16 scale d (and for q4 an f16 minimum m) and a quant q
 per value; the value is d*q (q8) or d*q + m (q4), evaluated in float32. The reference then computes in float64 from
 those values, like from any other weights.

@@ -1,4 +1,5 @@
-//! The model in memory: validated shape plus f32 weights, independent of file format and backend.
+//! The model in memory: validated shape plus weights stored as f32, f16 or quantized blocks (q8,
+//! q4; the final norm always f32), independent of file format and backend.
 
 use std::borrow::Cow;
 

@@ -317,10 +317,6 @@ impl Engine {
         loader.into_engine().await.map_err(js_error)
     }
 
-    /// Starts loading a model whose weights will be pushed as they arrive (see `ModelLoader`):
-    /// `config.json` and `tokenizer.json` as bytes, the weights file's size when known (it lets
-    /// errors name it; `undefined` if not), and the load options. Opens the backend first, so a missing WebGPU adapter
-    /// shows before any weights are fetched.
     /// What a model of `config` (config.json's bytes) needs on a WebGPU device with `dtype`
     /// ("f32" | "f16" | "q8" | "q4"; the embedding f16 with q8 and q4, and the KV cache f16 with all
     /// but f32) weights, known before any
@@ -346,6 +342,10 @@ impl Engine {
         .map_err(|_| JsError::new("cannot build the memory plan object"))
     }
 
+    /// Starts loading a model whose weights will be pushed as they arrive (see `ModelLoader`):
+    /// `config.json` and `tokenizer.json` as bytes, the weights file's size when known (it lets
+    /// errors name it; `undefined` if not), and the load options. Opens the backend first, so a missing WebGPU adapter
+    /// shows before any weights are fetched.
     #[wasm_bindgen(js_name = beginLoad)]
     pub async fn begin_load(
         config: Vec<u8>,
