@@ -27,7 +27,7 @@ const prompt = 'The sea was';
 const gb = (b) => `${(b / 1e9).toFixed(2)} GB`;
 // The release CLI: a debug build would take minutes per token at the 1.5B shape.
 const native = JSON.parse(execFileSync(binary('tokenformer', 'release'),
-  ['generate', '--model', dir, '--prompt', prompt, '--max-tokens', String(tokens), '--temperature', '0', '--json'], { encoding: 'utf8' }));
+  ['generate', '--model', dir, '--prompt', prompt, '--max-tokens', String(tokens), '--temperature', '0', '--dtype', dtype, '--json'], { encoding: 'utf8' }));
 
 const hub = await hubServer(dir);
 const server = await serve();
