@@ -29,7 +29,7 @@ export interface EngineOptions {
   memoryBudget?: number;
   /** WebGPU kernels shaped for a GPU or for a CPU adapter (SwiftShader, which runs workgroups one after another); 'auto' (default) picks by the adapter. */
   kernels?: 'auto' | 'gpu' | 'cpu';
-  /** The WebGPU KV cache: 'f16' (the default with f16, q8 and q4 weights: half the memory) or 'f32' (the default with f32 weights: the exact numbers). */
+  /** The KV cache: 'f16' (half the memory; on WebGPU the default with f16, q8 and q4 weights) or 'f32' (the exact numbers; the default with f32 weights and on the CPU). */
   kvCache?: 'f32' | 'f16';
   /** Keep models loaded by URL between visits (Origin Private File System); default true. */
   cache?: boolean;

@@ -67,3 +67,48 @@ impl std::fmt::Display for Dtype {
         f.write_str(self.as_str())
     }
 }
+
+/// How a KV cache holds keys and values: f32, or f16 (half the memory; rounded to 11 significant
+/// bits as they are stored). The GPU's default follows the weights ([`KvDtype::default_for`]); the
+/// CPU's is f32, the exact path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvDtype {
+    F32,
+    /// On the GPU, needs even head dims: a u32 holds two dims of one head.
+    F16,
+}
+
+impl KvDtype {
+    /// The default for weights in `dtype` and heads of `head_dim`: f16 with f16 or quantized
+    /// weights (what the memory is for; its rounding is smaller than theirs), f32 with f32 weights
+    /// (the exact path) and for odd head dims.
+    pub fn default_for(dtype: crate::Dtype, head_dim: usize) -> KvDtype {
+        match dtype {
+            Dtype::F32 => KvDtype::F32,
+            _ if head_dim % 2 == 1 => KvDtype::F32,
+            _ => KvDtype::F16,
+        }
+    }
+
+    pub fn parse(name: &str) -> Result<KvDtype> {
+        match name {
+            "f32" => Ok(KvDtype::F32),
+            "f16" => Ok(KvDtype::F16),
+            _ => Err(Error::Usage(format!("unknown KV cache dtype {name:?} (f32 or f16)"))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::F16 => "f16",
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::F16 => 2,
+        }
+    }
+}

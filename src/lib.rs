@@ -30,7 +30,7 @@ pub mod weights;
 
 pub use config::{ModelConfig, NormActivation};
 pub use cpu::CpuBackend;
-pub use dtype::Dtype;
+pub use dtype::{Dtype, KvDtype};
 pub use error::{Error, Result};
 pub use generation::{generate, perplexity, Backend, Generation, StopReason};
 pub use inspect::{AttentionCapture, Capture, InspectRequest, Inspection};

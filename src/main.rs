@@ -112,7 +112,7 @@ fn backend_for(
 ) -> Result<Box<dyn Backend>> {
     Ok(match args.backend {
         BackendKind::Cpu => {
-            let mut cpu = cpu_backend(model, dtypes)?;
+            let mut cpu = cpu_backend(model, dtypes, args.kv_cache)?;
             cpu.set_interventions(set);
             Box::new(cpu)
         }
@@ -126,9 +126,13 @@ fn backend_for(
 }
 
 /// The CPU backend on `model`, its matrices converted to `dtypes` one tensor at a time (none if
-/// already so).
-fn cpu_backend(model: Model, (dtype, embedding): (Dtype, Option<Dtype>)) -> Result<CpuBackend> {
-    Ok(CpuBackend::new(Arc::new(model.into_dtype(dtype, embedding)?)))
+/// already so), its KV cache in `kv` (default f32).
+fn cpu_backend(model: Model, (dtype, embedding): (Dtype, Option<Dtype>), kv: Option<KvDtype>) -> Result<CpuBackend> {
+    let mut cpu = CpuBackend::new(Arc::new(model.into_dtype(dtype, embedding)?));
+    if let Some(kv) = kv {
+        cpu.set_kv_cache(kv);
+    }
+    Ok(cpu)
 }
 
 /// One line per kind of dispatch: its workgroups, device time and share of `total`, and the rate its
@@ -312,15 +316,15 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     // gpu_probes: the GPU's read-only bandwidth and the cost of an empty dispatch.
     let (label, bytes_per_token, times, limit, measured_by, gpu_probes, stats) = match args.backend {
         BackendKind::Cpu => {
-            let mut cpu = cpu_backend(model, dtypes)?;
-            let dtype = cpu.model().dtype();
+            let mut cpu = cpu_backend(model, dtypes, args.kv_cache)?;
+            let (dtype, kv) = (cpu.model().dtype(), cpu.kv_dtype());
             let bytes = cpu.model().weight_bytes_per_token();
             let times = timing(&mut cpu)?;
             drop(cpu);
             let limit = tokenformer::bench::cpu_read_bandwidth_gb_s();
             let threads = tokenformer::cpu::parallel::threads();
             let plural = if threads == 1 { "" } else { "s" };
-            let label = format!("cpu ({threads} thread{plural}, {} weights)", dtype.as_str());
+            let label = format!("cpu ({threads} thread{plural}, {dtype} weights, {} KV cache)", kv.as_str());
             (label, bytes, times, limit, "streaming read of 512 MiB by the same threads", None, None)
         }
         BackendKind::Gpu => {

@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{cpu, expected, load, max_abs_diff, VARIANTS};
+use common::{cpu, expected, load, load_as, max_abs_diff, KV_F16_TOLERANCE, VARIANTS};
 use tokenformer::generation::perplexity;
-use tokenformer::{generate, Backend, SamplingParams};
+use tokenformer::{generate, Backend, Dtype, KvDtype, SamplingParams};
 
 /// f32 compute against the float64 reference: the bound for every position's logits.
 const LOGITS_TOLERANCE: f64 = 1e-4;
@@ -146,5 +146,36 @@ fn f16_weights_compute_exactly_the_rounded_f32_model() {
                 assert_eq!(run(&mut h), run(&mut r), "{variant}: {params:?}");
             }
         }
+    }
+}
+
+/// The CPU's f16 KV cache (an option; f32 is the default): each fixture, f32 and q4 weights,
+/// prefilled then decoded past the prompt, within KV_F16_TOLERANCE of the f32 cache, as the GPU's.
+#[test]
+fn an_f16_kv_cache_stays_within_the_stated_tolerance() {
+    for (variant, dtype) in VARIANTS.into_iter().map(|v| (v, Dtype::F32)).chain([("l2_norm_gelu_q4", Dtype::Q4)]) {
+        let exp = expected(variant);
+        let (model, _) = load_as(variant, dtype);
+        let (mut full, mut half) = (cpu(model.clone()), cpu(model));
+        assert_eq!(full.kv_dtype(), KvDtype::F32);
+        half.set_kv_cache(KvDtype::F16);
+        assert_eq!(half.kv_dtype(), KvDtype::F16);
+        let mut worst = 0f64;
+        for case in &exp.cases {
+            let mut ids = case.ids.clone();
+            ids.extend(&case.greedy[..8]);
+            let split = case.ids.len();
+            for backend in [&mut full, &mut half] {
+                backend.reset();
+            }
+            let (a, b) = (full.forward(&ids[..split], true).unwrap(), half.forward(&ids[..split], true).unwrap());
+            worst = worst.max(max_abs_diff(a.iter().map(|&v| v as f64), b.iter().map(|&v| v as f64)));
+            for &id in &ids[split..] {
+                let (a, b) = (full.forward(&[id], false).unwrap(), half.forward(&[id], false).unwrap());
+                worst = worst.max(max_abs_diff(a.iter().map(|&v| v as f64), b.iter().map(|&v| v as f64)));
+            }
+        }
+        eprintln!("{variant} as {dtype}: f16 KV cache vs f32 on the CPU, max |logit difference| {worst:.2e}");
+        assert!(worst > 0.0 && worst < KV_F16_TOLERANCE, "{variant}: {worst:e}");
     }
 }

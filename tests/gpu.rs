@@ -7,7 +7,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::{Arc, OnceLock};
 
-use common::{cpu, expected, fixture_dir, load, max_abs_diff, VARIANTS};
+use common::{cpu, expected, fixture_dir, load, max_abs_diff, KV_F16_TOLERANCE, VARIANTS};
 use tokenformer::gpu::GpuLoader;
 use tokenformer::gpu::{GpuBackend, GpuContext, GpuOptions, KvDtype};
 use tokenformer::loader::ModelPaths;
@@ -20,9 +20,6 @@ const LOGITS_TOLERANCE: f64 = 1e-3;
 const F16_SAME_WEIGHTS_TOLERANCE: f64 = 1e-3;
 /// f16 weights against the original f32 model: weight rounding (relative 2^-11) shows in the logits.
 const F16_TOLERANCE: f64 = 5e-2;
-/// An f16 KV cache against an f32 one on the same weights (see the test).
-const KV_F16_TOLERANCE: f64 = 2e-2;
-
 fn context() -> Arc<GpuContext> {
     static CTX: OnceLock<Arc<GpuContext>> = OnceLock::new();
     CTX.get_or_init(|| {

@@ -139,7 +139,8 @@ pub(crate) struct ModelArgs {
     /// The embedding's (tied head's) storage; default f16 with q8 or q4, else --dtype's.
     #[arg(long, value_enum)]
     pub(crate) embedding_dtype: Option<DtypeArg>,
-    /// GPU only: the KV cache's storage, f32 or f16 (default f16 with f16, q8 or q4 weights).
+    /// The KV cache's storage, f32 or f16 (half the memory): default f16 on the GPU with f16, q8
+    /// or q4 weights, else f32.
     #[arg(long, value_parser = KvDtype::parse)]
     pub(crate) kv_cache: Option<KvDtype>,
 }
@@ -326,7 +327,8 @@ pub(crate) struct BenchArgs {
     /// The embedding's storage; default f16 with q8 or q4, else --dtype's.
     #[arg(long, value_enum)]
     pub(crate) embedding_dtype: Option<DtypeArg>,
-    /// GPU only: the KV cache's storage, f32 or f16 (default f16 with f16, q8 or q4 weights).
+    /// The KV cache's storage, f32 or f16 (half the memory): default f16 on the GPU with f16, q8
+    /// or q4 weights, else f32.
     #[arg(long, value_parser = KvDtype::parse)]
     pub(crate) kv_cache: Option<KvDtype>,
     #[arg(long, default_value_t = 64)]

@@ -129,7 +129,7 @@ pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
     let timed;
     let scores = match args.model.backend {
         BackendKind::Cpu => {
-            let cpu = cpu_backend(model, args.model.dtypes())?;
+            let cpu = cpu_backend(model, args.model.dtypes(), None)?;
             timed = std::time::Instant::now();
             search::scores(cpu.model(), id)?
         }
@@ -166,7 +166,7 @@ pub(crate) fn run_dictionary(args: DictionaryArgs) -> Result<()> {
     tokenformer::inspect::check_slot(args.layer, proj, args.slot, &model.config)?;
     let scores = match args.model.backend {
         BackendKind::Cpu => {
-            let model = cpu_backend(model, args.model.dtypes())?.model().clone();
+            let model = cpu_backend(model, args.model.dtypes(), None)?.model().clone();
             tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?
         }
         BackendKind::Gpu => pollster::block_on(
@@ -206,7 +206,7 @@ impl Inspector {
     fn new(model: Model, args: &ModelArgs, set: Interventions) -> Result<Inspector> {
         Ok(match args.backend {
             BackendKind::Cpu => {
-                let mut cpu = cpu_backend(model, args.dtypes())?;
+                let mut cpu = cpu_backend(model, args.dtypes(), args.kv_cache)?;
                 cpu.set_interventions(set);
                 Inspector::Cpu(cpu)
             }

@@ -2,6 +2,7 @@
 //! backend is tested against, and the fallback where WebGPU is missing (it builds for wasm32).
 
 pub mod kernels;
+pub mod kv_cache;
 pub mod parallel;
 pub mod products;
 pub mod quantized;
@@ -15,15 +16,17 @@ use crate::generation::{check_ids, check_tokens, Backend};
 use crate::inspect::{InspectRequest, Inspection, Recorder};
 use crate::intervene::{scale_columns, Interventions};
 use crate::model::{Model, Pattention, Projection};
+use crate::KvDtype;
 use kernels::{apply_rope, layer_norm, layer_norm_affine, normalize_scores, rope_inv_freq};
+use kv_cache::KvRows;
 use products::{matmul_bt_weights, matmul_weights};
 
 pub struct CpuBackend {
     model: Arc<Model>,
     inv_freq: Vec<f64>,
     /// Post-RoPE keys and the values of every position so far, per layer, [len × hidden].
-    k_cache: Vec<Vec<f32>>,
-    v_cache: Vec<Vec<f32>>,
+    k_cache: Vec<KvRows>,
+    v_cache: Vec<KvRows>,
     len: usize,
     /// Theta columns every forward pass scales (see [`crate::intervene`]).
     interventions: Interventions,
@@ -33,9 +36,24 @@ impl CpuBackend {
     pub fn new(model: Arc<Model>) -> Self {
         let cfg = &model.config;
         let inv_freq = rope_inv_freq(cfg.rotary_dims(), cfg.rotary_base);
-        let layers = cfg.num_layers;
-        let (k_cache, v_cache) = (vec![Vec::new(); layers], vec![Vec::new(); layers]);
+        let (k_cache, v_cache) = Self::caches(cfg.num_layers, KvDtype::F32);
         CpuBackend { inv_freq, k_cache, v_cache, len: 0, model, interventions: Interventions::default() }
+    }
+
+    fn caches(layers: usize, dtype: KvDtype) -> (Vec<KvRows>, Vec<KvRows>) {
+        let layer = || (0..layers).map(|_| KvRows::new(dtype)).collect();
+        (layer(), layer())
+    }
+
+    /// Holds keys and values in `dtype` from now on (f32 by default, the exact path; f16 halves
+    /// the cache's memory and rounds what it holds). The cache is emptied.
+    pub fn set_kv_cache(&mut self, dtype: KvDtype) {
+        (self.k_cache, self.v_cache) = Self::caches(self.model.blocks.len(), dtype);
+        self.len = 0;
+    }
+
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.k_cache.first().map_or(KvDtype::F32, KvRows::dtype)
     }
 
     /// Applies `set` to every forward pass from now on (an empty set removes them). The KV cache,
@@ -100,8 +118,8 @@ impl CpuBackend {
                 }
             }
             let (kc, vc) = (&mut self.k_cache[layer], &mut self.v_cache[layer]);
-            kc.extend_from_slice(&k);
-            vc.extend_from_slice(&v);
+            kc.extend(&k);
+            vc.extend(&v);
 
             // Causal attention: token i sees cache positions 0..=start+i. Heads run in parallel,
             // each writing its [t × hd] block of o_heads (and its map of a capture).
@@ -113,12 +131,13 @@ impl CpuBackend {
             };
             let jobs: Vec<_> = o_heads.chunks_exact_mut(t * hd).zip(captures).collect();
             parallel::for_each(jobs, |h, (out, mut capture)| {
+                let (keys, values) = (kc.head(h, hd, d, start + t), vc.head(h, hd, d, start + t));
                 let mut probs = vec![0f32; start + t];
                 for (i, oh) in out.chunks_exact_mut(hd).enumerate() {
                     let visible = start + i + 1;
                     let qh = &q[i * d + h * hd..i * d + (h + 1) * hd];
                     for (j, p) in probs[..visible].iter_mut().enumerate() {
-                        *p = kernels::dot(qh, &kc[j * d + h * hd..j * d + (h + 1) * hd]) * scale;
+                        *p = kernels::dot(qh, keys.row(j)) * scale;
                     }
                     kernels::softmax_scaled(&mut probs[..visible], 1.0);
                     if let Some(cap) = capture.as_deref_mut() {
@@ -126,7 +145,7 @@ impl CpuBackend {
                     }
                     oh.fill(0.0);
                     for (j, &p) in probs[..visible].iter().enumerate() {
-                        kernels::axpy(oh, p, &vc[j * d + h * hd..j * d + (h + 1) * hd]);
+                        kernels::axpy(oh, p, values.row(j));
                     }
                 }
             });
@@ -233,8 +252,7 @@ impl Backend for CpuBackend {
     }
 
     fn reset(&mut self) {
-        self.k_cache.iter_mut().for_each(Vec::clear);
-        self.v_cache.iter_mut().for_each(Vec::clear);
+        self.k_cache.iter_mut().chain(&mut self.v_cache).for_each(KvRows::clear);
         self.len = 0;
     }
 

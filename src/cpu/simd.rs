@@ -147,6 +147,29 @@ impl Unit {
         }
         Unit::Baseline
     }
+
+    /// `src` widened exactly into `dst` (same length), 16 at a time on the unit (F16C's
+    /// conversion on x86-64).
+    pub fn widen_halves(self, src: &[f16], dst: &mut [f32]) {
+        match self {
+            // SAFETY (both arms): detect() found these features on this CPU.
+            #[cfg(target_arch = "x86_64")]
+            Unit::Avx512 => unsafe { x86::widen_halves_avx512(src, dst) },
+            #[cfg(target_arch = "x86_64")]
+            Unit::Avx2 => unsafe { x86::widen_halves_avx2(src, dst) },
+            Unit::Baseline => widen_halves::<BaselineVectors>(src, dst),
+        }
+    }
+}
+
+#[inline(always)]
+fn widen_halves<S: Simd>(src: &[f16], dst: &mut [f32]) {
+    assert_eq!(src.len(), dst.len());
+    let whole = src.len() - src.len() % LANES;
+    for (s, d) in src[..whole].chunks_exact(LANES).zip(dst[..whole].chunks_exact_mut(LANES)) {
+        S::store(S::load_half(s), d);
+    }
+    dst[whole..].iter_mut().zip(&src[whole..]).for_each(|(d, &h)| *d = widen(h));
 }
 
 /// The x86-64 units' vectors.
@@ -179,6 +202,20 @@ pub mod x86 {
         let mask = _mm_set1_epi8(15);
         let (low, high) = (_mm_and_si128(bytes, mask), _mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
         [_mm_unpacklo_epi8(low, high), _mm_unpackhi_epi8(low, high)]
+    }
+
+    /// # Safety
+    /// The CPU has AVX-512F ([`super::Unit::detect`] said so).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn widen_halves_avx512(src: &[f16], dst: &mut [f32]) {
+        super::widen_halves::<Avx512>(src, dst)
+    }
+
+    /// # Safety
+    /// The CPU has AVX2, FMA and F16C ([`super::Unit::detect`] said so).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn widen_halves_avx2(src: &[f16], dst: &mut [f32]) {
+        super::widen_halves::<Avx2>(src, dst)
     }
 
     /// One 512-bit register. Only used inside `row_*_avx512`, which the CPU was checked to run.

@@ -54,6 +54,7 @@ pub(super) enum DtypeChoice {
 pub(super) const AUTO_F32_PARAMETERS: u64 = 100_000_000;
 /// The memory "auto" fits a model in when no `memoryBudget` is given: what a laptop's or a
 /// phone's browser can expect to get (WebGPU cannot say how much memory a device has).
+#[cfg(feature = "gpu")]
 pub(super) const AUTO_BUDGET: u64 = 2 << 30;
 
 impl DtypeChoice {
@@ -109,18 +110,27 @@ pub(super) struct LoadOptions {
     #[serde(rename = "memoryBudget")]
     pub(super) memory_budget: Option<u64>,
     pub(super) kernels: KernelsChoice,
-    /// The WebGPU KV cache's element type, "f32" or "f16" (default: f16 with f16 and quantized
-    /// weights, f32 with f32).
+    /// The KV cache's element type, "f32" or "f16" (default on WebGPU: f16 with f16 and quantized
+    /// weights, f32 with f32; on the CPU f32).
     #[serde(rename = "kvCache")]
     pub(super) kv_cache: Option<KvChoice>,
 }
 
-/// The WebGPU KV cache's element type.
+/// The KV cache's element type.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum KvChoice {
     F32,
     F16,
+}
+
+impl KvChoice {
+    pub(super) fn dtype(self) -> crate::KvDtype {
+        match self {
+            KvChoice::F32 => crate::KvDtype::F32,
+            KvChoice::F16 => crate::KvDtype::F16,
+        }
+    }
 }
 
 /// The backend an engine runs on.
@@ -239,8 +249,8 @@ export interface LoadOptions {
   /** WebGPU kernels shaped for a GPU or for a CPU adapter (SwiftShader, which runs workgroups one
    *  after another); "auto" (the default) picks by the adapter. */
   kernels?: "auto" | "gpu" | "cpu";
-  /** The WebGPU KV cache: "f16" (the default with f16, q8 and q4 weights: half the memory) or "f32"
-   *  (the default with f32 weights: the exact numbers). */
+  /** The KV cache: "f16" (half the memory; on WebGPU the default with f16, q8 and q4 weights) or
+   *  "f32" (the exact numbers; the default with f32 weights and on the CPU). */
   kvCache?: "f32" | "f16";
 }
 /** Sampling as in the CLI: temperature 0 is greedy; top_k 0 and top_p 1 are off. */

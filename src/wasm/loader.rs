@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use wasm_bindgen::prelude::*;
 
-use super::backend::{BackendChoice, Compute, LoadOptions, AUTO_BUDGET};
+#[cfg(feature = "gpu")]
+use super::backend::AUTO_BUDGET;
+use super::backend::{BackendChoice, Compute, LoadOptions};
 use super::{js_error, Engine};
 use crate::config::ModelConfig;
 use crate::dtype::Dtype;
@@ -130,13 +132,9 @@ async fn open_sink(
         super::backend::KernelsChoice::Cpu => Some(false),
     };
     let min_workgroups = gpu_shapes.map(|gpu| if gpu { crate::gpu::MIN_WORKGROUPS } else { 1 });
-    let kv_cache = options.kv_cache.map(|kv| match kv {
-        super::backend::KvChoice::F32 => crate::gpu::KvDtype::F32,
-        super::backend::KvChoice::F16 => crate::gpu::KvDtype::F16,
-    });
     let gpu_options = GpuOptions {
         dtype,
-        kv_cache,
+        kv_cache: options.kv_cache.map(super::backend::KvChoice::dtype),
         context: options.context,
         memory_budget: options.memory_budget,
         gpu_shapes,
@@ -206,6 +204,8 @@ pub struct ModelLoader {
     tokenizer: Tokenizer,
     config: ModelConfig,
     notice: Option<String>,
+    /// The KV cache the options ask for (the CPU backend's; the GPU's is built with it).
+    kv_cache: Option<crate::KvDtype>,
 }
 
 impl ModelLoader {
@@ -226,7 +226,8 @@ impl ModelLoader {
         let vocab = tokenizer.vocab_size();
         let (sink, dtype, notice) = open_sink(&config, vocab, &options).await?;
         let sink = Converter::new(config.clone(), vocab, dtype, None, Counted { sink, parameters: 0, copy: None });
-        Ok(ModelLoader { stream: WeightStream::new(size), sink, dtype, tokenizer, config, notice })
+        let kv_cache = options.kv_cache.map(super::backend::KvChoice::dtype);
+        Ok(ModelLoader { stream: WeightStream::new(size), sink, dtype, tokenizer, config, notice, kv_cache })
     }
 
     pub(super) fn push_bytes(&mut self, bytes: &[u8]) -> Result<()> {
@@ -237,7 +238,10 @@ impl ModelLoader {
         self.stream.finish()?;
         let counted = self.sink.finish()?;
         let parameters = counted.parameters as usize;
-        let compute = counted.sink.into_compute().await?;
+        let mut compute = counted.sink.into_compute().await?;
+        if let (Compute::Cpu(cpu), Some(kv)) = (&mut compute, self.kv_cache) {
+            cpu.set_kv_cache(kv);
+        }
         Ok(Engine::new(compute, self.tokenizer, self.config, parameters, self.notice))
     }
 }
