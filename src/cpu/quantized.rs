@@ -112,6 +112,9 @@ impl Block for Q4 {
     }
 }
 
+/// How far ahead of a block the decode loop prefetches (bytes).
+const PREFETCH: usize = 320;
+
 /// [`Unit::block_dots`] `NR` rows at a time (then one), so each group of the token is loaded once
 /// for `NR` rows.
 #[inline(always)]
@@ -143,6 +146,9 @@ fn dot_rows<B: Block, S: Simd, const NR: usize>(x: &[f32], sums: &[f32], rows: [
     for (g, &sum) in sums.iter().enumerate() {
         let xs = [S::load(&x[g * GROUP..]), S::load(&x[g * GROUP + LANES..])];
         for r in 0..NR {
+            // Rows are short (a few hundred bytes to a few KB) and read NR at a time: the
+            // hardware's prefetchers start late on each, so ask for the bytes PREFETCH ahead.
+            S::prefetch(rows[r].as_ptr().wrapping_add(g * bytes + PREFETCH));
             // SAFETY: every row holds sums.len() blocks (asserted above).
             let block = unsafe { rows[r].get_unchecked(g * bytes..(g + 1) * bytes) };
             let [d, m] = S::widen_pair(u32::from_le_bytes([block[0], block[1], block[2], block[3]]));

@@ -44,6 +44,10 @@ pub trait Simd {
     }
     /// `a · b + c` for one element, rounded as `madd` rounds.
     fn madd_scalar(a: f32, b: f32, c: f32) -> f32;
+    /// A hint to bring the cache line at `at` close (never faults; nothing where the unit has no
+    /// such instruction).
+    #[inline(always)]
+    fn prefetch(_at: *const u8) {}
     /// The two halves of a little-endian u32 (the low one first) as f32, exactly.
     #[inline(always)]
     fn widen_pair(word: u32) -> [f32; 2] {
@@ -298,6 +302,12 @@ pub mod x86 {
         }
 
         #[inline(always)]
+        fn prefetch(at: *const u8) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
+        }
+
+        #[inline(always)]
         fn widen_pair(word: u32) -> [f32; 2] {
             half_pair(word)
         }
@@ -398,6 +408,12 @@ pub mod x86 {
         #[inline(always)]
         fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
             a.mul_add(b, c)
+        }
+
+        #[inline(always)]
+        fn prefetch(at: *const u8) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
         }
 
         #[inline(always)]
