@@ -222,6 +222,27 @@ pub mod x86 {
         super::widen_halves::<Avx2>(src, dst)
     }
 
+    /// What both units do alike: FMA for one element, a prefetch, F16C's widening of a pair.
+    macro_rules! shared_x86_methods {
+        () => {
+            #[inline(always)]
+            fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
+                a.mul_add(b, c)
+            }
+
+            #[inline(always)]
+            fn prefetch(at: *const u8) {
+                // SAFETY: a prefetch never faults, whatever the address.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
+            }
+
+            #[inline(always)]
+            fn widen_pair(word: u32) -> [f32; 2] {
+                half_pair(word)
+            }
+        };
+    }
+
     /// One 512-bit register. Only used inside `row_*_avx512`, which the CPU was checked to run.
     pub struct Avx512;
 
@@ -296,21 +317,7 @@ pub mod x86 {
             }
         }
 
-        #[inline(always)]
-        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
-        }
-
-        #[inline(always)]
-        fn prefetch(at: *const u8) {
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
-        }
-
-        #[inline(always)]
-        fn widen_pair(word: u32) -> [f32; 2] {
-            half_pair(word)
-        }
+        shared_x86_methods!();
     }
 
     /// Two 256-bit registers. Only used inside `row_*_avx2`, which the CPU was checked to run.
@@ -405,21 +412,7 @@ pub mod x86 {
             }
         }
 
-        #[inline(always)]
-        fn madd_scalar(a: f32, b: f32, c: f32) -> f32 {
-            a.mul_add(b, c)
-        }
-
-        #[inline(always)]
-        fn prefetch(at: *const u8) {
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) }
-        }
-
-        #[inline(always)]
-        fn widen_pair(word: u32) -> [f32; 2] {
-            half_pair(word)
-        }
+        shared_x86_methods!();
     }
 }
 
