@@ -14,7 +14,7 @@ export const DEFAULT_MODEL_DIR: string;
 export function initWasm(wasm?: BufferSource | WebAssembly.Module): Promise<void>;
 
 /** Loads a model folder (the built-in model by default) on the CPU backend. */
-export function loadModel(dir?: string, options?: { wasm?: BufferSource | WebAssembly.Module; onProgress?: (done: number, total: number) => void; dtype?: 'auto' | 'f32' | 'f16' | 'q8' | 'q4' }): Promise<Engine>;
+export function loadModel(dir?: string, options?: { wasm?: BufferSource | WebAssembly.Module; onProgress?: (done: number, total: number) => void; dtype?: 'auto' | 'f32' | 'f16' | 'q8' | 'q4'; kvCache?: 'f32' | 'f16' }): Promise<Engine>;
 
 /** Generates after `prompt`; `onToken` sees each token. */
 export function generate(engine: Engine, prompt: string, params?: SamplingParams, onToken?: (t: Token) => void): Promise<{

@@ -44,14 +44,14 @@ function fileReader(fd) {
  * the built-in model by default) on the CPU backend. `onProgress(done, total)` counts tensors;
  * `dtype: 'f16'` stores the weights in half the memory, `'q8'` and `'q4'` quantize the parameter tokens.
  */
-export async function loadModel(dir = DEFAULT_MODEL_DIR, { wasm, onProgress, dtype = 'f32' } = {}) {
+export async function loadModel(dir = DEFAULT_MODEL_DIR, { wasm, onProgress, dtype = 'f32', kvCache } = {}) {
   await initWasm(wasm);
   const weightsPath = ['model.safetensors', 'pytorch_model.bin'].map((f) => join(dir, f)).find(existsSync);
   if (!weightsPath) throw new Error(`${dir} holds neither model.safetensors nor pytorch_model.bin`);
   const [config, tokenizer] = await Promise.all([readFile(join(dir, 'config.json')), readFile(join(dir, 'tokenizer.json'))]);
   const fd = openSync(weightsPath, 'r');
   try {
-    return await Engine.load(config, fileReader(fd), tokenizer, { backend: 'cpu', dtype }, onProgress);
+    return await Engine.load(config, fileReader(fd), tokenizer, { backend: 'cpu', dtype, kvCache }, onProgress);
   } finally {
     closeSync(fd);
   }

@@ -17,10 +17,11 @@ export function tokenformer(args) {
 }
 
 /** Greedy continuation from the native CPU backend: { ids, text }. */
-export function nativeGreedy(prompt, maxTokens, model, dtype) {
+export function nativeGreedy(prompt, maxTokens, model, dtype, kvCache) {
   const args = ['generate', '--prompt', prompt, '--temperature', '0', '--max-tokens', String(maxTokens), '--json'];
   if (model) args.push('--model', model);
   if (dtype) args.push('--dtype', dtype);
+  if (kvCache) args.push('--kv-cache', kvCache);
   return tokenformer(args);
 }
 

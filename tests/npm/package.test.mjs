@@ -127,6 +127,25 @@ test('Node imports the installed package and generates with the CPU backend on t
   assert.equal(got.text, want.text);
 });
 
+test('Node loads q4 weights with an f16 KV cache and generates what the CLI does with them', () => {
+  const dir = consumer();
+  const script = `
+    import { loadModel, generate } from 'tokenformer-web';
+    const engine = await loadModel(undefined, { dtype: 'q4', kvCache: 'f16' });
+    const exact = await loadModel(undefined, { dtype: 'q4' });
+    const ids = engine.encode(${JSON.stringify(PROMPT)});
+    const [a, b] = [await engine.logits(ids), await exact.logits(ids)];
+    const moved = a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0);
+    const out = await generate(engine, ${JSON.stringify(PROMPT)}, { temperature: 0, max_tokens: 16 });
+    console.log(JSON.stringify({ moved, ...out }));`;
+  const got = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: dir, encoding: 'utf8' }));
+  // The f16 cache is in use (it rounds what it holds) and stays within the tests' bound of the f32 one.
+  assert.ok(got.moved > 0 && got.moved < 2e-2, `f16 KV cache moved the logits by ${got.moved}`);
+  const cli = nativeGreedy(PROMPT, 16, undefined, 'q4', 'f16');
+  assert.deepEqual(got.ids, cli.ids);
+  assert.equal(got.text, cli.text);
+});
+
 test('a strict TypeScript consumer type-checks against the shipped declarations', () => {
   const dir = consumer();
   cpSync(join(ROOT, 'tests/npm/consumer.ts'), join(dir, 'consumer.ts'));
