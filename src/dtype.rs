@@ -71,7 +71,8 @@ impl std::fmt::Display for Dtype {
 /// How a KV cache holds keys and values: f32, or f16 (half the memory; rounded to 11 significant
 /// bits as they are stored). The GPU's default follows the weights ([`KvDtype::default_for`]); the
 /// CPU's is f32, the exact path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum KvDtype {
     F32,
     /// On the GPU, needs even head dims: a u32 holds two dims of one head.

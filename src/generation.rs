@@ -224,7 +224,8 @@ pub fn perplexity(backend: &mut dyn Backend, ids: &[u32], window: usize, stride:
     let vocab = backend.vocab_size();
     let mut nll = 0f64;
     let scored = score_windows(&mut [backend], ids, window, stride, |t, rows| {
-        nll -= log_softmax(&rows[0][..vocab])[ids[t] as usize];
+        let row = &rows[0][..vocab];
+        nll += log_z(row) - row[ids[t] as usize] as f64;
     })?;
     Ok(Perplexity::of(nll, scored))
 }
@@ -311,10 +312,15 @@ fn score_windows(
     }
 }
 
+/// log Σ exp of a logits row, in f64: the softmax's normaliser.
+fn log_z(row: &[f32]) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max
+}
+
 /// log softmax of a logits row, in f64.
 fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-    let log_z = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+    let log_z = log_z(row);
     row.iter().map(|&v| v as f64 - log_z).collect()
 }
 

@@ -117,8 +117,7 @@ fn backend_for(
             Box::new(cpu)
         }
         BackendKind::Gpu => {
-            let options = GpuOptions { kv_cache: args.kv_cache, ..GpuOptions::default() };
-            let mut gpu = gpu_backend(&model, dtypes, options)?;
+            let mut gpu = gpu_backend(&model, dtypes, args.gpu_options())?;
             gpu.set_interventions(set);
             Box::new(gpu)
         }

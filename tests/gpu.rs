@@ -37,6 +37,17 @@ fn logits(backend: &mut dyn Backend, ids: &[u32]) -> Vec<f64> {
     backend.forward(ids, true).unwrap().into_iter().map(f64::from).collect()
 }
 
+/// Asserts a GPU's logits for `case` (kernel shapes `shapes`) within LOGITS_TOLERANCE of the
+/// CPU's, `want`, and of the reference; returns the error against the reference.
+fn check_logits(variant: &str, shapes: bool, case: &common::Case, got: Vec<f64>, want: &[f64]) -> f64 {
+    let ids = &case.ids;
+    let err = max_abs_diff(got.iter().copied(), want.iter().copied());
+    assert!(err < LOGITS_TOLERANCE, "{variant} gpu shapes {shapes} {ids:?}: max |GPU - CPU| {err:e}");
+    let err = max_abs_diff(got, case.logits.iter().flatten().copied());
+    assert!(err < LOGITS_TOLERANCE, "{variant} gpu shapes {shapes} {ids:?}: max |GPU - reference| {err:e}");
+    err
+}
+
 #[test]
 fn logits_match_the_cpu_at_every_position() {
     for variant in VARIANTS {
@@ -50,20 +61,7 @@ fn logits_match_the_cpu_at_every_position() {
         for case in &exp.cases {
             let want = logits(&mut c, &case.ids);
             for ((g, shapes), worst) in gpus.iter_mut().zip([false, true]).zip(&mut worst) {
-                let got = logits(g, &case.ids);
-                let err = max_abs_diff(got.iter().copied(), want.iter().copied());
-                assert!(
-                    err < LOGITS_TOLERANCE,
-                    "{variant} gpu shapes {shapes} {:?}: max |GPU - CPU| {err:e}",
-                    case.ids
-                );
-                let err = max_abs_diff(got, case.logits.iter().flatten().copied());
-                assert!(
-                    err < LOGITS_TOLERANCE,
-                    "{variant} gpu shapes {shapes} {:?}: max |GPU - reference| {err:e}",
-                    case.ids
-                );
-                *worst = worst.max(err);
+                *worst = worst.max(check_logits(variant, shapes, case, logits(g, &case.ids), &want));
             }
         }
         eprintln!(
@@ -382,12 +380,7 @@ fn quantized_weights_match_the_cpu_and_the_reference() {
         for case in &exp.cases {
             let want = logits(&mut c, &case.ids);
             for ((g, shapes), worst) in gpus.iter_mut().zip([false, true]).zip(&mut worst) {
-                let got = logits(g, &case.ids);
-                let err = max_abs_diff(got.iter().copied(), want.iter().copied());
-                assert!(err < LOGITS_TOLERANCE, "{variant} gpu shapes {shapes}: max |GPU - CPU| {err:e}");
-                let err = max_abs_diff(got, case.logits.iter().flatten().copied());
-                assert!(err < LOGITS_TOLERANCE, "{variant} gpu shapes {shapes}: max |GPU - reference| {err:e}");
-                *worst = worst.max(err);
+                *worst = worst.max(check_logits(variant, shapes, case, logits(g, &case.ids), &want));
                 let eos = tokenizer.eos_id();
                 assert_eq!(run(g, &case.ids, &SamplingParams::greedy(32), eos), case.greedy, "{variant} greedy");
                 for s in &case.sampled {

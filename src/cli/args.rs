@@ -150,6 +150,11 @@ impl ModelArgs {
     pub(crate) fn dtypes(&self) -> (Dtype, Option<Dtype>) {
         (self.dtype.into(), self.embedding_dtype.map(Dtype::from))
     }
+
+    /// The GPU backend's options these flags set (the KV cache; the rest the adapter's defaults).
+    pub(crate) fn gpu_options(&self) -> GpuOptions {
+        GpuOptions { kv_cache: self.kv_cache, ..GpuOptions::default() }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

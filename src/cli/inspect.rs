@@ -134,10 +134,11 @@ pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
             search::scores(cpu.model(), id)?
         }
         BackendKind::Gpu => {
-            let options = GpuOptions { kv_cache: args.model.kv_cache, ..GpuOptions::default() };
-            let mut gpu = gpu_backend(&model, args.model.dtypes(), options)?;
-            // The first search compiles the kernels; the time is the second's.
-            pollster::block_on(gpu.search_async(id))?;
+            let mut gpu = gpu_backend(&model, args.model.dtypes(), args.model.gpu_options())?;
+            // The first search compiles the kernels; the time (printed without --json) is the second's.
+            if !args.json {
+                pollster::block_on(gpu.search_async(id))?;
+            }
             timed = std::time::Instant::now();
             pollster::block_on(gpu.search_async(id))?
         }
@@ -211,8 +212,7 @@ impl Inspector {
                 Inspector::Cpu(cpu)
             }
             BackendKind::Gpu => {
-                let options = GpuOptions { kv_cache: args.kv_cache, ..GpuOptions::default() };
-                let mut gpu = gpu_backend(&model, args.dtypes(), options)?;
+                let mut gpu = gpu_backend(&model, args.dtypes(), args.gpu_options())?;
                 gpu.set_interventions(set);
                 Inspector::Gpu(Box::new(gpu))
             }

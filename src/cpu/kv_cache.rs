@@ -47,12 +47,11 @@ impl KvRows {
     /// Head `h`'s (`hd` wide, at `h · hd` of rows `d` wide) keys or values at positions
     /// `0..len`, as f32: the f32 cache itself, or an f16 cache's widened into a copy (one pass
     /// that vectorises, rather than a widening inside every dot product).
-    pub fn head(&self, h: usize, hd: usize, d: usize, len: usize) -> HeadRows<'_> {
+    pub fn head(&self, unit: Unit, h: usize, hd: usize, d: usize, len: usize) -> HeadRows<'_> {
         match self {
             KvRows::F32(cache) => HeadRows { data: Cow::Borrowed(&cache[..len * d]), stride: d, offset: h * hd, hd },
             KvRows::F16(cache) => {
                 let mut wide = vec![0f32; len * hd];
-                let unit = Unit::detect();
                 for (row, out) in cache.chunks_exact(d).zip(wide.chunks_exact_mut(hd)) {
                     unit.widen_halves(&row[h * hd..(h + 1) * hd], out);
                 }
@@ -90,7 +89,7 @@ mod tests {
         half.extend(&rows);
         assert_eq!(half.dtype(), KvDtype::F16);
         for h in 0..d / hd {
-            let (a, b) = (full.head(h, hd, d, len), half.head(h, hd, d, len));
+            let (a, b) = (full.head(Unit::detect(), h, hd, d, len), half.head(Unit::detect(), h, hd, d, len));
             for j in 0..len {
                 let want = &rows[j * d + h * hd..j * d + (h + 1) * hd];
                 assert_eq!(a.row(j), want);
@@ -101,7 +100,7 @@ mod tests {
         half.clear();
         half.extend(&rows[..d]);
         assert_eq!(
-            half.head(1, hd, d, 1).row(0),
+            half.head(Unit::detect(), 1, hd, d, 1).row(0),
             rows[hd..d].iter().map(|&v| f16::from_f32(v).to_f32()).collect::<Vec<_>>()
         );
     }

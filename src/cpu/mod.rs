@@ -104,6 +104,7 @@ impl CpuBackend {
         let mut delta = vec![0f32; t * d];
         let mut o_heads = vec![0f32; heads * t * hd];
         let scale = 1.0 / (hd as f32).sqrt();
+        let unit = simd::Unit::detect();
 
         for layer in 0..model.blocks.len() {
             a.copy_from_slice(&x);
@@ -131,7 +132,7 @@ impl CpuBackend {
             };
             let jobs: Vec<_> = o_heads.chunks_exact_mut(t * hd).zip(captures).collect();
             parallel::for_each(jobs, |h, (out, mut capture)| {
-                let (keys, values) = (kc.head(h, hd, d, start + t), vc.head(h, hd, d, start + t));
+                let (keys, values) = (kc.head(unit, h, hd, d, start + t), vc.head(unit, h, hd, d, start + t));
                 let mut probs = vec![0f32; start + t];
                 for (i, oh) in out.chunks_exact_mut(hd).enumerate() {
                     let visible = start + i + 1;

@@ -94,7 +94,7 @@ impl Simd for Portable {
     #[inline(always)]
     fn load_q4(src: &[u8]) -> [Self::V; 2] {
         let src = &src[..LANES];
-        let nibble = |j: usize| ((src[j / 2] >> (4 * (j % 2))) & 15) as f32;
+        let nibble = |j: usize| crate::quant::nibble(src, j) as f32;
         [from_fn(nibble), from_fn(|j| nibble(j + LANES))]
     }
 

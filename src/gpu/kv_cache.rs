@@ -22,7 +22,7 @@ impl KvDtype {
     #[cfg(test)]
     pub(crate) fn encode(self, values: &[f32]) -> Vec<u8> {
         match self {
-            KvDtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            KvDtype::F32 => super::context::f32_bytes(values),
             KvDtype::F16 => values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
         }
     }

@@ -30,19 +30,19 @@ impl Dtype {
 
     /// Octets per block of the decode products' loops (see [`Dtype::prelude`]).
     pub(crate) fn block_octets(self) -> usize {
-        match self {
-            Dtype::F32 | Dtype::F16 => 1,
-            Dtype::Q8 | Dtype::Q4 => GROUP / 8,
+        if self.quant().is_some() {
+            GROUP / 8
+        } else {
+            1
         }
     }
 
     /// Values per superblock of a quantized dtype (see the preludes): rows are whole superblocks.
     fn superblock(self) -> Option<(QuantFormat, usize)> {
-        match self {
-            Dtype::F32 | Dtype::F16 => None,
-            Dtype::Q8 => Some((QuantFormat::Q8, 8 * GROUP)),
-            Dtype::Q4 => Some((QuantFormat::Q4, 4 * GROUP)),
-        }
+        self.quant().map(|format| match format {
+            QuantFormat::Q8 => (format, 8 * GROUP),
+            QuantFormat::Q4 => (format, 4 * GROUP),
+        })
     }
 }
 
@@ -239,13 +239,9 @@ pub(crate) fn row_octets(cols: usize, dtype: Dtype) -> usize {
 
 /// Bytes of one row on the device.
 pub(crate) fn row_bytes(cols: usize, dtype: Dtype) -> usize {
-    let values = row_octets(cols, dtype) * 8;
-    match dtype.superblock() {
-        // A superblock is its groups' blocks, the scales gathered ahead of the quants.
-        Some((format, superblock)) => values / superblock * (superblock / GROUP * format.block_bytes()),
-        None if dtype == Dtype::F16 => values * 2,
-        None => values * 4,
-    }
+    // A superblock is its groups' blocks (the scales gathered ahead of the quants): the bytes of
+    // the row's groups, as stored anywhere.
+    dtype.row_bytes(row_octets(cols, dtype) * 8)
 }
 
 /// Appends one row of floats as f32 or as f16 pairs; false if a value does not fit (f16 overflow).

@@ -113,24 +113,7 @@ pub(super) struct LoadOptions {
     /// The KV cache's element type, "f32" or "f16" (default on WebGPU: f16 with f16 and quantized
     /// weights, f32 with f32; on the CPU f32).
     #[serde(rename = "kvCache")]
-    pub(super) kv_cache: Option<KvChoice>,
-}
-
-/// The KV cache's element type.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum KvChoice {
-    F32,
-    F16,
-}
-
-impl KvChoice {
-    pub(super) fn dtype(self) -> crate::KvDtype {
-        match self {
-            KvChoice::F32 => crate::KvDtype::F32,
-            KvChoice::F16 => crate::KvDtype::F16,
-        }
-    }
+    pub(super) kv_cache: Option<crate::KvDtype>,
 }
 
 /// The backend an engine runs on.

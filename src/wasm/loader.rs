@@ -134,7 +134,7 @@ async fn open_sink(
     let min_workgroups = gpu_shapes.map(|gpu| if gpu { crate::gpu::MIN_WORKGROUPS } else { 1 });
     let gpu_options = GpuOptions {
         dtype,
-        kv_cache: options.kv_cache.map(super::backend::KvChoice::dtype),
+        kv_cache: options.kv_cache,
         context: options.context,
         memory_budget: options.memory_budget,
         gpu_shapes,
@@ -226,7 +226,7 @@ impl ModelLoader {
         let vocab = tokenizer.vocab_size();
         let (sink, dtype, notice) = open_sink(&config, vocab, &options).await?;
         let sink = Converter::new(config.clone(), vocab, dtype, None, Counted { sink, parameters: 0, copy: None });
-        let kv_cache = options.kv_cache.map(super::backend::KvChoice::dtype);
+        let kv_cache = options.kv_cache;
         Ok(ModelLoader { stream: WeightStream::new(size), sink, dtype, tokenizer, config, notice, kv_cache })
     }
 

@@ -128,7 +128,7 @@ fn deliver(
     if let Some(format) = a.dtype.quant() {
         for (r, row) in bytes.chunks_exact(a.row_bytes).enumerate() {
             format.check_row(row).map_err(|e| Error::BadBlocks {
-                name: format!("{}.{}", a.name, format.as_str()),
+                name: super::safetensors::quantized_name(&a.name, format),
                 message: format!("row {}: {e}", a.next_row + r),
             })?;
         }

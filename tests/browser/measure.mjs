@@ -8,6 +8,7 @@
 //   node tests/browser/measure.mjs --tokens=128     # generate 128 tokens (default 16)
 import { join } from 'node:path';
 import { serve, launch } from './harness.mjs';
+import { pageWith } from './pages.mjs';
 
 const args = process.argv.slice(2);
 const only = args.find((a) => a.startsWith('--backend='))?.slice('--backend='.length);
@@ -24,11 +25,7 @@ try {
     // A fresh browser per run: a fresh worker and wasm memory, and WebGPU only when asked for.
     const browser = await launch({ webgpu: backend === 'webgpu' });
     try {
-      const page = await browser.context.newPage();
-      await page.goto(`${server.url}/index.html`);
-      await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
-      await page.selectOption('#backend', backend);
-      await page.selectOption('#dtype', dtype);
+      const page = await pageWith(browser.context, server, backend, dtype);
       const start = Date.now();
       if (dir) {
         await page.locator('#model-files').setInputFiles(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => join(dir, f)));

@@ -6,16 +6,13 @@
 //   node tests/browser/measure_actions.mjs /tmp/tf150m [webgpu|cpu] [dtype]
 import { join } from 'node:path';
 import { serve, launch } from './harness.mjs';
+import { pageWith } from './pages.mjs';
 
 const [dir, backend = 'webgpu', dtype = 'auto'] = process.argv.slice(2);
 const server = await serve();
 const browser = await launch({ webgpu: backend === 'webgpu' });
 try {
-  const page = await browser.context.newPage();
-  await page.goto(`${server.url}/index.html`);
-  await page.waitForFunction(() => document.body.dataset.model === 'tokenformer-moby', null, { timeout: 120_000 });
-  await page.selectOption('#backend', backend);
-  await page.selectOption('#dtype', dtype);
+  const page = await pageWith(browser.context, server, backend, dtype);
   await page.locator('#model-files').setInputFiles(['config.json', 'model.safetensors', 'tokenizer.json'].map((f) => join(dir, f)));
   await page.waitForFunction(() => document.body.dataset.model === 'model.safetensors' || document.getElementById('notice').className === 'error', null, { timeout: 900_000 });
   console.log(await page.locator('#model-name').textContent(), await page.locator('#engine-status').textContent());

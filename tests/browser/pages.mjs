@@ -47,6 +47,17 @@ export async function waitLoaded(page, name) {
   await page.waitForFunction((n) => document.body.dataset.model === n, name, { timeout: 120_000 });
 }
 
+/** A new page of `context` with the built-in model loaded, then `backend` and `dtype` chosen (for
+ *  the measurement scripts, which load their model next). */
+export async function pageWith(context, server, backend, dtype) {
+  const page = await context.newPage();
+  await page.goto(`${server.url}/index.html`);
+  await waitLoaded(page, 'tokenformer-moby');
+  await page.selectOption('#backend', backend);
+  await page.selectOption('#dtype', dtype);
+  return page;
+}
+
 /** Loads `url` through the page's URL field, with `backend` and `dtype` chosen when given;
  *  `beforeClick` runs just before Load is clicked (to start a measurement). Resolves, once the
  *  model loaded or an error shows, to the load line, the notice (null when hidden) and its kind. */
