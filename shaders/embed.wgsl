@@ -24,7 +24,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if id < p.row0 || id >= p.row0 + p.rows {
         return;
     }
-    let v = wo((id - p.row0) * p.k_octets + o);
+    let v = wo(id - p.row0, o, p.k_octets);
     for (var i = 0u; i < 8u; i++) {
         if o * 8u + i < p.d {
             x[t * p.d + o * 8u + i] = v[i / 4u][i % 4u];

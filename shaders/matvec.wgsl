@@ -23,15 +23,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc = vec4<f32>(0.0);
     if j0 < p.n {
         // Rows past n repeat the last one (loads stay in bounds); their sums are not stored.
-        let r0 = (g * p.n + j0) * p.k_octets;
-        let r1 = (g * p.n + min(j0 + 1u, p.n - 1u)) * p.k_octets;
-        let r2 = (g * p.n + min(j0 + 2u, p.n - 1u)) * p.k_octets;
-        let r3 = (g * p.n + min(j0 + 3u, p.n - 1u)) * p.k_octets;
+        let r0 = g * p.n + j0;
+        let r1 = g * p.n + min(j0 + 1u, p.n - 1u);
+        let r2 = g * p.n + min(j0 + 2u, p.n - 1u);
+        let r3 = g * p.n + min(j0 + 3u, p.n - 1u);
         for (var o = lane; o < p.k_octets; o += TPR) {
             let a0 = a4(a_base, o * 8u);
             let a1 = a4(a_base, o * 8u + 4u);
-            acc += vec4<f32>(wo_dot(r0 + o, a0, a1), wo_dot(r1 + o, a0, a1), wo_dot(r2 + o, a0, a1),
-                wo_dot(r3 + o, a0, a1));
+            acc += vec4<f32>(wo_dot(r0, o, p.k_octets, a0, a1), wo_dot(r1, o, p.k_octets, a0, a1),
+                wo_dot(r2, o, p.k_octets, a0, a1), wo_dot(r3, o, p.k_octets, a0, a1));
         }
     }
     partial[lid] = acc;

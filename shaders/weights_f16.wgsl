@@ -3,9 +3,9 @@
 // each load as a loop over its lanes, paying more per load and lane than per byte.
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 
-// Octet i as two quads.
-fn wo(i: u32) -> mat2x4<f32> {
-    let v = w[i];
+// Octet o of row `row` (rows of k_octets octets, one after another) as two quads.
+fn wo(row: u32, o: u32, k_octets: u32) -> mat2x4<f32> {
+    let v = w[row * k_octets + o];
     return mat2x4<f32>(
         vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y)),
         vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w)),

@@ -2,12 +2,15 @@
 // (src/quant.rs: a value is d * q + m), stored in superblocks of 4 groups: a vec4<u32> whose word j
 // holds group j's d (low half) and m (high half), then each group's 32 quants as one vec4<u32>
 // (octet k of the group in word k, value i of the octet in nibble i). Rows are whole superblocks
-// (128 values). No shader-f16: the quants are unpacked with integer shifts.
+// (128 values), in groups of 8 rows whose superblocks interleave (lib/row_groups.wgsl). No
+// shader-f16: the quants are unpacked with integer shifts.
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 
 // Octets per block: the decode products step through rows a group (one 16-byte load) at a time.
 const BLOCK_OCTETS: u32 = 4u;
 const BLOCK_QUADS: u32 = 8u;
+const SUPERBLOCK_GROUPS: u32 = 4u;
+const SUPERBLOCK_QUADS: u32 = 5u;
 
 // Nibbles 0..4 and 4..8 of a word.
 fn q4_low(word: u32) -> vec4<f32> {
@@ -18,18 +21,19 @@ fn q4_high(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
 }
 
-// Octet i as two quads.
-fn wo(i: u32) -> mat2x4<f32> {
-    let g = i / 4u;
-    let sb = g / 4u * 5u;
+// Octet o of row `row` (rows of k_octets octets) as two quads.
+fn wo(row: u32, o: u32, k_octets: u32) -> mat2x4<f32> {
+    let g = o / 4u;
+    let sb = superblock_at(row, g, k_octets / 4u);
     let dm = unpack2x16float(w[sb][g % 4u]);
-    let word = w[sb + 1u + g % 4u][i % 4u];
+    let word = w[sb + 1u + g % 4u][o % 4u];
     return mat2x4<f32>(q4_low(word) * dm.x + dm.y, q4_high(word) * dm.x + dm.y);
 }
 
-// Group b · the activations of its 32 values: d · Σ q a + m · Σ a.
-fn wb_dot(b: u32, a: array<vec4<f32>, 8>) -> f32 {
-    let sb = b / 4u * 5u;
+// Group b of row `row` (rows of k_blocks groups) · the activations of its 32 values:
+// d · Σ q a + m · Σ a.
+fn wb_dot(row: u32, b: u32, k_blocks: u32, a: array<vec4<f32>, 8>) -> f32 {
+    let sb = superblock_at(row, b, k_blocks);
     let dm = unpack2x16float(w[sb][b % 4u]);
     let q = w[sb + 1u + b % 4u];
     let s = q4_low(q.x) * a[0] + q4_high(q.x) * a[1] + q4_low(q.y) * a[2] + q4_high(q.y) * a[3]

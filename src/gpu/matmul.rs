@@ -186,14 +186,46 @@ mod tests {
                 let w = random(n * k, 2);
                 let mut want = vec![0f32; m * n];
                 matmul_bt(&a, &stored(dtype, &w, k), m, k, n, &mut want);
-                // A chunk limit of 7 rows splits w into several buffers.
-                for chunk_bytes in [1 << 30, 7 * row_bytes(k, dtype) as u64] {
+                // A chunk limit of 9 rows splits w into several buffers (of 8 rows when quantized:
+                // whole row groups).
+                for chunk_bytes in [1 << 30, 9 * row_bytes(k, dtype) as u64] {
                     let args = LinearArgs::plain(m, k, n);
                     let got = run(dtype, &w, n, k, 1, &a, &vec![0.0; m * n], &args, chunk_bytes, tiled);
                     let what = format!("{dtype:?} tiled {tiled} {m}x{k}x{n} chunks {chunk_bytes}");
                     assert_close(&got, &want, 2e-5, &what);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn rows_written_in_any_batches_and_order_land_in_place() {
+        // Rows arrive as a file streams them: batches that cut row groups (a quantized matrix
+        // interleaves groups of 8 rows), here last batch first, over two chunks.
+        let (k, n) = (200, 37);
+        let a = random(k, 6);
+        let w = random(n * k, 7);
+        for dtype in Dtype::ALL {
+            let mut want = vec![0f32; n];
+            matmul_bt(&a, &stored(dtype, &w, k), 1, k, n, &mut want);
+            let ctx = test_context();
+            let store = Store { dtype, max_chunk_bytes: 17 * row_bytes(k, dtype) as u64 };
+            let m = Matrix::create(&ctx, "w", n, k, 1, store).unwrap();
+            assert!(m.chunks.len() > 1);
+            let batches: Vec<_> = (0..n).step_by(3).collect();
+            for &r0 in batches.iter().rev() {
+                let r1 = (r0 + 3).min(n);
+                m.write_rows(&ctx, r0, &w[r0 * k..r1 * k]).unwrap();
+            }
+            let linear = Linear::new(&ctx, dtype, false);
+            let a_buf = ctx.storage_init("a", &crate::gpu::context::f32_bytes(&a));
+            let c_buf = ctx.storage_init("c", &crate::gpu::context::f32_bytes(&vec![0.0; n]));
+            let bind = linear.bind(&ctx, &m, &a_buf, &c_buf);
+            let mut params = crate::gpu::context::ParamPages::default();
+            let mut enc = Encoder::new(&ctx, &mut params);
+            linear.encode(&mut enc, &bind, &LinearArgs::plain(1, k, n));
+            enc.submit();
+            assert_close(&read_f32(&ctx, &c_buf, n), &want, 2e-5, &format!("{dtype:?} in batches"));
         }
     }
 

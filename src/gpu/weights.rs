@@ -1,7 +1,11 @@
 //! Weight matrices on the device: rows padded to whole octets of 8 values, stored as f32 or as f16
 //! packed two per u32, or quantized (q8, q4) in superblocks of groups with their scales ahead of
-//! their quants (the preludes `shaders/weights_*.wgsl` say how), and split into row chunks that
-//! each fit one storage binding.
+//! their quants, the superblocks of each group of 8 rows interleaved (the preludes
+//! `shaders/weights_*.wgsl` and `shaders/lib/row_groups.wgsl` say how), and split into row chunks
+//! that each fit one storage binding.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use crate::error::{Error, Result};
 use crate::quant::{QuantFormat, GROUP};
@@ -22,8 +26,12 @@ impl Dtype {
             Dtype::F16 => {
                 (include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/lib/octet_blocks.wgsl"))
             }
-            Dtype::Q8 => (include_str!("../../shaders/weights_q8.wgsl"), ""),
-            Dtype::Q4 => (include_str!("../../shaders/weights_q4.wgsl"), ""),
+            Dtype::Q8 => {
+                (include_str!("../../shaders/weights_q8.wgsl"), include_str!("../../shaders/lib/row_groups.wgsl"))
+            }
+            Dtype::Q4 => {
+                (include_str!("../../shaders/weights_q4.wgsl"), include_str!("../../shaders/lib/row_groups.wgsl"))
+            }
         };
         [weights, include_str!("../../shaders/lib/octets.wgsl"), blocks].concat()
     }
@@ -44,7 +52,21 @@ impl Dtype {
             QuantFormat::Q4 => (format, 4 * GROUP),
         })
     }
+
+    /// Rows stored together: a quantized matrix interleaves the superblocks of [`ROW_GROUP`] rows
+    /// (`shaders/lib/row_groups.wgsl`); float rows stand alone.
+    fn row_group(self) -> usize {
+        if self.quant().is_some() {
+            ROW_GROUP
+        } else {
+            1
+        }
+    }
 }
+
+/// Rows whose superblocks a quantized matrix interleaves: the rows a decode product's thread walks
+/// together (`shaders/lib/rows.wgsl`).
+const ROW_GROUP: usize = 8;
 
 /// Rows `row0..row0 + rows` of a matrix, in one buffer.
 pub(crate) struct Chunk {
@@ -62,6 +84,15 @@ pub(crate) struct Matrix {
     pub chunks: Vec<Chunk>,
     label: String,
     dtype: Dtype,
+    /// A quantized matrix's row groups that some rows of have arrived, by group: their
+    /// interleaved bytes and which rows are in. Rows stream in any batches; a group is written once
+    /// whole.
+    pending: Mutex<HashMap<usize, PendingGroup>>,
+}
+
+struct PendingGroup {
+    bytes: Vec<u8>,
+    arrived: u8,
 }
 
 /// Where and how a matrix is stored: the dtype, and the largest buffer allowed for one chunk.
@@ -87,13 +118,13 @@ impl Matrix {
     ) -> Result<Matrix> {
         let Store { dtype, max_chunk_bytes } = store;
         let row_bytes = row_bytes(cols, dtype);
-        let group_rows = if groups > 1 { rows / groups } else { 1 };
         let fit = chunk_rows(rows, cols, groups, store);
         if fit == 0 {
+            let step = chunk_step(rows, groups, dtype);
             return Err(Error::Gpu(format!(
-                "{label}: a block of {group_rows} rows of {cols} values ({} bytes) exceeds the device's \
+                "{label}: a block of {step} rows of {cols} values ({} bytes) exceeds the device's \
                  largest storage binding ({max_chunk_bytes} bytes)",
-                group_rows * row_bytes
+                step * row_bytes
             )));
         }
         let mut chunks = Vec::new();
@@ -102,14 +133,14 @@ impl Matrix {
             let n = fit.min(rows - row0);
             let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: (n * row_bytes) as u64,
+                size: (n.next_multiple_of(dtype.row_group()) * row_bytes) as u64,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
             chunks.push(Chunk { buffer, row0, rows: n });
             row0 += n;
         }
-        Ok(Matrix { rows, cols, groups, chunks, label: label.to_string(), dtype })
+        Ok(Matrix { rows, cols, groups, chunks, label: label.to_string(), dtype, pending: Mutex::default() })
     }
 
     /// Octets in one stored row (see [`row_octets`]): the decode products' `k_octets`.
@@ -149,11 +180,54 @@ impl Matrix {
         let Some((format, superblock)) = self.dtype.superblock() else {
             return Err(Error::Gpu(format!("{}: quantized rows for a {} matrix", self.label, self.dtype)));
         };
-        let row_bytes = format.row_bytes(self.cols);
-        self.write_encoded(ctx, row0, blocks.len() / row_bytes, |row, out| {
-            superblocks(format, superblock, &blocks[row * row_bytes..][..row_bytes], out);
-            Ok(())
-        })
+        let file_row_bytes = format.row_bytes(self.cols);
+        let stored = row_bytes(self.cols, self.dtype);
+        let superblock_bytes = format.row_bytes(superblock);
+        let mut row = Vec::with_capacity(stored);
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut run = GroupRun::default();
+        for (i, blocks) in blocks.chunks_exact(file_row_bytes).enumerate() {
+            let r = row0 + i;
+            if r >= self.rows {
+                return Err(Error::Gpu(format!("{}: row {r} is past its {} rows", self.label, self.rows)));
+            }
+            row.clear();
+            superblocks(format, superblock, blocks, &mut row);
+            let (g, lane) = (r / ROW_GROUP, r % ROW_GROUP);
+            let group =
+                pending.entry(g).or_insert_with(|| PendingGroup { bytes: vec![0; ROW_GROUP * stored], arrived: 0 });
+            for (s, sb) in row.chunks_exact(superblock_bytes).enumerate() {
+                group.bytes[(s * ROW_GROUP + lane) * superblock_bytes..][..superblock_bytes].copy_from_slice(sb);
+            }
+            group.arrived |= 1 << lane;
+            let real = (self.rows - g * ROW_GROUP).min(ROW_GROUP);
+            if group.arrived.count_ones() as usize == real {
+                let done = pending.remove(&g).map(|p| p.bytes).unwrap_or_default();
+                self.add_group(ctx, &mut run, g, &done);
+            }
+        }
+        self.flush_groups(ctx, &mut run);
+        Ok(())
+    }
+
+    /// Adds whole group `g` to `run` (groups written in one go), writing the run first if `g` does
+    /// not follow it in the same chunk.
+    fn add_group(&self, ctx: &GpuContext, run: &mut GroupRun, g: usize, bytes: &[u8]) {
+        let chunk = self.chunks.iter().position(|c| (c.row0..c.row0 + c.rows).contains(&(g * ROW_GROUP)));
+        if run.bytes.is_empty() || run.chunk != chunk || run.first + run.groups != g {
+            self.flush_groups(ctx, run);
+            *run = GroupRun { chunk, first: g, groups: 0, bytes: Vec::new() };
+        }
+        run.bytes.extend_from_slice(bytes);
+        run.groups += 1;
+    }
+
+    fn flush_groups(&self, ctx: &GpuContext, run: &mut GroupRun) {
+        if let Some(chunk) = run.chunk.map(|c| &self.chunks[c]).filter(|_| !run.bytes.is_empty()) {
+            let offset = (run.first * ROW_GROUP - chunk.row0) * row_bytes(self.cols, self.dtype);
+            ctx.queue.write_buffer(&chunk.buffer, offset as u64, &run.bytes);
+        }
+        run.bytes.clear();
     }
 
     /// Writes `n` rows from `row0`, each appended in the device format by `encode(i, out)` (row
@@ -184,6 +258,15 @@ impl Matrix {
     }
 }
 
+/// Consecutive whole row groups of one chunk, written together.
+#[derive(Default)]
+struct GroupRun {
+    chunk: Option<usize>,
+    first: usize,
+    groups: usize,
+    bytes: Vec<u8>,
+}
+
 /// One row's blocks in the device layout: superblocks of `superblock` values, each its groups'
 /// scales (q8: their `d`; q4: their `d` and `m`, a word a group) and then their quants; groups past
 /// the row's are zero.
@@ -212,8 +295,23 @@ fn superblocks(format: QuantFormat, superblock: usize, blocks: &[u8], out: &mut 
 /// Rows per chunk of a `rows × cols` matrix of `groups` blocks: whole blocks that fit one binding
 /// (0 when not even one does).
 pub(crate) fn chunk_rows(rows: usize, cols: usize, groups: usize, store: Store) -> usize {
+    let step = chunk_step(rows, groups, store.dtype);
+    (store.max_chunk_bytes as usize / row_bytes(cols, store.dtype)).min(MAX_CHUNK_ROWS) / step * step
+}
+
+/// The rows a chunk is a multiple of: whole blocks and whole row groups.
+fn chunk_step(rows: usize, groups: usize, dtype: Dtype) -> usize {
     let group_rows = if groups > 1 { rows / groups } else { 1 };
-    (store.max_chunk_bytes as usize / row_bytes(cols, store.dtype)).min(MAX_CHUNK_ROWS) / group_rows * group_rows
+    let row_group = dtype.row_group();
+    group_rows / gcd(group_rows, row_group) * row_group
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// A row of `cols` values padded to whole octets, as weight rows (and the decode path's activation
