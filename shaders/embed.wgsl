@@ -1,5 +1,5 @@
 // Embedding lookup from one row chunk of the embedding: x[t] = emb[ids[t]] for the ids in the chunk.
-// A dtype prelude supplies binding 1 and wo().
+// A dtype prelude supplies binding 1, row_start() and wo().
 
 struct Params {
     t: u32,
@@ -24,7 +24,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if id < p.row0 || id >= p.row0 + p.rows {
         return;
     }
-    let v = wo(id - p.row0, o, p.k_octets);
+    let v = wo(row_start(id - p.row0, p.k_octets), o);
     for (var i = 0u; i < 8u; i++) {
         if o * 8u + i < p.d {
             x[t * p.d + o * 8u + i] = v[i / 4u][i % 4u];

@@ -50,7 +50,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
             let o = q0 / 2u + e % KO;
             var v = mat2x4<f32>();
             if o < p.k_octets {
-                v = wo(g * p.n + min(j0 + r, p.n - 1u), o, p.k_octets);
+                v = wo(row_start(g * p.n + min(j0 + r, p.n - 1u), p.k_octets), o);
             }
             for (var i = 0u; i < 8u; i++) {
                 w_tile[(e % KO * 8u + i) * (TN / 4u) + r / 4u][r % 4u] = v[i / 4u][i % 4u];

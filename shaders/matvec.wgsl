@@ -2,7 +2,7 @@
 // of one chunk. Rows are split into groups (q, k, v stacked); group g reads its activations at
 // a_off + g * a_group_stride and writes columns c_col + g * c_group_stride + j.
 // A dtype prelude (weights_f32.wgsl, weights_f16.wgsl, weights_q8.wgsl or weights_q4.wgsl)
-// supplies binding 1 and wo();
+// supplies binding 1, row_start() and wo_dot();
 // linear_common.wgsl supplies Params, bindings 0 and 2, and a4().
 
 // 16 threads share each group of 4 weight rows, reading neighbouring octets along k; each thread
@@ -23,15 +23,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l
     var acc = vec4<f32>(0.0);
     if j0 < p.n {
         // Rows past n repeat the last one (loads stay in bounds); their sums are not stored.
-        let r0 = g * p.n + j0;
-        let r1 = g * p.n + min(j0 + 1u, p.n - 1u);
-        let r2 = g * p.n + min(j0 + 2u, p.n - 1u);
-        let r3 = g * p.n + min(j0 + 3u, p.n - 1u);
+        let r0 = row_start(g * p.n + j0, p.k_octets);
+        let r1 = row_start(g * p.n + min(j0 + 1u, p.n - 1u), p.k_octets);
+        let r2 = row_start(g * p.n + min(j0 + 2u, p.n - 1u), p.k_octets);
+        let r3 = row_start(g * p.n + min(j0 + 3u, p.n - 1u), p.k_octets);
         for (var o = lane; o < p.k_octets; o += TPR) {
             let a0 = a4(a_base, o * 8u);
             let a1 = a4(a_base, o * 8u + 4u);
-            acc += vec4<f32>(wo_dot(r0, o, p.k_octets, a0, a1), wo_dot(r1, o, p.k_octets, a0, a1),
-                wo_dot(r2, o, p.k_octets, a0, a1), wo_dot(r3, o, p.k_octets, a0, a1));
+            acc += vec4<f32>(wo_dot(r0, o, a0, a1), wo_dot(r1, o, a0, a1), wo_dot(r2, o, a0, a1), wo_dot(r3, o, a0, a1));
         }
     }
     partial[lid] = acc;

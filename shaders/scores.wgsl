@@ -162,13 +162,13 @@ fn main(
     var hi = vec4<f32>(0.0);
     if j0 < p.n {
         let k_blocks = p.k_octets / BLOCK_OCTETS;
-        let r = row_indices(wg.y * p.n, j0, p.n);
+        let r = row_starts(wg.y * p.n, j0, p.n, p.k_octets);
         for (var b = lid % tpr; b < k_blocks; b += tpr) {
             var a: array<vec4<f32>, BLOCK_QUADS>;
             for (var i = 0u; i < BLOCK_QUADS; i++) {
                 a[i] = act[BLOCK_QUADS * b + i];
             }
-            dot_8_rows(r, b, k_blocks, a, &lo, &hi);
+            dot_8_rows(r, b, a, &lo, &hi);
         }
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);

@@ -4,7 +4,7 @@
 // rows of one `span` of this chunk (a group of q, k, v, or the rows a chunk holds of one matrix):
 // neighbouring threads read neighbouring octets of a row. A span that starts inside its group (a
 // matrix split into chunks) adds to the scores the earlier chunks left.
-// A dtype prelude supplies binding 1 and wo(row, o, k_octets), octet o of a row as two quads.
+// A dtype prelude supplies binding 1, row_start() and wo(), octet o of a row as two quads.
 
 struct Params {
     // Rows in this chunk and per span (grid y), and the matrix's rows per group (the hidden size).
@@ -36,7 +36,7 @@ fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     for (var r = first; r < end; r++) {
-        let w = wo(r, o, p.k_octets);
+        let w = wo(row_start(r, p.k_octets), o);
         let x = e[c0 + r - first];
         lo += x * w[0];
         hi += x * w[1];

@@ -80,13 +80,13 @@ fn main(
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
     if j0 < p.d_out {
-        let r = row_indices(g * p.d_out, j0, p.d_out);
+        let r = row_starts(g * p.d_out, j0, p.d_out, p.k_octets);
         for (var b = lid % tpr; b < len / BLOCK_OCTETS; b += tpr) {
             var a: array<vec4<f32>, BLOCK_QUADS>;
             for (var i = 0u; i < BLOCK_QUADS; i++) {
                 a[i] = theta[BLOCK_QUADS * b + i];
             }
-            dot_8_rows(r, o0 / BLOCK_OCTETS + b, p.k_octets / BLOCK_OCTETS, a, &lo, &hi);
+            dot_8_rows(r, o0 / BLOCK_OCTETS + b, a, &lo, &hi);
         }
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);

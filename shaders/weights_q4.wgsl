@@ -11,6 +11,8 @@ const BLOCK_OCTETS: u32 = 4u;
 const BLOCK_QUADS: u32 = 8u;
 const SUPERBLOCK_GROUPS: u32 = 4u;
 const SUPERBLOCK_QUADS: u32 = 5u;
+// Rows whose superblocks interleave (lib/row_groups.wgsl): one q4 row of a 150M model is 480 bytes.
+const ROW_GROUP: u32 = 8u;
 
 // Nibbles 0..4 and 4..8 of a word.
 fn q4_low(word: u32) -> vec4<f32> {
@@ -21,19 +23,18 @@ fn q4_high(word: u32) -> vec4<f32> {
     return vec4<f32>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
 }
 
-// Octet o of row `row` (rows of k_octets octets) as two quads.
-fn wo(row: u32, o: u32, k_octets: u32) -> mat2x4<f32> {
+// Octet o of the row at `start` (see row_start) as two quads.
+fn wo(start: u32, o: u32) -> mat2x4<f32> {
     let g = o / 4u;
-    let sb = superblock_at(row, g, k_octets / 4u);
+    let sb = superblock_at(start, g);
     let dm = unpack2x16float(w[sb][g % 4u]);
     let word = w[sb + 1u + g % 4u][o % 4u];
     return mat2x4<f32>(q4_low(word) * dm.x + dm.y, q4_high(word) * dm.x + dm.y);
 }
 
-// Group b of row `row` (rows of k_blocks groups) · the activations of its 32 values:
-// d · Σ q a + m · Σ a.
-fn wb_dot(row: u32, b: u32, k_blocks: u32, a: array<vec4<f32>, 8>) -> f32 {
-    let sb = superblock_at(row, b, k_blocks);
+// Group b of the row at `start` · the activations of its 32 values: d · Σ q a + m · Σ a.
+fn wb_dot(start: u32, b: u32, a: array<vec4<f32>, 8>) -> f32 {
+    let sb = superblock_at(start, b);
     let dm = unpack2x16float(w[sb][b % 4u]);
     let q = w[sb + 1u + b % 4u];
     let s = q4_low(q.x) * a[0] + q4_high(q.x) * a[1] + q4_low(q.y) * a[2] + q4_high(q.y) * a[3]

@@ -2,9 +2,8 @@
 // value is d * q), stored in superblocks of 8 groups: a vec4<u32> of the groups' scales (group j's in
 // half j % 2 of word j / 2), then each group's 32 quants as two vec4<u32> (octet k of the group in
 // the words 2k and 2k + 1 of that pair, value i of a word in byte i). Rows are whole superblocks
-// (256 values), so a row's groups never share a superblock with another row's, in groups of 8 rows
-// whose superblocks interleave (lib/row_groups.wgsl). No shader-f16: the quants are unpacked with
-// integer shifts.
+// (256 values), so a row's groups never share a superblock with another row's. No shader-f16: the
+// quants are unpacked with integer shifts.
 @group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
 
 // Octets per block: the decode products step through rows a group at a time.
@@ -12,25 +11,28 @@ const BLOCK_OCTETS: u32 = 4u;
 const BLOCK_QUADS: u32 = 8u;
 const SUPERBLOCK_GROUPS: u32 = 8u;
 const SUPERBLOCK_QUADS: u32 = 17u;
+// Rows one after another (lib/row_groups.wgsl): interleaved in groups of 8, lavapipe's q8 products
+// ran 10-20 % slower (docs/performance.md).
+const ROW_GROUP: u32 = 1u;
 
 // The four signed bytes of a word, in order.
 fn q8_quad(word: u32) -> vec4<f32> {
     return vec4<f32>(vec4<i32>(vec4<u32>(word) << vec4<u32>(24u, 16u, 8u, 0u)) >> vec4<u32>(24u));
 }
 
-// Octet o of row `row` (rows of k_octets octets) as two quads.
-fn wo(row: u32, o: u32, k_octets: u32) -> mat2x4<f32> {
+// Octet o of the row at `start` (see row_start) as two quads.
+fn wo(start: u32, o: u32) -> mat2x4<f32> {
     let g = o / 4u;
-    let sb = superblock_at(row, g, k_octets / 4u);
+    let sb = superblock_at(start, g);
     let d = unpack2x16float(w[sb][g % 8u / 2u])[g % 2u];
     let v = w[sb + 1u + 2u * (g % 8u) + o % 4u / 2u];
     let pair = select(v.xy, v.zw, o % 2u == 1u);
     return mat2x4<f32>(q8_quad(pair.x) * d, q8_quad(pair.y) * d);
 }
 
-// Group b of row `row` (rows of k_blocks groups) · the activations of its 32 values: d · Σ q a.
-fn wb_dot(row: u32, b: u32, k_blocks: u32, a: array<vec4<f32>, 8>) -> f32 {
-    let sb = superblock_at(row, b, k_blocks);
+// Group b of the row at `start` · the activations of its 32 values: d · Σ q a.
+fn wb_dot(start: u32, b: u32, a: array<vec4<f32>, 8>) -> f32 {
+    let sb = superblock_at(start, b);
     let d = unpack2x16float(w[sb][b % 8u / 2u])[b % 2u];
     let lo = w[sb + 1u + 2u * (b % 8u)];
     let hi = w[sb + 2u + 2u * (b % 8u)];

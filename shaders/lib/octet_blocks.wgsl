@@ -3,7 +3,7 @@
 const BLOCK_OCTETS: u32 = 1u;
 const BLOCK_QUADS: u32 = 2u;
 
-// Octet b of row `row` (rows of k_blocks octets) · the activation octet (a[0], a[1]).
-fn wb_dot(row: u32, b: u32, k_blocks: u32, a: array<vec4<f32>, 2>) -> f32 {
-    return wo_dot(row, b, k_blocks, a[0], a[1]);
+// Octet b of the row at `start` (see row_start) · the activation octet (a[0], a[1]).
+fn wb_dot(start: u32, b: u32, a: array<vec4<f32>, 2>) -> f32 {
+    return wo_dot(start, b, a[0], a[1]);
 }

@@ -16,30 +16,28 @@ var<workgroup> stat_red: array<vec2<f32>, WG>;
 // Row i's total (rows up to 256), left by reduce_8_rows().
 var<workgroup> row_total: array<f32, 256>;
 
-// The 8 rows from j0 of a matrix of n rows starting at row `first`: rows past n repeat the last
-// one, so loads stay in bounds (their sums are not stored).
-fn row_indices(first: u32, j0: u32, n: u32) -> array<u32, 8> {
+// Where the 8 rows from j0 of a matrix of n rows (k_octets octets each) starting at row `first`
+// start (the prelude's row_start): rows past n repeat the last one, so loads stay in bounds (their
+// sums are not stored).
+fn row_starts(first: u32, j0: u32, n: u32, k_octets: u32) -> array<u32, 8> {
     var r: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
-        r[i] = first + min(j0 + i, n - 1u);
+        r[i] = row_start(first + min(j0 + i, n - 1u), k_octets);
     }
     return r;
 }
 
-// Adds block b of the 8 rows r (see row_indices; rows of k_blocks blocks), times the input block
-// a, to lo (rows 0..4) and hi (rows 4..8).
+// Adds block b of the 8 rows starting at r (see row_starts), times the input block a, to lo (rows
+// 0..4) and hi (rows 4..8).
 fn dot_8_rows(
     r: array<u32, 8>,
     b: u32,
-    k_blocks: u32,
     a: array<vec4<f32>, BLOCK_QUADS>,
     lo: ptr<function, vec4<f32>>,
     hi: ptr<function, vec4<f32>>,
 ) {
-    *lo += vec4<f32>(wb_dot(r[0], b, k_blocks, a), wb_dot(r[1], b, k_blocks, a), wb_dot(r[2], b, k_blocks, a),
-        wb_dot(r[3], b, k_blocks, a));
-    *hi += vec4<f32>(wb_dot(r[4], b, k_blocks, a), wb_dot(r[5], b, k_blocks, a), wb_dot(r[6], b, k_blocks, a),
-        wb_dot(r[7], b, k_blocks, a));
+    *lo += vec4<f32>(wb_dot(r[0], b, a), wb_dot(r[1], b, a), wb_dot(r[2], b, a), wb_dot(r[3], b, a));
+    *hi += vec4<f32>(wb_dot(r[4], b, a), wb_dot(r[5], b, a), wb_dot(r[6], b, a), wb_dot(r[7], b, a));
 }
 
 // Reduces the sums of every group's 8 rows (lo: rows 0..4, hi: rows 4..8) and leaves the total of

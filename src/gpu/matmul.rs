@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn rows_written_in_any_batches_and_order_land_in_place() {
         // Rows arrive as a file streams them: batches that cut row groups (a quantized matrix
-        // interleaves groups of 8 rows), here last batch first, over two chunks.
+        // interleaves groups of 8 rows in q4), here last batch first, over two chunks.
         let (k, n) = (200, 37);
         let a = random(k, 6);
         let w = random(n * k, 7);

@@ -1,6 +1,6 @@
 //! Weight matrices on the device: rows padded to whole octets of 8 values, stored as f32 or as f16
 //! packed two per u32, or quantized (q8, q4) in superblocks of groups with their scales ahead of
-//! their quants, the superblocks of each group of 8 rows interleaved (the preludes
+//! their quants, q4's superblocks interleaved in groups of 8 rows (the preludes
 //! `shaders/weights_*.wgsl` and `shaders/lib/row_groups.wgsl` say how), and split into row chunks
 //! that each fit one storage binding.
 
@@ -53,20 +53,17 @@ impl Dtype {
         })
     }
 
-    /// Rows stored together: a quantized matrix interleaves the superblocks of [`ROW_GROUP`] rows
-    /// (`shaders/lib/row_groups.wgsl`); float rows stand alone.
+    /// Rows stored together, their superblocks interleaved (`ROW_GROUP` in the prelude,
+    /// `shaders/lib/row_groups.wgsl`): q4's groups of 8, the rows a decode product's thread walks
+    /// together (`shaders/lib/rows.wgsl`); other rows stand alone.
     fn row_group(self) -> usize {
-        if self.quant().is_some() {
-            ROW_GROUP
+        if self == Dtype::Q4 {
+            8
         } else {
             1
         }
     }
 }
-
-/// Rows whose superblocks a quantized matrix interleaves: the rows a decode product's thread walks
-/// together (`shaders/lib/rows.wgsl`).
-const ROW_GROUP: usize = 8;
 
 /// Rows `row0..row0 + rows` of a matrix, in one buffer.
 pub(crate) struct Chunk {
@@ -183,6 +180,7 @@ impl Matrix {
         let file_row_bytes = format.row_bytes(self.cols);
         let stored = row_bytes(self.cols, self.dtype);
         let superblock_bytes = format.row_bytes(superblock);
+        let group_rows = self.dtype.row_group();
         let mut row = Vec::with_capacity(stored);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut run = GroupRun::default();
@@ -193,14 +191,14 @@ impl Matrix {
             }
             row.clear();
             superblocks(format, superblock, blocks, &mut row);
-            let (g, lane) = (r / ROW_GROUP, r % ROW_GROUP);
+            let (g, lane) = (r / group_rows, r % group_rows);
             let group =
-                pending.entry(g).or_insert_with(|| PendingGroup { bytes: vec![0; ROW_GROUP * stored], arrived: 0 });
+                pending.entry(g).or_insert_with(|| PendingGroup { bytes: vec![0; group_rows * stored], arrived: 0 });
             for (s, sb) in row.chunks_exact(superblock_bytes).enumerate() {
-                group.bytes[(s * ROW_GROUP + lane) * superblock_bytes..][..superblock_bytes].copy_from_slice(sb);
+                group.bytes[(s * group_rows + lane) * superblock_bytes..][..superblock_bytes].copy_from_slice(sb);
             }
             group.arrived |= 1 << lane;
-            let real = (self.rows - g * ROW_GROUP).min(ROW_GROUP);
+            let real = (self.rows - g * group_rows).min(group_rows);
             if group.arrived.count_ones() as usize == real {
                 let done = pending.remove(&g).map(|p| p.bytes).unwrap_or_default();
                 self.add_group(ctx, &mut run, g, &done);
@@ -213,7 +211,7 @@ impl Matrix {
     /// Adds whole group `g` to `run` (groups written in one go), writing the run first if `g` does
     /// not follow it in the same chunk.
     fn add_group(&self, ctx: &GpuContext, run: &mut GroupRun, g: usize, bytes: &[u8]) {
-        let chunk = self.chunks.iter().position(|c| (c.row0..c.row0 + c.rows).contains(&(g * ROW_GROUP)));
+        let chunk = self.chunks.iter().position(|c| (c.row0..c.row0 + c.rows).contains(&(g * self.dtype.row_group())));
         if run.bytes.is_empty() || run.chunk != chunk || run.first + run.groups != g {
             self.flush_groups(ctx, run);
             *run = GroupRun { chunk, first: g, groups: 0, bytes: Vec::new() };
@@ -224,7 +222,7 @@ impl Matrix {
 
     fn flush_groups(&self, ctx: &GpuContext, run: &mut GroupRun) {
         if let Some(chunk) = run.chunk.map(|c| &self.chunks[c]).filter(|_| !run.bytes.is_empty()) {
-            let offset = (run.first * ROW_GROUP - chunk.row0) * row_bytes(self.cols, self.dtype);
+            let offset = (run.first * self.dtype.row_group() - chunk.row0) * row_bytes(self.cols, self.dtype);
             ctx.queue.write_buffer(&chunk.buffer, offset as u64, &run.bytes);
         }
         run.bytes.clear();
