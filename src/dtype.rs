@@ -15,6 +15,15 @@ pub enum Dtype {
     Q4,
 }
 
+impl From<QuantFormat> for Dtype {
+    fn from(format: QuantFormat) -> Dtype {
+        match format {
+            QuantFormat::Q8 => Dtype::Q8,
+            QuantFormat::Q4 => Dtype::Q4,
+        }
+    }
+}
+
 impl Dtype {
     pub const ALL: [Dtype; 4] = [Dtype::F32, Dtype::F16, Dtype::Q8, Dtype::Q4];
 

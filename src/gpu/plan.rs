@@ -123,9 +123,9 @@ impl GpuLoader {
             )));
         }
         let t = PREFILL_CHUNK as u64;
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let widest = widest_scores(&cfg);
         let vf = vocab as u64 * 4;
-        let cache_bytes = cfg.max_positions as u64 * d as u64 * kv.bytes() as u64;
+        let cache_bytes = layer_cache_bytes(&cfg, kv);
         // Activations and caches are bound whole; weights are the only tensors split into chunks.
         for (what, bytes) in [("Pattention scores", t * widest * 4), ("logits", t * vf), ("KV cache", cache_bytes)] {
             if bytes > ctx.max_binding_bytes() {
@@ -277,9 +277,9 @@ impl GpuLoader {
         } = self;
         let d = cfg.hidden_size;
         let t = PREFILL_CHUNK as u64;
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let widest = widest_scores(&cfg);
         let (df, vf) = (d as u64 * 4, vocab as u64 * 4);
-        let cache_bytes = cfg.max_positions as u64 * d as u64 * kv.bytes() as u64;
+        let cache_bytes = layer_cache_bytes(&cfg, kv);
         let c = &*ctx;
         let weight_bytes = DeviceMemory::of(&cfg, vocab, dtype, embedding_dtype, kv).weights;
 
@@ -446,17 +446,27 @@ pub struct DeviceMemory {
     pub activations: u64,
 }
 
+/// Bytes of one layer's cached keys (or values) at every position.
+fn layer_cache_bytes(cfg: &ModelConfig, kv: KvDtype) -> u64 {
+    cfg.max_positions as u64 * cfg.hidden_size as u64 * kv.bytes() as u64
+}
+
+/// The widest row of Pattention scores: q|k|v's, the projection's or the FFN's slots.
+fn widest_scores(cfg: &ModelConfig) -> u64 {
+    (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64
+}
+
 impl DeviceMemory {
     /// A model of `cfg` whose parameter tokens are stored in `dtype`, embedding in `embedding` and
     /// KV cache in `kv`.
     pub fn of(cfg: &ModelConfig, vocab: usize, dtype: Dtype, embedding: Dtype, kv: KvDtype) -> DeviceMemory {
         let (t, d, v) = (PREFILL_CHUNK as u64, cfg.hidden_size as u64, vocab as u64);
-        let widest = (3 * cfg.qkv_slots).max(cfg.proj_slots).max(cfg.ffn_slots) as u64;
+        let widest = widest_scores(cfg);
         let matrices: usize = block_matrices(cfg).iter().map(|&(_, rows, cols, _)| rows * row_bytes(cols, dtype)).sum();
         DeviceMemory {
             // Every weight is read for each token; the head reads the vocabulary's rows.
             weights: (cfg.num_layers * matrices + vocab * row_bytes(cfg.hidden_size, embedding)) as u64,
-            kv_cache: 2 * cfg.num_layers as u64 * cfg.max_positions as u64 * d * kv.bytes() as u64,
+            kv_cache: 2 * cfg.num_layers as u64 * layer_cache_bytes(cfg, kv),
             // Residual, norm, q, o, head input (d each), q|k|v (3d), scores, logits and their read-back.
             activations: t * (8 * d + widest + 2 * v) * 4,
         }

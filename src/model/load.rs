@@ -80,12 +80,12 @@ impl TensorPlan {
     }
 }
 
-/// Values per stored row of a tensor of `role` in a model of `config`: quantized value tensors are
-/// stored as Vᵀ (rows of n slots), everything else has rows of the hidden size. (Quantized rows in
-/// a file hold whole groups; this is how many of their values are real.)
-pub(crate) fn stored_cols(role: TensorRole, quantized: bool, config: &ModelConfig) -> usize {
+/// Values per row of a quantized tensor of `role` in a model of `config`: value tensors are stored
+/// as Vᵀ (rows of n slots), the others have rows of the hidden size. (Quantized rows in a file hold
+/// whole groups; this is how many of their values are real.)
+pub(crate) fn quantized_cols(role: TensorRole, config: &ModelConfig) -> usize {
     match role {
-        TensorRole::ParamTokens { proj, values: true, .. } if quantized => proj.slots(config),
+        TensorRole::ParamTokens { proj, values: true, .. } => proj.slots(config),
         _ => config.hidden_size,
     }
 }
@@ -165,11 +165,10 @@ impl<'p> ModelBuilder<'p> {
 /// An empty matrix for `t`'s rows of `cols` values in its dtype, reserved fallibly: a model larger
 /// than memory (a tab's wasm heap) is an error, not an abort.
 fn reserve(t: &TensorInfo, cols: usize) -> Result<WeightData> {
-    let dtype = match t.dtype {
-        DType::F32 | DType::BF16 => Dtype::F32,
-        DType::F16 => Dtype::F16,
-        DType::Q8 => Dtype::Q8,
-        DType::Q4 => Dtype::Q4,
+    let dtype = match (t.dtype, t.dtype.quant()) {
+        (_, Some(format)) => Dtype::from(format),
+        (DType::F16, None) => Dtype::F16,
+        _ => Dtype::F32,
     };
     let rows = t.rows();
     let bytes = (rows as u64).saturating_mul(dtype.row_bytes(cols) as u64);
@@ -192,7 +191,7 @@ impl TensorSink for ModelBuilder<'_> {
         let plan = TensorPlan::new(&self.config, self.vocab_size, tensors)?;
         for (t, &role) in tensors.iter().zip(&plan.roles) {
             let quantized = t.dtype.quant().is_some();
-            let cols = if quantized { stored_cols(role, true, &self.config) } else { t.cols() };
+            let cols = if quantized { quantized_cols(role, &self.config) } else { t.cols() };
             self.data.push(reserve(t, cols)?);
             self.missing.push(t.rows());
             self.cols.push(cols.max(1));

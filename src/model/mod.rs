@@ -8,7 +8,7 @@ use half::f16;
 use crate::config::ModelConfig;
 pub use crate::dtype::Dtype;
 use crate::error::{Error, Result};
-use crate::quant::{QuantFormat, QuantMatrix};
+use crate::quant::QuantMatrix;
 use crate::weights::{Naming, TensorRole};
 
 pub(crate) mod load;
@@ -92,10 +92,7 @@ impl WeightData {
         match self {
             Self::F32(_) => Dtype::F32,
             Self::F16(_) => Dtype::F16,
-            Self::Quant(q) => match q.format {
-                QuantFormat::Q8 => Dtype::Q8,
-                QuantFormat::Q4 => Dtype::Q4,
-            },
+            Self::Quant(q) => q.format.into(),
         }
     }
 

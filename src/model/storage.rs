@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::load::stored_cols;
+use super::load::quantized_cols;
 use super::{transpose, Dtype, Model, TensorPlan, WeightData};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -102,11 +102,11 @@ impl<S: TensorSink> TensorSink for Converter<S> {
             };
             let (from, to) = (t.dtype.quant(), target.and_then(Dtype::quant));
             // Blocks hold whole groups: the config says how many values a row really has.
-            let cols = if from.is_some() { stored_cols(role, true, &self.config) } else { t.cols() };
+            let cols = if from.is_some() { quantized_cols(role, &self.config) } else { t.cols() };
             let rows = t.rows();
             let (dtype, shape) = match (to, target, values) {
-                (Some(q), _, Some((n, d_out))) => (quant_dtype(q), vec![d_out, n]),
-                (Some(q), _, None) => (quant_dtype(q), vec![rows, d]),
+                (Some(q), _, Some((n, d_out))) => (DType::from(q), vec![d_out, n]),
+                (Some(q), _, None) => (DType::from(q), vec![rows, d]),
                 (None, Some(Dtype::F16), Some((n, d_out))) => (DType::F16, vec![n, d_out]),
                 (None, _, Some((n, d_out))) => (DType::F32, vec![n, d_out]),
                 (None, Some(Dtype::F16), None) => (DType::F16, vec![rows, d]),
@@ -150,13 +150,6 @@ impl<S: TensorSink> TensorSink for Converter<S> {
     }
 }
 
-fn quant_dtype(format: QuantFormat) -> DType {
-    match format {
-        QuantFormat::Q8 => DType::Q8,
-        QuantFormat::Q4 => DType::Q4,
-    }
-}
-
 impl Model {
     /// Feeds every tensor to `sink` as stored (project names; quantized values as Vᵀ): the
     /// stream a model in memory gives, like a file's.
@@ -168,11 +161,10 @@ impl Model {
             .map(|&role| {
                 let name = role.name(Naming::Project, layers);
                 let mut shape = self.shape(role);
-                let dtype = match self.stored(role).map(WeightData::dtype) {
-                    Some(Dtype::F16) => DType::F16,
-                    Some(Dtype::Q8) => DType::Q8,
-                    Some(Dtype::Q4) => DType::Q4,
-                    Some(Dtype::F32) | None => DType::F32,
+                let dtype = match self.stored(role).map(|w| (w.dtype(), w.dtype().quant())) {
+                    Some((_, Some(format))) => DType::from(format),
+                    Some((Dtype::F16, None)) => DType::F16,
+                    _ => DType::F32,
                 };
                 if matches!(role, TensorRole::ParamTokens { values: true, .. }) && dtype.quant().is_some() {
                     shape.reverse();

@@ -32,6 +32,15 @@ pub enum DType {
     Q4,
 }
 
+impl From<QuantFormat> for DType {
+    fn from(format: QuantFormat) -> DType {
+        match format {
+            QuantFormat::Q8 => DType::Q8,
+            QuantFormat::Q4 => DType::Q4,
+        }
+    }
+}
+
 impl DType {
     /// Bytes of a row of `cols` values.
     pub fn row_bytes(self, cols: usize) -> usize {
