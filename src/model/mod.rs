@@ -19,42 +19,7 @@ pub use load::{ModelBuilder, TensorPlan};
 pub use storage::Converter;
 pub use synthetic::OFFICIAL_SIZES;
 
-/// The five Pattention layers of a block, in the order the inspector lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Projection {
-    Query,
-    Key,
-    Value,
-    Proj,
-    Ffn,
-}
-
-impl Projection {
-    pub const ALL: [Projection; 5] = [Self::Query, Self::Key, Self::Value, Self::Proj, Self::Ffn];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Query => "query",
-            Self::Key => "key",
-            Self::Value => "value",
-            Self::Proj => "proj",
-            Self::Ffn => "ffn",
-        }
-    }
-
-    pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|p| p.as_str() == name).ok_or_else(|| Error::UnknownProjection(name.to_string()))
-    }
-
-    /// Number of parameter tokens of this projection.
-    pub fn slots(self, cfg: &ModelConfig) -> usize {
-        match self {
-            Self::Query | Self::Key | Self::Value => cfg.qkv_slots,
-            Self::Proj => cfg.proj_slots,
-            Self::Ffn => cfg.ffn_slots,
-        }
-    }
-}
+pub use crate::config::Projection;
 
 /// A weight matrix, row-major, in the dtype the CPU backend computes from.
 #[derive(Debug, Clone)]

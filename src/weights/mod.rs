@@ -17,8 +17,8 @@ pub mod pytorch;
 pub mod safetensors;
 pub mod stream;
 
+use crate::config::Projection;
 use crate::error::{Error, Result};
-use crate::model::Projection;
 use crate::quant::QuantFormat;
 
 /// Element types a weight file may hold: floats, or rows of quantized blocks ([`crate::quant`]).
