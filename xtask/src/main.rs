@@ -41,8 +41,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The project's root. `cargo xtask` (`cargo run`) names the tree it runs in through
+/// CARGO_MANIFEST_DIR; the value compiled in can name another checkout whose build shares this
+/// target directory (cargo's fingerprints ignore where a workspace lies).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    dir.join("..")
 }
 
 fn run_in(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
