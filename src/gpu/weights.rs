@@ -19,21 +19,17 @@ impl Dtype {
     /// of floats, a group of 32 quantized values) against the activations `a` of its values; and
     /// `lib/octets.wgsl`'s `octet_dot` and `wo_dot(i, a0, a1)`.
     pub(crate) fn prelude(self) -> String {
-        let (weights, blocks) = match self {
-            Dtype::F32 => {
-                (include_str!("../../shaders/weights_f32.wgsl"), include_str!("../../shaders/lib/octet_blocks.wgsl"))
-            }
-            Dtype::F16 => {
-                (include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/lib/octet_blocks.wgsl"))
-            }
-            Dtype::Q8 => {
-                (include_str!("../../shaders/weights_q8.wgsl"), include_str!("../../shaders/lib/row_groups.wgsl"))
-            }
-            Dtype::Q4 => {
-                (include_str!("../../shaders/weights_q4.wgsl"), include_str!("../../shaders/lib/row_groups.wgsl"))
-            }
+        let weights = match self {
+            Dtype::F32 => include_str!("../../shaders/weights_f32.wgsl"),
+            Dtype::F16 => include_str!("../../shaders/weights_f16.wgsl"),
+            Dtype::Q8 => include_str!("../../shaders/weights_q8.wgsl"),
+            Dtype::Q4 => include_str!("../../shaders/weights_q4.wgsl"),
         };
-        [weights, include_str!("../../shaders/lib/octets.wgsl"), blocks].concat()
+        let layout = match self.quant() {
+            Some(_) => include_str!("../../shaders/lib/row_groups.wgsl"),
+            None => include_str!("../../shaders/lib/octet_blocks.wgsl"),
+        };
+        [weights, include_str!("../../shaders/lib/octets.wgsl"), layout].concat()
     }
 
     /// Octets per block of the decode products' loops (see [`Dtype::prelude`]).

@@ -10,7 +10,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::quant::GROUP;
 use crate::weights::stream::{stream_file, TensorInfo, TensorSink};
-use crate::weights::{naming_of, DType, Naming, TensorRole};
+use crate::weights::{naming_of, Naming, TensorRole};
 
 /// The role of every tensor of a file, checked against the config and the tokenizer: every
 /// role present once under one naming scheme, each with its shape, and nothing else.
@@ -165,11 +165,7 @@ impl<'p> ModelBuilder<'p> {
 /// An empty matrix for `t`'s rows of `cols` values in its dtype, reserved fallibly: a model larger
 /// than memory (a tab's wasm heap) is an error, not an abort.
 fn reserve(t: &TensorInfo, cols: usize) -> Result<WeightData> {
-    let dtype = match (t.dtype, t.dtype.quant()) {
-        (_, Some(format)) => Dtype::from(format),
-        (DType::F16, None) => Dtype::F16,
-        _ => Dtype::F32,
-    };
+    let dtype = t.dtype.storage();
     let rows = t.rows();
     let bytes = (rows as u64).saturating_mul(dtype.row_bytes(cols) as u64);
     let oom = || Error::OutOfMemory { name: t.name.clone(), bytes };

@@ -161,11 +161,7 @@ impl Model {
             .map(|&role| {
                 let name = role.name(Naming::Project, layers);
                 let mut shape = self.shape(role);
-                let dtype = match self.stored(role).map(|w| (w.dtype(), w.dtype().quant())) {
-                    Some((_, Some(format))) => DType::from(format),
-                    Some((Dtype::F16, None)) => DType::F16,
-                    _ => DType::F32,
-                };
+                let dtype = self.stored(role).map_or(DType::F32, |w| w.dtype().into());
                 if matches!(role, TensorRole::ParamTokens { values: true, .. }) && dtype.quant().is_some() {
                     shape.reverse();
                 }

@@ -18,6 +18,7 @@ pub mod safetensors;
 pub mod stream;
 
 use crate::config::Projection;
+use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::quant::QuantFormat;
 
@@ -41,7 +42,29 @@ impl From<QuantFormat> for DType {
     }
 }
 
+/// How a backend's weights are written out (or streamed) as a file's element type.
+impl From<Dtype> for DType {
+    fn from(dtype: Dtype) -> DType {
+        match dtype {
+            Dtype::F32 => DType::F32,
+            Dtype::F16 => DType::F16,
+            Dtype::Q8 => DType::Q8,
+            Dtype::Q4 => DType::Q4,
+        }
+    }
+}
+
 impl DType {
+    /// The dtype a backend keeps this element type in (bf16 widens to f32).
+    pub fn storage(self) -> Dtype {
+        match self {
+            DType::F32 | DType::BF16 => Dtype::F32,
+            DType::F16 => Dtype::F16,
+            DType::Q8 => Dtype::Q8,
+            DType::Q4 => Dtype::Q4,
+        }
+    }
+
     /// Bytes of a row of `cols` values.
     pub fn row_bytes(self, cols: usize) -> usize {
         match self {
