@@ -94,13 +94,17 @@ fn load_model(args: &ModelArgs, dtypes: (Dtype, Option<Dtype>)) -> Result<(Model
     }
 }
 
-/// The model on the chosen backend with `intervene`'s interventions applied.
-fn load_backend(args: &ModelArgs, intervene: &InterveneArgs) -> Result<(Box<dyn Backend>, Tokenizer)> {
+/// The model stored in `dtypes` on the chosen backend with `intervene`'s interventions applied.
+fn load_backend(
+    args: &ModelArgs,
+    dtypes: (Dtype, Option<Dtype>),
+    intervene: &InterveneArgs,
+) -> Result<(Box<dyn Backend>, Tokenizer)> {
     // Mistyped interventions fail before the model loads.
     let wanted = intervene.parse()?;
-    let (model, tokenizer) = load_model(args, args.dtypes())?;
+    let (model, tokenizer) = load_model(args, dtypes)?;
     let set = Interventions::new(wanted, &model.config)?;
-    Ok((backend_for(model, args, args.dtypes(), set)?, tokenizer))
+    Ok((backend_for(model, args, dtypes, set)?, tokenizer))
 }
 
 /// `model` on the backend `args` name, stored in `dtypes`, with the interventions `set`.
@@ -174,7 +178,7 @@ fn parse_ids(text: &str) -> Result<Vec<u32>> {
 }
 
 fn run_generate(args: GenerateArgs) -> Result<()> {
-    let (mut backend, tokenizer) = load_backend(&args.model, &args.intervene)?;
+    let (mut backend, tokenizer) = load_backend(&args.model, args.model.storage.dtypes(), &args.intervene)?;
     let prompt = args.prompt.ids(&tokenizer)?;
     let params = SamplingParams {
         temperature: args.temperature,
@@ -229,7 +233,7 @@ fn run_generate(args: GenerateArgs) -> Result<()> {
 
 fn run_logits(args: LogitsArgs) -> Result<()> {
     let ids = parse_ids(&args.ids)?;
-    let (mut backend, _) = load_backend(&args.model, &args.intervene)?;
+    let (mut backend, _) = load_backend(&args.model, args.model.storage.dtypes(), &args.intervene)?;
     let logits = backend.forward(&ids, true)?;
     let rows: Vec<&[f32]> = logits.chunks(backend.vocab_size()).collect();
     println!("{}", serde_json::json!({ "logits": rows }));
@@ -237,7 +241,7 @@ fn run_logits(args: LogitsArgs) -> Result<()> {
 }
 
 fn run_eval(args: EvalArgs) -> Result<()> {
-    let (mut backend, tokenizer) = load_backend(&args.model, &args.intervene)?;
+    let (mut backend, tokenizer) = load_backend(&args.model, args.model.storage.dtypes(), &args.intervene)?;
     let bytes = tokenformer::loader::read(&args.text)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| Error::File { path: args.text.display().to_string(), message: "not UTF-8 text".into() })?;
@@ -247,12 +251,9 @@ fn run_eval(args: EvalArgs) -> Result<()> {
     if let Some(reference) = args.compare {
         // The same file read again, stored in the reference dtype (its embedding as that dtype's
         // default), on the same backend.
-        let dtypes = (Dtype::from(reference), None);
-        let model = load_model(&args.model, dtypes)?.0;
-        let set = Interventions::new(args.intervene.parse()?, &model.config)?;
-        let mut reference_backend = backend_for(model, &args.model, dtypes, set)?;
+        let (mut reference_backend, _) = load_backend(&args.model, (reference.into(), None), &args.intervene)?;
         let c = compare(reference_backend.as_mut(), backend.as_mut(), &ids, window, stride)?;
-        let (name, reference) = (Dtype::from(args.model.dtype).as_str(), Dtype::from(reference).as_str());
+        let (name, reference) = (Dtype::from(args.model.storage.dtype).as_str(), Dtype::from(reference).as_str());
         if args.json {
             let p = |p: &tokenformer::generation::Perplexity| serde_json::json!({"perplexity": p.perplexity, "nll_mean": p.nll_mean});
             println!(
@@ -292,7 +293,7 @@ fn run_eval(args: EvalArgs) -> Result<()> {
 }
 
 fn run_bench(args: BenchArgs) -> Result<()> {
-    let dtypes = (Dtype::from(args.dtype), args.embedding_dtype.map(Dtype::from));
+    let dtypes = args.storage.dtypes();
     let (model, name) = match (&args.synthetic, &args.model) {
         (Some(size), _) => (Model::synthetic(size, 0)?.into_dtype(dtypes.0, dtypes.1)?, format!("synthetic {size}")),
         (None, Some(path)) => (load(&ModelPaths::resolve(path, None, None)?, dtypes)?.0, path.display().to_string()),

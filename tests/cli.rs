@@ -108,6 +108,26 @@ fn convert_writes_a_folder_that_loads_the_same() {
         }
         std::fs::remove_dir_all(out_dir).unwrap();
     }
+    // Quantized, with the embedding in q8 rather than the default f16: the file says so.
+    let out_dir = scratch("convert-q4");
+    let out = tokenformer(&[
+        "convert",
+        path(&fixture_dir("l2_norm_gelu")),
+        path(&out_dir),
+        "--dtype",
+        "q4",
+        "--embedding-dtype",
+        "q8",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let file = std::fs::read(out_dir.join("model.safetensors")).unwrap();
+    let len = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&file[8..8 + len]).unwrap();
+    assert!(header.contains_key("embed.weight.q8"), "{:?}", header.keys());
+    assert!(header.contains_key("blocks.0.ffn.key_param_tokens.q4"));
+    let converted = stdout_json(&tokenformer(&["logits", "--model", path(&out_dir), "--ids", &ids]));
+    assert_eq!(converted["logits"].as_array().map(Vec::len), original["logits"].as_array().map(Vec::len));
+    std::fs::remove_dir_all(out_dir).unwrap();
 }
 
 #[test]
@@ -134,6 +154,38 @@ fn eval_reports_the_reference_perplexity() {
     ]));
     let ppl = json["perplexity"].as_f64().unwrap();
     assert!((ppl / eval.perplexity - 1.0).abs() < 1e-5, "{ppl} vs {}", eval.perplexity);
+
+    // The quality command: the file quantized as it loads against itself in f32, each perplexity
+    // the reference's for its weights (the q4 fixture is this model quantized).
+    let quantized = expected("l2_norm_gelu_q4").eval.unwrap().perplexity;
+    let json = stdout_json(&tokenformer(&[
+        "eval",
+        "--model",
+        path(&fixture_dir("l2_norm_gelu")),
+        "--dtype",
+        "q4",
+        "--compare",
+        "f32",
+        "--text",
+        path(&text_file),
+        "--window",
+        &w,
+        "--stride",
+        &s,
+        "--json",
+    ]));
+    assert_eq!((json["dtype"].as_str(), json["reference_dtype"].as_str()), (Some("q4"), Some("f32")));
+    let (reference, model) =
+        (json["reference"]["perplexity"].as_f64().unwrap(), json["model"]["perplexity"].as_f64().unwrap());
+    assert!((reference / eval.perplexity - 1.0).abs() < 1e-5, "{reference} vs {}", eval.perplexity);
+    assert!((model / quantized - 1.0).abs() < 1e-5, "{model} vs {quantized}");
+    assert!((json["perplexity_change"].as_f64().unwrap() - (model / reference - 1.0)).abs() < 1e-9);
+    let (kl, top1) = (json["mean_kl"].as_f64().unwrap(), json["top1_agreement"].as_f64().unwrap());
+    // A tiny random model: q4 moves its distributions far (the built-in model's figures are in the
+    // README); these only have to be measured.
+    assert!(kl > 0.0 && kl.is_finite(), "mean KL {kl}");
+    assert!(top1 > 0.0 && top1 < 1.0, "top-1 agreement {top1}");
+    assert_eq!(json["tokens_scored"].as_u64(), Some(eval.tokens_scored as u64));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -132,6 +132,18 @@ pub(crate) struct ModelArgs {
     pub(crate) tokenizer: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub(crate) backend: BackendKind,
+    #[command(flatten)]
+    pub(crate) storage: StorageArgs,
+    /// The KV cache's storage, f32 or f16 (half the memory): default f16 on the GPU with f16, q8
+    /// or q4 weights, else f32.
+    #[arg(long, value_parser = KvDtype::parse)]
+    pub(crate) kv_cache: Option<KvDtype>,
+}
+
+/// How the weights are stored: the commands that load a model (a float file is quantized as it
+/// loads; a quantized one stays as it is).
+#[derive(Args)]
+pub(crate) struct StorageArgs {
     /// Weight storage: f32; f16 (half the memory and bytes read per token); q8 or q4 (int8 or
     /// 4-bit in groups of 32 with f16 scales: about 0.27 and 0.16 of f32). Compute is f32 always.
     #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
@@ -139,18 +151,16 @@ pub(crate) struct ModelArgs {
     /// The embedding's (tied head's) storage; default f16 with q8 or q4, else --dtype's.
     #[arg(long, value_enum)]
     pub(crate) embedding_dtype: Option<DtypeArg>,
-    /// The KV cache's storage, f32 or f16 (half the memory): default f16 on the GPU with f16, q8
-    /// or q4 weights, else f32.
-    #[arg(long, value_parser = KvDtype::parse)]
-    pub(crate) kv_cache: Option<KvDtype>,
 }
 
-impl ModelArgs {
+impl StorageArgs {
     /// The parameter tokens' dtype and the embedding's, if given.
     pub(crate) fn dtypes(&self) -> (Dtype, Option<Dtype>) {
         (self.dtype.into(), self.embedding_dtype.map(Dtype::from))
     }
+}
 
+impl ModelArgs {
     /// The GPU backend's options these flags set (the KV cache; the rest the adapter's defaults).
     pub(crate) fn gpu_options(&self) -> GpuOptions {
         GpuOptions { kv_cache: self.kv_cache, ..GpuOptions::default() }
@@ -261,14 +271,12 @@ pub(crate) struct ConvertArgs {
     pub(crate) input: PathBuf,
     /// Folder to write config.json, model.safetensors and tokenizer.json into.
     pub(crate) out_dir: PathBuf,
-    /// Weight storage of the copy (q8 and q4 are quantized here, values stored as Vᵀ).
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub(crate) dtype: DtypeArg,
-    /// The embedding's storage; default f16 with q8 or q4, else --dtype's.
-    #[arg(long, value_enum)]
-    pub(crate) embedding_dtype: Option<DtypeArg>,
+    #[command(flatten)]
+    pub(crate) storage: StorageArgs,
+    /// config.json to use instead of the one next to the weights.
     #[arg(long)]
     pub(crate) config: Option<PathBuf>,
+    /// tokenizer.json to use instead of the one next to the weights.
     #[arg(long)]
     pub(crate) tokenizer: Option<PathBuf>,
 }
@@ -326,12 +334,8 @@ pub(crate) struct BenchArgs {
     pub(crate) synthetic: Option<String>,
     #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
     pub(crate) backend: BackendKind,
-    /// Weight storage: f32, f16, q8 or q4 (see `generate --help`).
-    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
-    pub(crate) dtype: DtypeArg,
-    /// The embedding's storage; default f16 with q8 or q4, else --dtype's.
-    #[arg(long, value_enum)]
-    pub(crate) embedding_dtype: Option<DtypeArg>,
+    #[command(flatten)]
+    pub(crate) storage: StorageArgs,
     /// The KV cache's storage, f32 or f16 (half the memory): default f16 on the GPU with f16, q8
     /// or q4 weights, else f32.
     #[arg(long, value_parser = KvDtype::parse)]

@@ -8,7 +8,7 @@ pub(crate) fn run_convert(args: ConvertArgs) -> Result<()> {
     if same_dir(paths.weights.parent(), out_dir) {
         return Err(Error::Usage(format!("OUT_DIR {} is the model's own folder; pick another", out_dir.display())));
     }
-    let (model, _) = load(&paths, (args.dtype.into(), args.embedding_dtype.map(Dtype::from)))?;
+    let (model, _) = load(&paths, args.storage.dtypes())?;
     write_model_folder(&model, &tokenformer::loader::read(&paths.tokenizer)?, out_dir)
 }
 

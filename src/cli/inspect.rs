@@ -16,7 +16,7 @@ pub(crate) fn run_inspect(args: InspectArgs) -> Result<()> {
         return Err(Error::Usage("--top-k must be at least 1".into()));
     }
     let wanted = args.intervene.parse()?;
-    let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
+    let (model, tokenizer) = load_model(&args.model, args.model.storage.dtypes())?;
     let set = Interventions::new(wanted, &model.config)?;
     let ids = args.prompt.ids(&tokenizer)?;
     let Some(layer) = args.layer else {
@@ -119,7 +119,7 @@ pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
     if args.top_k == 0 {
         return Err(Error::Usage("--top-k must be at least 1".into()));
     }
-    let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
+    let (model, tokenizer) = load_model(&args.model, args.model.storage.dtypes())?;
     let id = match (&args.token, args.id) {
         (_, Some(id)) => id,
         (Some(text), None) => search::single_token(&tokenizer, text)?,
@@ -129,12 +129,12 @@ pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
     let timed;
     let scores = match args.model.backend {
         BackendKind::Cpu => {
-            let cpu = cpu_backend(model, args.model.dtypes(), None)?;
+            let cpu = cpu_backend(model, args.model.storage.dtypes(), None)?;
             timed = std::time::Instant::now();
             search::scores(cpu.model(), id)?
         }
         BackendKind::Gpu => {
-            let mut gpu = gpu_backend(&model, args.model.dtypes(), args.model.gpu_options())?;
+            let mut gpu = gpu_backend(&model, args.model.storage.dtypes(), args.model.gpu_options())?;
             // The first search compiles the kernels; the time (printed without --json) is the second's.
             if !args.json {
                 pollster::block_on(gpu.search_async(id))?;
@@ -163,15 +163,15 @@ pub(crate) fn run_search(args: SearchArgs) -> Result<()> {
 
 pub(crate) fn run_dictionary(args: DictionaryArgs) -> Result<()> {
     let proj = Projection::parse(&args.proj)?;
-    let (model, tokenizer) = load_model(&args.model, args.model.dtypes())?;
+    let (model, tokenizer) = load_model(&args.model, args.model.storage.dtypes())?;
     tokenformer::inspect::check_slot(args.layer, proj, args.slot, &model.config)?;
     let scores = match args.model.backend {
         BackendKind::Cpu => {
-            let model = cpu_backend(model, args.model.dtypes(), None)?.model().clone();
+            let model = cpu_backend(model, args.model.storage.dtypes(), None)?.model().clone();
             tokenformer::inspect::dictionary(&model, args.layer, proj, args.slot)?
         }
         BackendKind::Gpu => pollster::block_on(
-            gpu_backend(&model, args.model.dtypes(), GpuOptions::default())?
+            gpu_backend(&model, args.model.storage.dtypes(), GpuOptions::default())?
                 .dictionary_async(args.layer, proj, args.slot),
         )?,
     };
@@ -207,12 +207,12 @@ impl Inspector {
     fn new(model: Model, args: &ModelArgs, set: Interventions) -> Result<Inspector> {
         Ok(match args.backend {
             BackendKind::Cpu => {
-                let mut cpu = cpu_backend(model, args.dtypes(), args.kv_cache)?;
+                let mut cpu = cpu_backend(model, args.storage.dtypes(), args.kv_cache)?;
                 cpu.set_interventions(set);
                 Inspector::Cpu(cpu)
             }
             BackendKind::Gpu => {
-                let mut gpu = gpu_backend(&model, args.dtypes(), args.gpu_options())?;
+                let mut gpu = gpu_backend(&model, args.storage.dtypes(), args.gpu_options())?;
                 gpu.set_interventions(set);
                 Inspector::Gpu(Box::new(gpu))
             }
