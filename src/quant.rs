@@ -131,19 +131,25 @@ impl QuantFormat {
     /// The values of one row's blocks: `out.len()` of them (at most the blocks' values).
     pub fn dequantize_row(self, blocks: &[u8], out: &mut [f32]) {
         for (block, values) in blocks.chunks_exact(self.block_bytes()).zip(out.chunks_mut(GROUP)) {
-            let (d, m) = self.scale(block);
-            match self {
-                Self::Q8 => {
-                    for (v, &q) in values.iter_mut().zip(&block[2..]) {
-                        *v = d * q as i8 as f32;
-                    }
-                }
-                Self::Q4 => {
-                    for (j, v) in values.iter_mut().enumerate() {
-                        *v = d * nibble(&block[4..], j) as f32 + m;
-                    }
-                }
+            let scale = self.scale(block);
+            for (j, v) in values.iter_mut().enumerate() {
+                *v = self.value(block, scale, j);
             }
+        }
+    }
+
+    /// Value `i` of a row of blocks, alone.
+    pub fn dequantize_at(self, blocks: &[u8], i: usize) -> f32 {
+        let block = &blocks[i / GROUP * self.block_bytes()..][..self.block_bytes()];
+        self.value(block, self.scale(block), i % GROUP)
+    }
+
+    /// Value `j` of a block whose scale and minimum are `(d, m)`: the dequantization rule.
+    #[inline(always)]
+    fn value(self, block: &[u8], (d, m): (f32, f32), j: usize) -> f32 {
+        match self {
+            Self::Q8 => d * block[2 + j] as i8 as f32,
+            Self::Q4 => d * nibble(&block[4..], j) as f32 + m,
         }
     }
 
@@ -229,6 +235,9 @@ mod tests {
         assert_eq!(blocks.len(), format.row_bytes(row.len()));
         let mut back = vec![0f32; row.len()];
         format.dequantize_row(&blocks, &mut back);
+        for (i, v) in back.iter().enumerate() {
+            assert_eq!(format.dequantize_at(&blocks, i).to_bits(), v.to_bits(), "{} value {i}", format.as_str());
+        }
         back
     }
 

@@ -9,9 +9,10 @@ use std::ops::ControlFlow;
 use common::{cpu, expected, fixture_dir, load_as, max_abs_diff, QUANTIZED};
 use tokenformer::convert::to_safetensors;
 use tokenformer::generation::perplexity;
+use tokenformer::inspect::dictionary;
 use tokenformer::loader::{load_from_bytes, read};
 use tokenformer::weights::{index, DType};
-use tokenformer::{generate, Backend, Dtype, SamplingParams};
+use tokenformer::{generate, Backend, Dtype, Projection, SamplingParams};
 
 /// The f32 bound against the reference: the dequantized weights are exact f32 values, only the
 /// order of the sums differs (each group's quants summed, then scaled; q4's minimum apart).
@@ -106,4 +107,25 @@ fn quantized_files_convert_and_reload() {
     let (q8, _) = reload(&bytes, Dtype::Q8).unwrap();
     let err = max_abs_diff(logits(q8), logits(q4));
     assert!(err > 0.0 && err < 1.0, "q4 -> q8: {err:e}");
+}
+
+/// The inspector's dictionary reads one slot's value out of every quantized row of Vᵀ: the values
+/// the dequantized model holds, at the first, a middle and the last slot of every projection.
+#[test]
+fn a_quantized_slots_dictionary_is_the_dequantized_models() {
+    for (variant, _, dtype) in QUANTIZED {
+        let (quantized, _) = load_as(variant, dtype);
+        let (widened, _) = load_as(variant, Dtype::F32);
+        for layer in 0..quantized.blocks.len() {
+            for proj in Projection::ALL {
+                let n = quantized.blocks[layer].get(proj).n;
+                for slot in [0, n / 2 + 1, n - 1] {
+                    let got = dictionary(&quantized, layer, proj, slot).unwrap();
+                    let want = dictionary(&widened, layer, proj, slot).unwrap();
+                    let err = max_abs_diff(got.iter().map(|&v| v as f64), want.iter().map(|&v| v as f64));
+                    assert!(err < 1e-5, "{variant} layer {layer} {proj:?} slot {slot}: {err:e}");
+                }
+            }
+        }
+    }
 }

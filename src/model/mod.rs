@@ -156,10 +156,8 @@ impl Pattention {
         let mut out = vec![0f32; d_out];
         match &self.value_param_tokens {
             WeightData::Quant(q) => {
-                let mut row = vec![0f32; self.n];
                 for (c, o) in out.iter_mut().enumerate() {
-                    q.format.dequantize_row(q.row(c), &mut row);
-                    *o = row[slot];
+                    *o = q.format.dequantize_at(q.row(c), slot);
                 }
             }
             v => v.read_row(slot, &mut out),
