@@ -310,7 +310,7 @@ impl GpuBackend {
     /// Uploads `model` to the device of `ctx`. The model may be dropped afterwards: nothing on the
     /// host refers to it. Running out of device memory is an error, not a panic.
     pub async fn new(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        Self::upload(ctx, model, options).await
+        Self::load(ctx, model.config.clone(), model.vocab_size, options, |sink| model.feed(sink)).await
     }
 
     /// Uploads a model straight from its weights file (either format, read front to back as a
@@ -322,10 +322,7 @@ impl GpuBackend {
         file: &[u8],
         options: &GpuOptions,
     ) -> Result<GpuBackend> {
-        let loader = GpuLoader::new(ctx, config.clone(), vocab, options).await?;
-        let mut converter = crate::model::Converter::new(config, vocab, options.dtype, options.embedding, loader);
-        crate::weights::stream::stream_file(file, &mut converter)?;
-        converter.finish()?.finish().await
+        Self::load(ctx, config, vocab, options, |sink| crate::weights::stream::stream_file(file, sink)).await
     }
 
     /// Opens the default adapter and uploads `model`.

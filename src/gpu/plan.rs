@@ -14,7 +14,7 @@ use super::{Buffers, Dtype, GpuBackend, GpuContext, GpuOptions, Kernels, LayerBi
 use crate::config::ModelConfig;
 use crate::cpu::kernels::rope_inv_freq;
 use crate::error::{Error, Result};
-use crate::model::{Converter, Model, Projection, TensorPlan};
+use crate::model::{Converter, Projection, TensorPlan};
 use crate::weights::stream::{TensorInfo, TensorSink};
 use crate::weights::TensorRole;
 
@@ -22,13 +22,18 @@ use crate::weights::TensorRole;
 const FLUSH_BYTES: usize = 64 << 20;
 
 impl GpuBackend {
-    /// Uploads a model in memory through the same loader a stream feeds, one tensor at a time,
-    /// converted to the options' dtypes (a model already stored so passes as it is).
-    pub(super) async fn upload(ctx: Arc<GpuContext>, model: &Model, options: &GpuOptions) -> Result<GpuBackend> {
-        let (cfg, vocab) = (model.config.clone(), model.vocab_size);
+    /// Uploads the tensors `feed` sends (a model in memory or a file's stream), one at a time,
+    /// converted to the options' dtypes (a tensor already stored so passes as it is).
+    pub(super) async fn load(
+        ctx: Arc<GpuContext>,
+        cfg: ModelConfig,
+        vocab: usize,
+        options: &GpuOptions,
+        feed: impl FnOnce(&mut dyn TensorSink) -> Result<()>,
+    ) -> Result<GpuBackend> {
         let loader = GpuLoader::new(ctx, cfg.clone(), vocab, options).await?;
         let mut converter = Converter::new(cfg, vocab, options.dtype, options.embedding, loader);
-        model.feed(&mut converter)?;
+        feed(&mut converter)?;
         converter.finish()?.finish().await
     }
 }

@@ -36,6 +36,7 @@ pub(crate) struct ValuesBinding {
     d_out: usize,
     groups: usize,
     weight_bytes: u64,
+    split: Split,
 }
 
 /// How one product is split: workgroups of `rows` output rows, the slots in `splits` parts of
@@ -88,7 +89,8 @@ impl Values {
         let values = &w.chunks[0].buffer;
         let bind = self.kernel.bind(ctx, &[scores, values, out, stats, residual]);
         let (slots, k_octets, d_out, groups) = (w.cols, w.row_octets(), w.rows / w.groups, w.groups);
-        ValuesBinding { bind, slots, k_octets, d_out, groups, weight_bytes: values.size() }
+        let split = Split::of(d_out, slots, k_octets, groups, &self.shape);
+        ValuesBinding { bind, slots, k_octets, d_out, groups, weight_bytes: values.size(), split }
     }
 
     /// Records the product, counted as `kind`: the statistics are `stat_blocks` per group; split 0
@@ -102,7 +104,7 @@ impl Values {
         stat_blocks: usize,
         residual_parts: usize,
     ) -> usize {
-        let split = Split::of(b.d_out, b.slots, b.k_octets, b.groups, &self.shape);
+        let split = b.split;
         let norm = match norm {
             NormActivation::L2NormGelu => 0,
             NormActivation::GeluL2Norm => 1,
