@@ -81,7 +81,7 @@ impl CpuBackend {
         let mut recorder = Recorder::new(request, &self.model.config, self.model.vocab_size, ids.len())?;
         check_ids(ids, self.vocab_size(), 0, self.max_positions())?;
         self.reset();
-        self.forward_pass(ids, false, Some(&mut recorder))?;
+        parallel::on_pool(|| self.forward_pass(ids, false, Some(&mut recorder)))?;
         Ok(recorder.finish())
     }
 
@@ -258,6 +258,6 @@ impl Backend for CpuBackend {
     }
 
     fn forward(&mut self, ids: &[u32], all_logits: bool) -> Result<Vec<f32>> {
-        self.forward_pass(ids, all_logits, None)
+        parallel::on_pool(|| self.forward_pass(ids, all_logits, None))
     }
 }

@@ -14,6 +14,19 @@ pub fn for_each<T>(items: Vec<T>, work: impl Fn(usize, T)) {
     items.into_iter().enumerate().for_each(|(i, item)| work(i, item));
 }
 
+/// Runs `work` on a thread of the pool (natively): a token's many short splits are then joined
+/// by a worker that takes a piece itself while the others still spin, instead of each one waking
+/// sleeping threads from outside the pool and blocking until they finish.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| work())
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn on_pool<R>(work: impl FnOnce() -> R) -> R {
+    work()
+}
+
 /// `work(i)` for i in 0..count, in parallel where there are threads; the results in order.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn map<R: Send>(count: usize, work: impl Fn(usize) -> R + Sync + Send) -> Vec<R> {
