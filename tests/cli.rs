@@ -140,40 +140,19 @@ fn eval_reports_the_reference_perplexity() {
             .unwrap();
     std::fs::write(&text_file, exp_json["eval"]["text"].as_str().unwrap()).unwrap();
     let (w, s) = (eval.window.to_string(), eval.stride.to_string());
-    let json = stdout_json(&tokenformer(&[
-        "eval",
-        "--model",
-        path(&fixture_dir("l2_norm_gelu")),
-        "--text",
-        path(&text_file),
-        "--window",
-        &w,
-        "--stride",
-        &s,
-        "--json",
-    ]));
+    let fixture = fixture_dir("l2_norm_gelu");
+    let run = |extra: &[&str]| {
+        let common = ["eval", "--model", path(&fixture), "--text", path(&text_file), "--window", &w, "--stride", &s];
+        stdout_json(&tokenformer(&[&common[..], extra, &["--json"]].concat()))
+    };
+    let json = run(&[]);
     let ppl = json["perplexity"].as_f64().unwrap();
     assert!((ppl / eval.perplexity - 1.0).abs() < 1e-5, "{ppl} vs {}", eval.perplexity);
 
     // The quality command: the file quantized as it loads against itself in f32, each perplexity
     // the reference's for its weights (the q4 fixture is this model quantized).
     let quantized = expected("l2_norm_gelu_q4").eval.unwrap().perplexity;
-    let json = stdout_json(&tokenformer(&[
-        "eval",
-        "--model",
-        path(&fixture_dir("l2_norm_gelu")),
-        "--dtype",
-        "q4",
-        "--compare",
-        "f32",
-        "--text",
-        path(&text_file),
-        "--window",
-        &w,
-        "--stride",
-        &s,
-        "--json",
-    ]));
+    let json = run(&["--dtype", "q4", "--compare", "f32"]);
     assert_eq!((json["dtype"].as_str(), json["reference_dtype"].as_str()), (Some("q4"), Some("f32")));
     let (reference, model) =
         (json["reference"]["perplexity"].as_f64().unwrap(), json["model"]["perplexity"].as_f64().unwrap());
