@@ -138,7 +138,8 @@ impl QuantFormat {
         }
     }
 
-    /// Value `i` of a row of blocks, alone.
+    /// Value `i` of a row of blocks, alone (`i` below the row's values: past them lie the last
+    /// block's padding values, then nothing).
     pub fn dequantize_at(self, blocks: &[u8], i: usize) -> f32 {
         let block = &blocks[i / GROUP * self.block_bytes()..][..self.block_bytes()];
         self.value(block, self.scale(block), i % GROUP)

@@ -140,8 +140,8 @@ pub(crate) struct ModelArgs {
     pub(crate) kv_cache: Option<KvDtype>,
 }
 
-/// How the weights are stored: the commands that load a model (a float file is quantized as it
-/// loads; a quantized one stays as it is).
+/// How the weights are stored, for the commands that load a model: a file is converted to these
+/// as it loads (quantized, or widened from its blocks), a tensor already so passes as it is.
 #[derive(Args)]
 pub(crate) struct StorageArgs {
     /// Weight storage: f32; f16 (half the memory and bytes read per token); q8 or q4 (int8 or

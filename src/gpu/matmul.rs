@@ -105,7 +105,7 @@ impl Linear {
             if row0 >= args.limit {
                 break;
             }
-            // A chunk of a grouped matrix holds whole groups (see weights::upload).
+            // A chunk of a grouped matrix holds whole groups (see weights::chunk_rows).
             let (n, groups, first_group) = if grouped {
                 (group_rows, rows / group_rows, row0 / group_rows)
             } else {

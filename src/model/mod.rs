@@ -152,6 +152,7 @@ impl Pattention {
 
     /// Parameter token `slot`'s value vector (d_out values).
     pub fn value_token(&self, slot: usize) -> Vec<f32> {
+        assert!(slot < self.n, "slot {slot} of {} (callers check it: inspect::check_slot)", self.n);
         let d_out = self.d_out();
         let mut out = vec![0f32; d_out];
         match &self.value_param_tokens {
