@@ -80,11 +80,12 @@ impl TensorPlan {
     }
 }
 
-/// Values per row of a quantized tensor of `role` in a model of `config`: value tensors are stored
-/// as Vᵀ (rows of n slots), the others have rows of the hidden size. (Quantized rows in a file hold
-/// whole groups; this is how many of their values are real.)
-pub(crate) fn quantized_cols(role: TensorRole, config: &ModelConfig) -> usize {
+/// Values per stored row of tensor `t` (of `role`) in a model of `config`. A float tensor says so
+/// itself; a quantized row holds whole groups, so the config says how many of its values are real:
+/// value tensors are stored as Vᵀ (rows of n slots), the others have rows of the hidden size.
+pub(crate) fn row_values(t: &TensorInfo, role: TensorRole, config: &ModelConfig) -> usize {
     match role {
+        _ if t.dtype.quant().is_none() => t.cols(),
         TensorRole::ParamTokens { proj, values: true, .. } => proj.slots(config),
         _ => config.hidden_size,
     }
@@ -186,8 +187,7 @@ impl TensorSink for ModelBuilder<'_> {
     fn begin(&mut self, tensors: &[TensorInfo]) -> Result<()> {
         let plan = TensorPlan::new(&self.config, self.vocab_size, tensors)?;
         for (t, &role) in tensors.iter().zip(&plan.roles) {
-            let quantized = t.dtype.quant().is_some();
-            let cols = if quantized { quantized_cols(role, &self.config) } else { t.cols() };
+            let cols = row_values(t, role, &self.config);
             self.data.push(reserve(t, cols)?);
             self.missing.push(t.rows());
             self.cols.push(cols.max(1));

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use super::load::quantized_cols;
+use super::load::row_values;
 use super::{transpose, Dtype, Model, TensorPlan, WeightData};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -101,8 +101,7 @@ impl<S: TensorSink> TensorSink for Converter<S> {
                 TensorRole::FinalNormWeight | TensorRole::FinalNormBias => (None, None),
             };
             let (from, to) = (t.dtype.quant(), target.and_then(Dtype::quant));
-            // Blocks hold whole groups: the config says how many values a row really has.
-            let cols = if from.is_some() { quantized_cols(role, &self.config) } else { t.cols() };
+            let cols = row_values(t, role, &self.config);
             let rows = t.rows();
             let (dtype, shape) = match (to, target, values) {
                 (Some(q), _, Some((n, d_out))) => (DType::from(q), vec![d_out, n]),
