@@ -9,7 +9,9 @@
 // values.wgsl reduces and applies while it loads the scores (stat):
 //   0: none (the head); 1: Σ s² (l2_norm_gelu); 2: s := gelu(s), Σ gelu(s)² (gelu_l2_norm);
 //   3: (max s, Σ exp(s - max)) (softmax).
-// A dtype prelude supplies binding 1 and wb_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// The dtype supplies binding 1 (its prelude) and dot_8_rows() (weights_q4_rows.wgsl or
+// lib/rows_each.wgsl); lib/rows.wgsl, lib/gelu.wgsl and lib/block_input*.wgsl are prepended too
+// (decode_source in src/gpu/scores.rs).
 
 struct Params {
     mode: u32,
@@ -148,6 +150,11 @@ fn store_row(g: u32, row: u32, total: f32) -> vec2<f32> {
     return st;
 }
 
+// Quad q of the input row (lib/block_input*.wgsl).
+fn input_quad(q: u32) -> vec4<f32> {
+    return act[q];
+}
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -160,16 +167,13 @@ fn main(
     let j0 = wg.x * p.rows + lid / tpr * 8u;
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    if j0 < p.n {
-        let k_blocks = p.k_octets / BLOCK_OCTETS;
-        let r = row_starts(wg.y * p.n, j0, p.n, p.k_octets);
-        for (var b = lid % tpr; b < k_blocks; b += tpr) {
-            var a: array<vec4<f32>, BLOCK_QUADS>;
-            for (var i = 0u; i < BLOCK_QUADS; i++) {
-                a[i] = act[BLOCK_QUADS * b + i];
-            }
-            dot_8_rows(r, b, a, &lo, &hi);
-        }
+    // Threads past the last rows read the last 8 again, so that all of a subgroup's lanes take part
+    // in block_input()'s shuffles (their sums are not stored).
+    let k_blocks = p.k_octets / BLOCK_OCTETS;
+    let r = row_starts(wg.y * p.n, min(j0, (p.n - 1u) / 8u * 8u), p.n, p.k_octets);
+    for (var b = lid % tpr; b < k_blocks; b += tpr) {
+        let a = block_input(b, lid);
+        dot_8_rows(r, b, a, &lo, &hi);
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);
     let g = wg.y;

@@ -10,7 +10,9 @@
 // out[(split * groups + g) * stride + c]; the next kernel adds them (scores.wgsl, attention). With
 // residual_parts > 0, split 0 also adds the residual stream (those partial rows of `residual`), so
 // the output partials sum to the new residual stream.
-// A dtype prelude supplies binding 1 and wb_dot(); lib/rows.wgsl and lib/gelu.wgsl are prepended.
+// The dtype supplies binding 1 (its prelude) and dot_8_rows() (weights_q4_rows.wgsl or
+// lib/rows_each.wgsl); lib/rows.wgsl, lib/gelu.wgsl and lib/block_input*.wgsl are prepended too
+// (decode_source in src/gpu/scores.rs).
 // Splits are whole blocks (split_octets a multiple of BLOCK_OCTETS).
 
 struct Params {
@@ -33,6 +35,11 @@ struct Params {
 
 // Slots per split up to 4 * 512.
 var<workgroup> theta: array<vec4<f32>, 512>;
+
+// Quad q of Theta (lib/block_input*.wgsl).
+fn input_quad(q: u32) -> vec4<f32> {
+    return theta[q];
+}
 
 @compute @workgroup_size(WG)
 fn main(
@@ -79,15 +86,12 @@ fn main(
     let j0 = wg.x * p.rows + lid / tpr * 8u;
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    if j0 < p.d_out {
-        let r = row_starts(g * p.d_out, j0, p.d_out, p.k_octets);
-        for (var b = lid % tpr; b < len / BLOCK_OCTETS; b += tpr) {
-            var a: array<vec4<f32>, BLOCK_QUADS>;
-            for (var i = 0u; i < BLOCK_QUADS; i++) {
-                a[i] = theta[BLOCK_QUADS * b + i];
-            }
-            dot_8_rows(r, o0 / BLOCK_OCTETS + b, a, &lo, &hi);
-        }
+    // Threads past the last rows read the last 8 again, so that all of a subgroup's lanes take part
+    // in block_input()'s shuffles (their sums are not stored).
+    let r = row_starts(g * p.d_out, min(j0, (p.d_out - 1u) / 8u * 8u), p.d_out, p.k_octets);
+    for (var b = lid % tpr; b < len / BLOCK_OCTETS; b += tpr) {
+        let a = block_input(b, lid);
+        dot_8_rows(r, o0 / BLOCK_OCTETS + b, a, &lo, &hi);
     }
     reduce_8_rows(lo, hi, lid, tpr, p.rows);
     for (var i = lid; i < p.rows; i += WG) {

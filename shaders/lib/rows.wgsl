@@ -2,7 +2,8 @@
 // the Rust side), `rows` weight rows per workgroup in groups of 8, each group's `tpr` threads
 // reading neighbouring blocks of its rows (thread lid = group * tpr + lane; a block is the dtype
 // prelude's BLOCK_OCTETS octets: one octet of floats, one group of 32 quantized values): one block
-// of the input, loaded from workgroup memory, serves 8 rows. Then a reduction over each group's
+// of the input, loaded from workgroup memory (lib/block_input*.wgsl), serves 8 rows (the dtype's
+// dot_8_rows(), most of them through dot_rows_each() here). Then a reduction over each group's
 // lanes: reduce_rows(), from lib/reduce_workgroup.wgsl or, where the adapter has subgroups,
 // lib/reduce_subgroup.wgsl (also prepended).
 // On a GPU: 256 threads, 8 to 64 rows (tpr 256 to 32). On a CPU adapter: 16 threads and 128 rows,
@@ -27,9 +28,9 @@ fn row_starts(first: u32, j0: u32, n: u32, k_octets: u32) -> array<u32, 8> {
     return r;
 }
 
-// Adds block b of the 8 rows starting at r (see row_starts), times the input block a, to lo (rows
-// 0..4) and hi (rows 4..8).
-fn dot_8_rows(
+// Adds block b of the 8 rows starting at r, times the input block a, to lo (rows 0..4) and hi
+// (rows 4..8), a row at a time: dot_8_rows() for most dtypes (lib/rows_each.wgsl).
+fn dot_rows_each(
     r: array<u32, 8>,
     b: u32,
     a: array<vec4<f32>, BLOCK_QUADS>,

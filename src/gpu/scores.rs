@@ -3,6 +3,8 @@
 //! stream, or attention's output combined from its splits) and the statistics the normalisation
 //! needs left per workgroup by its epilogue (`shaders/scores.wgsl`; [`super::values`] applies them).
 
+use std::sync::OnceLock;
+
 use super::context::{Access, Encoder, GpuContext, Kernel};
 use super::params::shader_params;
 use super::weights::Matrix;
@@ -60,6 +62,15 @@ impl DecodeShape {
         self.max_rows == GPU_MAX_ROWS
     }
 
+    /// Whether every thread of a subgroup reads the same input block, so the lanes can share its
+    /// loads (`shaders/lib/block_input_shared.wgsl`): a CPU adapter's own shape (at one workgroup
+    /// at least, [`rows_per_workgroup`] gives every product its most rows, a thread per 8 rows)
+    /// with subgroups of at least a block's quads.
+    pub fn shares_input(&self) -> bool {
+        let block_quads = 2 * self.dtype.block_octets() as u32;
+        !self.for_gpu() && self.min_workgroups == 1 && self.subgroup_lanes.is_some_and(|lanes| lanes >= block_quads)
+    }
+
     /// Threads per workgroup: a CPU adapter's are one per 8 rows of its most.
     pub fn threads(&self) -> usize {
         if self.for_gpu() {
@@ -71,7 +82,7 @@ impl DecodeShape {
 }
 
 pub(crate) struct Scores {
-    kernel: Kernel,
+    kernel: DecodeKernel,
     eps: f32,
     shape: DecodeShape,
 }
@@ -85,6 +96,8 @@ pub(crate) struct ScoresBinding {
     k_octets: usize,
     groups: usize,
     group_rows: usize,
+    /// See [`DecodeKernel::prepare`].
+    whole_row_groups: bool,
 }
 
 /// Rows per workgroup for `rows` rows in each of `groups` groups: the most (a power of two from 8
@@ -107,25 +120,84 @@ fn stat_code(norm: Option<NormActivation>) -> u32 {
     }
 }
 
-/// WGSL of a decode product: the workgroup size, the dtype prelude, the shared row reductions
-/// (through subgroups or workgroup memory) and GELU, the body.
-pub(crate) fn decode_source(shape: DecodeShape, body: &str) -> String {
+/// WGSL of a decode product: the workgroup size, whether its matrices' groups of rows start on
+/// whole row groups, the dtype prelude and its `dot_8_rows()`, the shared row reductions (through
+/// subgroups or workgroup memory) and GELU, how threads load an input block, the body.
+fn decode_source(shape: DecodeShape, whole_row_groups: bool, body: &str) -> String {
     let reduce = match shape.subgroup_lanes {
         Some(lanes) => {
             format!("const SUBGROUP_LANES: u32 = {lanes}u;\n{}", include_str!("../../shaders/lib/reduce_subgroup.wgsl"))
         }
         None => include_str!("../../shaders/lib/reduce_workgroup.wgsl").to_string(),
     };
+    let input = if shape.shares_input() {
+        include_str!("../../shaders/lib/block_input_shared.wgsl")
+    } else {
+        include_str!("../../shaders/lib/block_input.wgsl")
+    };
     let lib = [include_str!("../../shaders/lib/rows.wgsl"), include_str!("../../shaders/lib/gelu.wgsl")];
-    let threads = format!("const WG: u32 = {}u;", shape.threads());
-    format!("{threads}\n{}\n{}\n{reduce}\n{}\n{body}", shape.dtype.prelude(), lib[0], lib[1])
+    let consts = format!("const WG: u32 = {}u;\nconst WHOLE_ROW_GROUPS: bool = {whole_row_groups};", shape.threads());
+    let dtype = shape.dtype;
+    format!("{consts}\n{}\n{}\n{}\n{reduce}\n{}\n{input}\n{body}", dtype.prelude(), dtype.dot_8_rows(), lib[0], lib[1])
+}
+
+/// A decode product's pipelines. A thread's 8 rows start on a row group of the dtype's
+/// (`shaders/lib/row_groups.wgsl`) wherever a matrix's groups of rows (q, k, v) do: always in every
+/// released shape, and then q4 reads a block of the 8 rows at once. A matrix whose groups of rows
+/// do not (q4 only: groups of rows not a multiple of 8, as in the test fixtures) takes a second
+/// pipeline that reads a row at a time, made when such a matrix is first bound. A branch on it
+/// in the shader would not do: software Vulkan runs both sides of a branch.
+pub(crate) struct DecodeKernel {
+    label: &'static str,
+    shape: DecodeShape,
+    body: &'static str,
+    whole_row_groups: Kernel,
+    rows_apart: OnceLock<Kernel>,
+}
+
+impl DecodeKernel {
+    pub fn new(
+        ctx: &GpuContext,
+        label: &'static str,
+        shape: DecodeShape,
+        body: &'static str,
+        bindings: &[Access],
+    ) -> Self {
+        let whole_row_groups = Kernel::new(ctx, label, &decode_source(shape, true, body), bindings);
+        DecodeKernel { label, shape, body, whole_row_groups, rows_apart: OnceLock::new() }
+    }
+
+    /// Whether a matrix of `groups` groups of `group_rows` rows each keeps its groups on whole row
+    /// groups (so the first pipeline serves it); if not, makes the second pipeline.
+    pub fn prepare(&self, ctx: &GpuContext, group_rows: usize, groups: usize) -> bool {
+        let whole = groups == 1 || group_rows.is_multiple_of(self.shape.dtype.row_group());
+        if !whole {
+            self.rows_apart.get_or_init(|| {
+                self.whole_row_groups.sibling(ctx, self.label, &decode_source(self.shape, false, self.body))
+            });
+        }
+        whole
+    }
+
+    /// The pipeline for a matrix [`DecodeKernel::prepare`] answered `whole` for.
+    pub fn get(&self, whole: bool) -> &Kernel {
+        match self.rows_apart.get() {
+            Some(kernel) if !whole => kernel,
+            _ => &self.whole_row_groups,
+        }
+    }
+
+    /// A bind group (the pipelines share their layout).
+    pub fn bind(&self, ctx: &GpuContext, buffers: &[&wgpu::Buffer]) -> wgpu::BindGroup {
+        self.whole_row_groups.bind(ctx, buffers)
+    }
 }
 
 impl Scores {
     pub fn new(ctx: &GpuContext, shape: DecodeShape, eps: f64) -> Scores {
         use Access::{Read, ReadWrite};
-        let source = decode_source(shape, include_str!("../../shaders/scores.wgsl"));
-        let kernel = Kernel::new(ctx, "scores", &source, &[Read, Read, ReadWrite, ReadWrite, Read, Read]);
+        let body = include_str!("../../shaders/scores.wgsl");
+        let kernel = DecodeKernel::new(ctx, "scores", shape, body, &[Read, Read, ReadWrite, ReadWrite, Read, Read]);
         Scores { kernel, eps: eps as f32, shape }
     }
 
@@ -155,7 +227,9 @@ impl Scores {
                 (bind, ch.row0, ch.rows, ch.buffer.size())
             })
             .collect();
-        ScoresBinding { chunks, cols: w.cols, k_octets: w.row_octets(), groups, group_rows: w.rows / groups }
+        let group_rows = w.rows / groups;
+        let whole_row_groups = self.kernel.prepare(ctx, group_rows, groups);
+        ScoresBinding { chunks, cols: w.cols, k_octets: w.row_octets(), groups, group_rows, whole_row_groups }
     }
 
     /// Workgroups per group of the binding's matrix (where its statistics go), if it has one chunk.
@@ -195,7 +269,7 @@ impl Scores {
                 eps: self.eps,
             };
             let grid = [n.div_ceil(r) as u32, groups as u32, 1];
-            enc.dispatch_product(kind, *bytes, &self.kernel, bind, &params, grid);
+            enc.dispatch_product(kind, *bytes, self.kernel.get(b.whole_row_groups), bind, &params, grid);
         }
     }
 }

@@ -3,9 +3,9 @@
 //! slots are split across workgroups so that even a 768-row product launches enough of them
 //! (`shaders/values.wgsl`). Splits write partial rows that the next kernel adds.
 
-use super::context::{Access, Encoder, GpuContext, Kernel};
+use super::context::{Access, Encoder, GpuContext};
 use super::params::shader_params;
-use super::scores::{decode_source, rows_per_workgroup, DecodeShape};
+use super::scores::{rows_per_workgroup, DecodeKernel, DecodeShape};
 use super::weights::{padded, Matrix};
 use crate::config::NormActivation;
 
@@ -23,7 +23,7 @@ const SPLIT_SLOTS: usize = 2048;
 const MIN_ROWS: usize = 32;
 
 pub(crate) struct Values {
-    kernel: Kernel,
+    kernel: DecodeKernel,
     shape: DecodeShape,
 }
 
@@ -37,6 +37,8 @@ pub(crate) struct ValuesBinding {
     groups: usize,
     weight_bytes: u64,
     split: Split,
+    /// See [`DecodeKernel::prepare`].
+    whole_row_groups: bool,
 }
 
 /// How one product is split: workgroups of `rows` output rows, the slots in `splits` parts of
@@ -70,8 +72,8 @@ pub(crate) fn fits(slots: usize) -> bool {
 impl Values {
     pub fn new(ctx: &GpuContext, shape: DecodeShape) -> Values {
         use Access::{Read, ReadWrite};
-        let source = decode_source(shape, include_str!("../../shaders/values.wgsl"));
-        let kernel = Kernel::new(ctx, "values", &source, &[Read, Read, ReadWrite, Read, Read]);
+        let body = include_str!("../../shaders/values.wgsl");
+        let kernel = DecodeKernel::new(ctx, "values", shape, body, &[Read, Read, ReadWrite, Read, Read]);
         Values { kernel, shape }
     }
 
@@ -90,7 +92,8 @@ impl Values {
         let bind = self.kernel.bind(ctx, &[scores, values, out, stats, residual]);
         let (slots, k_octets, d_out, groups) = (w.cols, w.row_octets(), w.rows / w.groups, w.groups);
         let split = Split::of(d_out, slots, k_octets, groups, &self.shape);
-        ValuesBinding { bind, slots, k_octets, d_out, groups, weight_bytes: values.size(), split }
+        let whole_row_groups = self.kernel.prepare(ctx, d_out, groups);
+        ValuesBinding { bind, slots, k_octets, d_out, groups, weight_bytes: values.size(), split, whole_row_groups }
     }
 
     /// Records the product, counted as `kind`: the statistics are `stat_blocks` per group; split 0
@@ -122,7 +125,7 @@ impl Values {
             stride: padded(b.d_out) as u32,
         };
         let grid = [b.d_out.div_ceil(split.rows) as u32, split.splits as u32, b.groups as u32];
-        enc.dispatch_product(kind, b.weight_bytes, &self.kernel, &b.bind, &params, grid);
+        enc.dispatch_product(kind, b.weight_bytes, self.kernel.get(b.whole_row_groups), &b.bind, &params, grid);
         split.splits
     }
 }

@@ -32,6 +32,16 @@ impl Dtype {
         [weights, include_str!("../../shaders/lib/octets.wgsl"), layout].concat()
     }
 
+    /// The decode products' `dot_8_rows()`: q4 reads a whole row group's block at once, the other
+    /// dtypes a row at a time (`shaders/lib/rows.wgsl`).
+    pub(crate) fn dot_8_rows(self) -> &'static str {
+        if self == Dtype::Q4 {
+            include_str!("../../shaders/weights_q4_rows.wgsl")
+        } else {
+            include_str!("../../shaders/lib/rows_each.wgsl")
+        }
+    }
+
     /// Octets per block of the decode products' loops (see [`Dtype::prelude`]).
     pub(crate) fn block_octets(self) -> usize {
         if self.quant().is_some() {
@@ -52,7 +62,7 @@ impl Dtype {
     /// Rows stored together, their superblocks interleaved (`ROW_GROUP` in the prelude,
     /// `shaders/lib/row_groups.wgsl`): q4's groups of 8, the rows a decode product's thread walks
     /// together (`shaders/lib/rows.wgsl`); other rows stand alone.
-    fn row_group(self) -> usize {
+    pub(crate) fn row_group(self) -> usize {
         if self == Dtype::Q4 {
             8
         } else {
@@ -190,8 +200,15 @@ impl Matrix {
             let (g, lane) = (r / group_rows, r % group_rows);
             let group =
                 pending.entry(g).or_insert_with(|| PendingGroup { bytes: vec![0; group_rows * stored], arrived: 0 });
+            // Superblock s of the group's rows: their scale quads side by side, then their quants.
             for (s, sb) in row.chunks_exact(superblock_bytes).enumerate() {
-                group.bytes[(s * group_rows + lane) * superblock_bytes..][..superblock_bytes].copy_from_slice(sb);
+                let (scales, quants) = sb.split_at(16);
+                let at = s * group_rows * superblock_bytes;
+                for (w, word) in scales.chunks_exact(4).enumerate() {
+                    group.bytes[at + (w * group_rows + lane) * 4..][..4].copy_from_slice(word);
+                }
+                let at = at + group_rows * 16 + lane * quants.len();
+                group.bytes[at..at + quants.len()].copy_from_slice(quants);
             }
             group.arrived |= 1 << lane;
             let real = (self.rows - g * group_rows).min(group_rows);
