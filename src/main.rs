@@ -27,9 +27,6 @@ use tokenformer::{
     Result, SamplingParams, Tokenizer,
 };
 
-/// Decode steps `bench` times dispatch by dispatch on a GPU.
-const TIMED_STEPS: usize = 3;
-
 fn main() {
     let cli = Cli::parse();
     let result = set_threads(cli.threads).and_then(|()| match cli.command {
@@ -335,11 +332,11 @@ fn run_bench(args: BenchArgs) -> Result<()> {
             let (adapter, dtype, kv) = (gpu.context().adapter_name(), gpu.dtype().as_str(), gpu.kv_dtype().as_str());
             let label = format!("gpu {adapter} ({dtype} weights, {kv} KV cache; {})", gpu.kernel_shapes());
             let bytes = gpu.weight_bytes_per_token() as usize;
-            // Three more steps, each dispatch timed by the device (where it has timestamps); each
-            // kind's fastest.
+            // More steps, each dispatch timed by the device (where it has timestamps); each kind's
+            // fastest.
             let (pass, encode_ns) = (gpu.last_pass(), gpu.last_encode_ns());
             let mut timed = Vec::new();
-            for _ in 0..TIMED_STEPS {
+            for _ in 0..args.timed_steps {
                 match pollster::block_on(gpu.profile_decode_step(&params)) {
                     Ok(stats) => timed.push(stats),
                     Err(e) => {
@@ -457,7 +454,8 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         }
         if let Some(g) = r.gpu_ms_per_token {
             println!(
-                "  device   {g:>9.2} ms per token in dispatches ({TIMED_STEPS} more steps, each dispatch timed in a pass of its own; each kind's fastest)"
+                "  device   {g:>9.2} ms per token in dispatches ({} more steps, each dispatch timed in a pass of its own; each kind's fastest)",
+                args.timed_steps
             );
         }
         print_kinds(&r.dispatch_kinds, r.gpu_ms_per_token, r.limit_gb_per_s);

@@ -352,10 +352,15 @@ pub(crate) struct BenchArgs {
     /// memory, top-k sampling over many workgroups) or for a CPU adapter (false; default there).
     #[arg(long)]
     pub(crate) gpu_shapes: Option<bool>,
-    /// GPU only: sum the decode products' partial sums through subgroup shuffles (true; default
-    /// where the adapter has subgroups) or through workgroup memory alone (false, as in browsers).
+    /// GPU only: subgroup operations in the decode products, summing their partial sums through
+    /// shuffles and, on a CPU adapter, sharing each input block across the lanes (true; default
+    /// where the adapter has subgroups), or workgroup memory alone (false, as in browsers).
     #[arg(long)]
     pub(crate) subgroups: Option<bool>,
+    /// GPU only: decode steps timed dispatch by dispatch after the run; each kind's fastest is
+    /// printed, so more steps steady the figures on a shared host.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) timed_steps: u32,
     /// Decode with the demo page's sampling (temperature 0.7, top-k 40, top-p 0.95, repetition
     /// penalty 1.2) instead of greedy.
     #[arg(long)]
