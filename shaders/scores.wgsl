@@ -167,10 +167,8 @@ fn main(
     let j0 = wg.x * p.rows + lid / tpr * 8u;
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    // Threads past the last rows read the last 8 again, so that all of a subgroup's lanes take part
-    // in block_input()'s shuffles (their sums are not stored).
     let k_blocks = p.k_octets / BLOCK_OCTETS;
-    let r = row_starts(wg.y * p.n, min(j0, (p.n - 1u) / 8u * 8u), p.n, p.k_octets);
+    let r = row_starts(wg.y * p.n, j0, p.n, p.k_octets);
     for (var b = lid % tpr; b < k_blocks; b += tpr) {
         let a = block_input(b, lid);
         dot_8_rows(r, b, a, &lo, &hi);

@@ -86,9 +86,7 @@ fn main(
     let j0 = wg.x * p.rows + lid / tpr * 8u;
     var lo = vec4<f32>(0.0);
     var hi = vec4<f32>(0.0);
-    // Threads past the last rows read the last 8 again, so that all of a subgroup's lanes take part
-    // in block_input()'s shuffles (their sums are not stored).
-    let r = row_starts(g * p.d_out, min(j0, (p.d_out - 1u) / 8u * 8u), p.d_out, p.k_octets);
+    let r = row_starts(g * p.d_out, j0, p.d_out, p.k_octets);
     for (var b = lid % tpr; b < len / BLOCK_OCTETS; b += tpr) {
         let a = block_input(b, lid);
         dot_8_rows(r, o0 / BLOCK_OCTETS + b, a, &lo, &hi);

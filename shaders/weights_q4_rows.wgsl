@@ -33,12 +33,17 @@ fn dot_8_rows(
         q4_dot(w[q + 7u * QUANT_QUADS], a),
     );
     let t = q4_input_sum(a);
-    *lo += q4_halves(dm_lo, 0u) * x_lo + q4_halves(dm_lo, 16u) * t;
-    *hi += q4_halves(dm_hi, 0u) * x_hi + q4_halves(dm_hi, 16u) * t;
+    let s_lo = q4_row_scales(dm_lo);
+    let s_hi = q4_row_scales(dm_hi);
+    *lo += s_lo[0] * x_lo + s_lo[1] * t;
+    *hi += s_hi[0] * x_hi + s_hi[1] * t;
 }
 
-// The d (shift 0) or m (shift 16) halves of 4 rows' scale words, as floats.
-fn q4_halves(dm: vec4<u32>, shift: u32) -> vec4<f32> {
-    let h = (dm >> vec4<u32>(shift)) & vec4<u32>(0xffffu);
-    return vec4<f32>(unpack2x16float(h.x).x, unpack2x16float(h.y).x, unpack2x16float(h.z).x, unpack2x16float(h.w).x);
+// 4 rows' scale words: their d (column 0) and m (column 1).
+fn q4_row_scales(dm: vec4<u32>) -> mat2x4<f32> {
+    let r0 = unpack2x16float(dm.x);
+    let r1 = unpack2x16float(dm.y);
+    let r2 = unpack2x16float(dm.z);
+    let r3 = unpack2x16float(dm.w);
+    return mat2x4<f32>(vec4<f32>(r0.x, r1.x, r2.x, r3.x), vec4<f32>(r0.y, r1.y, r2.y, r3.y));
 }

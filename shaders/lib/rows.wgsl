@@ -17,13 +17,16 @@ var<workgroup> stat_red: array<vec2<f32>, WG>;
 // Row i's total (rows up to 256), left by reduce_8_rows().
 var<workgroup> row_total: array<f32, 256>;
 
-// Where the 8 rows from j0 of a matrix of n rows (k_octets octets each) starting at row `first`
-// start (the prelude's row_start): rows past n repeat the last one, so loads stay in bounds (their
-// sums are not stored).
+// Where the 8 rows from j0 (a multiple of 8) of a matrix of n rows (k_octets octets each) starting
+// at row `first` start (the prelude's row_start). A thread past the last rows reads the last 8 again
+// rather than skip its loop, so that all of a subgroup's lanes take part in block_input()'s
+// shuffles, and rows past n repeat the last one, so loads stay in bounds (their sums are not
+// stored).
 fn row_starts(first: u32, j0: u32, n: u32, k_octets: u32) -> array<u32, 8> {
+    let j = min(j0, (n - 1u) / 8u * 8u);
     var r: array<u32, 8>;
     for (var i = 0u; i < 8u; i++) {
-        r[i] = row_start(first + min(j0 + i, n - 1u), k_octets);
+        r[i] = row_start(first + min(j + i, n - 1u), k_octets);
     }
     return r;
 }

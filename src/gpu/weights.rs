@@ -71,6 +71,9 @@ impl Dtype {
     }
 }
 
+/// Bytes of a row's scales in a superblock (`superblocks()`): one `vec4<u32>`.
+const SCALE_QUAD_BYTES: usize = 16;
+
 /// Rows `row0..row0 + rows` of a matrix, in one buffer.
 pub(crate) struct Chunk {
     pub buffer: wgpu::Buffer,
@@ -202,12 +205,12 @@ impl Matrix {
                 pending.entry(g).or_insert_with(|| PendingGroup { bytes: vec![0; group_rows * stored], arrived: 0 });
             // Superblock s of the group's rows: their scale quads side by side, then their quants.
             for (s, sb) in row.chunks_exact(superblock_bytes).enumerate() {
-                let (scales, quants) = sb.split_at(16);
+                let (scales, quants) = sb.split_at(SCALE_QUAD_BYTES);
                 let at = s * group_rows * superblock_bytes;
                 for (w, word) in scales.chunks_exact(4).enumerate() {
                     group.bytes[at + (w * group_rows + lane) * 4..][..4].copy_from_slice(word);
                 }
-                let at = at + group_rows * 16 + lane * quants.len();
+                let at = at + group_rows * SCALE_QUAD_BYTES + lane * quants.len();
                 group.bytes[at..at + quants.len()].copy_from_slice(quants);
             }
             group.arrived |= 1 << lane;
